@@ -1,0 +1,648 @@
+"""River estimators: :class:`DASClassifier` and :class:`DASRegressor`.
+
+Both learn **one minibatch at a time**: ``learn_one`` buffers samples and takes one optimizer
+step per ``batch_size`` samples; ``learn_many`` takes one step on the batch it is given. Every
+``grow_every`` samples the network prunes, then grows (see :class:`streamdas.DASTrainer`).
+Features are River dicts: new ones add zero-weight input columns, missing ones are imputed with
+their running mean, order never matters. Inputs are standardized with running statistics
+(``standardize=True``), so the SELU network works on raw streams.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from collections.abc import Hashable
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+from river import base
+
+from streamdas.fastpath import NumpyForward
+from streamdas.features import FeatureIndex, RunningStandardizer, check_value
+from streamdas.model import NetConfig
+from streamdas.sizing import SizingConfig
+from streamdas.trainer import DASTrainer, TrainConfig
+
+__all__ = ["DASClassifier", "DASRegressor"]
+
+_PLAIN_LABELS = (str, int, float, bool, type(None))
+
+
+class _DASEstimator:
+    """Shared machinery of the two estimators (not a River estimator by itself)."""
+
+    _loss: ClassVar[str] = "cross_entropy"
+
+    def __init__(
+        self,
+        hidden_sizes: tuple[int, ...] = (32, 32),
+        batch_size: int = 32,
+        grow_every: int = 1000,
+        alpha: float = 2e-5,
+        lr: float = 3e-3,
+        optimizer: str = "adam",
+        regularizer: str = "weighted_l1",
+        tau: float = 1e-3,
+        growth_percentage: float = 0.2,
+        min_growth: int = 4,
+        min_units: int = 1,
+        max_units: int | None = None,
+        grow: bool = True,
+        prune: bool = True,
+        activation: str = "selu",
+        standardize: bool = True,
+        drift_detector: base.DriftDetector | None = None,
+        device: str = "cpu",
+        seed: int | None = None,
+    ) -> None:
+        self.hidden_sizes = hidden_sizes
+        self.batch_size = batch_size
+        self.grow_every = grow_every
+        self.alpha = alpha
+        self.lr = lr
+        self.optimizer = optimizer
+        self.regularizer = regularizer
+        self.tau = tau
+        self.growth_percentage = growth_percentage
+        self.min_growth = min_growth
+        self.min_units = min_units
+        self.max_units = max_units
+        self.grow = grow
+        self.prune = prune
+        self.activation = activation
+        self.standardize = standardize
+        self.drift_detector = drift_detector
+        self.device = device
+        self.seed = seed
+        if int(batch_size) < 1:
+            raise ValueError("batch_size must be >= 1")
+        # Validate the configs now, so a bad argument fails at construction.
+        self._train_config()
+        self._sizing_config()
+        NetConfig(n_inputs=1, hidden_sizes=tuple(hidden_sizes), n_outputs=1, activation=activation)
+        self._reset()
+
+    # ------------------------------------------------------------------ configs
+    def _train_config(self) -> TrainConfig:
+        return TrainConfig(optimizer=self.optimizer, lr=self.lr, regularizer=self.regularizer,
+                           alpha=self.alpha, loss=self._loss)
+
+    def _sizing_config(self) -> SizingConfig:
+        return SizingConfig(tau=self.tau, growth_percentage=self.growth_percentage,
+                            min_growth=self.min_growth, min_units=self.min_units,
+                            max_units=self.max_units, every=self.grow_every,
+                            grow=self.grow, prune=self.prune)
+
+    def _reset(self) -> None:
+        self._index = FeatureIndex()
+        self._stats = RunningStandardizer()
+        self._trainer: DASTrainer | None = None
+        self._fwd: NumpyForward | None = None
+        self._buf_x: list[np.ndarray] = []
+        self._buf_y: list[Any] = []
+        self._detector = None if self.drift_detector is None else self.drift_detector.clone()
+        self.n_drifts_detected = 0
+
+    # ------------------------------------------------------------------ model
+    def _n_outputs(self) -> int:
+        raise NotImplementedError
+
+    def _build(self) -> DASTrainer:
+        if self._trainer is None:
+            config = NetConfig(n_inputs=len(self._index), hidden_sizes=tuple(self.hidden_sizes),
+                               n_outputs=max(self._n_outputs(), 1), activation=self.activation)
+            self._trainer = DASTrainer(config, self._train_config(), self._sizing_config(),
+                                       seed=self.seed, device=self.device)
+            self._fwd = NumpyForward(self._trainer.net)
+        return self._trainer
+
+    @property
+    def trainer(self) -> DASTrainer | None:
+        """The underlying :class:`~streamdas.DASTrainer` (``None`` until the first sample)."""
+        return self._trainer
+
+    @property
+    def fine_tune(self) -> bool:
+        """Static fine-tuning: regularization, growth and pruning off. Settable at run time."""
+        return bool(self._trainer and self._trainer.fine_tune)
+
+    @fine_tune.setter
+    def fine_tune(self, value: bool) -> None:
+        self._build().fine_tune = bool(value)
+
+    # ------------------------------------------------------------------ introspection
+    @property
+    def layer_sizes(self) -> list[int]:
+        """Hidden-layer widths now."""
+        if self._trainer is None:
+            return [int(h) for h in self.hidden_sizes]
+        return self._trainer.net.hidden_sizes
+
+    @property
+    def n_parameters(self) -> int:
+        return 0 if self._trainer is None else self._trainer.net.n_parameters()
+
+    @property
+    def model_bytes(self) -> int:
+        """Bytes of tensor storage: parameters plus optimizer state (River's memory measure
+        does not see tensors)."""
+        if self._trainer is None:
+            return 0
+        t = self._trainer
+        opt = sum(v.numel() * v.element_size() for s in t.optimizer.state.values()
+                  for v in s.values() if isinstance(v, torch.Tensor))
+        return t.net.n_bytes() + opt
+
+    @property
+    def size_history(self) -> list[dict[str, Any]]:
+        """Per-layer widths after every sizing event, with the sample count."""
+        return [] if self._trainer is None else list(self._trainer.size_history)
+
+    @property
+    def n_units_grown(self) -> list[int]:
+        return [0] * len(self.hidden_sizes) if self._trainer is None else list(self._trainer.n_grown)
+
+    @property
+    def n_units_pruned(self) -> list[int]:
+        return [0] * len(self.hidden_sizes) if self._trainer is None else list(self._trainer.n_pruned)
+
+    @property
+    def n_samples_learned(self) -> int:
+        """Samples that went into an optimizer step (buffered ones not yet)."""
+        return 0 if self._trainer is None else self._trainer.n_samples
+
+    @property
+    def n_sizing_cycles(self) -> int:
+        return 0 if self._trainer is None else self._trainer.n_cycles
+
+    @property
+    def n_nonfinite_skipped(self) -> int:
+        """Minibatches whose loss or gradients were not finite (skipped, nothing changed)."""
+        return 0 if self._trainer is None else self._trainer.n_nonfinite
+
+    # ------------------------------------------------------------------ features
+    def _grow_features(self, names: list[Hashable]) -> None:
+        if not names:
+            return
+        self._index.add(names)
+        self._stats.extend(len(self._index))
+        if self._trainer is not None:
+            self._trainer.add_inputs(len(names))
+
+    def _learn_vector(self, x: dict) -> np.ndarray:
+        keys, vals = self._index.values(x)
+        self._grow_features(self._index.new_names(keys))
+        out = np.full(len(self._index), np.nan, dtype=np.float32)
+        out[self._index.columns(keys)] = vals
+        return out
+
+    def _predict_input(self, x: dict) -> np.ndarray:
+        vec = self._index.vector(x, grow=False)
+        return self._stats.transform(vec, self.standardize)
+
+    def _frame(self, X: pd.DataFrame, grow: bool) -> np.ndarray:
+        """Raw float32 matrix of a DataFrame in index order (NaN = missing, as pandas has it)."""
+        cols = list(X.columns)
+        for c in cols:
+            if not (pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c])):
+                raise ValueError(f"feature {c!r} is not numeric (dtype {X[c].dtype})")
+        values = X.to_numpy(dtype=np.float32, na_value=np.nan) if cols else np.zeros((len(X), 0), np.float32)
+        bad = np.isinf(values).any(axis=0)
+        if bad.any():
+            c = cols[int(np.flatnonzero(bad)[0])]
+            raise ValueError(f"feature {c!r} is not finite (inf)")
+        if grow:
+            self._grow_features(self._index.new_names(cols))
+        else:
+            known = [i for i, c in enumerate(cols) if c in self._index._pos]
+            cols = [cols[i] for i in known]
+            values = values[:, known]
+        out = np.full((len(X), len(self._index)), np.nan, dtype=np.float32)
+        out[:, self._index.columns(tuple(cols))] = values
+        return out
+
+    # ------------------------------------------------------------------ learning
+    def _encode_targets(self, ys: list[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def _check_targets(self, ys: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _step(self, raw: np.ndarray, targets: list[Any]) -> None:
+        trainer = self._build()
+        self._stats.update(raw)
+        z = torch.from_numpy(self._stats.transform(raw, self.standardize))
+        loss = trainer.step(z, self._target_tensor(targets))
+        if loss is not None and self._detector is not None:
+            self._detector.update(loss)
+            if self._detector.drift_detected:
+                self.n_drifts_detected += 1
+                trainer.cycle()
+
+    def _flush(self) -> None:
+        d = len(self._index)
+        raw = np.full((len(self._buf_x), d), np.nan, dtype=np.float32)
+        for i, v in enumerate(self._buf_x):
+            raw[i, : len(v)] = v
+        targets = self._buf_y
+        self._buf_x, self._buf_y = [], []
+        self._step(raw, targets)
+
+    def learn_one(self, x: dict, y: Any) -> None:
+        self._check_targets([y])
+        keys, vals = self._index.values(x)  # validates before anything changes
+        self._grow_features(self._index.new_names(keys))
+        self._encode_targets([y])
+        vec = np.full(len(self._index), np.nan, dtype=np.float32)
+        vec[self._index.columns(keys)] = vals
+        self._buf_x.append(vec)
+        self._buf_y.append(y)
+        if len(self._buf_y) >= self.batch_size:
+            self._flush()
+
+    def learn_many(self, X: pd.DataFrame, y: pd.Series) -> None:
+        if len(X) != len(y):
+            raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
+        if len(X) == 0:
+            return
+        ys = list(y)
+        self._check_targets(ys)
+        self._frame(X.iloc[:0], grow=False)  # validate dtypes before changing anything
+        if np.isinf(X.select_dtypes("number").to_numpy(dtype=np.float64)).any():
+            self._frame(X, grow=False)  # raises, naming the feature
+        raw = self._frame(X, grow=True)
+        self._encode_targets(ys)
+        self._step(raw, ys)
+
+    def _inputs_many(self, X: pd.DataFrame) -> np.ndarray:
+        return self._stats.transform(self._frame(X, grow=False), self.standardize)
+
+    @torch.no_grad()
+    def _outputs_many(self, X: pd.DataFrame) -> np.ndarray:
+        assert self._trainer is not None
+        z = torch.from_numpy(self._inputs_many(X))
+        return self._trainer.predict(z).cpu().numpy()
+
+    # ------------------------------------------------------------------ state
+    def _target_tensor(self, targets: list[Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def _plain_params(self) -> dict[str, Any]:
+        params = {k: getattr(self, k) for k in (
+            "hidden_sizes", "batch_size", "grow_every", "alpha", "lr", "optimizer", "regularizer",
+            "tau", "growth_percentage", "min_growth", "min_units", "max_units", "grow", "prune",
+            "activation", "standardize", "device", "seed")}
+        params["hidden_sizes"] = [int(h) for h in params["hidden_sizes"]]
+        det = self.drift_detector
+        if det is None:
+            params["drift_detector"] = None
+        else:
+            det_params = det._get_params()
+            if not all(isinstance(v, (int, float, str, bool, type(None))) for v in det_params.values()):
+                raise ValueError("the drift detector's parameters are not plain values")
+            params["drift_detector"] = {"module": type(det).__module__,
+                                        "class": type(det).__qualname__, "params": det_params}
+        return params
+
+    def _state(self) -> dict[str, Any]:
+        """Everything, as plain data and tensors (``torch.load(weights_only=True)``-safe)."""
+        for name in self._index.names:
+            if not isinstance(name, (str, int)):
+                raise ValueError(f"feature name {name!r} cannot be checkpointed (str or int only)")
+        return {
+            "params": self._plain_params(),
+            "features": list(self._index.names),
+            "stats": self._stats.state(),
+            "trainer": None if self._trainer is None else self._trainer.state_dict(),
+            "buffer_x": [torch.from_numpy(v.copy()) for v in self._buf_x],
+            "buffer_y": list(self._buf_y),
+            "n_drifts_detected": self.n_drifts_detected,
+            **self._extra_state(),
+        }
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any]) -> Any:
+        params = dict(state["params"])
+        params["hidden_sizes"] = tuple(params["hidden_sizes"])
+        det = params.pop("drift_detector")
+        if det is not None:
+            module = str(det["module"])
+            if not module.startswith("river."):
+                raise ValueError(f"refusing to import drift detector from {module!r}")
+            det_cls = importlib.import_module(module)
+            for part in str(det["class"]).split("."):
+                det_cls = getattr(det_cls, part)
+            params["drift_detector"] = det_cls(**det["params"])
+        est = cls(**params)
+        est._index = FeatureIndex(list(state["features"]))
+        est._stats = RunningStandardizer.from_state(state["stats"])
+        if len(est._stats.count) != len(est._index):
+            raise ValueError("feature statistics do not match the feature index")
+        if state["trainer"] is not None:
+            est._trainer = DASTrainer.from_state_dict(state["trainer"], device=est.device)
+            est._fwd = NumpyForward(est._trainer.net)
+            if est._trainer.net.n_inputs != len(est._index):
+                raise ValueError("network inputs do not match the feature index")
+        est._buf_x = [t.numpy().copy() for t in state["buffer_x"]]
+        est._buf_y = list(state["buffer_y"])
+        est.n_drifts_detected = int(state["n_drifts_detected"])
+        est._load_extra_state(state)
+        return est
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        state["__streamdas__"] = self._state()
+        state["__detector__"] = self._detector
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        inner = state.pop("__streamdas__")
+        detector = state.pop("__detector__")
+        restored = type(self)._from_state(inner)
+        self.__dict__.update(restored.__dict__)
+        self.__dict__.update({k: v for k, v in state.items() if k != "drift_detector"})
+        self._detector = detector
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        new = type(self).__new__(type(self))
+        new.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return new
+
+    def _unit_test_skips(self) -> set[str]:
+        # Like River's gradient-descent linear models: learn_many takes ONE optimizer step on
+        # the batch it is given, while learn_one takes one step per `batch_size` buffered
+        # samples, so the two are deliberately not equivalent.
+        return {"check_learn_many_matches_learn_one"}
+
+
+class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
+    """A Dynamic Auto-Sizing neural network classifier for streams.
+
+    A SELU MLP whose hidden layers grow and shrink while it learns: weighted L1 gives unit ``j``
+    of each hidden layer an L1 strength ``alpha * j`` on its incoming weights and bias; every
+    ``grow_every`` samples, units whose incoming parameters are all below ``tau`` are pruned and
+    ``max(ceil(n * growth_percentage), min_growth)`` new units (weights scaled by ``tau``) are
+    grown. Classes may appear at any time (the output layer grows); labels may be any hashable.
+
+    Parameters
+    ----------
+    hidden_sizes
+        Initial hidden widths.
+    batch_size
+        Samples per optimizer step in ``learn_one`` (1 allowed).
+    grow_every
+        Samples between two sizing cycles (prune, then grow).
+    alpha
+        Weighted-L1 strength, added once per step to the batch-mean loss (the same meaning at
+        any batch size; see :mod:`streamdas.trainer`).
+    lr
+        Learning rate.
+    optimizer
+        ``"adam"``, ``"adamw"`` or ``"sgd"``.
+    regularizer
+        ``"weighted_l1"``, ``"l21"``, ``"l1"`` or ``"none"``.
+    tau
+        Pruning threshold and scale of grown weights.
+    growth_percentage
+        Growth as a fraction of the layer's width.
+    min_growth
+        Minimum units grown per layer and cycle.
+    min_units
+        Width floor of every hidden layer.
+    max_units
+        Width ceiling of every hidden layer (``None``: none).
+    grow
+        Growth on/off (off and ``prune=False``: a static network).
+    prune
+        Pruning on/off.
+    activation
+        Hidden activation (f(0) must be 0): ``"selu"``, ``"relu"``, ``"tanh"``, ...
+    standardize
+        Standardize inputs with running means and variances.
+    drift_detector
+        Optional River drift detector fed with the minibatch loss; when it fires, a sizing
+        cycle runs at once (off by default).
+    device
+        ``"cpu"`` or ``"cuda"``.
+    seed
+        Random seed.
+
+    Examples
+    --------
+    >>> from river import datasets, evaluate, metrics
+    >>> from streamdas import DASClassifier
+    >>> model = DASClassifier(seed=42)
+    >>> metric = evaluate.progressive_val_score(datasets.Phishing(), model, metrics.Accuracy())
+    >>> metric.get() > 0.8
+    True
+    >>> len(model.layer_sizes)
+    2
+    """
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._classes: list[Any] = []
+        self._class_pos: dict[Any, int] = {}
+
+    @property
+    def _multiclass(self) -> bool:
+        return True
+
+    @property
+    def classes(self) -> list[Any]:
+        """Labels seen so far, in output order."""
+        return list(self._classes)
+
+    def _n_outputs(self) -> int:
+        return len(self._classes)
+
+    @staticmethod
+    def _normalize(y: Any) -> Any:
+        return y.item() if isinstance(y, np.generic) else y
+
+    def _check_targets(self, ys: list[Any]) -> None:
+        for y in ys:
+            if y is None:
+                raise ValueError("a label is None")
+            try:
+                hash(y)
+            except TypeError as exc:
+                raise ValueError(f"label {y!r} is not hashable") from exc
+
+    def _encode_targets(self, ys: list[Any]) -> list[Any]:
+        new: list[Any] = []
+        for y in ys:
+            y = self._normalize(y)
+            if y not in self._class_pos and y not in new:
+                new.extend([False, True] if isinstance(y, bool) else [y])
+        new = [c for c in dict.fromkeys(new) if c not in self._class_pos]
+        if new:
+            if not self._classes and any(isinstance(c, bool) for c in new):
+                new.sort()  # River's binary convention: {False, True}
+            for c in new:
+                self._class_pos[c] = len(self._classes)
+                self._classes.append(c)
+            if self._trainer is not None:
+                self._trainer.add_outputs(len(new))
+        return ys
+
+    def _target_tensor(self, targets: list[Any]) -> torch.Tensor:
+        pos = self._class_pos
+        return torch.tensor([pos[self._normalize(y)] for y in targets], dtype=torch.long)
+
+    def predict_proba_one(self, x: dict) -> dict[Any, float]:
+        if not self._classes:
+            return {}
+        self._build()
+        assert self._fwd is not None
+        logits = self._fwd(self._predict_input(x)).astype(np.float64)
+        e = np.exp(logits - logits.max())
+        p = e / e.sum()
+        return dict(zip(self._classes, p.tolist(), strict=True))
+
+    def predict_proba_many(self, X: pd.DataFrame) -> pd.DataFrame:
+        if not self._classes:
+            return pd.DataFrame(index=X.index)
+        self._build()
+        logits = torch.from_numpy(self._outputs_many(X))
+        p = torch.softmax(logits.double(), dim=1).numpy()
+        return pd.DataFrame(p, index=X.index, columns=self._classes)
+
+    def predict_many(self, X: pd.DataFrame) -> pd.Series:
+        if not self._classes:
+            return pd.Series([None] * len(X), index=X.index, dtype=object)
+        self._build()
+        idx = self._outputs_many(X).argmax(axis=1)
+        return pd.Series([self._classes[i] for i in idx], index=X.index)
+
+    def _extra_state(self) -> dict[str, Any]:
+        for c in self._classes:
+            if not isinstance(c, _PLAIN_LABELS):
+                raise ValueError(f"label {c!r} cannot be checkpointed (str, int, float or bool only)")
+        return {"classes": list(self._classes)}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self._classes = list(state["classes"])
+        self._class_pos = {c: i for i, c in enumerate(self._classes)}
+        if self._trainer is not None and self._trainer.net.n_outputs != max(len(self._classes), 1):
+            raise ValueError("network outputs do not match the classes")
+
+    @classmethod
+    def _unit_test_params(cls) -> Any:
+        yield {"hidden_sizes": (16, 16), "grow_every": 100, "batch_size": 8}
+
+
+class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
+    """A Dynamic Auto-Sizing neural network regressor for streams.
+
+    The same network and schedule as :class:`DASClassifier` (see there for the parameters),
+    trained with mean squared error on a running-standardized target.
+
+    Parameters
+    ----------
+    hidden_sizes
+        Initial hidden widths.
+    batch_size
+        Samples per optimizer step in ``learn_one``.
+    grow_every
+        Samples between two sizing cycles.
+    alpha
+        Weighted-L1 strength.
+    lr
+        Learning rate.
+    optimizer
+        ``"adam"``, ``"adamw"`` or ``"sgd"``.
+    regularizer
+        ``"weighted_l1"``, ``"l21"``, ``"l1"`` or ``"none"``.
+    tau
+        Pruning threshold and scale of grown weights.
+    growth_percentage
+        Growth as a fraction of the layer's width.
+    min_growth
+        Minimum units grown per layer and cycle.
+    min_units
+        Width floor.
+    max_units
+        Width ceiling.
+    grow
+        Growth on/off.
+    prune
+        Pruning on/off.
+    activation
+        Hidden activation.
+    standardize
+        Standardize inputs with running statistics.
+    drift_detector
+        Optional River drift detector on the loss.
+    device
+        ``"cpu"`` or ``"cuda"``.
+    seed
+        Random seed.
+
+    Examples
+    --------
+    >>> from river import datasets, evaluate, metrics
+    >>> from streamdas import DASRegressor
+    >>> model = DASRegressor(seed=42)
+    >>> metric = evaluate.progressive_val_score(datasets.TrumpApproval(), model, metrics.MAE())
+    >>> metric.get() < 5
+    True
+    """
+
+    _loss: ClassVar[str] = "mse"
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._y_stats = RunningStandardizer(1)
+
+    def _n_outputs(self) -> int:
+        return 1
+
+    def _check_targets(self, ys: list[Any]) -> None:
+        for y in ys:
+            check_value("target", y)
+
+    def _encode_targets(self, ys: list[Any]) -> list[Any]:
+        return ys
+
+    def _target_tensor(self, targets: list[Any]) -> torch.Tensor:
+        y = np.asarray(targets, dtype=np.float32).reshape(-1, 1)
+        self._y_stats.update(y)
+        return torch.from_numpy(self._y_stats.transform(y, True).astype(np.float32))
+
+    def _to_target(self, out: np.ndarray) -> np.ndarray:
+        return out / self._y_stats.inv_std[0] + self._y_stats.center[0]
+
+    def predict_one(self, x: dict) -> float:
+        if self._trainer is None:
+            return float(self._y_stats.mean[0])
+        assert self._fwd is not None
+        return float(self._to_target(self._fwd(self._predict_input(x)))[0])
+
+    def predict_many(self, X: pd.DataFrame) -> pd.Series:
+        if self._trainer is None:
+            return pd.Series([float(self._y_stats.mean[0])] * len(X), index=X.index, dtype=float)
+        out = self._to_target(self._outputs_many(X)[:, 0].astype(np.float64))
+        return pd.Series(out, index=X.index, dtype=float)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"y_stats": self._y_stats.state()}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self._y_stats = RunningStandardizer.from_state(state["y_stats"])
+
+    @classmethod
+    def _unit_test_params(cls) -> Any:
+        yield {"hidden_sizes": (16, 16), "grow_every": 100, "batch_size": 8}
+
+

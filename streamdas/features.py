@@ -1,0 +1,195 @@
+"""Turning River's dict features into vectors: a growing feature index and running statistics.
+
+Features are indexed in order of first appearance; several new features arriving together are
+indexed in sorted order (by ``repr``), so two models that see the same stream with the features
+in any order build identical columns. Missing features are imputed with their running mean
+(zero after standardization).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FeatureIndex", "RunningStandardizer", "check_value"]
+
+_NUMERIC = (int, float, bool, np.integer, np.floating, np.bool_)
+
+
+def check_value(name: Hashable, value: Any) -> float:
+    """Return ``value`` as a float, or raise ``ValueError`` naming the feature.
+
+    >>> check_value("a", 2)
+    2.0
+    >>> check_value("b", float("nan"))
+    Traceback (most recent call last):
+    ...
+    ValueError: feature 'b' is not finite: nan
+    >>> check_value("c", "1.5")
+    Traceback (most recent call last):
+    ...
+    ValueError: feature 'c' is not numeric: '1.5' (str)
+    """
+    if not isinstance(value, _NUMERIC):
+        raise ValueError(f"feature {name!r} is not numeric: {value!r} ({type(value).__name__})")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"feature {name!r} is not finite: {v}")
+    return v
+
+
+class FeatureIndex:
+    """Maps feature names to columns, growing as new names appear.
+
+    >>> index = FeatureIndex()
+    >>> index.vector({"b": 2.0, "a": 1.0})  # new names sorted: a -> 0, b -> 1
+    array([1., 2.], dtype=float32)
+    >>> index.vector({"c": 3.0, "b": 5.0})  # "a" missing -> nan, "c" new -> column 2
+    array([nan,  5.,  3.], dtype=float32)
+    >>> index.names
+    ['a', 'b', 'c']
+    """
+
+    def __init__(self, names: list[Hashable] | None = None) -> None:
+        self.names: list[Hashable] = []
+        self._pos: dict[Hashable, int] = {}
+        self._last_keys: tuple[Hashable, ...] | None = None
+        self._last_cols: np.ndarray | None = None
+        for name in names or []:
+            self._add(name)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _add(self, name: Hashable) -> None:
+        self._pos[name] = len(self.names)
+        self.names.append(name)
+
+    def new_names(self, keys: Any) -> list[Hashable]:
+        """Names among ``keys`` not yet indexed, in the order they would be added."""
+        return sorted((k for k in keys if k not in self._pos), key=repr)
+
+    def add(self, names: list[Hashable]) -> None:
+        for name in names:
+            if name not in self._pos:
+                self._add(name)
+        self._last_keys = None
+
+    def columns(self, keys: tuple[Hashable, ...]) -> np.ndarray:
+        """Column of each key (all must be indexed); cached for repeated key layouts."""
+        if keys != self._last_keys:
+            self._last_cols = np.fromiter((self._pos[k] for k in keys), dtype=np.intp, count=len(keys))
+            self._last_keys = keys
+        assert self._last_cols is not None
+        return self._last_cols
+
+    def values(self, x: Mapping[Hashable, Any]) -> tuple[tuple[Hashable, ...], np.ndarray]:
+        """Validated values of ``x`` as float32, in ``x``'s key order."""
+        keys = tuple(x)
+        try:
+            vals = np.fromiter(x.values(), dtype=np.float32, count=len(keys))
+        except (TypeError, ValueError):
+            vals = None
+        if vals is None or not all(isinstance(v, _NUMERIC) for v in x.values()) \
+                or not np.isfinite(vals).all():
+            for k, v in x.items():
+                check_value(k, v)
+            raise AssertionError("unreachable")  # pragma: no cover
+        return keys, vals
+
+    def vector(self, x: Mapping[Hashable, Any], grow: bool = True) -> np.ndarray:
+        """Dense float32 vector of ``x`` with NaN where a feature is missing.
+
+        With ``grow=False`` unknown features are ignored (inference never changes the index).
+        """
+        keys, vals = self.values(x)
+        if grow:
+            new = self.new_names(keys)
+            if new:
+                self.add(new)
+        else:
+            known = [i for i, k in enumerate(keys) if k in self._pos]
+            if len(known) != len(keys):
+                keys = tuple(keys[i] for i in known)
+                vals = vals[known]
+        out = np.full(len(self.names), np.nan, dtype=np.float32)
+        out[self.columns(keys)] = vals
+        return out
+
+
+class RunningStandardizer:
+    """Per-feature running mean and variance (Chan et al.'s batch update), NaN-aware.
+
+    >>> s = RunningStandardizer()
+    >>> s.update(np.array([[1.0, np.nan], [3.0, 4.0]], dtype=np.float32))
+    >>> s.mean.tolist(), s.count.tolist()
+    ([2.0, 4.0], [2.0, 1.0])
+    >>> s.transform(np.array([[3.0, np.nan]], dtype=np.float32), standardize=True).tolist()
+    [[1.0, 0.0]]
+    """
+
+    def __init__(self, n_features: int = 0) -> None:
+        self.count = np.zeros(n_features)
+        self.mean = np.zeros(n_features)
+        self.m2 = np.zeros(n_features)
+        self._refresh()
+
+    def extend(self, n_features: int) -> None:
+        extra = n_features - len(self.count)
+        if extra > 0:
+            pad = np.zeros(extra)
+            self.count = np.concatenate([self.count, pad])
+            self.mean = np.concatenate([self.mean, pad])
+            self.m2 = np.concatenate([self.m2, pad])
+            self._refresh()
+
+    def _refresh(self) -> None:
+        var = np.divide(self.m2, self.count, out=np.ones_like(self.m2), where=self.count > 1)
+        std = np.sqrt(var)
+        std[std < 1e-8] = 1.0
+        self.center = self.mean.astype(np.float32)
+        self.inv_std = (1.0 / std).astype(np.float32)
+
+    def update(self, X: np.ndarray) -> None:
+        """Fold a batch (rows are samples, NaN = missing) into the statistics."""
+        self.extend(X.shape[1])
+        present = ~np.isnan(X)
+        n_b = present.sum(0).astype(np.float64)
+        if not n_b.any():
+            return
+        Xd = np.where(present, X, 0.0).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_b = np.where(n_b > 0, Xd.sum(0) / np.maximum(n_b, 1), 0.0)
+            m2_b = (np.where(present, Xd - mean_b, 0.0) ** 2).sum(0)
+        n = self.count + n_b
+        delta = mean_b - self.mean
+        safe_n = np.maximum(n, 1)
+        self.mean = self.mean + delta * n_b / safe_n
+        self.m2 = self.m2 + m2_b + delta**2 * self.count * n_b / safe_n
+        self.count = n
+        self._refresh()
+
+    def transform(self, X: np.ndarray, standardize: bool) -> np.ndarray:
+        """Center (and scale, if ``standardize``) ``X``; missing values become 0 (the mean)."""
+        d = X.shape[-1]
+        Z = X - self.center[:d]
+        if standardize:
+            Z *= self.inv_std[:d]
+        return np.nan_to_num(Z, copy=False, nan=0.0)
+
+    def state(self) -> dict[str, Any]:
+        return {"count": self.count.tolist(), "mean": self.mean.tolist(), "m2": self.m2.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> RunningStandardizer:
+        s = cls()
+        s.count = np.asarray(state["count"], dtype=np.float64)
+        s.mean = np.asarray(state["mean"], dtype=np.float64)
+        s.m2 = np.asarray(state["m2"], dtype=np.float64)
+        if not len(s.count) == len(s.mean) == len(s.m2):
+            raise ValueError("standardizer state has mismatched lengths")
+        s._refresh()
+        return s

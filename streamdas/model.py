@@ -1,0 +1,433 @@
+"""The whole DAS network in one file: resizable layers, the MLP and the paper's CNN.
+
+A :class:`DASNet` is a stack of hidden layers (dense, or 2-D convolutional followed by dense)
+and an output layer. Every layer's parameters are ordinary :class:`torch.nn.Parameter` objects
+whose *storage* is replaced when units are added or removed: the ``Parameter`` objects
+themselves are kept, so an optimizer keeps pointing at them, and
+:func:`edit_parameter` rewrites that optimizer's per-parameter state in the same way as the
+parameter (surviving units keep their moments, new units start from zero).
+
+Unit ``j`` of a hidden layer owns row ``j`` of the layer's weight (a filter, for a
+convolution) and entry ``j`` of its bias: its *incoming* parameters. Its *outgoing*
+parameters are column ``j`` of the next layer's weight, or, where a convolution is flattened
+into a dense layer, the ``H*W`` columns ``j*H*W ... (j+1)*H*W - 1`` of that dense layer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "ACTIVATIONS",
+    "DASNet",
+    "NetConfig",
+    "edit_parameter",
+    "lecun_normal_",
+]
+
+#: Activations allowed in hidden layers; each satisfies f(0) = 0, which pruning relies on.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "selu": nn.SELU,
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+    "leaky_relu": nn.LeakyReLU,
+    "silu": nn.SiLU,
+    "identity": nn.Identity,
+    # Rejected at construction because f(0) != 0, kept here so the error names them:
+    "sigmoid": nn.Sigmoid,
+    "softplus": nn.Softplus,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """Build a hidden-layer activation by name; reject those with ``f(0) != 0``.
+
+    >>> make_activation("selu")
+    SELU()
+    >>> make_activation("sigmoid")
+    Traceback (most recent call last):
+    ...
+    ValueError: activation 'sigmoid' has f(0) = 0.5; DAS needs f(0) = 0 ...
+    """
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    module = ACTIVATIONS[name]()
+    f0 = float(module(torch.zeros(1))[0])
+    if f0 != 0.0:
+        raise ValueError(
+            f"activation {name!r} has f(0) = {f0:g}; DAS needs f(0) = 0 so that a unit with "
+            "all-zero incoming parameters contributes nothing"
+        )
+    return module
+
+
+def lecun_normal_(tensor: Tensor, fan_in: int, generator: torch.Generator | None = None) -> Tensor:
+    """Fill ``tensor`` in place from N(0, 1/fan_in) (LeCun normal), optionally with a generator.
+
+    >>> t = lecun_normal_(torch.empty(1000, 100), fan_in=100, generator=torch.Generator().manual_seed(0))
+    >>> round(t.std().item(), 1)
+    0.1
+    """
+    with torch.no_grad():
+        return tensor.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=generator)
+
+
+@torch.no_grad()
+def edit_parameter(
+    param: nn.Parameter,
+    dim: int,
+    keep: Tensor | None = None,
+    append: Tensor | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> None:
+    """Resize ``param`` along ``dim``: keep the slices ``keep`` (all if None), then append ``append``.
+
+    The same ``Parameter`` object is kept (its storage is replaced), so optimizers that hold it
+    stay valid. Every optimizer state tensor shaped like the parameter (Adam's moments, SGD's
+    momentum, ...) is edited the same way, with zeros for the appended slices; scalar state such
+    as Adam's step count is left alone. The gradient is dropped.
+
+    >>> p = nn.Parameter(torch.arange(6.0).reshape(3, 2))
+    >>> edit_parameter(p, 0, keep=torch.tensor([0, 2]), append=torch.zeros(1, 2))
+    >>> p.data
+    tensor([[0., 1.],
+            [4., 5.],
+            [0., 0.]])
+    """
+    old_shape = param.shape
+
+    def _edit(t: Tensor, fill: Tensor | None) -> Tensor:
+        out = t if keep is None else t.index_select(dim, keep.to(t.device))
+        if fill is not None:
+            out = torch.cat([out, fill.to(device=t.device, dtype=t.dtype)], dim=dim)
+        return out.contiguous()
+
+    if optimizer is not None:
+        state = optimizer.state.get(param)
+        if state:
+            for key, value in list(state.items()):
+                if isinstance(value, Tensor) and value.shape == old_shape:
+                    zeros = None if append is None else torch.zeros_like(append, dtype=value.dtype)
+                    state[key] = _edit(value, zeros)
+    param.data = _edit(param.data, append)
+    param.grad = None
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Architecture of a :class:`DASNet`: everything needed to rebuild it with its current sizes.
+
+    Parameters
+    ----------
+    n_inputs
+        Input features (MLP) or input channels (CNN).
+    hidden_sizes
+        Widths of the hidden layers. For a CNN, the first ``len(conv_strides)`` are convolutional
+        (filters) and the rest are dense.
+    n_outputs
+        Output units (classes, or regression targets).
+    activation
+        Hidden activation name, see :data:`ACTIVATIONS`. Must satisfy f(0) = 0.
+    input_hw
+        ``(height, width)`` of CNN inputs; ``None`` for an MLP.
+    conv_strides
+        Stride of each convolutional layer (empty for an MLP).
+    kernel_size
+        Square kernel size of the convolutions (padding keeps "same" size at stride 1).
+    dropout
+        Dropout rate after each hidden layer (0 for none); one entry per hidden layer.
+
+    >>> NetConfig(n_inputs=4, hidden_sizes=(8, 8), n_outputs=2).is_cnn
+    False
+    """
+
+    n_inputs: int
+    hidden_sizes: tuple[int, ...]
+    n_outputs: int
+    activation: str = "selu"
+    input_hw: tuple[int, int] | None = None
+    conv_strides: tuple[int, ...] = ()
+    kernel_size: int = 3
+    dropout: tuple[float, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.n_inputs < 0 or self.n_outputs < 1:
+            raise ValueError("n_inputs must be >= 0 and n_outputs >= 1")
+        if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be non-empty and >= 1, got {self.hidden_sizes}")
+        if self.dropout and len(self.dropout) != len(self.hidden_sizes):
+            raise ValueError("dropout needs one rate per hidden layer")
+        if self.conv_strides and self.input_hw is None:
+            raise ValueError("a CNN needs input_hw")
+        if len(self.conv_strides) >= len(self.hidden_sizes):
+            raise ValueError("a CNN needs at least one dense hidden layer after its convolutions")
+
+    @property
+    def is_cnn(self) -> bool:
+        return bool(self.conv_strides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, safe for ``torch.load(weights_only=True)``."""
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NetConfig:
+        tuples = {"hidden_sizes", "conv_strides", "dropout", "input_hw"}
+        kw = {k: (tuple(v) if k in tuples and v is not None else v) for k, v in d.items()}
+        return cls(**kw)
+
+    @classmethod
+    def paper_cnn(
+        cls,
+        in_channels: int,
+        input_hw: tuple[int, int],
+        n_outputs: int,
+        hidden_sizes: Sequence[int] = (100, 100, 100, 100, 100),
+        activation: str = "selu",
+    ) -> NetConfig:
+        """The paper's CNN: 4 conv + 1 dense hidden layer, stride 2 on conv2 and conv4,
+        which are followed by dropout 0.2 and 0.5.
+
+        >>> NetConfig.paper_cnn(3, (32, 32), 10).conv_strides
+        (1, 2, 1, 2)
+        """
+        if len(hidden_sizes) != 5:
+            raise ValueError("the paper's CNN has 5 hidden layers (4 conv + 1 dense)")
+        return cls(
+            n_inputs=in_channels,
+            hidden_sizes=tuple(int(h) for h in hidden_sizes),
+            n_outputs=n_outputs,
+            activation=activation,
+            input_hw=input_hw,
+            conv_strides=(1, 2, 1, 2),
+            dropout=(0.0, 0.2, 0.0, 0.5, 0.0),
+        )
+
+
+def _conv_out(size: int, kernel: int, stride: int) -> int:
+    pad = kernel // 2
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+class DASNet(nn.Module):
+    """A feed-forward network whose hidden layers can gain and lose units.
+
+    Parameters
+    ----------
+    config
+        The architecture (see :class:`NetConfig`).
+    generator
+        Random generator for the initial weights (LeCun normal); ``None`` uses torch's global one.
+
+    Examples
+    --------
+    >>> g = torch.Generator().manual_seed(0)
+    >>> net = DASNet(NetConfig(n_inputs=3, hidden_sizes=(5, 4), n_outputs=2), generator=g)
+    >>> net.hidden_sizes
+    [5, 4]
+    >>> net.add_units(0, 3, generator=g); net.hidden_sizes
+    [8, 4]
+    >>> net.remove_units(1, torch.tensor([0, 2])); net.hidden_sizes
+    [8, 2]
+    >>> net(torch.zeros(7, 3)).shape
+    torch.Size([7, 2])
+    >>> net.config.hidden_sizes
+    (8, 2)
+    """
+
+    def __init__(self, config: NetConfig, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self._config = config
+        self.act = make_activation(config.activation)
+        n_conv = len(config.conv_strides)
+        self.hidden = nn.ModuleList()
+        fan = config.n_inputs
+        hw = config.input_hw
+        for i, width in enumerate(config.hidden_sizes):
+            if i < n_conv:
+                assert hw is not None
+                k, s = config.kernel_size, config.conv_strides[i]
+                layer: nn.Module = nn.Conv2d(fan, width, k, stride=s, padding=k // 2)
+                hw = (_conv_out(hw[0], k, s), _conv_out(hw[1], k, s))
+            else:
+                in_features = fan * (hw[0] * hw[1] if (i == n_conv and hw is not None) else 1)
+                layer = nn.Linear(in_features, width)
+            self.hidden.append(layer)
+            fan = width
+        self.flat_hw: int = hw[0] * hw[1] if (n_conv and hw) else 1
+        self.output = nn.Linear(fan, config.n_outputs)
+        rates = config.dropout or (0.0,) * len(config.hidden_sizes)
+        self.dropouts = nn.ModuleList(nn.Dropout(r) if r > 0 else nn.Identity() for r in rates)
+        self.n_conv = n_conv
+        #: Bumped on every change of shape; caches keyed on it (e.g. numpy views) know to rebuild.
+        self.structure_version = 0
+        for layer in [*self.hidden, self.output]:
+            self._init_layer(layer, generator)
+
+    # ------------------------------------------------------------------ structure
+    @staticmethod
+    def fan_in(layer: nn.Module) -> int:
+        """Number of incoming parameters per unit, bias excluded."""
+        return int(math.prod(layer.weight.shape[1:]))
+
+    def _init_layer(self, layer: nn.Module, generator: torch.Generator | None) -> None:
+        lecun_normal_(layer.weight, max(self.fan_in(layer), 1), generator)
+        with torch.no_grad():
+            layer.bias.zero_()
+
+    @property
+    def layers(self) -> list[nn.Module]:
+        """Hidden layers then the output layer."""
+        return [*self.hidden, self.output]
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        return [int(layer.weight.shape[0]) for layer in self.hidden]
+
+    @property
+    def n_inputs(self) -> int:
+        return int(self.hidden[0].weight.shape[1])
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.output.weight.shape[0])
+
+    @property
+    def config(self) -> NetConfig:
+        """The architecture as it is now (current widths, inputs and outputs)."""
+        c = self._config
+        return NetConfig(
+            n_inputs=self.n_inputs,
+            hidden_sizes=tuple(self.hidden_sizes),
+            n_outputs=self.n_outputs,
+            activation=c.activation,
+            input_hw=c.input_hw,
+            conv_strides=c.conv_strides,
+            kernel_size=c.kernel_size,
+            dropout=c.dropout,
+        )
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def n_bytes(self) -> int:
+        """Bytes of tensor storage held by the parameters."""
+        return sum(p.numel() * p.element_size() for p in self.parameters())
+
+    def _cols_per_unit(self, index: int) -> int:
+        """Input columns of the layer after hidden layer ``index`` that one unit owns."""
+        return self.flat_hw if index == self.n_conv - 1 else 1
+
+    def _next_layer(self, index: int) -> nn.Module:
+        return self.layers[index + 1]
+
+    # ------------------------------------------------------------------ resizing
+    @torch.no_grad()
+    def remove_units(
+        self, index: int, keep: Tensor, optimizer: torch.optim.Optimizer | None = None
+    ) -> None:
+        """Keep only units ``keep`` (sorted indices) of hidden layer ``index``; drop the rest
+        together with their outgoing columns in the next layer."""
+        keep = torch.as_tensor(keep, dtype=torch.long).sort().values
+        if keep.numel() < 1:
+            raise ValueError("a hidden layer needs at least one unit")
+        layer, nxt = self.hidden[index], self._next_layer(index)
+        edit_parameter(layer.weight, 0, keep=keep, optimizer=optimizer)
+        edit_parameter(layer.bias, 0, keep=keep, optimizer=optimizer)
+        cols = self._cols_per_unit(index)
+        in_keep = (keep[:, None] * cols + torch.arange(cols)).reshape(-1)
+        edit_parameter(nxt.weight, 1, keep=in_keep, optimizer=optimizer)
+        self._sync_shapes()
+
+    @torch.no_grad()
+    def add_units(
+        self,
+        index: int,
+        n_new: int,
+        scale: float = 1.0,
+        generator: torch.Generator | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> None:
+        """Append ``n_new`` units to hidden layer ``index``.
+
+        Incoming and outgoing weights come from each layer's initialiser (LeCun normal) times
+        ``scale`` (the paper uses tau); biases are zero.
+        """
+        if n_new <= 0:
+            return
+        layer, nxt = self.hidden[index], self._next_layer(index)
+        w = layer.weight
+        rows = lecun_normal_(
+            torch.empty((n_new, *w.shape[1:]), dtype=w.dtype, device=w.device),
+            max(self.fan_in(layer), 1), generator,
+        ).mul_(scale)
+        edit_parameter(w, 0, append=rows, optimizer=optimizer)
+        edit_parameter(layer.bias, 0, append=torch.zeros(n_new, dtype=w.dtype), optimizer=optimizer)
+        cols = self._cols_per_unit(index) * n_new
+        nw = nxt.weight
+        new_fan = max(self.fan_in(nxt) + cols * (int(math.prod(nw.shape[2:])) if nw.dim() > 2 else 1), 1)
+        out_cols = lecun_normal_(
+            torch.empty((nw.shape[0], cols, *nw.shape[2:]), dtype=nw.dtype, device=nw.device),
+            new_fan, generator,
+        ).mul_(scale)
+        edit_parameter(nw, 1, append=out_cols, optimizer=optimizer)
+        self._sync_shapes()
+
+    @torch.no_grad()
+    def add_inputs(self, n_new: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Append ``n_new`` input features (MLP) with zero weights: outputs do not change."""
+        if n_new <= 0:
+            return
+        if self.n_conv:
+            raise ValueError("inputs of a CNN are channels; they cannot be added")
+        w = self.hidden[0].weight
+        edit_parameter(w, 1, append=torch.zeros(w.shape[0], n_new, dtype=w.dtype), optimizer=optimizer)
+        self._sync_shapes()
+
+    @torch.no_grad()
+    def add_outputs(
+        self, n_new: int, generator: torch.Generator | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+    ) -> None:
+        """Append ``n_new`` output units (e.g. new classes), LeCun-initialised, bias zero."""
+        if n_new <= 0:
+            return
+        w = self.output.weight
+        rows = lecun_normal_(torch.empty(n_new, w.shape[1], dtype=w.dtype), max(w.shape[1], 1), generator)
+        edit_parameter(w, 0, append=rows, optimizer=optimizer)
+        edit_parameter(self.output.bias, 0, append=torch.zeros(n_new, dtype=w.dtype), optimizer=optimizer)
+        self._sync_shapes()
+
+    def _sync_shapes(self) -> None:
+        """Keep the modules' size attributes in line with their tensors (for repr and torch)."""
+        for layer in self.layers:
+            w = layer.weight
+            if isinstance(layer, nn.Linear):
+                layer.out_features, layer.in_features = int(w.shape[0]), int(w.shape[1])
+            else:
+                layer.out_channels, layer.in_channels = int(w.shape[0]), int(w.shape[1])
+        self.structure_version += 1
+
+    # ------------------------------------------------------------------ forward
+    def features(self, x: Tensor) -> Tensor:
+        """Output of the last hidden layer (after activation and dropout)."""
+        for i, layer in enumerate(self.hidden):
+            if i == self.n_conv and self.n_conv:
+                x = x.flatten(1)
+            x = self.dropouts[i](self.act(layer(x)))
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.output(self.features(x))
+
+    def extra_repr(self) -> str:
+        return f"hidden_sizes={self.hidden_sizes}, activation={self._config.activation!r}"

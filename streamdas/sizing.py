@@ -1,0 +1,147 @@
+"""Grow and prune: the two structural operations of Dynamic Auto-Sizing (Algorithm 1).
+
+* **Prune** removes, from every hidden layer, the units whose incoming weights and bias are all
+  below ``tau`` in absolute value, together with their outgoing columns.
+* **Grow** appends ``max(ceil(n * growth_percentage), min_growth)`` units to every hidden layer,
+  with weights drawn from the layer's initialiser and multiplied by ``tau`` (bias 0), so that the
+  network's outputs barely move.
+
+Both keep an optimizer's state aligned with the surviving units (see
+:func:`streamdas.model.edit_parameter`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from streamdas.model import DASNet, NetConfig
+
+__all__ = ["NetConfig", "SizingConfig", "grow", "growth_amount", "prunable_units", "prune"]
+
+
+@dataclass(frozen=True)
+class SizingConfig:
+    """When and how a network changes size.
+
+    Parameters
+    ----------
+    tau
+        Pruning threshold, and the scale of newly grown weights (paper: 1e-3).
+    growth_percentage
+        Fraction of a layer's width added at each growth (paper: 0.2).
+    min_growth
+        Minimum number of units added at each growth (paper: 20).
+    min_units
+        A layer never shrinks below this (at least 1).
+    max_units
+        A layer never grows above this (``None``: no limit).
+    every
+        Streaming mode: samples between two sizing cycles (prune, then grow). This is the
+        paper's "epoch".
+    grow
+        Whether growth is on (off: the paper's "DAS without growth").
+    prune
+        Whether pruning is on.
+
+    >>> growth_amount(100, SizingConfig())
+    20
+    >>> growth_amount(300, SizingConfig())
+    60
+    """
+
+    tau: float = 1e-3
+    growth_percentage: float = 0.2
+    min_growth: int = 20
+    min_units: int = 1
+    max_units: int | None = None
+    every: int = 1000
+    grow: bool = True
+    prune: bool = True
+
+    def __post_init__(self) -> None:
+        if self.tau < 0:
+            raise ValueError("tau must be >= 0")
+        if self.growth_percentage < 0 or self.min_growth < 0:
+            raise ValueError("growth_percentage and min_growth must be >= 0")
+        if self.min_units < 1:
+            raise ValueError("min_units must be >= 1 (a layer can never be empty)")
+        if self.max_units is not None and self.max_units < self.min_units:
+            raise ValueError("max_units must be >= min_units")
+        if self.every < 1:
+            raise ValueError("every must be >= 1 sample")
+
+
+def growth_amount(n: int, config: SizingConfig) -> int:
+    """Units to add to a layer of width ``n``: ``max(ceil(n * pct), min_growth)``, capped by max_units."""
+    amount = max(math.ceil(n * config.growth_percentage), config.min_growth)
+    if config.max_units is not None:
+        amount = min(amount, max(config.max_units - n, 0))
+    return int(amount)
+
+
+@torch.no_grad()
+def prunable_units(net: DASNet, index: int, tau: float) -> torch.Tensor:
+    """Boolean mask of the units of hidden layer ``index`` whose incoming parameters are all < tau."""
+    layer = net.hidden[index]
+    peak = torch.maximum(layer.weight.abs().flatten(1).amax(1), layer.bias.abs())
+    return peak < tau
+
+
+@torch.no_grad()
+def prune(
+    net: DASNet, config: SizingConfig, optimizer: torch.optim.Optimizer | None = None
+) -> list[int]:
+    """Remove prunable units from every hidden layer; return how many went from each.
+
+    Where pruning would leave fewer than ``min_units``, the prunable units with the largest
+    incoming parameters are kept.
+
+    >>> net = DASNet(NetConfig(n_inputs=2, hidden_sizes=(4,), n_outputs=1))
+    >>> with torch.no_grad():
+    ...     _ = net.hidden[0].weight[1:].zero_(), net.hidden[0].bias.zero_()
+    >>> prune(net, SizingConfig(min_units=2)), net.hidden_sizes
+    ([2], [2])
+    """
+    removed: list[int] = []
+    for i, layer in enumerate(net.hidden):
+        mask = prunable_units(net, i, config.tau)
+        n = mask.numel()
+        n_drop = int(mask.sum())
+        floor = max(config.min_units, 1)
+        if n - n_drop < floor:
+            # Rescue the strongest prunable units until the floor is met.
+            peak = torch.maximum(layer.weight.abs().flatten(1).amax(1), layer.bias.abs())
+            candidates = mask.nonzero().flatten()
+            order = peak[candidates].argsort(descending=True)
+            rescue = candidates[order[: floor - (n - n_drop)]]
+            mask[rescue] = False
+            n_drop = int(mask.sum())
+        if n_drop:
+            net.remove_units(i, (~mask).nonzero().flatten(), optimizer=optimizer)
+        removed.append(n_drop)
+    return removed
+
+
+@torch.no_grad()
+def grow(
+    net: DASNet,
+    config: SizingConfig,
+    generator: torch.Generator | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> list[int]:
+    """Append new units to every hidden layer (weights scaled by tau); return how many each got.
+
+    >>> net = DASNet(NetConfig(n_inputs=2, hidden_sizes=(10, 100), n_outputs=1))
+    >>> grow(net, SizingConfig()), net.hidden_sizes
+    ([20, 20], [30, 120])
+    """
+    added: list[int] = []
+    for i in range(len(net.hidden)):
+        n_new = growth_amount(net.hidden_sizes[i], config)
+        net.add_units(i, n_new, scale=config.tau, generator=generator, optimizer=optimizer)
+        added.append(n_new)
+    return added
+

@@ -1,0 +1,377 @@
+"""The sizing controller: optimizer steps, regularization and the grow/prune schedule.
+
+Streaming mode (:meth:`DASTrainer.step`) takes one optimizer step per minibatch and, every
+``SizingConfig.every`` samples, prunes then grows: Algorithm 1 of the paper with "epoch" read as
+"N samples" (the first growth happens before the first step, as in Algorithm 1). Batch mode
+(:meth:`DASTrainer.fit`) runs Algorithm 1 per epoch exactly: grow, one epoch of steps, prune.
+
+How alpha relates to the minibatch size
+---------------------------------------
+The penalty ``alpha * Omega(W)`` is added **once per optimizer step** to the **mean** loss of the
+minibatch, exactly as the paper does with batches of 128. The expected gradient of one step,
+``E[grad mean_loss] + alpha * grad Omega``, therefore does not depend on the batch size: at any
+batch size (1 included) SGD and Adam are driven towards the same regularized optimum, so a given
+alpha means the same thing in a stream with ``batch_size=1`` as in the paper's epochs. Only the
+gradient noise changes with the batch size. ``tests/test_trainer.py`` measures that final sizes
+stay monotone in alpha at several batch sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from streamdas.model import DASNet, NetConfig
+from streamdas.regularizers import Regularizer, make_regularizer
+from streamdas.sizing import SizingConfig, grow, prune
+
+__all__ = ["DASTrainer", "TrainConfig"]
+
+FORMAT = "streamdas-trainer"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the network learns.
+
+    Parameters
+    ----------
+    optimizer
+        ``"adam"`` (the paper's), ``"adamw"`` or ``"sgd"``.
+    lr
+        Learning rate.
+    momentum
+        SGD momentum.
+    weight_decay
+        Optimizer weight decay (0 by default: the regularizer does the shrinking).
+    regularizer
+        ``"weighted_l1"`` (the paper's), ``"l21"``, ``"l1"`` or ``"none"``.
+    alpha
+        Regularization strength, added once per step to the batch-mean loss (paper: 2e-5).
+    f
+        Weight function of weighted L1 (``"identity"``: f(j) = j, as in the paper).
+    loss
+        ``"cross_entropy"`` (classification) or ``"mse"`` (regression).
+    """
+
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    regularizer: str = "weighted_l1"
+    alpha: float = 2e-5
+    f: str = "identity"
+    loss: str = "cross_entropy"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            raise ValueError(f"unknown optimizer {self.optimizer!r}")
+        if self.loss not in ("cross_entropy", "mse"):
+            raise ValueError(f"unknown loss {self.loss!r}")
+        if not self.lr > 0:
+            raise ValueError("lr must be > 0")
+
+    def make_regularizer(self) -> Regularizer:
+        kwargs = {"f": self.f} if self.regularizer == "weighted_l1" else {}
+        return make_regularizer(self.regularizer, self.alpha, **kwargs)
+
+    def make_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum,
+                                   weight_decay=self.weight_decay)
+        cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
+        return cls(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+class DASTrainer:
+    """Trains a :class:`DASNet` with Dynamic Auto-Sizing.
+
+    Parameters
+    ----------
+    net
+        The network; a :class:`NetConfig` builds a fresh one.
+    train
+        Optimizer, loss and regularizer settings.
+    sizing
+        Grow/prune settings and the streaming schedule.
+    seed
+        Seeds the generator used for initial and grown weights and for batch-mode shuffling.
+    device
+        Where the network lives (``"cpu"`` or ``"cuda"``).
+    history_limit
+        Most recent size-history events kept (older ones are dropped).
+
+    Examples
+    --------
+    >>> trainer = DASTrainer(NetConfig(n_inputs=2, hidden_sizes=(8,), n_outputs=2),
+    ...                      sizing=SizingConfig(every=64, min_growth=4), seed=0)
+    >>> g = torch.Generator().manual_seed(1)
+    >>> for _ in range(8):
+    ...     x = torch.randn(16, 2, generator=g)
+    ...     _ = trainer.step(x, (x[:, 0] > 0).long())
+    >>> trainer.n_samples, trainer.n_cycles
+    (128, 2)
+    >>> [e["event"] for e in trainer.size_history]
+    ['init', 'grow', 'prune', 'grow', 'prune', 'grow']
+    """
+
+    def __init__(
+        self,
+        net: DASNet | NetConfig,
+        train: TrainConfig = TrainConfig(),
+        sizing: SizingConfig = SizingConfig(),  # noqa: B008
+        seed: int | None = None,
+        device: str | torch.device = "cpu",
+        history_limit: int = 10_000,
+    ) -> None:
+        self.train_config = train
+        self.sizing = sizing
+        self.seed = seed
+        self.device = torch.device(device)
+        self.generator = torch.Generator()
+        if seed is not None:
+            self.generator.manual_seed(seed)
+        else:
+            self.generator.seed()
+        if isinstance(net, NetConfig):
+            net = DASNet(net, generator=self.generator)
+        self.net = net.to(self.device)
+        self.regularizer = train.make_regularizer()
+        self.optimizer = train.make_optimizer(self.net.parameters())
+        self.loss_fn: nn.Module = nn.CrossEntropyLoss() if train.loss == "cross_entropy" else nn.MSELoss()
+        self.fine_tune = False
+        self.history_limit = history_limit
+        self.n_samples = 0
+        self.n_steps = 0
+        self.n_cycles = 0
+        self.n_nonfinite = 0
+        self.last_cycle = 0
+        self.started = False
+        n_hidden = len(self.net.hidden)
+        self.n_grown = [0] * n_hidden
+        self.n_pruned = [0] * n_hidden
+        self.size_history: list[dict[str, Any]] = []
+        self._record("init")
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _record(self, event: str) -> None:
+        self.size_history.append(
+            {"n_samples": self.n_samples, "event": event, "sizes": self.net.hidden_sizes}
+        )
+        if len(self.size_history) > self.history_limit:
+            del self.size_history[: len(self.size_history) - self.history_limit]
+
+    @property
+    def sizing_active(self) -> bool:
+        return not self.fine_tune
+
+    # ------------------------------------------------------------------ structure
+    def grow(self) -> list[int]:
+        """Grow every hidden layer now (if growth is on) and record it."""
+        if not self.sizing.grow:
+            return [0] * len(self.net.hidden)
+        added = grow(self.net, self.sizing, self.generator, self.optimizer)
+        self.n_grown = [a + b for a, b in zip(self.n_grown, added, strict=True)]
+        self._record("grow")
+        return added
+
+    def prune(self) -> list[int]:
+        """Prune every hidden layer now (if pruning is on) and record it."""
+        if not self.sizing.prune:
+            return [0] * len(self.net.hidden)
+        removed = prune(self.net, self.sizing, self.optimizer)
+        self.n_pruned = [a + b for a, b in zip(self.n_pruned, removed, strict=True)]
+        self._record("prune")
+        return removed
+
+    def cycle(self) -> None:
+        """One sizing cycle: prune, then grow (the boundary between two "epochs")."""
+        self.prune()
+        self.grow()
+        self.n_cycles += 1
+        self.last_cycle = self.n_samples
+
+    def add_inputs(self, n_new: int) -> None:
+        """New input features (zero weights, optimizer state kept)."""
+        self.net.add_inputs(n_new, optimizer=self.optimizer)
+
+    def add_outputs(self, n_new: int) -> None:
+        """New output units, e.g. classes (optimizer state kept)."""
+        self.net.add_outputs(n_new, generator=self.generator, optimizer=self.optimizer)
+
+    # ------------------------------------------------------------------ learning
+    def _hidden_layers(self) -> list[nn.Module]:
+        return list(self.net.hidden)
+
+    def loss(self, x: Tensor, y: Tensor) -> Tensor:
+        """Mean data loss plus the regularization term (for reporting; steps use :meth:`step`)."""
+        data = self.loss_fn(self.net(x), y)
+        if self.fine_tune:
+            return data
+        return data + self.regularizer.penalty(self._hidden_layers())
+
+    def _optimizer_step(self, x: Tensor, y: Tensor) -> float | None:
+        """One guarded optimizer step on a minibatch; None (and nothing changed) if non-finite."""
+        self.net.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.net(x), y)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            self.n_nonfinite += 1
+            return None
+        loss.backward()
+        if not self.fine_tune:
+            self.regularizer.add_grad(self._hidden_layers())
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        if not bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.n_nonfinite += 1
+            return None
+        self.optimizer.step()
+        self.n_steps += 1
+        return loss_value
+
+    def step(self, x: Tensor, y: Tensor) -> float | None:
+        """Streaming mode: one optimizer step on the minibatch ``(x, y)``, then a sizing cycle
+        if ``sizing.every`` samples have passed since the last one.
+
+        Returns the minibatch's mean data loss, or ``None`` when the loss or a gradient was not
+        finite: then nothing changed (the batch is counted in :attr:`n_nonfinite`).
+        """
+        if not self.started and self.sizing_active:
+            self.grow()  # Algorithm 1 grows before training
+        self.started = True
+        x, y = x.to(self.device), y.to(self.device)
+        loss = self._optimizer_step(x, y)
+        if loss is None:
+            return None
+        self.n_samples += int(x.shape[0])
+        if self.sizing_active and self.n_samples - self.last_cycle >= self.sizing.every:
+            self.cycle()
+        return loss
+
+    def fit(self, x: Tensor, y: Tensor, epochs: int = 1, batch_size: int = 128,
+            progress: bool = False) -> list[float]:
+        """Batch mode: Algorithm 1 exactly, per epoch: grow, train one shuffled epoch, prune.
+
+        With :attr:`fine_tune` on, it trains statically. Returns the mean loss of each epoch.
+        """
+        losses: list[float] = []
+        x, y = x.to(self.device), y.to(self.device)
+        epochs_iter: Any = range(epochs)
+        if progress:
+            from tqdm.auto import tqdm
+
+            epochs_iter = tqdm(epochs_iter, desc="epochs")
+        for _ in epochs_iter:
+            if self.sizing_active:
+                self.grow()
+            self.started = True
+            order = torch.randperm(x.shape[0], generator=self.generator).to(self.device)
+            total, count = 0.0, 0
+            for start in range(0, x.shape[0], batch_size):
+                idx = order[start:start + batch_size]
+                value = self._optimizer_step(x[idx], y[idx])
+                if value is not None:
+                    total += value * idx.numel()
+                    count += idx.numel()
+                    self.n_samples += idx.numel()
+            if self.sizing_active:
+                self.prune()
+                self.n_cycles += 1
+                self.last_cycle = self.n_samples
+            losses.append(total / max(count, 1))
+        return losses
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Network outputs in evaluation mode (dropout off)."""
+        self.net.eval()
+        return self.net(x.to(self.device))
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: architecture, weights, optimizer, schedule, history.
+
+        Plain data and tensors only, loadable with ``torch.load(weights_only=True)``.
+        """
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "net": self.net.config.to_dict(),
+            "model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "train": asdict(self.train_config),
+            "sizing": asdict(self.sizing),
+            "seed": self.seed,
+            "rng": self.generator.get_state(),
+            "counters": {
+                "n_samples": self.n_samples, "n_steps": self.n_steps, "n_cycles": self.n_cycles,
+                "n_nonfinite": self.n_nonfinite, "last_cycle": self.last_cycle,
+                "started": self.started, "fine_tune": self.fine_tune,
+                "n_grown": list(self.n_grown), "n_pruned": list(self.n_pruned),
+            },
+            "history": [dict(e, sizes=list(e["sizes"])) for e in self.size_history],
+            "history_limit": self.history_limit,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> DASTrainer:
+        """Rebuild a trainer from :meth:`state_dict`. Raises ``ValueError`` if it does not fit."""
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise ValueError("not a streamdas trainer state")
+        if state.get("version") != VERSION:
+            raise ValueError(f"unsupported trainer state version {state.get('version')!r}")
+        try:
+            config = NetConfig.from_dict(state["net"])
+            trainer = cls(
+                config,
+                train=TrainConfig(**state["train"]),
+                sizing=SizingConfig(**state["sizing"]),
+                seed=state["seed"],
+                device=device,
+                history_limit=int(state["history_limit"]),
+            )
+            trainer.net.load_state_dict(state["model"], strict=True)
+            _check_optimizer_state(trainer, state["optimizer"])
+            trainer.optimizer.load_state_dict(state["optimizer"])
+            trainer.generator.set_state(state["rng"])
+            c = state["counters"]
+            for key in ("n_samples", "n_steps", "n_cycles", "n_nonfinite", "last_cycle"):
+                setattr(trainer, key, int(c[key]))
+            trainer.started, trainer.fine_tune = bool(c["started"]), bool(c["fine_tune"])
+            trainer.n_grown, trainer.n_pruned = list(c["n_grown"]), list(c["n_pruned"])
+            if len(trainer.n_grown) != len(trainer.net.hidden):
+                raise ValueError("counters do not match the number of hidden layers")
+            trainer.size_history = [dict(e) for e in state["history"]]
+        except (KeyError, TypeError, RuntimeError) as exc:
+            raise ValueError(f"trainer state does not fit its architecture: {exc}") from exc
+        return trainer
+
+    def with_sizing(self, **changes: Any) -> None:
+        """Change sizing settings at run time, e.g. ``with_sizing(grow=False)``."""
+        self.sizing = replace(self.sizing, **changes)
+
+
+def _check_optimizer_state(trainer: DASTrainer, opt_state: dict[str, Any]) -> None:
+    """torch does not check shapes when loading optimizer state: do it, so nothing half-loads."""
+    params = list(trainer.net.parameters())
+    ids = [i for group in opt_state["param_groups"] for i in group["params"]]
+    if len(ids) != len(params):
+        raise ValueError("optimizer state covers a different number of parameters")
+    by_id = dict(zip(ids, params, strict=True))
+    for pid, pstate in opt_state["state"].items():
+        p = by_id.get(pid)
+        if p is None:
+            raise ValueError(f"optimizer state for unknown parameter {pid}")
+        for key, value in pstate.items():
+            if isinstance(value, Tensor) and value.dim() > 0 and value.shape != p.shape:
+                raise ValueError(
+                    f"optimizer state {key!r} has shape {tuple(value.shape)}, parameter has "
+                    f"{tuple(p.shape)}"
+                )
