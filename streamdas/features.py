@@ -178,7 +178,8 @@ class RunningStandardizer:
         Z = X - self.center[:d]
         if standardize:
             Z *= self.inv_std[:d]
-        return np.nan_to_num(Z, copy=False, nan=0.0)
+        Z[np.isnan(Z)] = 0.0
+        return Z
 
     def state(self) -> dict[str, Any]:
         return {"count": self.count.tolist(), "mean": self.mean.tolist(), "m2": self.m2.tolist()}

@@ -1,0 +1,180 @@
+"""DASClassifier / DASRegressor behaviour in River pipelines."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from river import compose, datasets, drift, dummy, evaluate, metrics, preprocessing, stats
+from river.datasets import synth
+
+from streamdas import DASClassifier, DASRegressor
+
+
+def _rbf_complexity_stream(n_easy: int, n_hard: int, seed: int = 1):
+    """2 centroids, then 50 (harder), switched abruptly."""
+    easy = synth.RandomRBF(seed_model=seed, seed_sample=seed, n_classes=2, n_features=10, n_centroids=2)
+    hard = synth.RandomRBF(seed_model=seed + 1, seed_sample=seed, n_classes=4, n_features=10,
+                           n_centroids=50)
+    yield from easy.take(n_easy)
+    yield from hard.take(n_hard)
+
+
+def test_progressive_val_score_on_a_drift_stream_changes_layer_sizes():
+    model = DASClassifier(seed=0, grow_every=500)
+    metric = evaluate.progressive_val_score(_rbf_complexity_stream(3000, 3000), model, metrics.Accuracy())
+    sizes = {tuple(e["sizes"]) for e in model.size_history}
+    assert len(sizes) > 3
+    assert model.layer_sizes != [32, 32]
+    assert model.n_sizing_cycles == model.n_samples_learned // 500 == 12
+    assert metric.get() > 0.5
+
+
+def test_learn_one_buffers_and_steps_once_per_minibatch():
+    model = DASClassifier(batch_size=4, seed=0)
+    for i, (x, y) in enumerate(datasets.Phishing().take(10)):
+        model.learn_one(x, y)
+        assert model.n_samples_learned == 4 * ((i + 1) // 4)
+    assert model.trainer.n_steps == 2
+
+
+def test_learn_many_steps_once_on_the_given_batch():
+    X = pd.DataFrame(np.random.default_rng(0).normal(size=(50, 3)), columns=["a", "b", "c"])
+    y = pd.Series(X["a"] > 0)
+    model = DASClassifier(seed=0)
+    model.learn_many(X, y)
+    assert model.trainer.n_steps == 1 and model.n_samples_learned == 50
+    proba = model.predict_proba_many(X)
+    assert list(proba.columns) == [False, True]
+    assert np.allclose(proba.sum(axis=1), 1.0)
+    assert model.predict_many(X).isin([False, True]).all()
+
+
+def test_predictions_before_anything_is_learned():
+    assert DASClassifier().predict_proba_one({"a": 1.0}) == {}
+    assert DASClassifier().predict_one({"a": 1.0}) is None
+    assert DASRegressor().predict_one({"a": 1.0}) == 0.0
+    model = DASClassifier(batch_size=32, seed=0)
+    model.learn_one({"a": 1.0}, "x")  # buffered, no step yet: the current (initial) model answers
+    assert model.predict_proba_one({"a": 1.0}) == {"x": 1.0}
+
+
+def test_new_features_and_classes_grow_the_network_without_forgetting():
+    model = DASClassifier(batch_size=1, seed=0)
+    model.learn_one({"a": 1.0, "b": 2.0}, "cat")
+    model.learn_one({"a": -1.0, "b": 0.0}, "dog")
+    before = model.predict_proba_one({"a": 0.5, "b": 1.0})
+    assert model.trainer.net.n_inputs == 2
+    model.learn_one({"a": 0.5, "b": 1.0, "c": 3.0}, "bird")  # a new feature and a new class
+    assert model.trainer.net.n_inputs == 3 and model.trainer.net.n_outputs == 3
+    after = model.predict_proba_one({"a": 0.5, "b": 1.0})
+    assert set(after) == {"cat", "dog", "bird"}
+    # the old classes keep their relative order of preference
+    assert (before["cat"] > before["dog"]) == (after["cat"] > after["dog"])
+    # optimizer state was extended, not rebuilt
+    w = model.trainer.net.hidden[0].weight
+    assert model.trainer.optimizer.state[w]["exp_avg"].shape == w.shape
+
+
+def test_feature_order_never_matters():
+    a, b = DASClassifier(seed=5), DASClassifier(seed=5)
+    for x, y in datasets.Phishing().take(200):
+        shuffled = dict(reversed(list(x.items())))
+        a.learn_one(x, y)
+        b.learn_one(shuffled, y)
+    x = next(iter(datasets.Phishing().take(1)))[0]
+    assert a.predict_proba_one(x) == b.predict_proba_one(dict(reversed(list(x.items()))))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "3.0", None, [1.0]])
+def test_invalid_feature_values_raise_naming_the_feature_and_change_nothing(bad):
+    model = DASClassifier(batch_size=2, seed=0)
+    for x, y in datasets.Phishing().take(5):
+        model.learn_one(x, y)
+    snapshot = pickle.dumps(model)
+    x = {"empty_server_form_handler": 0.5, "oops": bad}
+    with pytest.raises(ValueError, match="'oops'"):
+        model.learn_one(x, True)
+    with pytest.raises(ValueError, match="'oops'"):
+        model.predict_proba_one(x)
+    if not (isinstance(bad, float) and np.isnan(bad)):  # in a DataFrame, NaN means "missing"
+        frame = pd.DataFrame({"oops": [bad if bad is not None else "x", 1.0]})
+        with pytest.raises(ValueError, match="'oops'"):
+            model.learn_many(frame, pd.Series([True, False]))
+    assert pickle.dumps(model) == snapshot
+
+
+def test_nan_in_a_dataframe_means_missing():
+    model = DASRegressor(seed=0)
+    X = pd.DataFrame({"a": [1.0, np.nan, 3.0], "b": [0.0, 1.0, np.nan]})
+    model.learn_many(X, pd.Series([1.0, 2.0, 3.0]))
+    assert np.isfinite(model.predict_many(X)).all()
+    with pytest.raises(ValueError, match="target"):
+        model.learn_one({"a": 1.0}, float("nan"))
+
+
+def test_works_behind_a_standard_scaler_in_a_pipeline():
+    model = compose.Pipeline(preprocessing.StandardScaler(), DASClassifier(standardize=False, seed=0))
+    metric = evaluate.progressive_val_score(datasets.Phishing(), model, metrics.Accuracy())
+    assert metric.get() > 0.75  # majority class: 0.56
+
+
+def test_clone_deepcopy_and_pickle():
+    model = DASClassifier(seed=2, drift_detector=drift.ADWIN())
+    for x, y in datasets.Phishing().take(100):
+        model.learn_one(x, y)
+    x = next(iter(datasets.Phishing().take(1)))[0]
+    fresh = model.clone()
+    assert fresh.n_samples_learned == 0 and fresh.drift_detector is not model.drift_detector
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert other.predict_proba_one(x) == model.predict_proba_one(x)
+        assert other.layer_sizes == model.layer_sizes
+        other.learn_one(x, True)  # independent
+    assert model.n_samples_learned == 96
+
+
+def test_introspection():
+    model = DASClassifier(seed=0, grow_every=50)
+    for x, y in datasets.Phishing().take(200):
+        model.learn_one(x, y)
+    assert model.n_parameters == sum(p.numel() for p in model.trainer.net.parameters())
+    assert model.model_bytes > 4 * model.n_parameters  # parameters + Adam moments
+    assert len(model.n_units_grown) == len(model.n_units_pruned) == 2
+    assert sum(model.n_units_grown) > 0
+    assert model.size_history[-1]["sizes"] == model.layer_sizes
+
+
+def test_drift_detector_triggers_an_immediate_sizing_cycle():
+    detector_model = DASClassifier(seed=0, grow_every=10**9, batch_size=8,
+                                   drift_detector=drift.ADWIN(delta=0.01))
+    plain = DASClassifier(seed=0, grow_every=10**9, batch_size=8)
+    for x, y in _rbf_complexity_stream(2000, 2000):
+        detector_model.learn_one(x, y)
+        plain.learn_one(x, y)
+    assert plain.n_sizing_cycles == 0 and plain.n_drifts_detected == 0
+    assert detector_model.n_drifts_detected >= 1
+    assert detector_model.n_sizing_cycles == detector_model.n_drifts_detected
+
+
+def test_regressor_learns_friedman():
+    model = DASRegressor(seed=0)
+    metric = evaluate.progressive_val_score(synth.Friedman(seed=0).take(4000), model, metrics.MAE())
+    mean_model = evaluate.progressive_val_score(
+        synth.Friedman(seed=0).take(4000), dummy.StatisticRegressor(stats.Mean()), metrics.MAE())
+    assert metric.get() < 0.7 * mean_model.get()
+
+
+def test_fine_tune_switch_on_estimator():
+    model = DASClassifier(seed=0, grow_every=20, batch_size=4)
+    for x, y in datasets.Phishing().take(40):
+        model.learn_one(x, y)
+    model.fine_tune = True
+    cycles = model.n_sizing_cycles
+    for x, y in datasets.Phishing().take(100):
+        model.learn_one(x, y)
+    assert model.n_sizing_cycles == cycles
+    assert torch.is_tensor(next(model.trainer.net.parameters()))
