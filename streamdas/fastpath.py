@@ -22,8 +22,14 @@ _SELU_SCALE = 1.0507009873554805
 
 
 def _selu(h: np.ndarray) -> np.ndarray:
-    neg = np.expm1(np.minimum(h, 0.0)) * _SELU_ALPHA
-    return np.where(h > 0, h, neg) * _SELU_SCALE
+    """SELU in place on a fresh pre-activation array (few ufunc calls: this is the hot path)."""
+    neg = np.minimum(h, 0.0)
+    np.expm1(neg, out=neg)
+    neg *= _SELU_ALPHA * _SELU_SCALE
+    np.maximum(h, 0.0, out=h)
+    h *= _SELU_SCALE
+    h += neg
+    return h
 
 
 _ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {

@@ -17,6 +17,8 @@ import numpy as np
 __all__ = ["FeatureIndex", "RunningStandardizer", "check_value"]
 
 _NUMERIC = (int, float, bool, np.integer, np.floating, np.bool_)
+# Exact types checked in one set operation on the hot path (subclasses take the slow path).
+_NUMERIC_TYPES = frozenset({int, float, bool, np.float64, np.float32, np.int64, np.int32, np.bool_})
 
 
 def check_value(name: Hashable, value: Any) -> float:
@@ -93,8 +95,9 @@ class FeatureIndex:
             vals = np.fromiter(x.values(), dtype=np.float32, count=len(keys))
         except (TypeError, ValueError):
             vals = None
-        if vals is None or not all(isinstance(v, _NUMERIC) for v in x.values()) \
-                or not np.isfinite(vals).all():
+        if (vals is None or not np.isfinite(vals).all()
+                or not (_NUMERIC_TYPES.issuperset(map(type, x.values()))
+                        or all(isinstance(v, _NUMERIC) for v in x.values()))):
             for k, v in x.items():
                 check_value(k, v)
             raise AssertionError("unreachable")  # pragma: no cover

@@ -38,6 +38,7 @@ import json
 import math
 import numbers
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -120,21 +121,21 @@ class ModelCollector(Collector):
     Every scrape reads the attributes below from each model (missing attributes are
     simply not exported, so the collector also works with partial or foreign models):
 
-    ========================================  =====================  ======================
-    metric                                    type / labels          model attribute
-    ========================================  =====================  ======================
-    ``streamdas_model_hidden_units``          gauge, model+layer     ``layer_sizes``
-    ``streamdas_model_hidden_layers``         gauge, model           ``len(layer_sizes)``
-    ``streamdas_model_min_hidden_units``      gauge, model           ``min_units`` (else 1)
-    ``streamdas_model_parameters``            gauge, model           ``n_parameters``
-    ``streamdas_model_size_bytes``            gauge, model           ``model_bytes``
-    ``streamdas_model_units_grown_total``     counter, model+layer   ``n_units_grown``
-    ``streamdas_model_units_pruned_total``    counter, model+layer   ``n_units_pruned``
-    ``streamdas_model_samples_learned_total`` counter, model         ``n_samples_learned``
-    ``streamdas_model_sizing_cycles_total``   counter, model         ``n_sizing_cycles``
-    ``streamdas_model_nonfinite_skipped_total`` counter, model       ``n_nonfinite_skipped``
-    ``streamdas_model_drifts_detected_total`` counter, model         ``n_drifts_detected``
-    ========================================  =====================  ======================
+    ===========================================  ====================  =======================
+    metric                                       type / labels         model attribute
+    ===========================================  ====================  =======================
+    ``streamdas_model_hidden_units``             gauge, model+layer    ``layer_sizes``
+    ``streamdas_model_hidden_layers``            gauge, model          ``len(layer_sizes)``
+    ``streamdas_model_min_hidden_units``         gauge, model          ``min_units`` (else 1)
+    ``streamdas_model_parameters``               gauge, model          ``n_parameters``
+    ``streamdas_model_size_bytes``               gauge, model          ``model_bytes``
+    ``streamdas_model_units_grown_total``        counter, model+layer  ``n_units_grown``
+    ``streamdas_model_units_pruned_total``       counter, model+layer  ``n_units_pruned``
+    ``streamdas_model_samples_learned_total``    counter, model        ``n_samples_learned``
+    ``streamdas_model_sizing_cycles_total``      counter, model        ``n_sizing_cycles``
+    ``streamdas_model_nonfinite_skipped_total``  counter, model        ``n_nonfinite_skipped``
+    ``streamdas_model_drifts_detected_total``    counter, model        ``n_drifts_detected``
+    ===========================================  ====================  =======================
 
     Parameters
     ----------
@@ -284,23 +285,23 @@ def _infer_task(y_true: Any, y_pred: Any) -> str:
 class ServiceMetrics:
     """Counters, histograms and gauges of the streaming service.
 
-    ================================================  ========  ===========================
-    metric                                            type      labels
-    ================================================  ========  ===========================
-    ``streamdas_records_total``                       counter   model, outcome
-    ``streamdas_dead_letters_total``                  counter   model, reason
-    ``streamdas_predict_latency_seconds``             histogram model
-    ``streamdas_learn_latency_seconds``               histogram model
-    ``streamdas_consumer_lag_messages``               gauge     model, partition
-    ``streamdas_last_checkpoint_timestamp_seconds``   gauge     model
-    ``streamdas_checkpoints_total``                   counter   model
-    ``streamdas_prequential_accuracy``                gauge     model  (classifiers)
-    ``streamdas_prequential_mean_absolute_error``     gauge     model  (regressors)
-    ``streamdas_prequential_window_samples``          gauge     model
-    ``streamdas_broker_up``                           gauge     model
-    ``streamdas_last_heartbeat_timestamp_seconds``    gauge     model
-    ``streamdas_start_time_seconds``                  gauge     model
-    ================================================  ========  ===========================
+    ===============================================  =========  ===================
+    metric                                           type       labels
+    ===============================================  =========  ===================
+    ``streamdas_records_total``                      counter    model, outcome
+    ``streamdas_dead_letters_total``                 counter    model, reason
+    ``streamdas_predict_latency_seconds``            histogram  model
+    ``streamdas_learn_latency_seconds``              histogram  model
+    ``streamdas_consumer_lag_messages``              gauge      model, partition
+    ``streamdas_last_checkpoint_timestamp_seconds``  gauge      model
+    ``streamdas_checkpoints_total``                  counter    model
+    ``streamdas_prequential_accuracy``               gauge      model (classifiers)
+    ``streamdas_prequential_mean_absolute_error``    gauge      model (regressors)
+    ``streamdas_prequential_window_samples``         gauge      model
+    ``streamdas_broker_up``                          gauge      model
+    ``streamdas_last_heartbeat_timestamp_seconds``   gauge      model
+    ``streamdas_start_time_seconds``                 gauge      model
+    ===============================================  =========  ===================
 
     Parameters
     ----------
@@ -610,6 +611,10 @@ class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
 
 
+class _ThreadingWSGIServer6(_ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
 class _SilentHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Do not log every scrape to stderr."""
@@ -677,7 +682,8 @@ def serve(
     Parameters
     ----------
     address
-        Interface to bind; loopback by default (use ``0.0.0.0`` in a container).
+        Interface to bind; loopback by default (use ``0.0.0.0`` in a container; an
+        address with ``:`` is IPv6, e.g. ``::1``).
     port
         TCP port; ``0`` picks a free one (read it back from ``server.port``).
     registry
@@ -703,8 +709,9 @@ def serve(
     (True, 200)
     """
     reg = prometheus_client.REGISTRY if registry is None else registry
+    server_class = _ThreadingWSGIServer6 if ":" in address else _ThreadingWSGIServer
     server = make_server(address, int(port), _make_app(reg, health),
-                         server_class=_ThreadingWSGIServer, handler_class=_SilentHandler)
+                         server_class=server_class, handler_class=_SilentHandler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               name="streamdas-metrics", daemon=True)
     thread.start()
