@@ -49,7 +49,7 @@ class _DASEstimator:
         growth_percentage: float = 0.2,
         min_growth: int = 4,
         min_units: int = 1,
-        max_units: int | None = None,
+        max_units: int | None = 512,
         grow: bool = True,
         prune: bool = True,
         activation: str = "selu",
@@ -433,7 +433,8 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     min_units
         Width floor of every hidden layer.
     max_units
-        Width ceiling of every hidden layer (``None``: none).
+        Width ceiling of every hidden layer (``None``: none). The default bounds the memory of
+        a long-running learner should pruning ever stall.
     grow
         Growth on/off (off and ``prune=False``: a static network).
     prune
