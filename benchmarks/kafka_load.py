@@ -1,0 +1,232 @@
+"""Load benchmark of the consumer service: sustained end-to-end messages/s and consumer lag.
+
+Starts a Tansu broker on loopback (unless ``--bootstrap`` is given), loads a backlog of labelled
+records into the input topic, starts ONE service process (``python -m consumers``), and samples
+its ``/metrics`` once a second: records handled so far, hence throughput and lag (messages
+produced but not yet handled). With ``--rate`` the input is produced *while* the service runs,
+at that rate, and the report shows whether lag stays bounded. Finally it reads the output topic
+back and checks that every input record got a prediction.
+
+    python -m benchmarks.kafka_load --messages 200000 --partitions 3
+    python -m benchmarks.kafka_load --messages 150000 --rate 5000
+
+This is a benchmark, not a test: it prints a report (and ``--json`` writes one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from consumers.broker import TansuBroker, free_port  # noqa: E402
+
+
+def _records(n: int, start: int, n_features: int, seed: int) -> list[bytes]:
+    rng = random.Random(seed + start)
+    out = []
+    for i in range(start, start + n):
+        x = {f"f{j}": rng.uniform(-1, 1) for j in range(n_features)}
+        y = int(x["f0"] + x["f1"] > 0)
+        out.append(json.dumps({"x": x, "y": y, "id": i}).encode())
+    return out
+
+
+def _producer(bootstrap: str) -> Any:
+    from kafka import KafkaProducer
+
+    return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024,
+                         acks=1, enable_idempotence=False)
+
+
+def _produce(bootstrap: str, topic: str, n: int, n_features: int, seed: int,
+             rate: float | None, counter: list[int], first: int = 0) -> None:
+    producer = _producer(bootstrap)
+    chunk = 500
+    t0 = time.monotonic()
+    sent = 0
+    for start in range(first, first + n, chunk):
+        values = _records(min(chunk, first + n - start), start, n_features, seed)
+        for i, value in enumerate(values):
+            producer.send(topic, key=str(start + i).encode(), value=value)
+        counter[0] += len(values)
+        sent += len(values)
+        if rate:
+            ahead = sent / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+    producer.flush(timeout=120)
+    producer.close()
+
+
+def _produce_rest(bootstrap: str, n: int, first: int, n_features: int, seed: int,
+                  rate: float, counter: list[int]) -> None:
+    _produce(bootstrap, "load-in", n, n_features, seed, rate, counter, first=first)
+
+
+def _scrape(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values: dict[str, float] = {"handled": 0.0, "predicted": 0.0, "learned": 0.0}
+    for family in text_string_to_metric_families(text):
+        if family.name != "streamdas_records":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                outcome = sample.labels.get("outcome")
+                if outcome in ("predicted", "dead_lettered"):
+                    values["handled"] += sample.value
+                if outcome in values:
+                    values[outcome] += sample.value
+    return values
+
+
+def _count_topic(bootstrap: str, topic: str, expected: int,
+                 timeout: float) -> tuple[int, dict[int, list[int]]]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             max_poll_records=5000)
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    seen: set[tuple[int, int]] = set()
+    widths: dict[int, tuple[int, list[int]]] = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < expected and time.monotonic() < deadline:
+        for messages in consumer.poll(timeout_ms=500).values():
+            for m in messages:
+                p = json.loads(m.value)
+                seen.add((p["partition"], p["offset"]))
+                if p["offset"] >= widths.get(p["partition"], (-1, []))[0]:
+                    widths[p["partition"]] = (p["offset"], p["hidden_sizes"])
+    consumer.close(autocommit=False)
+    return len(seen), {part: w for part, (_, w) in sorted(widths.items())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--features", type=int, default=8)
+    parser.add_argument("--rate", type=float, default=None,
+                        help="produce while the service runs, at this many messages/s")
+    parser.add_argument("--model", default="das", choices=["das", "linear"])
+    parser.add_argument("--max-poll-records", type=int, default=2000)
+    parser.add_argument("--bootstrap", default=None, help="use this broker instead of Tansu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="write the report to this file")
+    args = parser.parse_args(argv)
+
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    broker = None
+    if args.bootstrap is None:
+        broker = TansuBroker().start()
+        bootstrap = broker.bootstrap
+    else:
+        bootstrap = args.bootstrap
+    workdir = Path(tempfile.mkdtemp(prefix="streamdas-load-"))
+    service = None
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        admin.create_topics([NewTopic("load-in", args.partitions, 1),
+                             NewTopic("load-out", args.partitions, 1),
+                             NewTopic("load-dlq", 1, 1)])
+        admin.close()
+        produced = [0]
+        feeder = None
+        # with --rate, a small warm-up backlog tells when the service has joined and started
+        backlog = args.messages if args.rate is None else min(1000, args.messages)
+        t = time.monotonic()
+        _produce(bootstrap, "load-in", backlog, args.features, args.seed, None, produced)
+        print(f"backlog of {backlog} messages loaded in {time.monotonic() - t:.1f} s")
+        metrics_port = free_port()
+        cmd = [sys.executable, "-m", "consumers", "--bootstrap-servers", bootstrap,
+               "--topics", "load-in", "--output-topic", "load-out",
+               "--dead-letter-topic", "load-dlq", "--group-id", "load",
+               "--checkpoint-dir", str(workdir / "ckpt"), "--model", args.model,
+               "--max-poll-records", str(args.max_poll_records),
+               "--session-timeout-ms", "6000", "--heartbeat-interval-ms", "1000",
+               "--metrics-port", str(metrics_port), "--log-level", "WARNING"]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        service = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=open(workdir / "service.log", "wb"))  # noqa: SIM115
+        if args.rate is not None:
+            while True:
+                time.sleep(0.5)
+                try:
+                    if _scrape(metrics_port)["handled"] >= backlog:
+                        break
+                except OSError:
+                    pass
+            feeder = threading.Thread(target=_produce_rest, args=(
+                bootstrap, args.messages - backlog, backlog, args.features, args.seed,
+                args.rate, produced), daemon=True)
+            feeder.start()
+        samples: list[dict[str, float]] = []
+        t_start = time.monotonic()
+        first_at = None
+        while time.monotonic() - t_start < 900:
+            time.sleep(1.0)
+            try:
+                m = _scrape(metrics_port)
+            except OSError:
+                continue
+            now = time.monotonic()
+            if first_at is None and m["handled"] > 0:
+                first_at = now
+            lag = produced[0] - m["handled"]
+            samples.append({"t": now - t_start, "handled": m["handled"], "lag": lag,
+                            "produced": produced[0]})
+            print(f"t={now - t_start:6.1f}s handled={int(m['handled']):>8} lag={int(lag):>8}")
+            if m["handled"] >= args.messages:
+                break
+        end = samples[-1]
+        # sustained rate: from the first sample with work done to the end, excluding startup
+        busy = [s for s in samples if s["handled"] > 0]
+        rate = ((busy[-1]["handled"] - busy[0]["handled"]) / (busy[-1]["t"] - busy[0]["t"])
+                if len(busy) > 1 else float("nan"))
+        window = busy[1:-1] or busy
+        steady = ((window[-1]["handled"] - window[0]["handled"]) / (window[-1]["t"] - window[0]["t"])
+                  if len(window) > 1 else rate)
+        service.send_signal(signal.SIGTERM)
+        service.wait(timeout=60)
+        covered, widths = _count_topic(bootstrap, "load-out", args.messages, timeout=120)
+        report = {
+            "messages": args.messages, "partitions": args.partitions, "features": args.features,
+            "model": args.model, "rate_target": args.rate,
+            "max_poll_records": args.max_poll_records,
+            "handled": end["handled"], "throughput_msgs_per_s": rate,
+            "steady_msgs_per_s": steady, "max_lag": max(s["lag"] for s in samples),
+            "final_lag": end["lag"], "predictions_in_output_topic": covered,
+            "service_exit": service.returncode, "final_hidden_sizes": widths,
+        }
+        print(json.dumps(report, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps({**report, "samples": samples}, indent=2))
+        return 0 if covered == args.messages else 1
+    finally:
+        if service is not None and service.poll() is None:
+            service.kill()
+        if broker is not None:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

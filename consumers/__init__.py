@@ -1,0 +1,13 @@
+"""The streamdas consumer service: Kafka in, predictions out, models that learn and resize.
+
+Run it as ``streamdas consume`` (or ``python -m consumers``); see ``docs/service.md``.
+
+Modules: :mod:`~consumers.config` (flags, env, TOML), :mod:`~consumers.records` (validation
+and dead-letter reasons), :mod:`~consumers.model` (predict-then-learn per batch),
+:mod:`~consumers.store` (per-partition checkpoints), :mod:`~consumers.service` (the Kafka
+loop), :mod:`~consumers.embedded` and :mod:`~consumers.sources` (no-broker mode),
+:mod:`~consumers.telemetry` (metrics, health), :mod:`~consumers.broker` (the Tansu test broker).
+"""
+
+__all__ = ["__version__"]
+__version__ = "0.1.0"

@@ -1,0 +1,73 @@
+"""``streamdas consume`` / ``python -m consumers``: run the consumer service.
+
+Examples
+--------
+>>> main(["--source", "river:SEA", "--limit", "3", "--model", "linear",
+...       "--log-level", "WARNING", "--output", "/dev/null"])
+0
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from consumers.config import load_config
+
+__all__ = ["main"]
+
+log = logging.getLogger("consumers")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the configuration, install SIGTERM/SIGINT handlers and run; returns the status."""
+    cfg = load_config(argv)
+    logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+    import torch
+
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, cfg.torch_threads))
+
+    from consumers.telemetry import Telemetry
+
+    telemetry = Telemetry(cfg)
+    stop = threading.Event()
+    service = None
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: finishing the batch in hand", signal.Signals(signum).name)
+        stop.set()
+        if service is not None:
+            service.request_stop()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        if cfg.source is not None:
+            from consumers.embedded import run_embedded
+
+            return run_embedded(cfg, telemetry, stop)
+        from consumers.service import KafkaService
+
+        service = KafkaService(cfg, telemetry)
+        if stop.is_set():
+            service.request_stop()
+        return service.run()
+    finally:
+        telemetry.close()
+        torch.set_num_threads(torch_threads)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

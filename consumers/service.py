@@ -1,0 +1,422 @@
+"""The Kafka consumer service: predict, learn, checkpoint, commit -- at least once.
+
+One model per input partition (:class:`~consumers.model.PartitionState`), checkpointed with that
+partition's next offset in one atomic file (:class:`~consumers.store.CheckpointStore`).
+
+Loop, per poll:
+
+1. each partition's records go through :func:`~consumers.model.process_batch` (predict all valid
+   records, then learn the labelled ones as one minibatch); predictions go to the output topic,
+   unusable records to the dead-letter topic;
+2. every ``checkpoint_every`` records or ``checkpoint_interval_s`` seconds: flush the producer
+   (every prediction and dead letter so far is acknowledged), write each changed partition's
+   checkpoint, then commit the same offsets to the group.
+
+On assignment a partition's newest checkpoint is loaded and the consumer seeks to its offset; on
+revocation (rebalance, shutdown) the partition is checkpointed and committed first. If the
+producer loses a message, or cannot be flushed, nothing is checkpointed past it: the service
+rewinds every partition to its checkpoint and replays, so a record can be predicted twice but
+never zero times.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
+from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.structs import OffsetAndMetadata
+
+from consumers.config import ServiceConfig
+from consumers.model import ModelSpec, PartitionState, make_estimator, process_batch
+from consumers.records import Rejection
+from consumers.store import CheckpointStore
+from consumers.telemetry import Telemetry
+
+__all__ = ["KafkaService", "dead_letter_payload", "prediction_payload"]
+
+log = logging.getLogger(__name__)
+
+
+def _key_fields(key: bytes | None) -> dict[str, Any]:
+    if key is None:
+        return {"key": None}
+    try:
+        return {"key": key.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"key": None, "key_b64": base64.b64encode(key).decode("ascii")}
+
+
+def prediction_payload(
+    key: bytes | None, topic: str, partition: int, offset: int, body: dict[str, Any]
+) -> dict[str, Any]:
+    """The JSON object published for one input record.
+
+    Examples
+    --------
+    >>> prediction_payload(b"k1", "in", 0, 5, {"id": 3, "prediction": 1})
+    {'key': 'k1', 'topic': 'in', 'partition': 0, 'offset': 5, 'id': 3, 'prediction': 1}
+    """
+    payload = _key_fields(key)
+    payload.update(topic=topic, partition=partition, offset=offset)
+    payload.update(body)
+    return payload
+
+
+def dead_letter_payload(
+    key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int,
+    rejection: Rejection,
+) -> dict[str, Any]:
+    """The JSON object published to the dead-letter topic; original bytes are base64.
+
+    Examples
+    --------
+    >>> from consumers.records import Rejection
+    >>> p = dead_letter_payload(None, b"oops", "in", 1, 9, Rejection("invalid_json", "..."))
+    >>> p["reason"], base64.b64decode(p["value_b64"])
+    ('invalid_json', b'oops')
+    """
+    return {
+        "reason": rejection.reason,
+        "detail": rejection.detail,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "key_b64": None if key is None else base64.b64encode(key).decode("ascii"),
+        "value_b64": None if value is None else base64.b64encode(value).decode("ascii"),
+    }
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), default=str).encode("utf-8")
+
+
+def _only_known(options: dict[str, Any], client: type) -> dict[str, Any]:
+    known = getattr(client, "DEFAULT_CONFIG", {})
+    return {k: v for k, v in options.items() if k in known}
+
+
+class _Listener(AsyncConsumerRebalanceListener):
+    """Checkpoint on revoke, load-and-seek on assign (runs on kafka-python's IO thread)."""
+
+    def __init__(self, service: KafkaService) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        offsets = self.service._revoke(revoked)
+        if offsets:
+            consumer = self.service.consumer
+            coordinator = getattr(consumer, "_coordinator", None)
+            commit = getattr(coordinator, "_commit_offsets_sync_async", None)
+            if commit is not None:
+                try:
+                    await commit(offsets, timeout_ms=5000)
+                except Exception as exc:  # the checkpoint already holds the offsets
+                    log.warning("commit on revoke failed (checkpoint kept): %s", exc)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.service._assign(assigned)
+
+    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self.service._lose(lost)
+
+
+class KafkaService:
+    """Run the consume-predict-learn loop until :meth:`request_stop` (or a signal).
+
+    Parameters
+    ----------
+    cfg
+        Service configuration.
+    telemetry
+        Metrics and health (see :class:`consumers.telemetry.Telemetry`).
+    """
+
+    def __init__(self, cfg: ServiceConfig, telemetry: Telemetry | None = None) -> None:
+        self.cfg = cfg
+        self.telemetry = telemetry or Telemetry(cfg)
+        self.spec = ModelSpec(task=cfg.task, kind=cfg.model, params=dict(cfg.model_params),
+                              seed=cfg.seed)
+        self.store = CheckpointStore(cfg.checkpoint_dir, keep=cfg.checkpoint_keep)
+        self.states: dict[TopicPartition, PartitionState] = {}
+        self._parked: dict[TopicPartition, PartitionState] = {}
+        self._start_offsets: dict[TopicPartition, int] = {}
+        self._stop = threading.Event()
+        self._send_failed = False
+        self._flush_failing = False
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._last_lag = 0.0
+        self.consumer: Any = None
+        self.producer: Any = None
+        self.telemetry.watch_models(self._models)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the loop to finish its batch, checkpoint, commit, leave the group and return."""
+        self._stop.set()
+
+    def _models(self) -> dict[str, Any]:
+        for _ in range(3):  # read from the metrics thread while the loop may change the dict
+            try:
+                return {f"{tp.topic}-{tp.partition}": st.estimator
+                        for tp, st in list(self.states.items())}
+            except RuntimeError:
+                continue
+        return {}
+
+    def _connect(self) -> bool:
+        """Create producer and consumer, retrying with backoff until connected or stopped."""
+        cfg = self.cfg
+        delay = 0.5
+        unknown = set(cfg.kafka) - set(_only_known(cfg.kafka, KafkaConsumer)) - set(
+            _only_known(cfg.kafka, KafkaProducer))
+        if unknown:
+            log.warning("ignoring Kafka options no kafka-python client accepts: %s",
+                        sorted(unknown))
+        common = {"bootstrap_servers": cfg.bootstrap_servers.split(","),
+                  "client_id": cfg.client_id,
+                  "request_timeout_ms": cfg.request_timeout_ms,
+                  "bootstrap_timeout_ms": min(cfg.request_timeout_ms, 10000)}
+        while not self._stop.is_set():
+            try:
+                self.producer = KafkaProducer(
+                    **common, acks="all", linger_ms=5, batch_size=256 * 1024,
+                    max_block_ms=max(cfg.request_timeout_ms, 10000),
+                    **_only_known(cfg.kafka, KafkaProducer))
+                self.consumer = KafkaConsumer(
+                    **common, group_id=cfg.group_id, enable_auto_commit=False,
+                    auto_offset_reset=cfg.auto_offset_reset,
+                    session_timeout_ms=cfg.session_timeout_ms,
+                    heartbeat_interval_ms=cfg.heartbeat_interval_ms,
+                    max_poll_records=cfg.max_poll_records,
+                    **_only_known(cfg.kafka, KafkaConsumer))
+                self.consumer.subscribe(cfg.topics, listener=_Listener(self))
+                self.telemetry.broker_up(True)
+                log.info("connected to %s; subscribed to %s as group %r",
+                         cfg.bootstrap_servers, cfg.topics, cfg.group_id)
+                return True
+            except (KafkaError, OSError) as exc:
+                self._close_clients()
+                self.telemetry.broker_up(False)
+                log.warning("broker unreachable (%s); retrying in %.1f s", exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, cfg.retry_backoff_max_s)
+        return False
+
+    def _close_clients(self) -> None:
+        for client in (self.consumer, self.producer):
+            if client is not None:
+                try:
+                    client.close(timeout=5) if client is self.producer else client.close(
+                        autocommit=False, timeout_ms=5000)
+                except Exception as exc:
+                    log.debug("closing client: %s", exc)
+        self.consumer = self.producer = None
+
+    def run(self) -> int:
+        """Connect, then loop until stopped; returns the process exit status (0)."""
+        if not self._connect():
+            return 0
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                batch = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms,
+                                           max_records=self.cfg.max_poll_records)
+                backoff = 0.5
+            except KafkaError as exc:
+                self.telemetry.broker_up(False)
+                log.warning("poll failed (%s); retrying in %.1f s", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.cfg.retry_backoff_max_s)
+                continue
+            self.telemetry.heartbeat()
+            for tp, messages in batch.items():
+                if self._send_failed:
+                    break
+                self._handle(tp, messages)
+            if self._send_failed:
+                self._rewind()
+            elif self._checkpoint_due():
+                self._checkpoint_and_commit(list(self.states))
+            self._report()
+        log.info("stopping: final checkpoint, commit, leaving the group")
+        self._checkpoint_and_commit(list(self.states))
+        self._close_clients()  # close() revokes (no-op: nothing dirty) and leaves the group
+        log.info("stopped")
+        return 0
+
+    # -- per batch -------------------------------------------------------------------------
+    def _fresh_state(self) -> PartitionState:
+        features = list(self.cfg.features) if self.cfg.features else None
+        return PartitionState(make_estimator(self.spec), features)
+
+    def _handle(self, tp: TopicPartition, messages: list[Any]) -> None:
+        state = self.states.get(tp)
+        if state is None:  # not assigned through the listener (should not happen)
+            state = self.states[tp] = self._fresh_state()
+        if state.next_offset is not None:
+            messages = [m for m in messages if m.offset >= state.next_offset]
+        if not messages:
+            return
+        self._start_offsets.setdefault(tp, messages[0].offset)
+        cfg = self.cfg
+        result = process_batch(state, [m.value for m in messages], task=cfg.task,
+                               max_bytes=cfg.max_record_bytes)
+        try:
+            for i, body in result.predictions:
+                m = messages[i]
+                payload = prediction_payload(m.key, m.topic, m.partition, m.offset, body)
+                payload["consumer"] = cfg.client_id
+                self.producer.send(cfg.output_topic, key=m.key, value=_dumps(payload)
+                                   ).add_errback(self._on_send_error)
+            for i, rejection in result.rejections:
+                m = messages[i]
+                payload = dead_letter_payload(m.key, m.value, m.topic, m.partition, m.offset,
+                                              rejection)
+                self.producer.send(cfg.dead_letter_topic, key=m.key, value=_dumps(payload)
+                                   ).add_errback(self._on_send_error)
+        except KafkaError as exc:  # e.g. buffer full while the broker is unreachable
+            self._on_send_error(exc)
+            return
+        state.next_offset = messages[-1].offset + 1
+        self._since_checkpoint += len(messages)
+        self.telemetry.batch(result)
+
+    def _on_send_error(self, exc: BaseException) -> None:
+        log.error("producer could not deliver a message (%s): will rewind to the checkpoints",
+                  exc)
+        self._send_failed = True
+        self.telemetry.broker_up(False)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def _checkpoint_due(self) -> bool:
+        if self._since_checkpoint <= 0:
+            return False
+        return (self._since_checkpoint >= self.cfg.checkpoint_every
+                or time.monotonic() - self._last_checkpoint >= self.cfg.checkpoint_interval_s)
+
+    def _checkpoint(
+        self, tps: Iterable[TopicPartition], flush_timeout_s: float | None = None
+    ) -> dict[TopicPartition, OffsetAndMetadata] | None:
+        """Flush the producer, then save every changed partition; ``None`` if postponed."""
+        dirty = [tp for tp in tps if tp in self.states and self.states[tp].dirty > 0
+                 and self.states[tp].next_offset is not None]
+        if not dirty:
+            return {}
+        if self.producer is None:
+            return None
+        timeout = self.cfg.flush_timeout_s if flush_timeout_s is None else flush_timeout_s
+        try:
+            self.producer.flush(timeout=timeout)
+        except KafkaTimeoutError:
+            self._flush_failing = True
+            self.telemetry.broker_up(False)
+            log.warning("producer flush timed out after %.1f s: checkpoint postponed", timeout)
+            return None
+        self._flush_failing = False
+        if self._send_failed:
+            return None
+        offsets = {}
+        for tp in dirty:
+            state = self.states[tp]
+            self.store.save(tp.topic, tp.partition, state)
+            offsets[tp] = OffsetAndMetadata(state.next_offset, "", -1)
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self.telemetry.checkpointed()
+        log.debug("checkpointed %s", {f"{t.topic}:{t.partition}": o.offset
+                                      for t, o in offsets.items()})
+        return offsets
+
+    def _checkpoint_and_commit(self, tps: Iterable[TopicPartition]) -> None:
+        offsets = self._checkpoint(tps)
+        if offsets is None:
+            if self._send_failed:
+                self._rewind()
+            return
+        if offsets and self.consumer is not None:
+            try:
+                self.consumer.commit(offsets)
+            except KafkaError as exc:  # the checkpoint already holds the offsets
+                log.warning("offset commit failed (checkpoint kept): %s", exc)
+
+    def _rewind(self) -> None:
+        """Reload every assigned partition from its checkpoint and seek there (replay)."""
+        log.warning("rewinding %d partition(s) to their checkpoints", len(self.states))
+        if self.producer is not None:
+            try:
+                self.producer.flush(timeout=self.cfg.flush_timeout_s)
+            except KafkaTimeoutError:
+                log.warning("producer still not flushed while rewinding")
+        self._send_failed = False
+        for tp in list(self.states):
+            loaded = self.store.load(tp.topic, tp.partition)
+            state = loaded.state if loaded else self._fresh_state()
+            self.states[tp] = state
+            offset = state.next_offset if loaded else self._start_offsets.get(tp)
+            if offset is not None:
+                self.consumer.seek(tp, offset)
+        self._since_checkpoint = 0
+
+    # -- rebalance callbacks (kafka-python IO thread, while the main thread is in poll/close)
+    def _revoke(self, revoked: set[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
+        flush = min(self.cfg.flush_timeout_s, self.cfg.session_timeout_ms / 2000)
+        offsets = self._checkpoint(revoked, flush_timeout_s=flush)
+        for tp in revoked:
+            state = self.states.pop(tp, None)
+            if state is not None and offsets is not None:
+                self._parked[tp] = state
+            self._start_offsets.pop(tp, None)
+        if not self.states:
+            self._send_failed = False  # nothing left that could depend on the lost message
+        log.info("revoked %s (checkpointed: %s)", sorted(map(tuple, revoked)),
+                 offsets is not None)
+        return offsets or {}
+
+    def _lose(self, lost: set[TopicPartition]) -> None:
+        for tp in lost:
+            self.states.pop(tp, None)
+            self._parked.pop(tp, None)
+            self._start_offsets.pop(tp, None)
+        log.warning("lost %s without a checkpoint (group membership expired)",
+                    sorted(map(tuple, lost)))
+
+    def _assign(self, assigned: set[TopicPartition]) -> None:
+        for tp in sorted(assigned):
+            parked = self._parked.pop(tp, None)
+            latest = self.store.latest_offset(tp.topic, tp.partition)
+            if parked is not None and parked.dirty == 0 and latest == parked.next_offset:
+                state, source = parked, "memory"
+            else:
+                loaded = self.store.load(tp.topic, tp.partition)
+                state = loaded.state if loaded else self._fresh_state()
+                source = str(loaded.path) if loaded else "fresh model"
+            self.states[tp] = state
+            if state.next_offset is not None:
+                self.consumer.seek(tp, state.next_offset)
+            log.info("assigned %s:%d at offset %s (%s)", tp.topic, tp.partition,
+                     state.next_offset, source)
+        self._parked.clear()
+        self.telemetry.partitions([tp.partition for tp in self.states])
+
+    # -- reporting -------------------------------------------------------------------------
+    def _report(self) -> None:
+        now = time.monotonic()
+        coordinator = getattr(self.consumer, "_coordinator", None)
+        known = coordinator is None or not coordinator.coordinator_unknown()
+        self.telemetry.broker_up(known and not self._flush_failing and not self._send_failed)
+        if now - self._last_lag < 1.0:
+            return
+        self._last_lag = now
+        for tp, state in list(self.states.items()):
+            high = self.consumer.highwater(tp)
+            if high is not None and state.next_offset is not None:
+                self.telemetry.lag(tp.partition, high - state.next_offset)

@@ -1,0 +1,127 @@
+"""Metrics, health and progress logging for the consumer service.
+
+Wraps :mod:`streamdas.metrics`: a :class:`~streamdas.metrics.ServiceMetrics` (records by
+outcome, dead letters by reason, latencies, lag, checkpoints, prequential score, broker
+reachability, loop heartbeat) and a :class:`~streamdas.metrics.ModelCollector` over the live
+per-partition models (label ``model="<topic>-<partition>"``), served on ``/metrics`` and
+``/healthz`` when ``metrics_port`` is set. ``/healthz`` answers 503 while the broker is
+unreachable or the loop has not turned for ``stall_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import prometheus_client
+
+from consumers.config import ServiceConfig
+from consumers.model import BatchResult
+from streamdas.metrics import ModelCollector, ServiceMetrics, serve
+
+__all__ = ["Telemetry"]
+
+log = logging.getLogger(__name__)
+
+
+class Telemetry:
+    """Metrics registry, optional HTTP server, and a periodic progress line in the log.
+
+    Parameters
+    ----------
+    cfg
+        Service configuration (``metrics_address``, ``metrics_port``, ``stall_seconds``,
+        ``task``).
+    log_every_s
+        Seconds between progress lines (records/s, dead letters, lag).
+
+    Examples
+    --------
+    >>> t = Telemetry(ServiceConfig())
+    >>> t.heartbeat(); t.broker_up(True)
+    >>> t.health()
+    (True, 'ok')
+    >>> t.broker_up(False); t.health()[0]
+    False
+    """
+
+    def __init__(self, cfg: ServiceConfig, log_every_s: float = 10.0) -> None:
+        self.registry = prometheus_client.CollectorRegistry()
+        self.metrics = ServiceMetrics(registry=self.registry, task=cfg.task,
+                                      stall_seconds=cfg.stall_seconds)
+        self.server = None
+        if cfg.metrics_port is not None:
+            self.server = serve(address=cfg.metrics_address, port=cfg.metrics_port,
+                                registry=self.registry, health=self.health)
+            log.info("metrics on %s/metrics, health on %s/healthz", self.server.url,
+                     self.server.url)
+        self.log_every_s = log_every_s
+        self.totals = {"records": 0, "predicted": 0, "learned": 0, "dead_lettered": 0}
+        self._lags: dict[int, int] = {}
+        self._last_log = time.monotonic()
+        self._last_records = 0
+
+    def watch_models(self, models: Callable[[], Mapping[str, Any]]) -> None:
+        """Export the live shape of the models returned by ``models()`` at each scrape."""
+        ModelCollector(models, registry=self.registry)
+
+    def health(self) -> tuple[bool, str]:
+        """``(ok, reason)`` as served on ``/healthz``."""
+        return self.metrics.health()
+
+    def heartbeat(self) -> None:
+        """One loop iteration happened; also writes the periodic progress line."""
+        self.metrics.heartbeat()
+        now = time.monotonic()
+        if now - self._last_log >= self.log_every_s:
+            rate = (self.totals["records"] - self._last_records) / (now - self._last_log)
+            log.info("progress: %s, %.0f records/s, lag %s", self.totals, rate,
+                     sum(self._lags.values()) if self._lags else "n/a")
+            self._last_log, self._last_records = now, self.totals["records"]
+
+    def broker_up(self, up: bool) -> None:
+        """Record broker reachability (feeds ``/healthz``)."""
+        self.metrics.set_broker_up(up)
+
+    def batch(self, result: BatchResult) -> None:
+        """Count one processed batch."""
+        m = self.metrics
+        n_pred = len(result.predictions)
+        self.totals["records"] += len({i for i, _ in result.predictions}
+                                      | {i for i, _ in result.rejections})
+        if n_pred:
+            m.record("predicted", n=n_pred)
+            m.observe_predict(result.predict_seconds, n=n_pred)
+            self.totals["predicted"] += n_pred
+        if result.n_learned:
+            m.record("learned", n=result.n_learned)
+            m.observe_learn(result.learn_seconds, n=result.n_learned)
+            self.totals["learned"] += result.n_learned
+        for _, rejection in result.rejections:
+            m.record("dead_lettered", reason=rejection.reason)
+            self.totals["dead_lettered"] += 1
+        for y_true, y_pred in result.labels:
+            m.observe_prequential(y_true, y_pred)
+
+    def checkpointed(self) -> None:
+        """A checkpoint was written."""
+        self.metrics.mark_checkpoint()
+
+    def lag(self, partition: int, lag: int) -> None:
+        """Consumer lag of one partition, in messages."""
+        self._lags[partition] = lag
+        self.metrics.set_lag(partition, lag)
+
+    def partitions(self, keep: Iterable[int]) -> None:
+        """Forget the lag of partitions no longer assigned."""
+        keep = list(keep)
+        self._lags = {p: v for p, v in self._lags.items() if p in keep}
+        self.metrics.forget_partitions(keep)
+
+    def close(self) -> None:
+        """Stop the HTTP server, if any."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None

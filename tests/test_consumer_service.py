@@ -1,0 +1,167 @@
+"""The service's checkpoint / commit / rewind logic, driven with in-memory Kafka stand-ins."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import TopicPartition
+from kafka.errors import KafkaTimeoutError
+
+from consumers.config import ServiceConfig
+from consumers.service import KafkaService
+from consumers.store import CheckpointStore
+
+TP = TopicPartition("in", 0)
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class FakeFuture:
+    def __init__(self, producer: FakeProducer) -> None:
+        self.producer = producer
+
+    def add_errback(self, fn: Callable[[BaseException], Any]) -> FakeFuture:
+        self.producer.errbacks.append(fn)
+        return self
+
+
+@dataclass
+class FakeProducer:
+    sent: list[tuple[str, bytes]] = field(default_factory=list)
+    errbacks: list[Callable[[BaseException], Any]] = field(default_factory=list)
+    flush_times_out: bool = False
+
+    def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> FakeFuture:
+        self.sent.append((topic, value))
+        return FakeFuture(self)
+
+    def flush(self, timeout: float | None = None) -> None:
+        if self.flush_times_out:
+            raise KafkaTimeoutError("flush")
+
+    def fail_last(self) -> None:
+        self.errbacks[-1](KafkaTimeoutError("delivery timed out"))
+
+
+@dataclass
+class FakeConsumer:
+    seeks: list[tuple[TopicPartition, int]] = field(default_factory=list)
+    commits: list[dict[TopicPartition, int]] = field(default_factory=list)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+
+    def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        self.commits.append({tp: o.offset for tp, o in offsets.items()})
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None
+
+
+def _service(tmp_path: Path, **overrides: Any) -> KafkaService:
+    cfg = ServiceConfig(checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=10,
+                        model_params={"hidden_sizes": [8]}, **overrides)
+    service = KafkaService(cfg)
+    service.consumer, service.producer = FakeConsumer(), FakeProducer()
+    return service
+
+
+def _messages(start: int, n: int) -> list[Message]:
+    return [Message("in", 0, o, None, json.dumps({"x": {"a": o % 5, "b": 1.0}, "y": o % 2}
+                                                  ).encode()) for o in range(start, start + n)]
+
+
+def test_checkpoint_then_commit_after_every_n_records(tmp_path: Path) -> None:
+    service = _service(tmp_path)
+    service._assign({TP})
+    service._handle(TP, _messages(0, 6))
+    assert not service._checkpoint_due()
+    service._handle(TP, _messages(6, 6))
+    assert service._checkpoint_due()
+    service._checkpoint_and_commit([TP])
+    assert CheckpointStore(tmp_path / "ckpt").latest_offset("in", 0) == 12
+    assert service.consumer.commits == [{TP: 12}]
+    assert sum(1 for topic, _ in service.producer.sent if topic == "streamdas-predictions") == 12
+
+
+def test_lost_delivery_rewinds_to_checkpoint_instead_of_checkpointing(tmp_path: Path) -> None:
+    service = _service(tmp_path)
+    service._assign({TP})
+    service._handle(TP, _messages(0, 12))
+    service._checkpoint_and_commit([TP])
+    learned_at_checkpoint = service.states[TP].estimator.n_samples_learned
+    service._handle(TP, _messages(12, 12))
+    service.producer.fail_last()  # one prediction of 12..23 was never delivered
+    service._checkpoint_and_commit([TP])
+    assert CheckpointStore(tmp_path / "ckpt").latest_offset("in", 0) == 12
+    assert service.consumer.commits == [{TP: 12}]
+    assert service.consumer.seeks[-1] == (TP, 12)  # replay from the checkpoint
+    assert service.states[TP].next_offset == 12
+    assert service.states[TP].estimator.n_samples_learned == learned_at_checkpoint
+    assert not service._send_failed
+
+
+def test_flush_timeout_postpones_checkpoint_and_reports_broker_down(tmp_path: Path) -> None:
+    service = _service(tmp_path)
+    service._assign({TP})
+    service._handle(TP, _messages(0, 12))
+    service.producer.flush_times_out = True
+    service._checkpoint_and_commit([TP])
+    assert CheckpointStore(tmp_path / "ckpt").latest_offset("in", 0) is None
+    assert service.consumer.commits == []
+    assert service.telemetry.health() == (False, "broker unreachable")
+    service.producer.flush_times_out = False
+    service._checkpoint_and_commit([TP])
+    assert CheckpointStore(tmp_path / "ckpt").latest_offset("in", 0) == 12
+
+
+def test_revoked_partition_model_is_loaded_by_the_next_owner(tmp_path: Path) -> None:
+    first = _service(tmp_path, client_id="first")
+    first._assign({TP})
+    first._handle(TP, _messages(0, 7))
+    offsets = first._revoke({TP})
+    assert {tp: o.offset for tp, o in offsets.items()} == {TP: 7}
+    assert TP not in first.states
+
+    second = _service(tmp_path, client_id="second")
+    second._assign({TP})
+    assert second.consumer.seeks == [(TP, 7)]
+    state = second.states[TP]
+    assert state.n_records == 7 and state.features == ["a", "b"]
+    probe = [Message("in", 0, 7, None, b'{"x": {"a": 2, "b": 1.0}}')]
+    second._handle(TP, probe)
+    payload = json.loads(second.producer.sent[-1][1])
+    assert payload["model_records"] == 7 and payload["consumer"] == "second"
+
+
+def test_records_before_the_checkpoint_offset_are_not_processed_twice(tmp_path: Path) -> None:
+    service = _service(tmp_path)
+    service._assign({TP})
+    service._handle(TP, _messages(0, 5))
+    service._handle(TP, _messages(3, 5))  # a re-fetch overlapping what was done
+    offsets = [json.loads(v)["offset"] for t, v in service.producer.sent]
+    assert offsets == list(range(8))
+
+
+@pytest.mark.parametrize("bad", [b"\x00\x01", None])
+def test_dead_letters_carry_original_bytes(tmp_path: Path, bad: bytes | None) -> None:
+    service = _service(tmp_path)
+    service._assign({TP})
+    service._handle(TP, [Message("in", 0, 0, b"k", bad)])
+    topic, value = service.producer.sent[-1]
+    letter = json.loads(value)
+    assert topic == "streamdas-dead-letters"
+    assert letter["reason"] in ("undecodable", "invalid_json", "empty")
+    assert letter["key_b64"] == "aw=="
