@@ -52,6 +52,7 @@ class _DASEstimator:
         max_units: int | None = 512,
         grow: bool = True,
         prune: bool = True,
+        prune_horizon: int = 800,
         activation: str = "selu",
         standardize: bool = True,
         drift_detector: base.DriftDetector | None = None,
@@ -72,6 +73,7 @@ class _DASEstimator:
         self.max_units = max_units
         self.grow = grow
         self.prune = prune
+        self.prune_horizon = prune_horizon
         self.activation = activation
         self.standardize = standardize
         self.drift_detector = drift_detector
@@ -94,7 +96,7 @@ class _DASEstimator:
         return SizingConfig(tau=self.tau, growth_percentage=self.growth_percentage,
                             min_growth=self.min_growth, min_units=self.min_units,
                             max_units=self.max_units, every=self.grow_every,
-                            grow=self.grow, prune=self.prune)
+                            grow=self.grow, prune=self.prune, prune_horizon=self.prune_horizon)
 
     def _reset(self) -> None:
         self._index = FeatureIndex()
@@ -300,7 +302,7 @@ class _DASEstimator:
         params = {k: getattr(self, k) for k in (
             "hidden_sizes", "batch_size", "grow_every", "alpha", "lr", "optimizer", "regularizer",
             "tau", "growth_percentage", "min_growth", "min_units", "max_units", "grow", "prune",
-            "activation", "standardize", "device", "seed")}
+            "prune_horizon", "activation", "standardize", "device", "seed")}
         params["hidden_sizes"] = [int(h) for h in params["hidden_sizes"]]
         det = self.drift_detector
         if det is None:
@@ -439,6 +441,9 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         Growth on/off (off and ``prune=False``: a static network).
     prune
         Pruning on/off.
+    prune_horizon
+        Samples over which the pruning test averages each weight (0: the paper's
+        instantaneous test); see :class:`streamdas.SizingConfig`.
     activation
         Hidden activation (f(0) must be 0): ``"selu"``, ``"relu"``, ``"tanh"``, ...
     standardize
@@ -592,6 +597,9 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         Growth on/off.
     prune
         Pruning on/off.
+    prune_horizon
+        Samples over which the pruning test averages each weight (0: the paper's
+        instantaneous test); see :class:`streamdas.SizingConfig`.
     activation
         Hidden activation.
     standardize

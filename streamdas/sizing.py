@@ -19,7 +19,8 @@ import torch
 
 from streamdas.model import DASNet, NetConfig
 
-__all__ = ["NetConfig", "SizingConfig", "grow", "growth_amount", "prunable_units", "prune"]
+__all__ = ["NetConfig", "SizingConfig", "grow", "growth_amount", "prunable_units", "prune",
+           "reset_new_averages", "update_averages"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,14 @@ class SizingConfig:
         Whether growth is on (off: the paper's "DAS without growth").
     prune
         Whether pruning is on.
+    prune_horizon
+        The pruning test reads each incoming parameter's exponential moving average over
+        roughly the last ``prune_horizon`` samples (decay ``exp(-batch / prune_horizon)`` per
+        step) instead of its value at that instant. With Adam, a weight held at zero by L1
+        keeps oscillating around it with an amplitude of about the learning rate, so the
+        instantaneous test "all incoming |w| < tau" rarely passes for a unit with many inputs
+        and the last hidden layer swells. 0 gives the paper's instantaneous test exactly.
+        Units whose current parameters exceed ``10 * tau`` are never pruned.
 
     >>> growth_amount(100, SizingConfig())
     20
@@ -60,6 +69,7 @@ class SizingConfig:
     every: int = 1000
     grow: bool = True
     prune: bool = True
+    prune_horizon: int = 800
 
     def __post_init__(self) -> None:
         if self.tau < 0:
@@ -72,6 +82,8 @@ class SizingConfig:
             raise ValueError("max_units must be >= min_units")
         if self.every < 1:
             raise ValueError("every must be >= 1 sample")
+        if self.prune_horizon < 0:
+            raise ValueError("prune_horizon must be >= 0 samples")
 
 
 def growth_amount(n: int, config: SizingConfig) -> int:
@@ -82,12 +94,63 @@ def growth_amount(n: int, config: SizingConfig) -> int:
     return int(amount)
 
 
+#: Optimizer-state key of the parameters' running averages (kept aligned by edit_parameter).
+AVERAGE_KEY = "das_average"
+
+
+def _peak(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Per unit: the largest absolute incoming parameter."""
+    return torch.maximum(weight.abs().flatten(1).amax(1), bias.abs())
+
+
 @torch.no_grad()
-def prunable_units(net: DASNet, index: int, tau: float) -> torch.Tensor:
-    """Boolean mask of the units of hidden layer ``index`` whose incoming parameters are all < tau."""
+def prunable_units(
+    net: DASNet, index: int, tau: float, optimizer: torch.optim.Optimizer | None = None
+) -> torch.Tensor:
+    """Boolean mask of the units of hidden layer ``index`` whose incoming parameters are all < tau.
+
+    If the optimizer holds running averages of the parameters (see
+    :attr:`SizingConfig.prune_horizon`), the test reads those, and units whose current
+    parameters exceed ``10 * tau`` are kept.
+    """
     layer = net.hidden[index]
-    peak = torch.maximum(layer.weight.abs().flatten(1).amax(1), layer.bias.abs())
-    return peak < tau
+    now = _peak(layer.weight, layer.bias)
+    if optimizer is not None:
+        w_avg = optimizer.state.get(layer.weight, {}).get(AVERAGE_KEY)
+        b_avg = optimizer.state.get(layer.bias, {}).get(AVERAGE_KEY)
+        if w_avg is not None and b_avg is not None:
+            return (_peak(w_avg, b_avg) < tau) & (now < 10 * tau)
+    return now < tau
+
+
+@torch.no_grad()
+def update_averages(net: DASNet, optimizer: torch.optim.Optimizer, decay: float) -> None:
+    """Fold the hidden layers' current parameters into their running averages."""
+    params = [p for layer in net.hidden for p in (layer.weight, layer.bias)]
+    averages = []
+    for p in params:
+        state = optimizer.state[p]
+        if AVERAGE_KEY not in state:
+            state[AVERAGE_KEY] = p.detach().clone()
+        averages.append(state[AVERAGE_KEY])
+    torch._foreach_lerp_(averages, [p.detach() for p in params], 1.0 - decay)
+
+
+@torch.no_grad()
+def reset_new_averages(net: DASNet, optimizer: torch.optim.Optimizer,
+                       old_sizes: list[int]) -> None:
+    """Start the averages of freshly grown units (rows and next-layer columns) at their values."""
+    for i, layer in enumerate(net.hidden):
+        n_old = old_sizes[i]
+        for p in (layer.weight, layer.bias):
+            avg = optimizer.state.get(p, {}).get(AVERAGE_KEY)
+            if avg is not None:
+                avg[n_old:] = p[n_old:]
+        nxt = net.layers[i + 1]
+        avg = optimizer.state.get(nxt.weight, {}).get(AVERAGE_KEY)
+        if avg is not None:
+            first_new = n_old * (net.flat_hw if i == net.n_conv - 1 else 1)
+            avg[:, first_new:] = nxt.weight[:, first_new:]
 
 
 @torch.no_grad()
@@ -107,13 +170,13 @@ def prune(
     """
     removed: list[int] = []
     for i, layer in enumerate(net.hidden):
-        mask = prunable_units(net, i, config.tau)
+        mask = prunable_units(net, i, config.tau, optimizer)
         n = mask.numel()
         n_drop = int(mask.sum())
         floor = max(config.min_units, 1)
         if n - n_drop < floor:
             # Rescue the strongest prunable units until the floor is met.
-            peak = torch.maximum(layer.weight.abs().flatten(1).amax(1), layer.bias.abs())
+            peak = _peak(layer.weight, layer.bias)
             candidates = mask.nonzero().flatten()
             order = peak[candidates].argsort(descending=True)
             rescue = candidates[order[: floor - (n - n_drop)]]

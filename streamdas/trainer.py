@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from streamdas.model import DASNet, NetConfig
 from streamdas.regularizers import Regularizer, make_regularizer
-from streamdas.sizing import SizingConfig, grow, prune
+from streamdas.sizing import SizingConfig, grow, prune, reset_new_averages, update_averages
 
 __all__ = ["DASTrainer", "TrainConfig"]
 
@@ -189,7 +189,9 @@ class DASTrainer:
         """Grow every hidden layer now (if growth is on) and record it."""
         if not self.sizing.grow:
             return [0] * len(self.net.hidden)
+        old_sizes = self.net.hidden_sizes
         added = grow(self.net, self.sizing, self.generator, self.optimizer)
+        reset_new_averages(self.net, self.optimizer, old_sizes)
         self.n_grown = [a + b for a, b in zip(self.n_grown, added, strict=True)]
         self._record("grow")
         return added
@@ -249,6 +251,9 @@ class DASTrainer:
             self.n_nonfinite += 1
             return None
         self.optimizer.step()
+        horizon = self.sizing.prune_horizon
+        if self.sizing.prune and horizon > 0 and not self.fine_tune:
+            update_averages(self.net, self.optimizer, math.exp(-x.shape[0] / horizon))
         self.n_steps += 1
         return loss_value
 

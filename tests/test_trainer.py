@@ -88,12 +88,17 @@ def test_grown_units_start_with_zero_optimizer_state():
     assert torch.count_nonzero(out_state["exp_avg"][:, 8:]) == 0
 
 
-def _final_width(alpha: float, batch_size: int, width: int = 32, n: int = 24_000,
+def _final_width(alpha: float, batch_size: int, width: int = 32, steps: int = 1200,
                  seed: int = 0) -> float:
-    """Mean total hidden width over the last sizing cycles of a streaming run."""
+    """Mean total hidden width over the last sizing cycles of a streaming run.
+
+    Runs are compared at equal numbers of optimizer steps (one cycle per 40 steps), since
+    alpha is a per-step strength (see streamdas/trainer.py).
+    """
+    n = steps * batch_size
     x, y = _data(n, seed=seed, d=8)
     trainer = DASTrainer(NetConfig(8, (width, width), 2), TrainConfig(alpha=alpha),
-                         SizingConfig(every=1000, min_growth=4, max_units=400), seed=seed)
+                         SizingConfig(every=40 * batch_size, min_growth=4, max_units=400), seed=seed)
     for i in range(0, n, batch_size):
         trainer.step(x[i:i + batch_size], y[i:i + batch_size])
     pruned = [e["sizes"] for e in trainer.size_history if e["event"] == "prune"][-4:]
@@ -108,7 +113,7 @@ def test_larger_alpha_gives_fewer_units(batch_size):
 
 def test_starting_widths_converge_to_a_band():
     """Starting at 10, 100 and 300 units, final sizes end within a factor of 2 of each other."""
-    finals = [_final_width(3e-4, 32, width=w, n=40_000) for w in (10, 100, 300)]
+    finals = [_final_width(3e-4, 32, width=w, steps=2500) for w in (10, 100, 300)]
     assert max(finals) <= 2.0 * min(finals), finals
 
 
@@ -209,3 +214,54 @@ def test_cnn_trains_in_batch_mode_and_changes_size():
     trainer.fit(x, y, epochs=2, batch_size=32)
     assert trainer.net(x).shape == (64, 3)
     assert sum(trainer.n_grown) > 0
+
+
+def test_pruning_during_training_barely_moves_the_outputs():
+    """In a real streaming run (running-average pruning test, the default), every prune
+    changes the network's outputs on a probe batch by less than PRUNE_TOL_TRAINED."""
+    # Logits are O(1). Measured: 0.017 at worst over 48 prunes (seed 0, torch 2.13, CPU).
+    prune_tol_trained = 5e-2
+    x, y = _data(24_000, seed=2, d=8)
+    probe = x[:256]
+    trainer = DASTrainer(NetConfig(8, (32, 32), 2), TrainConfig(alpha=1e-4),
+                         SizingConfig(every=500, min_growth=4), seed=0)
+    diffs: list[float] = []
+    real_prune = trainer.prune
+
+    def measured_prune() -> list[int]:
+        before = trainer.predict(probe)
+        removed = real_prune()
+        if sum(removed):
+            diffs.append((trainer.predict(probe) - before).abs().max().item())
+        return removed
+
+    trainer.prune = measured_prune  # type: ignore[method-assign]
+    for i in range(0, 24_000, 16):
+        trainer.step(x[i:i + 16], y[i:i + 16])
+    assert len(diffs) >= 10
+    assert max(diffs) < prune_tol_trained, max(diffs)
+
+
+def test_running_average_pruning_rule():
+    """Prunable: running average below tau and current value below 10*tau. Not prunable: a
+    unit whose average is large, even if its current weights are tiny."""
+    trainer = DASTrainer(NetConfig(4, (3,), 2), sizing=SizingConfig(grow=False), seed=0)
+    x, y = _data(16, d=4)
+    trainer.step(x, y)  # creates the averages
+    layer = trainer.net.hidden[0]
+    state_w = trainer.optimizer.state[layer.weight]
+    state_b = trainer.optimizer.state[layer.bias]
+    with torch.no_grad():
+        layer.weight[:] = 0.5
+        layer.bias[:] = 0.0
+        state_w["das_average"][:] = 0.0
+        state_b["das_average"][:] = 0.0
+        layer.weight[0] = 5e-3   # jittering: average 0, now 5*tau -> pruned
+        layer.weight[1] = 0.0    # small now but average large -> kept
+        state_w["das_average"][1] = 0.3
+        layer.weight[2] = 0.05   # now above 10*tau -> kept
+    assert trainer.prune() == [1]
+    assert trainer.net.hidden_sizes == [2]
+    paper = DASTrainer(NetConfig(4, (3,), 2), sizing=SizingConfig(grow=False, prune_horizon=0), seed=0)
+    paper.step(x, y)
+    assert "das_average" not in paper.optimizer.state[paper.net.hidden[0].weight]

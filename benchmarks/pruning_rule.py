@@ -1,0 +1,56 @@
+"""Pruning test: the paper's instantaneous rule against the running-average rule (the default).
+
+A RandomRBF stream goes from 2 to 50 to 2 centroids (10,000 samples each); a default
+``DASClassifier`` learns it prequentially with ``prune_horizon=0`` (the paper's test: all
+incoming |w| < tau at that instant) and with the default ``prune_horizon=800``. It prints the
+hidden widths every 2,500 samples and the prequential accuracy of each.
+
+    python -m benchmarks.pruning_rule
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from river import metrics
+from river.datasets import synth
+
+from streamdas import DASClassifier
+
+
+def stream(seed: int = 7, n: int = 10_000) -> Iterator[tuple[dict[str, Any], Any]]:
+    for i, centroids in enumerate((2, 50, 2)):
+        gen = synth.RandomRBF(seed_model=seed, seed_sample=i, n_classes=4, n_features=10,
+                              n_centroids=centroids)
+        yield from gen.take(n)
+
+
+def run(prune_horizon: int, every: int = 2_500, seed: int = 0) -> tuple[list[list[int]], float]:
+    model = DASClassifier(seed=seed, prune_horizon=prune_horizon)
+    acc = metrics.Accuracy()
+    widths = []
+    for i, (x, y) in enumerate(stream()):
+        acc.update(y, model.predict_one(x))
+        model.learn_one(x, y)
+        if (i + 1) % every == 0:
+            widths.append(model.layer_sizes)
+    return widths, acc.get()
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
+    torch.set_num_threads(1)
+    results = {h: run(h) for h in (0, 800)}
+    print("| samples | widths, prune_horizon=0 (paper) | widths, prune_horizon=800 (default) |")
+    print("| ---: | --- | --- |")
+    for k, (a, b) in enumerate(zip(results[0][0], results[800][0], strict=True)):
+        print(f"| {(k + 1) * 2500:,} | {a} | {b} |")
+    print(f"| accuracy | {results[0][1]:.4f} | {results[800][1]:.4f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
