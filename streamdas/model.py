@@ -344,7 +344,7 @@ class DASNet(nn.Module):
         edit_parameter(layer.weight, 0, keep=keep, optimizer=optimizer)
         edit_parameter(layer.bias, 0, keep=keep, optimizer=optimizer)
         cols = self._cols_per_unit(index)
-        in_keep = (keep[:, None] * cols + torch.arange(cols)).reshape(-1)
+        in_keep = (keep[:, None] * cols + torch.arange(cols, device=keep.device)).reshape(-1)
         edit_parameter(nxt.weight, 1, keep=in_keep, optimizer=optimizer)
         self._sync_shapes()
 
@@ -366,8 +366,9 @@ class DASNet(nn.Module):
             return
         layer, nxt = self.hidden[index], self._next_layer(index)
         w = layer.weight
+        # Drawn on the CPU (where the generator lives), moved by edit_parameter.
         rows = lecun_normal_(
-            torch.empty((n_new, *w.shape[1:]), dtype=w.dtype, device=w.device),
+            torch.empty((n_new, *w.shape[1:]), dtype=w.dtype),
             max(self.fan_in(layer), 1), generator,
         ).mul_(scale)
         edit_parameter(w, 0, append=rows, optimizer=optimizer)
@@ -376,7 +377,7 @@ class DASNet(nn.Module):
         nw = nxt.weight
         new_fan = max(self.fan_in(nxt) + cols * (int(math.prod(nw.shape[2:])) if nw.dim() > 2 else 1), 1)
         out_cols = lecun_normal_(
-            torch.empty((nw.shape[0], cols, *nw.shape[2:]), dtype=nw.dtype, device=nw.device),
+            torch.empty((nw.shape[0], cols, *nw.shape[2:]), dtype=nw.dtype),
             new_fan, generator,
         ).mul_(scale)
         edit_parameter(nw, 1, append=out_cols, optimizer=optimizer)

@@ -28,12 +28,14 @@ on a streaming task, because its dead units never got all their weights under ``
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from streamdas import checkpoint
 from streamdas.model import DASNet, NetConfig
 from streamdas.regularizers import Regularizer, make_regularizer
 from streamdas.sizing import SizingConfig, grow, prune, reset_new_averages, update_averages
@@ -376,6 +378,26 @@ class DASTrainer:
         except (KeyError, TypeError, RuntimeError) as exc:
             raise ValueError(f"trainer state does not fit its architecture: {exc}") from exc
         return trainer
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Checkpoint the trainer atomically (see :mod:`streamdas.checkpoint`).
+
+        >>> import tempfile, pathlib
+        >>> t = DASTrainer(NetConfig(n_inputs=2, hidden_sizes=(4,), n_outputs=2), seed=0)
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.ckpt"
+        >>> t.save(p)
+        >>> DASTrainer.load(p).net.hidden_sizes
+        [4]
+        """
+        checkpoint.save(self.state_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> DASTrainer:
+        """Load a trainer saved with :meth:`save`; raises :class:`~streamdas.CheckpointError`."""
+        try:
+            return cls.from_state_dict(checkpoint.load(path), device=device)
+        except ValueError as exc:
+            raise checkpoint.CheckpointError(f"{path}: {exc}") from exc
 
     def with_sizing(self, **changes: Any) -> None:
         """Change sizing settings at run time, e.g. ``with_sizing(grow=False)``."""

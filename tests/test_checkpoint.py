@@ -117,3 +117,25 @@ def test_unsupported_labels_are_refused_at_save(tmp_path: Path):
     model.learn_one({"a": 1.0}, ("tuple", "label"))
     with pytest.raises(ValueError, match="cannot be checkpointed"):
         save_estimator(model, tmp_path / "m.ckpt")
+
+
+def test_trainer_checkpoint_round_trip_and_corruption(tmp_path: Path):
+    from streamdas import DASTrainer, NetConfig, SizingConfig
+
+    trainer = DASTrainer(NetConfig(3, (6, 5), 2), sizing=SizingConfig(every=32, min_growth=2), seed=0)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        x = torch.randn(16, 3, generator=g)
+        trainer.step(x, (x[:, 0] > 0).long())
+    trainer.save(tmp_path / "t.ckpt")
+    loaded = DASTrainer.load(tmp_path / "t.ckpt")
+    assert loaded.net.hidden_sizes == trainer.net.hidden_sizes
+    assert loaded.n_samples == trainer.n_samples == 160
+    x = torch.randn(8, 3, generator=g)
+    assert torch.equal(loaded.predict(x), trainer.predict(x))
+    (tmp_path / "cut.ckpt").write_bytes((tmp_path / "t.ckpt").read_bytes()[:100])
+    with pytest.raises(CheckpointError):
+        DASTrainer.load(tmp_path / "cut.ckpt")
+    ckpt.save({"format": "streamdas-trainer", "version": 99}, tmp_path / "v.ckpt")
+    with pytest.raises(CheckpointError, match="version"):
+        DASTrainer.load(tmp_path / "v.ckpt")
