@@ -109,15 +109,16 @@ class FeatureIndex:
         With ``grow=False`` unknown features are ignored (inference never changes the index).
         """
         keys, vals = self.values(x)
-        if grow:
-            new = self.new_names(keys)
-            if new:
-                self.add(new)
-        else:
-            known = [i for i, k in enumerate(keys) if k in self._pos]
-            if len(known) != len(keys):
-                keys = tuple(keys[i] for i in known)
-                vals = vals[known]
+        if keys != self._last_keys:  # the cached layout is all known: skip the checks
+            if grow:
+                new = self.new_names(keys)
+                if new:
+                    self.add(new)
+            else:
+                known = [i for i, k in enumerate(keys) if k in self._pos]
+                if len(known) != len(keys):
+                    keys = tuple(keys[i] for i in known)
+                    vals = vals[known]
         out = np.full(len(self.names), np.nan, dtype=np.float32)
         out[self.columns(keys)] = vals
         return out
