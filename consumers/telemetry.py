@@ -49,7 +49,7 @@ class Telemetry:
 
     def __init__(self, cfg: ServiceConfig, log_every_s: float = 10.0) -> None:
         self.registry = prometheus_client.CollectorRegistry()
-        self.metrics = ServiceMetrics(registry=self.registry, task=cfg.task,
+        self.metrics = ServiceMetrics(registry=self.registry, model="service", task=cfg.task,
                                       stall_seconds=cfg.stall_seconds)
         self.server = None
         if cfg.metrics_port is not None:
