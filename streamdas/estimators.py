@@ -529,6 +529,14 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         p = e / e.sum()
         return dict(zip(self._classes, p.tolist(), strict=True))
 
+    def predict_one(self, x: dict) -> Any:
+        """The most likely label: argmax of the logits (no softmax, no probability dict)."""
+        if not self._classes:
+            return None
+        self._build()
+        assert self._fwd is not None
+        return self._classes[int(np.argmax(self._fwd(self._predict_input(x))))]
+
     def predict_proba_many(self, X: pd.DataFrame) -> pd.DataFrame:
         if not self._classes:
             return pd.DataFrame(index=X.index)

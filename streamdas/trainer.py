@@ -158,6 +158,8 @@ class DASTrainer:
         # Resizing keeps the Parameter objects (only their storage changes), so this list and
         # the optimizer's references stay valid for the trainer's lifetime.
         self._params = list(self.net.parameters())
+        self._found_inf = torch.zeros(1, device=self.device)
+        self._unit_scale = torch.ones(1, device=self.device)
         self.optimizer = train.make_optimizer(self._params)
         self.loss_fn: nn.Module = nn.CrossEntropyLoss() if train.loss == "cross_entropy" else nn.MSELoss()
         self.fine_tune = False
@@ -247,8 +249,11 @@ class DASTrainer:
         if not self.fine_tune:
             self.regularizer.add_grad(self._hidden_layers())
         grads = [p.grad for p in self._params if p.grad is not None]
-        # The sum of the gradient norms is finite exactly when every gradient is.
-        if not math.isfinite(float(torch.stack(torch._foreach_norm(grads)).sum())):
+        # One fused kernel flags any inf/NaN in the gradients (scale 1: they are unchanged).
+        found = self._found_inf
+        found.zero_()
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._unit_scale)
+        if bool(found):
             self.optimizer.zero_grad(set_to_none=True)
             self.n_nonfinite += 1
             return None
