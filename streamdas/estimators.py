@@ -195,14 +195,16 @@ class _DASEstimator:
             self._trainer.add_inputs(len(names))
 
     def _learn_vector(self, x: dict) -> np.ndarray:
-        keys, vals = self._index.values(x)
-        self._grow_features(self._index.new_names(keys))
+        """Validated row of ``x`` (NaN = missing); new features grow the index, stats and net."""
+        keys, vals = self._index.values(x)  # validates before anything changes
+        if keys != self._index.cached_keys:  # a known layout has no new names
+            self._grow_features(self._index.new_names(keys))
         out = np.full(len(self._index), np.nan, dtype=np.float32)
         out[self._index.columns(keys)] = vals
         return out
 
     def _predict_input(self, x: dict) -> np.ndarray:
-        vec = self._index.vector(x, grow=False)
+        vec = self._index.vector(x)
         return self._stats.transform(vec, self.standardize)
 
     def _frame(self, X: pd.DataFrame, grow: bool) -> np.ndarray:
@@ -255,11 +257,8 @@ class _DASEstimator:
 
     def learn_one(self, x: dict, y: Any) -> None:
         self._check_targets([y])
-        keys, vals = self._index.values(x)  # validates before anything changes
-        self._grow_features(self._index.new_names(keys))
+        vec = self._learn_vector(x)
         self._encode_targets([y])
-        vec = np.full(len(self._index), np.nan, dtype=np.float32)
-        vec[self._index.columns(keys)] = vals
         self._buf_x.append(vec)
         self._buf_y.append(y)
         if len(self._buf_y) >= self.batch_size:
@@ -272,10 +271,7 @@ class _DASEstimator:
             return
         ys = list(y)
         self._check_targets(ys)
-        self._frame(X.iloc[:0], grow=False)  # validate dtypes before changing anything
-        if np.isinf(X.select_dtypes("number").to_numpy(dtype=np.float64)).any():
-            self._frame(X, grow=False)  # raises, naming the feature
-        raw = self._frame(X, grow=True)
+        raw = self._frame(X, grow=True)  # validates every column before growing anything
         self._encode_targets(ys)
         self._step(raw, ys)
 

@@ -47,12 +47,12 @@ class FeatureIndex:
     """Maps feature names to columns, growing as new names appear.
 
     >>> index = FeatureIndex()
-    >>> index.vector({"b": 2.0, "a": 1.0})  # new names sorted: a -> 0, b -> 1
-    array([1., 2.], dtype=float32)
-    >>> index.vector({"c": 3.0, "b": 5.0})  # "a" missing -> nan, "c" new -> column 2
-    array([nan,  5.,  3.], dtype=float32)
+    >>> index.add(index.new_names({"b": 2.0, "a": 1.0}))  # new names sorted: a -> 0, b -> 1
+    >>> index.add(index.new_names({"c": 3.0}))
     >>> index.names
     ['a', 'b', 'c']
+    >>> index.vector({"c": 3.0, "b": 5.0, "z": 1.0})  # "a" missing -> nan, "z" unknown: ignored
+    array([nan,  5.,  3.], dtype=float32)
     """
 
     def __init__(self, names: list[Hashable] | None = None) -> None:
@@ -103,22 +103,20 @@ class FeatureIndex:
             raise AssertionError("unreachable")  # pragma: no cover
         return keys, vals
 
-    def vector(self, x: Mapping[Hashable, Any], grow: bool = True) -> np.ndarray:
-        """Dense float32 vector of ``x`` with NaN where a feature is missing.
+    @property
+    def cached_keys(self) -> tuple[Hashable, ...] | None:
+        """The last key layout resolved by :meth:`columns` (all of its names are indexed)."""
+        return self._last_keys
 
-        With ``grow=False`` unknown features are ignored (inference never changes the index).
-        """
+    def vector(self, x: Mapping[Hashable, Any]) -> np.ndarray:
+        """Dense float32 vector of ``x`` for inference: NaN where a feature is missing, unknown
+        features ignored (inference never changes the index)."""
         keys, vals = self.values(x)
-        if keys != self._last_keys:  # the cached layout is all known: skip the checks
-            if grow:
-                new = self.new_names(keys)
-                if new:
-                    self.add(new)
-            else:
-                known = [i for i, k in enumerate(keys) if k in self._pos]
-                if len(known) != len(keys):
-                    keys = tuple(keys[i] for i in known)
-                    vals = vals[known]
+        if keys != self._last_keys:  # the cached layout is all known: skip the scan
+            known = [i for i, k in enumerate(keys) if k in self._pos]
+            if len(known) != len(keys):
+                keys = tuple(keys[i] for i in known)
+                vals = vals[known]
         out = np.full(len(self.names), np.nan, dtype=np.float32)
         out[self.columns(keys)] = vals
         return out
