@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -57,6 +58,11 @@ class Regularizer:
     def add_grad(self, layers: Sequence[nn.Module]) -> None:
         """Add the (sub)gradient of :meth:`penalty` to each parameter's ``.grad`` in place."""
 
+    def add_grad_arrays(self, params: Sequence[tuple[np.ndarray, np.ndarray]],
+                        grads: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        """:meth:`add_grad` on NumPy arrays: ``(weight, bias)`` of each hidden layer and their
+        gradients, updated in place (the CPU fast path of :mod:`streamdas.backprop`)."""
+
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "alpha": self.alpha}
 
@@ -95,6 +101,15 @@ class L1(Regularizer):
             for p in (layer.weight, layer.bias):
                 _accumulate(p, p.sign().mul_(self.alpha))
 
+    def add_grad_arrays(self, params: Sequence[tuple[np.ndarray, np.ndarray]],
+                        grads: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        if self.alpha == 0:
+            return
+        alpha = np.float32(self.alpha)
+        for pair, gpair in zip(params, grads, strict=True):
+            for p, g in zip(pair, gpair, strict=True):
+                g += np.sign(p) * alpha
+
 
 class WeightedL1(Regularizer):
     """Weighted L1, the paper's equation (1): unit ``j`` (from 1) gets strength ``alpha * f(j)``.
@@ -132,6 +147,7 @@ class WeightedL1(Regularizer):
         if abs(float(probe[0])) > 1e-12 or bool((probe.diff() < -1e-12).any()):
             raise ValueError("f must be non-decreasing with f(0) = 0")
         self._cache: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
+        self._np_cache: dict[tuple[int, np.dtype], np.ndarray] = {}
 
     def coefficients(self, n: int, like: Tensor) -> Tensor:
         """``alpha * f(j)`` for j = 1..n, cached per size."""
@@ -161,6 +177,29 @@ class WeightedL1(Regularizer):
             coef = self.coefficients(w.shape[0], w)
             _accumulate(w, w.sign().mul_(coef.view(-1, *([1] * (w.dim() - 1)))))
             _accumulate(b, b.sign().mul_(coef))
+
+    def add_grad_arrays(self, params: Sequence[tuple[np.ndarray, np.ndarray]],
+                        grads: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        if self.alpha == 0:
+            return
+        for (w, b), (gw, gb) in zip(params, grads, strict=True):
+            coef = self._coefficients_np(w.shape[0], w.dtype)
+            tmp = np.sign(w)
+            tmp *= coef.reshape(-1, *([1] * (w.ndim - 1)))
+            gw += tmp
+            tmp = np.sign(b)
+            tmp *= coef
+            gb += tmp
+
+    def _coefficients_np(self, n: int, dtype: np.dtype) -> np.ndarray:
+        key = (n, np.dtype(dtype))
+        coef = self._np_cache.get(key)
+        if coef is None:
+            coef = self.coefficients(n, torch.empty(0)).double().numpy().astype(dtype)
+            if len(self._np_cache) > 64:
+                self._np_cache.clear()
+            self._np_cache[key] = coef
+        return coef
 
     def to_dict(self) -> dict[str, object]:
         if self.f_name is None:
@@ -201,6 +240,17 @@ class GroupL21(Regularizer):
             inv = torch.where(norms > 0, self.alpha / norms.clamp_min(1e-30), torch.zeros_like(norms))
             _accumulate(w, w * inv.view(-1, *([1] * (w.dim() - 1))))
             _accumulate(b, b * inv)
+
+    def add_grad_arrays(self, params: Sequence[tuple[np.ndarray, np.ndarray]],
+                        grads: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        if self.alpha == 0:
+            return
+        for (w, b), (gw, gb) in zip(params, grads, strict=True):
+            norms = np.sqrt((w.reshape(w.shape[0], -1) ** 2).sum(1) + b * b)
+            inv = np.zeros_like(norms)
+            np.divide(np.float32(self.alpha), norms, out=inv, where=norms > 0)
+            gw += w * inv.reshape(-1, *([1] * (w.ndim - 1)))
+            gb += b * inv
 
 
 def _accumulate(p: Tensor, g: Tensor) -> None:

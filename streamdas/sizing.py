@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from streamdas.model import DASNet, NetConfig
@@ -133,6 +134,15 @@ def update_averages(net: DASNet, optimizer: torch.optim.Optimizer, decay: float)
         if AVERAGE_KEY not in state:
             state[AVERAGE_KEY] = p.detach().clone()
         averages.append(state[AVERAGE_KEY])
+    if all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params):
+        # NumPy on shared storage: a fraction of torch's dispatch cost on small CPU tensors
+        weight = np.float32(1.0 - decay)
+        for p, avg in zip(params, averages, strict=True):
+            a = avg.numpy()
+            delta = p.detach().numpy() - a
+            delta *= weight
+            a += delta  # avg.lerp_(p, 1 - decay)
+        return
     torch._foreach_lerp_(averages, [p.detach() for p in params], 1.0 - decay)
 
 

@@ -36,6 +36,8 @@ import torch
 from torch import Tensor, nn
 
 from streamdas import checkpoint
+from streamdas.adam import NumpyAdam
+from streamdas.backprop import NumpyBackprop
 from streamdas.model import DASNet, NetConfig
 from streamdas.regularizers import Regularizer, make_regularizer
 from streamdas.sizing import SizingConfig, grow, prune, reset_new_averages, update_averages
@@ -68,6 +70,10 @@ class TrainConfig:
         Weight function of weighted L1 (``"identity"``: f(j) = j, as in the paper).
     loss
         ``"cross_entropy"`` (classification) or ``"mse"`` (regression).
+    numpy_backprop
+        Compute the loss and gradients of CPU MLPs in NumPy (:mod:`streamdas.backprop`) instead
+        of autograd: the same numbers (to float32 rounding), 2-4x faster on the small
+        minibatches of a stream. Networks it does not cover use autograd either way.
     """
 
     optimizer: str = "adam"
@@ -78,6 +84,7 @@ class TrainConfig:
     alpha: float = 2e-5
     f: str = "identity"
     loss: str = "cross_entropy"
+    numpy_backprop: bool = True
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamw", "sgd"):
@@ -162,6 +169,9 @@ class DASTrainer:
         self._unit_scale = torch.ones(1, device=self.device)
         self.optimizer = train.make_optimizer(self._params)
         self.loss_fn: nn.Module = nn.CrossEntropyLoss() if train.loss == "cross_entropy" else nn.MSELoss()
+        self._backprop = NumpyBackprop(self.net, train.loss)
+        self._adam = NumpyAdam(self.optimizer)
+        assert all(a is b for a, b in zip(self._backprop.parameters(), self._params, strict=True))
         self.fine_tune = False
         self.history_limit = history_limit
         self.n_samples = 0
@@ -235,15 +245,48 @@ class DASTrainer:
             return data
         return data + self.regularizer.penalty(self._hidden_layers())
 
-    def _optimizer_step(self, x: Tensor, y: Tensor) -> float | None:
-        """One guarded optimizer step on a minibatch; None (and nothing changed) if non-finite."""
+    def _uses_numpy(self, x: Tensor, y: Tensor) -> bool:
+        return (self.train_config.numpy_backprop and self._backprop.supported
+                and x.dtype == torch.float32 and x.device.type == "cpu"
+                and self._backprop.accepts(x.shape, y.shape, y.dtype))
+
+    def _skip_nonfinite(self) -> None:
+        self.n_nonfinite += 1  # the batch is dropped; nothing was changed
+
+    def _numpy_step(self, x: Tensor, y: Tensor) -> float | None:
+        """The CPU fast path: NumPy loss and gradients, regularizer and Adam update (torch's
+        optimizer steps instead where :class:`NumpyAdam` does not cover it)."""
+        bp = self._backprop
+        loss, grads = bp(x.numpy(), y.numpy())
+        if not math.isfinite(loss):
+            self._skip_nonfinite()
+            return None
+        if not self.fine_tune and self.regularizer.alpha:
+            n = len(self.net.hidden)
+            self.regularizer.add_grad_arrays(
+                list(zip(bp._weights[:n], bp._biases[:n], strict=True)),
+                list(zip(grads[0 : 2 * n : 2], grads[1 : 2 * n : 2], strict=True)))
+        if not bp.grads_finite():
+            self._skip_nonfinite()
+            return None
+        if self._adam.optimizer is not self.optimizer:  # replaced by the user
+            self._adam = NumpyAdam(self.optimizer)
+        if not self._adam.step(self._params, grads):
+            for p, g in zip(self._params, bp.grad_tensors, strict=True):
+                if p.grad is not g:
+                    p.grad = g
+            self.optimizer.step()
+        return loss
+
+    def _autograd_step(self, x: Tensor, y: Tensor) -> float | None:
+        """Autograd loss and gradients, regularizer gradient, fused finiteness check, step."""
         if not self.net.training:
             self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn(self.net(x), y)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
-            self.n_nonfinite += 1
+            self._skip_nonfinite()
             return None
         loss.backward()
         if not self.fine_tune:
@@ -255,14 +298,21 @@ class DASTrainer:
         torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._unit_scale)
         if bool(found):
             self.optimizer.zero_grad(set_to_none=True)
-            self.n_nonfinite += 1
+            self._skip_nonfinite()
             return None
         self.optimizer.step()
+        return loss_value
+
+    def _optimizer_step(self, x: Tensor, y: Tensor) -> float | None:
+        """One guarded optimizer step on a minibatch; None (and nothing changed) if non-finite."""
+        loss = self._numpy_step(x, y) if self._uses_numpy(x, y) else self._autograd_step(x, y)
+        if loss is None:
+            return None
         horizon = self.sizing.prune_horizon
         if self.sizing.prune and horizon > 0 and not self.fine_tune:
             update_averages(self.net, self.optimizer, math.exp(-x.shape[0] / horizon))
         self.n_steps += 1
-        return loss_value
+        return loss
 
     def step(self, x: Tensor, y: Tensor) -> float | None:
         """Streaming mode: one optimizer step on the minibatch ``(x, y)``, then a sizing cycle

@@ -1,0 +1,258 @@
+"""The NumPy fast path computes what autograd and torch.optim compute.
+
+Tolerances: float32 arithmetic in a different order than torch's kernels; gradients and one
+Adam step agree to ~1e-6 absolute on unit-scale values, a 200-step run to ~1e-4.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from streamdas import DASNet, DASTrainer, NetConfig, SizingConfig, TrainConfig
+from streamdas.adam import NumpyAdam
+from streamdas.backprop import ACTIVATIONS, NumpyBackprop
+from streamdas.regularizers import make_regularizer
+
+
+def _batch(n: int, d: int, n_out: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g) * 2
+    return x, torch.randint(0, n_out, (n,), generator=g)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+@pytest.mark.parametrize("shape", [(5, (7,), 3), (10, (34, 33), 2), (3, (4, 6, 5), 1), (2, (9,), 4)])
+def test_gradients_equal_autograd(activation, loss, shape):
+    n_in, hidden, n_out = shape
+    net = DASNet(NetConfig(n_in, hidden, n_out, activation=activation),
+                 generator=torch.Generator().manual_seed(1))
+    x, y = _batch(16, n_in, n_out)
+    if loss == "mse":
+        y = torch.randn(16, n_out, generator=torch.Generator().manual_seed(2))
+    bp = NumpyBackprop(net, loss)
+    assert bp.supported
+    value, grads = bp(x.numpy(), y.numpy())
+    out = net(x)
+    ref = (torch.nn.functional.cross_entropy(out, y) if loss == "cross_entropy"
+           else torch.nn.functional.mse_loss(out, y))
+    ref.backward()
+    assert value == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)
+    params = bp.parameters()
+    assert [tuple(g.shape) for g in grads] == [tuple(p.shape) for p in params]
+    for g, p in zip(grads, params, strict=True):
+        np.testing.assert_allclose(g, p.grad.numpy(), rtol=1e-4, atol=2e-6)
+    # the torch views hold the same numbers, in parameter order
+    for t, g in zip(bp.grad_tensors, grads, strict=True):
+        assert np.shares_memory(t.numpy(), g)
+
+
+def test_selu_derivative_at_zero_follows_torch():
+    """A pre-activation of exactly 0 takes torch's branch (scale * alpha), not the positive one."""
+    net = DASNet(NetConfig(1, (1,), 2), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        net.hidden[0].weight.fill_(1.0)
+        net.hidden[0].bias.zero_()
+    x, y = torch.zeros(1, 1), torch.tensor([1])
+    bp = NumpyBackprop(net, "cross_entropy")
+    _, grads = bp(x.numpy(), y.numpy())
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    np.testing.assert_allclose(grads[1], net.hidden[0].bias.grad.numpy(), rtol=1e-6)
+    assert abs(float(grads[1][0])) > 0
+
+
+def test_views_follow_in_place_updates_and_resizes():
+    net = DASNet(NetConfig(4, (6,), 2), generator=torch.Generator().manual_seed(0))
+    bp = NumpyBackprop(net, "cross_entropy")
+    x, y = _batch(8, 4, 2)
+    bp(x.numpy(), y.numpy())
+    with torch.no_grad():
+        net.hidden[0].weight.mul_(0.5)  # an optimizer step: in place
+    net.add_units(0, 3)  # a resize: new storage, views rebuilt
+    value, grads = bp(x.numpy(), y.numpy())
+    ref = torch.nn.functional.cross_entropy(net(x), y)
+    ref.backward()
+    assert value == pytest.approx(ref.item(), rel=1e-5)
+    assert grads[0].shape == (9, 4)
+    np.testing.assert_allclose(grads[0], net.hidden[0].weight.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_batches_autograd_reads_differently_are_declined():
+    net = DASNet(NetConfig(3, (4,), 2))
+    ce, mse = NumpyBackprop(net, "cross_entropy"), NumpyBackprop(net, "mse")
+    assert ce.accepts(torch.Size([5, 3]), torch.Size([5]), torch.int64)
+    assert not ce.accepts(torch.Size([5, 3]), torch.Size([5, 2]), torch.float32)  # probabilities
+    assert not ce.accepts(torch.Size([0, 3]), torch.Size([0]), torch.int64)
+    assert mse.accepts(torch.Size([5, 3]), torch.Size([5, 2]), torch.float32)
+    assert not mse.accepts(torch.Size([5, 3]), torch.Size([5, 1]), torch.float32)  # broadcasting
+    assert not mse.accepts(torch.Size([5, 3]), torch.Size([5, 2]), torch.float64)
+
+
+def test_unsupported_networks_are_declined():
+    cnn = DASNet(NetConfig.paper_cnn(1, (8, 8), 3, hidden_sizes=(2, 2, 2, 2, 4)))
+    assert not NumpyBackprop(cnn, "cross_entropy").supported
+    dropout = DASNet(NetConfig(3, (4,), 2, dropout=(0.5,)))
+    assert not NumpyBackprop(dropout, "cross_entropy").supported
+    gelu = DASNet(NetConfig(3, (4,), 2, activation="gelu"))
+    assert not NumpyBackprop(gelu, "cross_entropy").supported
+    double = DASNet(NetConfig(3, (4,), 2)).double()
+    assert not NumpyBackprop(double, "cross_entropy").supported
+    with pytest.raises(RuntimeError, match="autograd"):
+        NumpyBackprop(gelu, "cross_entropy")(np.zeros((1, 3), np.float32), np.zeros(1, np.int64))
+
+
+@pytest.mark.parametrize("position", [0, 1, 7, 8, 15, 16, 17, -1])
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_grads_finite_sees_every_position(position, bad):
+    net = DASNet(NetConfig(3, (5,), 2))
+    bp = NumpyBackprop(net, "cross_entropy")
+    bp(np.zeros((2, 3), np.float32), np.zeros(2, np.int64))
+    assert bp.grads_finite()
+    bp.flat_grad[:] = np.float32(3e38)  # huge but finite: no overflow in the check
+    assert bp.grads_finite()
+    bp.flat_grad[position] = bad
+    assert not bp.grads_finite()
+
+
+@pytest.mark.parametrize("name", ["weighted_l1", "l1", "l21", "none"])
+def test_regularizer_array_gradient_equals_torch(name):
+    net = DASNet(NetConfig(5, (6, 4), 2), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        net.hidden[1].weight[2] = 0.0  # sign(0) = 0 and a zero norm
+        net.hidden[1].bias[2] = 0.0
+    reg = make_regularizer(name, alpha=1e-2)
+    layers = list(net.hidden)
+    for layer in layers:
+        layer.weight.grad = torch.randn_like(layer.weight)
+        layer.bias.grad = torch.randn_like(layer.bias)
+    arrays = [(layer.weight.grad.numpy().copy(), layer.bias.grad.numpy().copy()) for layer in layers]
+    reg.add_grad(layers)
+    reg.add_grad_arrays([(layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in layers],
+                        arrays)
+    for layer, (gw, gb) in zip(layers, arrays, strict=True):
+        np.testing.assert_allclose(gw, layer.weight.grad.numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(gb, layer.bias.grad.numpy(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_numpy_adam_equals_torch_adam(fused):
+    g = torch.Generator().manual_seed(0)
+    shapes = [(7, 3), (7,), (2, 7), (2,)]
+    params_a = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+    params_b = [torch.nn.Parameter(p.detach().clone()) for p in params_a]
+    opt_a = torch.optim.Adam(params_a, lr=3e-3, betas=(0.8, 0.95), eps=1e-7, fused=fused)
+    opt_b = torch.optim.Adam(params_b, lr=3e-3, betas=(0.8, 0.95), eps=1e-7, fused=fused)
+    numpy_adam = NumpyAdam(opt_b)
+    for step in range(50):
+        grads = [torch.randn(s, generator=g) * 10 ** (step % 3 - 1) for s in shapes]
+        for p, gr in zip(params_a, grads, strict=True):
+            p.grad = gr
+        opt_a.step()
+        if step == 0:  # torch creates the state on its first step
+            assert not numpy_adam.step(params_b, [gr.numpy() for gr in grads])
+            for p, gr in zip(params_b, grads, strict=True):
+                p.grad = gr
+            opt_b.step()
+        else:
+            assert numpy_adam.step(params_b, [gr.numpy() for gr in grads])
+    for pa, pb in zip(params_a, params_b, strict=True):
+        torch.testing.assert_close(pb.detach(), pa.detach(), rtol=1e-5, atol=1e-6)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(opt_b.state[pb][key], opt_a.state[pa][key], rtol=1e-5, atol=1e-7)
+
+
+def test_numpy_adam_declines_what_it_does_not_compute():
+    p = torch.nn.Parameter(torch.ones(2))
+    p.grad = torch.ones(2)
+    grads = [np.ones(2, np.float32)]
+    for opt in (torch.optim.AdamW([p], lr=0.1), torch.optim.SGD([p], lr=0.1),
+                torch.optim.Adam([p], lr=0.1, amsgrad=True), torch.optim.Adam([p], lr=0.1, weight_decay=0.1)):
+        opt.step()
+        assert not NumpyAdam(opt).step([p], grads)
+
+
+def _trainer(numpy_backprop: bool, **train: object) -> DASTrainer:
+    config = TrainConfig(lr=3e-3, alpha=1e-3, numpy_backprop=numpy_backprop, **train)  # type: ignore[arg-type]
+    sizing = SizingConfig(every=160, min_growth=3, prune_horizon=64, tau=5e-3)
+    return DASTrainer(NetConfig(6, (10, 8), 3), config, sizing, seed=0)
+
+
+@pytest.mark.parametrize("train", [{}, {"optimizer": "adamw"}, {"optimizer": "sgd"},
+                                   {"regularizer": "l21"}, {"loss": "mse"}])
+def test_trainer_fast_path_follows_the_autograd_path(train):
+    """Same seed, same stream, with sizing cycles (growth and pruning) and running averages: the
+    two paths end with the same architecture, parameters and optimizer state."""
+    fast, slow = _trainer(True, **train), _trainer(False, **train)
+    y0 = torch.zeros(1, 3) if train.get("loss") == "mse" else torch.zeros(1, dtype=torch.long)
+    assert fast._uses_numpy(torch.zeros(1, 6), y0) and not slow._uses_numpy(torch.zeros(1, 6), y0)
+    g = torch.Generator().manual_seed(5)
+    for _ in range(60):
+        x = torch.randn(16, 6, generator=g)
+        y = ((x[:, 0] > 0).long() + (x[:, 1] > 1).long())
+        if train.get("loss") == "mse":
+            y = torch.nn.functional.one_hot(y, 3).float()
+        loss_fast, loss_slow = fast.step(x, y), slow.step(x, y)
+        assert loss_fast == pytest.approx(loss_slow, rel=1e-4, abs=1e-5)
+    assert fast.n_cycles == slow.n_cycles > 3
+    assert fast.net.hidden_sizes == slow.net.hidden_sizes
+    assert [e["sizes"] for e in fast.size_history] == [e["sizes"] for e in slow.size_history]
+    for pf, ps in zip(fast.net.parameters(), slow.net.parameters(), strict=True):
+        torch.testing.assert_close(pf.detach(), ps.detach(), rtol=1e-3, atol=1e-4)
+        for key, value in slow.optimizer.state[ps].items():
+            torch.testing.assert_close(fast.optimizer.state[pf][key], value, rtol=1e-3, atol=1e-4)
+
+
+def test_fast_path_skips_non_finite_batches_without_changing_anything():
+    trainer = _trainer(True)
+    x, y = _batch(16, 6, 3)
+    trainer.step(x, y)
+    trainer.step(x, y)
+    before = copy.deepcopy(trainer)
+    x_bad = x.clone()
+    x_bad[3, 2] = float("inf")
+    assert trainer.step(x_bad, y) is None
+    x_huge = x * 1e38  # finite inputs, overflowing activations
+    assert trainer.step(x_huge, y) is None
+    assert trainer.n_nonfinite == 2
+    assert trainer.n_steps == before.n_steps
+    for pa, pb in zip(trainer.net.parameters(), before.net.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+        for key, value in before.optimizer.state[pb].items():
+            assert torch.equal(trainer.optimizer.state[pa][key], value)
+
+
+def test_copies_use_their_own_storage():
+    trainer = _trainer(True)
+    x, y = _batch(16, 6, 3)
+    trainer.step(x, y)
+    twin = copy.deepcopy(trainer)
+    trainer.step(x, y)
+    twin.step(x, y)
+    for pa, pb in zip(trainer.net.parameters(), twin.net.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_fast_path_skips_a_non_finite_gradient_behind_a_finite_loss(monkeypatch):
+    trainer = _trainer(True)
+    x, y = _batch(16, 6, 3)
+    trainer.step(x, y)
+    trainer.step(x, y)
+    before = copy.deepcopy(trainer)
+    real = NumpyBackprop.__call__
+
+    def poisoned(self: NumpyBackprop, xs: np.ndarray, ys: np.ndarray) -> tuple[float, list[np.ndarray]]:
+        loss, grads = real(self, xs, ys)
+        grads[0][1, 2] = np.nan  # finite loss, one bad gradient entry
+        return loss, grads
+
+    monkeypatch.setattr(NumpyBackprop, "__call__", poisoned)
+    assert trainer.step(x, y) is None
+    assert trainer.n_nonfinite == 1 and trainer.n_steps == before.n_steps
+    for pa, pb in zip(trainer.net.parameters(), before.net.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+        for key, value in before.optimizer.state[pb].items():
+            assert torch.equal(trainer.optimizer.state[pa][key], value)
