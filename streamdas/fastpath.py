@@ -4,6 +4,10 @@ A torch forward pass on one row costs tens of microseconds in dispatch alone. Fo
 prediction the MLP is evaluated in NumPy on *views* of the parameters' storage
 (``Tensor.numpy()`` shares memory), so in-place optimizer steps are seen at no cost; the views
 are rebuilt only when the network changes shape (``DASNet.structure_version``).
+
+On vectors of a few dozen floats a NumPy call costs ~0.35 us with array operands and ~0.7 us
+with a Python scalar operand (type resolution), so SELU, the default, runs on per-layer constant
+arrays and preallocated buffers: 7.9 us against 11 us for a 10-34-33-2 forward pass.
 """
 
 from __future__ import annotations
@@ -61,11 +65,22 @@ class NumpyForward:
         self.act = _ACTIVATIONS.get(net._config.activation, _selu)
         self._version = -1
         self._layers: list[tuple[np.ndarray, np.ndarray]] = []
+        # SELU: per hidden layer (zeros, scale * alpha, scale, scratch), all float32 of its width
+        self._selu: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def __getstate__(self) -> dict[str, object]:
+        # The views share memory with *this* net's tensors: a copy rebuilds its own on first use.
+        return {**self.__dict__, "_version": -1, "_layers": [], "_selu": []}
 
     def _refresh(self) -> None:
         self._layers = [
             (layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in self.net.layers
         ]
+        self._selu = []
+        for w, _ in self._layers[:-1]:
+            n = w.shape[0]
+            self._selu.append((np.zeros(n, np.float32), np.full(n, _SELU_ALPHA * _SELU_SCALE, np.float32),
+                               np.full(n, _SELU_SCALE, np.float32), np.empty(n, np.float32)))
         self._version = self.net.structure_version
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -78,8 +93,22 @@ class NumpyForward:
             self._refresh()
         h = x
         *hidden, (w_out, b_out) = self._layers
-        act = self.act
-        for w, b in hidden:
-            h = act(w @ h + b)
-        return w_out @ h + b_out
+        if self.act is _selu:
+            for (w, b), (zeros, coef, scale, neg) in zip(hidden, self._selu, strict=True):
+                a = np.dot(w, h)
+                a += b
+                np.minimum(a, zeros, out=neg)
+                np.expm1(neg, out=neg)
+                neg *= coef
+                np.maximum(a, zeros, out=a)
+                a *= scale
+                a += neg
+                h = a
+        else:
+            act = self.act
+            for w, b in hidden:
+                h = act(w @ h + b)
+        out = np.dot(w_out, h)
+        out += b_out
+        return out
 
