@@ -196,16 +196,20 @@ class _DASEstimator:
 
     def _learn_vector(self, x: dict) -> np.ndarray:
         """Validated row of ``x`` (NaN = missing); new features grow the index, stats and net."""
-        keys, vals = self._index.values(x)  # validates before anything changes
-        if keys != self._index.cached_keys:  # a known layout has no new names
-            self._grow_features(self._index.new_names(keys))
-        out = np.full(len(self._index), np.nan, dtype=np.float32)
-        out[self._index.columns(keys)] = vals
+        index = self._index
+        keys, vals = index.values(x)  # validates before anything changes
+        if keys != index.cached_keys:  # a known layout has no new names
+            self._grow_features(index.new_names(keys))
+        cols = index.columns(keys)
+        if index.complete:
+            return vals  # read-only, already dense
+        out = np.full(len(index), np.nan, dtype=np.float32)
+        out[cols] = vals
         return out
 
     def _predict_input(self, x: dict) -> np.ndarray:
-        vec = self._index.vector(x)
-        return self._stats.transform(vec, self.standardize)
+        vec, complete = self._index.dense(x)
+        return self._stats.transform(vec, self.standardize, missing=not complete)
 
     def _frame(self, X: pd.DataFrame, grow: bool) -> np.ndarray:
         """Raw float32 matrix of a DataFrame in index order (NaN = missing, as pandas has it)."""
@@ -248,17 +252,28 @@ class _DASEstimator:
 
     def _flush(self) -> None:
         d = len(self._index)
-        raw = np.full((len(self._buf_x), d), np.nan, dtype=np.float32)
-        for i, v in enumerate(self._buf_x):
-            raw[i, : len(v)] = v
+        rows = self._buf_x
+        if all(len(v) == d for v in rows):
+            raw = np.stack(rows)
+        else:  # features were added since some rows were buffered: those are missing there
+            raw = np.full((len(rows), d), np.nan, dtype=np.float32)
+            for i, v in enumerate(rows):
+                raw[i, : len(v)] = v
         targets = self._buf_y
         self._buf_x, self._buf_y = [], []
         self._step(raw, targets)
 
+    def _known_target(self, y: Any) -> bool:
+        """Whether ``y`` is valid and already encoded (learn_one then skips both steps)."""
+        return False
+
     def learn_one(self, x: dict, y: Any) -> None:
-        self._check_targets([y])
+        known = self._known_target(y)
+        if not known:
+            self._check_targets([y])
         vec = self._learn_vector(x)
-        self._encode_targets([y])
+        if not known:
+            self._encode_targets([y])
         self._buf_x.append(vec)
         self._buf_y.append(y)
         if len(self._buf_y) >= self.batch_size:
@@ -511,9 +526,15 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
                 self._trainer.add_outputs(len(new))
         return ys
 
+    def _known_target(self, y: Any) -> bool:
+        try:
+            return y in self._class_pos
+        except TypeError:  # unhashable: _check_targets names the problem
+            return False
+
     def _target_tensor(self, targets: list[Any]) -> torch.Tensor:
         pos = self._class_pos
-        return torch.tensor([pos[self._normalize(y)] for y in targets], dtype=torch.long)
+        return torch.from_numpy(np.array([pos[self._normalize(y)] for y in targets], dtype=np.int64))
 
     def predict_proba_one(self, x: dict) -> dict[Any, float]:
         if not self._classes:
@@ -531,7 +552,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
             return None
         self._build()
         assert self._fwd is not None
-        return self._classes[int(np.argmax(self._fwd(self._predict_input(x))))]
+        return self._classes[int(self._fwd(self._predict_input(x)).argmax())]
 
     def predict_proba_many(self, X: pd.DataFrame) -> pd.DataFrame:
         if not self._classes:

@@ -21,6 +21,9 @@ _NUMERIC = (int, float, bool, np.integer, np.floating, np.bool_)
 _NUMERIC_TYPES = frozenset({int, float, bool, np.float64, np.float32, np.int64, np.int32, np.bool_})
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_value(name: Hashable, value: Any) -> float:
     """Return ``value`` as a float, or raise ``ValueError`` naming the feature.
 
@@ -34,12 +37,18 @@ def check_value(name: Hashable, value: Any) -> float:
     Traceback (most recent call last):
     ...
     ValueError: feature 'c' is not numeric: '1.5' (str)
+    >>> check_value("d", 1e39)
+    Traceback (most recent call last):
+    ...
+    ValueError: feature 'd' is out of float32 range (|x| <= 3.4e+38): 1e+39
     """
     if not isinstance(value, _NUMERIC):
         raise ValueError(f"feature {name!r} is not numeric: {value!r} ({type(value).__name__})")
     v = float(value)
     if not math.isfinite(v):
         raise ValueError(f"feature {name!r} is not finite: {v}")
+    if abs(v) > _FLOAT32_MAX:  # the network computes in float32: this would become inf
+        raise ValueError(f"feature {name!r} is out of float32 range (|x| <= {_FLOAT32_MAX:.2g}): {v:g}")
     return v
 
 
@@ -60,6 +69,9 @@ class FeatureIndex:
         self._pos: dict[Hashable, int] = {}
         self._last_keys: tuple[Hashable, ...] | None = None
         self._last_cols: np.ndarray | None = None
+        self._last_complete = False
+        # the last validated dict: (keys, values, float32 values), reused while x is unchanged
+        self._memo: tuple[tuple[Hashable, ...], tuple[Any, ...], np.ndarray] | None = None
         for name in names or []:
             self._add(name)
 
@@ -83,24 +95,45 @@ class FeatureIndex:
     def columns(self, keys: tuple[Hashable, ...]) -> np.ndarray:
         """Column of each key (all must be indexed); cached for repeated key layouts."""
         if keys != self._last_keys:
-            self._last_cols = np.fromiter((self._pos[k] for k in keys), dtype=np.intp, count=len(keys))
-            self._last_keys = keys
+            cols = np.fromiter((self._pos[k] for k in keys), dtype=np.intp, count=len(keys))
+            self._last_complete = len(keys) == len(self.names) and bool((cols == np.arange(len(keys))).all())
+            self._last_cols, self._last_keys = cols, keys
         assert self._last_cols is not None
         return self._last_cols
 
+    @property
+    def complete(self) -> bool:
+        """Whether the cached key layout (:attr:`cached_keys`) is every indexed name, in index
+        order: a row in that layout is already the dense vector, with nothing missing."""
+        return self._last_complete
+
     def values(self, x: Mapping[Hashable, Any]) -> tuple[tuple[Hashable, ...], np.ndarray]:
-        """Validated values of ``x`` as float32, in ``x``'s key order."""
+        """Validated values of ``x`` as a read-only float32 array, in ``x``'s key order.
+
+        The last result is memoised on ``x``'s keys and values (compared by ``==``), so
+        ``predict_one(x)`` then ``learn_one(x, y)`` validate and convert ``x`` once.
+        """
         keys = tuple(x)
+        raw = tuple(x.values())
+        memo = self._memo
+        if memo is not None:
+            try:
+                if keys == memo[0] and raw == memo[1]:
+                    return keys, memo[2]
+            except (TypeError, ValueError):  # an exotic __eq__ (arrays...): validate below
+                pass
         try:
-            vals = np.fromiter(x.values(), dtype=np.float32, count=len(keys))
-        except (TypeError, ValueError):
+            vals = np.fromiter(raw, dtype=np.float32, count=len(keys))
+        except (TypeError, ValueError, OverflowError):
             vals = None
         if (vals is None or not np.isfinite(vals).all()
-                or not (_NUMERIC_TYPES.issuperset(map(type, x.values()))
-                        or all(isinstance(v, _NUMERIC) for v in x.values()))):
+                or not (_NUMERIC_TYPES.issuperset(map(type, raw))
+                        or all(isinstance(v, _NUMERIC) for v in raw))):
             for k, v in x.items():
                 check_value(k, v)
             raise AssertionError("unreachable")  # pragma: no cover
+        vals.flags.writeable = False
+        self._memo = (keys, raw, vals)
         return keys, vals
 
     @property
@@ -109,17 +142,24 @@ class FeatureIndex:
         return self._last_keys
 
     def vector(self, x: Mapping[Hashable, Any]) -> np.ndarray:
-        """Dense float32 vector of ``x`` for inference: NaN where a feature is missing, unknown
-        features ignored (inference never changes the index)."""
+        """Dense float32 vector of ``x`` for inference (read-only: it may be shared): NaN where a
+        feature is missing, unknown features ignored (inference never changes the index)."""
+        return self.dense(x)[0]
+
+    def dense(self, x: Mapping[Hashable, Any]) -> tuple[np.ndarray, bool]:
+        """:meth:`vector` (read-only, possibly shared) and whether no feature is missing."""
         keys, vals = self.values(x)
         if keys != self._last_keys:  # the cached layout is all known: skip the scan
             known = [i for i, k in enumerate(keys) if k in self._pos]
             if len(known) != len(keys):
                 keys = tuple(keys[i] for i in known)
                 vals = vals[known]
+        cols = self.columns(keys)
+        if self._last_complete:
+            return vals, True
         out = np.full(len(self.names), np.nan, dtype=np.float32)
-        out[self.columns(keys)] = vals
-        return out
+        out[cols] = vals
+        return out, len(keys) == len(self.names)
 
 
 class RunningStandardizer:
@@ -158,6 +198,9 @@ class RunningStandardizer:
     def update(self, X: np.ndarray) -> None:
         """Fold a batch (rows are samples, NaN = missing) into the statistics."""
         self.extend(X.shape[1])
+        if X.shape[0] and X.shape[1] == len(self.count) and not np.isnan(X).any():
+            self._update_complete(X)
+            return
         present = ~np.isnan(X)
         n_b = present.sum(0).astype(np.float64)
         if not n_b.any():
@@ -174,13 +217,34 @@ class RunningStandardizer:
         self.count = n
         self._refresh()
 
-    def transform(self, X: np.ndarray, standardize: bool) -> np.ndarray:
-        """Center (and scale, if ``standardize``) ``X``; missing values become 0 (the mean)."""
+    def _update_complete(self, X: np.ndarray) -> None:
+        """:meth:`update` for a batch with every value present (the common case, fewer passes)."""
+        n_b = X.shape[0]
+        Xd = X.astype(np.float64)
+        mean_b = Xd.mean(0)
+        Xd -= mean_b
+        Xd *= Xd
+        m2_b = Xd.sum(0)
+        n = self.count + n_b
+        delta = mean_b - self.mean
+        w = n_b / n
+        self.mean = self.mean + delta * w
+        delta *= delta
+        delta *= self.count
+        delta *= w
+        self.m2 = self.m2 + m2_b + delta
+        self.count = n
+        self._refresh()
+
+    def transform(self, X: np.ndarray, standardize: bool, missing: bool = True) -> np.ndarray:
+        """Center (and scale, if ``standardize``) ``X``; missing values (NaN) become 0, the mean.
+        ``missing=False`` promises there are none and skips that pass."""
         d = X.shape[-1]
         Z = X - self.center[:d]
         if standardize:
             Z *= self.inv_std[:d]
-        Z[np.isnan(Z)] = 0.0
+        if missing:
+            Z[np.isnan(Z)] = 0.0
         return Z
 
     def state(self) -> dict[str, Any]:

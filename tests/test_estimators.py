@@ -90,7 +90,7 @@ def test_feature_order_never_matters():
     assert a.predict_proba_one(x) == b.predict_proba_one(dict(reversed(list(x.items()))))
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "3.0", None, [1.0]])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "3.0", None, [1.0], 1e39, np.array([1.0, 2.0])])
 def test_invalid_feature_values_raise_naming_the_feature_and_change_nothing(bad):
     model = DASClassifier(batch_size=2, seed=0)
     for x, y in datasets.Phishing().take(5):
@@ -102,10 +102,28 @@ def test_invalid_feature_values_raise_naming_the_feature_and_change_nothing(bad)
     with pytest.raises(ValueError, match="'oops'"):
         model.predict_proba_one(x)
     if not (isinstance(bad, float) and np.isnan(bad)):  # in a DataFrame, NaN means "missing"
-        frame = pd.DataFrame({"oops": [bad if bad is not None else "x", 1.0]})
+        frame = pd.DataFrame({"oops": [bad if bad is not None else "x", 1.0]}
+                             if not isinstance(bad, np.ndarray) else {"oops": ["x", 1.0]})
         with pytest.raises(ValueError, match="'oops'"):
             model.learn_many(frame, pd.Series([True, False]))
     assert pickle.dumps(model) == snapshot
+
+
+def test_a_dict_changed_between_predict_and_learn_is_read_again():
+    """predict_one then learn_one convert x once (memoised on its keys and values); a dict
+    changed in place in between, or one whose values compare oddly, is read afresh."""
+    model = DASClassifier(batch_size=4, seed=0)
+    x = {"a": 1.0, "b": 2.0}
+    model.learn_one(x, True)
+    model.predict_one(x)
+    x["a"] = 7.0
+    model.learn_one(x, False)
+    model.predict_one({"a": 7.0, "b": 2.0})
+    x["b"] = np.array([1.0, 2.0])  # 7.0 == 7.0, then 2.0 == array: no truth value
+    with pytest.raises(ValueError, match="'b'"):
+        model.learn_one(x, True)
+    assert [row.tolist() for row in model._buf_x] == [[1.0, 2.0], [7.0, 2.0]]
+    assert not model._buf_x[0].flags.writeable  # shared with the memo: read-only
 
 
 def test_nan_in_a_dataframe_means_missing():
