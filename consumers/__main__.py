@@ -30,12 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
 
-    import torch
-
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, cfg.torch_threads))
-
     from consumers.telemetry import Telemetry
+    from streamdas.threads import limit_threads
 
     telemetry = Telemetry(cfg)
     stop = threading.Event()
@@ -52,22 +48,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
     try:
-        if cfg.source is not None:
-            from consumers.embedded import run_embedded
+        with limit_threads(max(1, cfg.torch_threads)):  # torch and BLAS: see streamdas.threads
+            if cfg.source is not None:
+                from consumers.embedded import run_embedded
 
-            return run_embedded(cfg, telemetry, stop)
-        from consumers.service import KafkaService
+                return run_embedded(cfg, telemetry, stop)
+            from consumers.service import KafkaService
 
-        service = KafkaService(cfg, telemetry)
-        if stop.is_set():
-            service.request_stop()
-        return service.run()
+            service = KafkaService(cfg, telemetry)
+            if stop.is_set():
+                service.request_stop()
+            return service.run()
     finally:
         telemetry.close()
-        torch.set_num_threads(torch_threads)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -107,7 +107,7 @@ _HELP: dict[str, str] = {
     "task": "classification or regression",
     "model": "das (DASClassifier/DASRegressor) or linear (River linear baseline)",
     "seed": "seed of every fresh model",
-    "torch_threads": "torch intra-op threads (1 is fastest for minibatches of small nets)",
+    "torch_threads": "torch intra-op and NumPy BLAS threads (1 is fastest for minibatches of small nets)",
     "features": "fixed feature schema, comma-separated (default: the first valid record's)",
     "checkpoint_dir": "folder of per-partition checkpoints (shared by a group's instances)",
     "checkpoint_every": "checkpoint after this many records",

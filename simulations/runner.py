@@ -215,14 +215,10 @@ def run_simulation(config: RunConfig) -> RunResult:
     """
     if config.threads is None:
         return _run(config)
-    import torch
+    from streamdas.threads import limit_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(config.threads)
-    try:
+    with limit_threads(config.threads):
         return _run(config)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run(config: RunConfig) -> RunResult:

@@ -46,13 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"streamdas: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    # Tiny networks: one intra-op thread is far faster than several fighting over the cores
-    # (measured 0.19 ms against 14.8 ms for a 667x8 forward pass on 2 cores).
-    import torch
+    # Tiny networks: one torch and one BLAS thread are far faster than several fighting over
+    # the cores (see streamdas.threads for the measurements); STREAMDAS_THREADS overrides.
+    from streamdas.threads import limit_threads
 
-    torch.set_num_threads(int(os.environ.get("STREAMDAS_TORCH_THREADS", "1")))
     module = importlib.import_module(COMMANDS[command][0])
-    return int(module.main(rest) or 0)
+    with limit_threads(int(os.environ.get("STREAMDAS_THREADS", "1"))):
+        return int(module.main(rest) or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover
