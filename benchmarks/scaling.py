@@ -21,21 +21,24 @@ __all__ = ["profile_components", "run"]
 
 #: (label, file suffix, function name): cumulative time of these entry points.
 COMPONENTS: list[tuple[str, str, str]] = [
-    ("predict_one total", "river/base/classifier.py", "predict_one"),
+    ("predict_one total", "streamdas/estimators.py", "predict_one"),
     ("  dict -> standardized vector (_predict_input)", "streamdas/estimators.py", "_predict_input"),
     ("  NumPy forward (NumpyForward.__call__)", "streamdas/fastpath.py", "__call__"),
+    ("dict validation, memoised (FeatureIndex.values; predict and learn)", "streamdas/features.py", "values"),
     ("learn_one total", "streamdas/estimators.py", "learn_one"),
-    ("  dict -> vector + buffering (FeatureIndex.values)", "streamdas/features.py", "values"),
-    ("  running statistics update", "streamdas/features.py", "update"),
-    ("  DASTrainer.step", "streamdas/trainer.py", "step"),
-    ("    optimizer step (_optimizer_step)", "streamdas/trainer.py", "_optimizer_step"),
-    ("      forward (DASNet.forward)", "streamdas/model.py", "forward"),
-    ("      backward (Tensor.backward)", "torch/_tensor.py", "backward"),
-    ("      regularizer gradient (add_grad)", "streamdas/regularizers.py", "add_grad"),
-    ("      Adam step (Optimizer.step wrapper)", "torch/optim/optimizer.py", "wrapper"),
-    ("      zero_grad", "torch/optim/optimizer.py", "zero_grad"),
-    ("    grow", "streamdas/trainer.py", "grow"),
-    ("    prune", "streamdas/trainer.py", "prune"),
+    ("  dict -> vector (_learn_vector)", "streamdas/estimators.py", "_learn_vector"),
+    ("  minibatch assembly and statistics (_flush)", "streamdas/estimators.py", "_flush"),
+    ("    running statistics update", "streamdas/features.py", "update"),
+    ("    DASTrainer.step", "streamdas/trainer.py", "step"),
+    ("      optimizer step (_optimizer_step)", "streamdas/trainer.py", "_optimizer_step"),
+    ("        NumPy loss + gradients (NumpyBackprop.__call__)", "streamdas/backprop.py", "__call__"),
+    ("        regularizer gradient (add_grad_arrays)", "streamdas/regularizers.py", "add_grad_arrays"),
+    ("        Adam update (NumpyAdam.step)", "streamdas/adam.py", "step"),
+    ("        running averages (update_averages)", "streamdas/sizing.py", "update_averages"),
+    ("        autograd fallback (DASNet.forward)", "streamdas/model.py", "forward"),
+    ("        torch optimizer fallback (Optimizer.step)", "torch/optim/optimizer.py", "wrapper"),
+    ("      grow", "streamdas/trainer.py", "grow"),
+    ("      prune", "streamdas/trainer.py", "prune"),
 ]
 
 
