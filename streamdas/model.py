@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -80,7 +81,6 @@ def lecun_normal_(tensor: Tensor, fan_in: int, generator: torch.Generator | None
         return tensor.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=generator)
 
 
-@torch.no_grad()
 def edit_parameter(
     param: nn.Parameter,
     dim: int,
@@ -102,21 +102,32 @@ def edit_parameter(
             [4., 5.],
             [0., 0.]])
     """
+    # No autograd here: .data, optimizer state and fresh tensors only. This runs a dozen times
+    # per sizing cycle, so redundant dispatches (.to() to the same device, .contiguous() on the
+    # already contiguous results of index_select and cat) are skipped.
     old_shape = param.shape
+    device = param.device
+    if keep is not None and keep.device != device:
+        keep = keep.to(device)
+    if append is not None:
+        append = append.detach()
+        if append.device != device or append.dtype != param.dtype:
+            append = append.to(device=device, dtype=param.dtype)
 
     def _edit(t: Tensor, fill: Tensor | None) -> Tensor:
-        out = t if keep is None else t.index_select(dim, keep.to(t.device))
+        out = t if keep is None else t.index_select(dim, keep)
         if fill is not None:
-            out = torch.cat([out, fill.to(device=t.device, dtype=t.dtype)], dim=dim)
-        return out.contiguous()
+            out = torch.cat([out, fill], dim=dim)
+        return out if out is not t else t.contiguous()
 
     if optimizer is not None:
         state = optimizer.state.get(param)
         if state:
+            zeros = None if append is None else torch.zeros_like(append)  # cat copies: shared
             for key, value in list(state.items()):
                 if isinstance(value, Tensor) and value.shape == old_shape:
-                    zeros = None if append is None else torch.zeros_like(append, dtype=value.dtype)
-                    state[key] = _edit(value, zeros)
+                    fill = zeros if zeros is None or zeros.dtype == value.dtype else zeros.to(value.dtype)
+                    state[key] = _edit(value, fill)
     param.data = _edit(param.data, append)
     param.grad = None
 
@@ -333,20 +344,25 @@ class DASNet(nn.Module):
     # ------------------------------------------------------------------ resizing
     @torch.no_grad()
     def remove_units(
-        self, index: int, keep: Tensor, optimizer: torch.optim.Optimizer | None = None
+        self, index: int, keep: Tensor | np.ndarray | Sequence[int],
+        optimizer: torch.optim.Optimizer | None = None,
     ) -> None:
-        """Keep only units ``keep`` (sorted indices) of hidden layer ``index``; drop the rest
+        """Keep only units ``keep`` (indices, any order) of hidden layer ``index``; drop the rest
         together with their outgoing columns in the next layer."""
-        keep = torch.as_tensor(keep, dtype=torch.long).sort().values
-        if keep.numel() < 1:
+        # index arithmetic in NumPy (a handful of tiny ops, cheaper than torch's dispatch)
+        rows = np.sort(np.asarray(keep.cpu() if isinstance(keep, Tensor) else keep, dtype=np.int64))
+        if rows.size < 1:
             raise ValueError("a hidden layer needs at least one unit")
         layer, nxt = self.hidden[index], self._next_layer(index)
-        edit_parameter(layer.weight, 0, keep=keep, optimizer=optimizer)
-        edit_parameter(layer.bias, 0, keep=keep, optimizer=optimizer)
         cols = self._cols_per_unit(index)
-        in_keep = (keep[:, None] * cols + torch.arange(cols, device=keep.device)).reshape(-1)
+        rows_t = torch.from_numpy(rows)
+        edit_parameter(layer.weight, 0, keep=rows_t, optimizer=optimizer)
+        edit_parameter(layer.bias, 0, keep=rows_t, optimizer=optimizer)
+        in_keep = rows_t  # columns of the next layer: cols per unit (a conv filter's H*W)
+        if cols > 1:
+            in_keep = torch.from_numpy((rows[:, None] * cols + np.arange(cols)).reshape(-1))
         edit_parameter(nxt.weight, 1, keep=in_keep, optimizer=optimizer)
-        self._sync_shapes()
+        self._sync_shapes(layer, nxt)
 
     @torch.no_grad()
     def add_units(
@@ -381,7 +397,7 @@ class DASNet(nn.Module):
             new_fan, generator,
         ).mul_(scale)
         edit_parameter(nw, 1, append=out_cols, optimizer=optimizer)
-        self._sync_shapes()
+        self._sync_shapes(layer, nxt)
 
     @torch.no_grad()
     def add_inputs(self, n_new: int, optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -408,14 +424,16 @@ class DASNet(nn.Module):
         edit_parameter(self.output.bias, 0, append=torch.zeros(n_new, dtype=w.dtype), optimizer=optimizer)
         self._sync_shapes()
 
-    def _sync_shapes(self) -> None:
-        """Keep the modules' size attributes in line with their tensors (for repr and torch)."""
-        for layer in self.layers:
-            w = layer.weight
+    def _sync_shapes(self, *changed: nn.Module) -> None:
+        """Keep the modules' size attributes in line with their tensors (for repr and torch):
+        those of ``changed`` (all layers if none given), then bump :attr:`structure_version`."""
+        for layer in changed or self.layers:
+            out, inp = layer.weight.shape[:2]
             if isinstance(layer, nn.Linear):
-                layer.out_features, layer.in_features = int(w.shape[0]), int(w.shape[1])
-            else:
-                layer.out_channels, layer.in_channels = int(w.shape[0]), int(w.shape[1])
+                if (layer.out_features, layer.in_features) != (out, inp):
+                    layer.out_features, layer.in_features = int(out), int(inp)
+            elif (layer.out_channels, layer.in_channels) != (out, inp):
+                layer.out_channels, layer.in_channels = int(out), int(inp)
         self.structure_version += 1
 
     # ------------------------------------------------------------------ forward

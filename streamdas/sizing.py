@@ -115,13 +115,29 @@ def prunable_units(
     parameters exceed ``10 * tau`` are kept.
     """
     layer = net.hidden[index]
-    now = _peak(layer.weight, layer.bias)
+    w_avg = b_avg = None
     if optimizer is not None:
         w_avg = optimizer.state.get(layer.weight, {}).get(AVERAGE_KEY)
         b_avg = optimizer.state.get(layer.bias, {}).get(AVERAGE_KEY)
+    if layer.weight.device.type == "cpu":
+        # NumPy, which the CPU learning path keeps warm: each torch op here measured ~10 us in
+        # a running stream (~3 us in isolation), and this runs every cycle for every layer.
+        now_np = _peak_np(layer.weight, layer.bias)
         if w_avg is not None and b_avg is not None:
-            return (_peak(w_avg, b_avg) < tau) & (now < 10 * tau)
+            return torch.from_numpy((_peak_np(w_avg, b_avg) < tau) & (now_np < 10 * tau))
+        return torch.from_numpy(now_np < tau)
+    now = _peak(layer.weight, layer.bias)
+    if w_avg is not None and b_avg is not None:
+        return (_peak(w_avg, b_avg) < tau) & (now < 10 * tau)
     return now < tau
+
+
+def _peak_np(weight: torch.Tensor, bias: torch.Tensor) -> np.ndarray:
+    w, b = weight.detach().numpy(), bias.detach().numpy()
+    peak = np.abs(b)
+    if w.size:
+        np.maximum(np.abs(w.reshape(w.shape[0], -1)).max(1), peak, out=peak)
+    return peak
 
 
 @torch.no_grad()
@@ -180,20 +196,20 @@ def prune(
     """
     removed: list[int] = []
     for i, layer in enumerate(net.hidden):
-        mask = prunable_units(net, i, config.tau, optimizer)
-        n = mask.numel()
+        mask = prunable_units(net, i, config.tau, optimizer).cpu().numpy()  # NumPy: few tiny ops
+        n = mask.size
         n_drop = int(mask.sum())
         floor = max(config.min_units, 1)
         if n - n_drop < floor:
             # Rescue the strongest prunable units until the floor is met.
-            peak = _peak(layer.weight, layer.bias)
-            candidates = mask.nonzero().flatten()
-            order = peak[candidates].argsort(descending=True)
-            rescue = candidates[order[: floor - (n - n_drop)]]
-            mask[rescue] = False
+            peak = (_peak_np(layer.weight, layer.bias) if layer.weight.device.type == "cpu"
+                    else _peak(layer.weight, layer.bias).cpu().numpy())
+            candidates = np.flatnonzero(mask)
+            order = np.argsort(-peak[candidates], kind="stable")
+            mask[candidates[order[: floor - (n - n_drop)]]] = False
             n_drop = int(mask.sum())
         if n_drop:
-            net.remove_units(i, (~mask).nonzero().flatten(), optimizer=optimizer)
+            net.remove_units(i, np.flatnonzero(~mask), optimizer=optimizer)
         removed.append(n_drop)
     return removed
 

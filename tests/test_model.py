@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,6 +105,28 @@ def test_growth_respects_max_units_and_prune_respects_min_units():
             layer.bias.zero_()
     prune(net, SizingConfig(min_units=3))
     assert net.hidden_sizes == [3, 3, 3]
+
+
+def test_the_min_units_rescue_keeps_the_strongest_prunable_units():
+    net = DASNet(NetConfig(3, (6,), 2))
+    with torch.no_grad():
+        w = net.hidden[0].weight
+        w.zero_()
+        net.hidden[0].bias.zero_()
+        w[:, 0] = torch.tensor([1e-6, 5e-4, 2e-6, 9e-4, 3e-6, 7e-4])  # all below tau = 1e-3
+    prune(net, SizingConfig(min_units=3, prune_horizon=0))
+    assert net.hidden_sizes == [3]
+    assert net.hidden[0].weight[:, 0].tolist() == pytest.approx([5e-4, 9e-4, 7e-4])  # order kept
+
+
+@pytest.mark.parametrize("keep", [[4, 0, 2], np.array([2, 4, 0]), torch.tensor([0, 4, 2])])
+def test_remove_units_takes_indices_in_any_form_and_order(keep):
+    net = DASNet(NetConfig(3, (5, 4), 2), generator=torch.Generator().manual_seed(0))
+    w0, w1 = net.hidden[0].weight.detach().clone(), net.hidden[1].weight.detach().clone()
+    net.remove_units(0, keep)
+    assert torch.equal(net.hidden[0].weight, w0[[0, 2, 4]])
+    assert torch.equal(net.hidden[1].weight, w1[:, [0, 2, 4]])
+    assert net.hidden[0].out_features == 3 and net.hidden[1].in_features == 3
 
 
 def test_inputs_and_outputs_can_be_added_without_changing_old_outputs():
