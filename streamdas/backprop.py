@@ -76,7 +76,7 @@ class NumpyBackprop:
     Parameters
     ----------
     net
-        The network; the views of its parameters are rebuilt when its shape changes
+        The network; the views of its parameters are rebuilt when a parameter is resized
         (``DASNet.structure_version``), so in-place optimizer steps are always seen.
     loss
         ``"cross_entropy"`` (targets: class indices) or ``"mse"`` (targets: same shape as the

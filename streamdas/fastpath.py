@@ -3,7 +3,7 @@
 A torch forward pass on one row costs tens of microseconds in dispatch alone. For one-row
 prediction the MLP is evaluated in NumPy on *views* of the parameters' storage
 (``Tensor.numpy()`` shares memory), so in-place optimizer steps are seen at no cost; the views
-are rebuilt only when the network changes shape (``DASNet.structure_version``).
+are rebuilt only when a parameter is resized (``DASNet.structure_version``).
 
 On vectors of a few dozen floats a NumPy call costs ~0.35 us with array operands and ~0.7 us
 with a Python scalar operand (type resolution), so SELU, the default, runs on per-layer constant

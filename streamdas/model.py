@@ -81,6 +81,10 @@ def lecun_normal_(tensor: Tensor, fan_in: int, generator: torch.Generator | None
         return tensor.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=generator)
 
 
+#: Resizes so far, process-wide (bumped by :func:`edit_parameter`); ``DASNet.structure_version``.
+_RESIZES = 0
+
+
 def edit_parameter(
     param: nn.Parameter,
     dim: int,
@@ -130,6 +134,8 @@ def edit_parameter(
                     state[key] = _edit(value, fill)
     param.data = _edit(param.data, append)
     param.grad = None
+    global _RESIZES
+    _RESIZES += 1
 
 
 @dataclass(frozen=True)
@@ -279,8 +285,6 @@ class DASNet(nn.Module):
         rates = config.dropout or (0.0,) * len(config.hidden_sizes)
         self.dropouts = nn.ModuleList(nn.Dropout(r) if r > 0 else nn.Identity() for r in rates)
         self.n_conv = n_conv
-        #: Bumped on every change of shape; caches keyed on it (e.g. numpy views) know to rebuild.
-        self.structure_version = 0
         for layer in [*self.hidden, self.output]:
             self._init_layer(layer, generator)
 
@@ -294,6 +298,13 @@ class DASNet(nn.Module):
         lecun_normal_(layer.weight, max(self.fan_in(layer), 1), generator)
         with torch.no_grad():
             layer.bias.zero_()
+
+    @property
+    def structure_version(self) -> int:
+        """Changes whenever a parameter is resized (any :func:`edit_parameter` call, including
+        direct ones): caches of tensor views (NumPy prediction and backprop) compare it to
+        know when to rebuild."""
+        return _RESIZES
 
     @property
     def layers(self) -> list[nn.Module]:
@@ -426,7 +437,7 @@ class DASNet(nn.Module):
 
     def _sync_shapes(self, *changed: nn.Module) -> None:
         """Keep the modules' size attributes in line with their tensors (for repr and torch):
-        those of ``changed`` (all layers if none given), then bump :attr:`structure_version`."""
+        those of ``changed`` (all layers if none given)."""
         for layer in changed or self.layers:
             out, inp = layer.weight.shape[:2]
             if isinstance(layer, nn.Linear):
@@ -434,7 +445,6 @@ class DASNet(nn.Module):
                     layer.out_features, layer.in_features = int(out), int(inp)
             elif (layer.out_channels, layer.in_channels) != (out, inp):
                 layer.out_channels, layer.in_channels = int(out), int(inp)
-        self.structure_version += 1
 
     # ------------------------------------------------------------------ forward
     def features(self, x: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ import torch
 
 from streamdas import DASNet, NetConfig
 from streamdas.fastpath import _ACTIVATIONS, NumpyForward
+from streamdas.model import edit_parameter
 
 
 def _check(net: DASNet, fwd: NumpyForward, seed: int = 0) -> None:
@@ -46,6 +47,17 @@ def test_follows_optimizer_steps_and_resizes():
         twin.net.output.bias.add_(1.0)
     _check(twin.net, twin, seed=3)
     _check(net, fwd, seed=3)
+
+
+def test_a_direct_edit_parameter_call_is_seen():
+    """Resizing through edit_parameter by hand (not a DASNet method) still refreshes the views."""
+    net = DASNet(NetConfig(3, (4,), 2), generator=torch.Generator().manual_seed(0))
+    fwd = NumpyForward(net)
+    _check(net, fwd)
+    edit_parameter(net.output.bias, 0, keep=torch.tensor([0, 1]))  # same shape, new storage
+    with torch.no_grad():
+        net.output.bias.add_(3.0)
+    _check(net, fwd, seed=1)
 
 
 def test_output_is_a_fresh_array():
