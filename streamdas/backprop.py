@@ -133,6 +133,7 @@ class NumpyBackprop:
         return [p for layer in self.net.layers for p in (layer.weight, layer.bias)]
 
     def _refresh(self) -> None:
+        version = self.net.structure_version  # read first: an edit during the rebuild shows
         layers = self.net.layers
         self._weights = [layer.weight.detach().numpy() for layer in layers]
         self._biases = [layer.bias.detach().numpy() for layer in layers]
@@ -145,7 +146,7 @@ class NumpyBackprop:
             self.grad_tensors.append(flat[start : start + p.numel()].view(p.shape))
             start += p.numel()
         self._grads = [t.numpy() for t in self.grad_tensors]
-        self._version = self.net.structure_version
+        self._version = version
 
     def accepts(self, x_shape: torch.Size, y_shape: torch.Size, y_dtype: torch.dtype) -> bool:
         """Whether a batch of these shapes is one this class computes as torch would (class

@@ -73,6 +73,7 @@ class NumpyForward:
         return {**self.__dict__, "_version": -1, "_layers": [], "_selu": []}
 
     def _refresh(self) -> None:
+        version = self.net.structure_version  # read first: an edit during the rebuild shows
         self._layers = [
             (layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in self.net.layers
         ]
@@ -81,7 +82,7 @@ class NumpyForward:
             n = w.shape[0]
             self._selu.append((np.zeros(n, np.float32), np.full(n, _SELU_ALPHA * _SELU_SCALE, np.float32),
                                np.full(n, _SELU_SCALE, np.float32), np.empty(n, np.float32)))
-        self._version = self.net.structure_version
+        self._version = version
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Outputs (logits) of the network for one row ``x``."""

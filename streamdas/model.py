@@ -16,6 +16,7 @@ into a dense layer, the ``H*W`` columns ``j*H*W ... (j+1)*H*W - 1`` of that dens
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -83,6 +84,7 @@ def lecun_normal_(tensor: Tensor, fan_in: int, generator: torch.Generator | None
 
 #: Resizes so far, process-wide (bumped by :func:`edit_parameter`); ``DASNet.structure_version``.
 _RESIZES = 0
+_RESIZES_LOCK = threading.Lock()
 
 
 def edit_parameter(
@@ -135,7 +137,8 @@ def edit_parameter(
     param.data = _edit(param.data, append)
     param.grad = None
     global _RESIZES
-    _RESIZES += 1
+    with _RESIZES_LOCK:
+        _RESIZES += 1
 
 
 @dataclass(frozen=True)
