@@ -124,7 +124,7 @@ class FeatureIndex:
                 pass
         try:
             vals = np.fromiter(raw, dtype=np.float32, count=len(keys))
-        except (TypeError, ValueError, OverflowError):
+        except (TypeError, ValueError, OverflowError, RuntimeWarning):  # the last: under -W error
             vals = None
         if (vals is None or not np.isfinite(vals).all()
                 or not (_NUMERIC_TYPES.issuperset(map(type, raw))

@@ -54,3 +54,13 @@ def test_dense_reports_missing_features():
     assert not complete and np.isnan(vec[1]) and vec[[0, 2]].tolist() == [1.0, 3.0]
     vec, complete = index.dense({"c": 3.0, "b": 2.0, "a": 1.0, "z": 9.0})  # z unknown: ignored
     assert complete and vec.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_out_of_range_values_name_the_feature_even_with_warnings_as_errors():
+    import warnings
+
+    index = FeatureIndex(["a"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="'a' is out of float32 range"):
+            index.values({"a": 1e39})
