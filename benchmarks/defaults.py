@@ -12,11 +12,11 @@ import argparse
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import torch
 from river import evaluate, metrics
 from river.datasets import synth
 
 from streamdas import DASClassifier
+from streamdas.threads import limit_threads
 
 STREAMS: dict[str, Callable[[int], Iterable[tuple[dict[str, Any], Any]]]] = {
     "Hyperplane (10 features, drifting)": lambda n: synth.Hyperplane(
@@ -34,10 +34,14 @@ CONFIGS: dict[str, dict[str, float]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    with limit_threads(1):  # one torch and one BLAS thread, as everywhere (streamdas.threads)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000, help="samples per stream")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
     print("| stream | settings | accuracy | final widths |")
     print("| --- | --- | ---: | --- |")
     for name, make in STREAMS.items():

@@ -12,11 +12,11 @@ import argparse
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import torch
 from river import drift, metrics
 from river.datasets import synth
 
 from streamdas import DASClassifier
+from streamdas.threads import limit_threads
 
 Stream = Callable[[int], Iterable[tuple[dict[str, Any], Any]]]
 
@@ -51,10 +51,14 @@ def evaluate(stream: Iterable[tuple[dict[str, Any], Any]], model: DASClassifier)
 
 
 def main(argv: list[str] | None = None) -> int:
+    with limit_threads(1):  # one torch and one BLAS thread, as everywhere (streamdas.threads)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20_000, help="samples per stream")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
     print("| stream | reaction | accuracy | kappa | final widths | drifts | cycles |")
     print("| --- | --- | ---: | ---: | --- | ---: | ---: |")
     for name, make in STREAMS.items():

@@ -16,11 +16,11 @@ import argparse
 from collections.abc import Iterator
 from typing import Any
 
-import torch
 from river import metrics
 from river.datasets import synth
 
 from streamdas import DASClassifier
+from streamdas.threads import limit_threads
 
 
 def stream(seed: int = 7, n: int = 10_000) -> Iterator[tuple[dict[str, Any], Any]]:
@@ -50,8 +50,12 @@ def run(prune_horizon: int, config: dict[str, float], every: int = 2_500,
 
 
 def main(argv: list[str] | None = None) -> int:
+    with limit_threads(1):  # one torch and one BLAS thread, as everywhere (streamdas.threads)
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
-    torch.set_num_threads(1)
     for title, config in CONFIGS.items():
         results = {h: run(h, config) for h in (0, 800)}
         print(f"\n{title}\n")
