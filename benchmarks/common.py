@@ -70,6 +70,8 @@ class Sizes:
         Batch size of the GPU benchmark.
     accuracy_n
         Samples per accuracy stream.
+    accuracy_seeds
+        Seeds per accuracy stream (mean and standard deviation reported).
     """
 
     repeats: int = 3
@@ -86,16 +88,18 @@ class Sizes:
     gpu_steps: int = 300
     gpu_batch: int = 128
     accuracy_n: int = 20_000
+    accuracy_seeds: int = 3
 
 
 PRESETS: dict[str, Sizes] = {
     "full": Sizes(),
     "quick": Sizes(repeats=1, throughput_n=5_000, sizing_n=10_000, scaling_n=1_500, profile_n=2_000,
                    memory_n=100_000, memory_points=10, minibatch_n=8_192, gpu_steps=100,
-                   accuracy_n=5_000),
+                   accuracy_n=5_000, accuracy_seeds=2),
     "smoke": Sizes(repeats=1, throughput_n=300, sizing_n=1_200, scaling_n=100, widths=(10, 50),
                    features=(10, 30), profile_n=100, memory_n=1_500, memory_points=3, minibatch_n=256,
-                   batch_sizes=(32, 64), gpu_steps=3, gpu_batch=8, accuracy_n=400),
+                   batch_sizes=(32, 64), gpu_steps=3, gpu_batch=8, accuracy_n=150,
+                   accuracy_seeds=1),
 }
 
 

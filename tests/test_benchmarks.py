@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from benchmarks import __main__ as suite
+from benchmarks import accuracy
 from benchmarks.common import PRESETS, Section
 from benchmarks.sizing_cost import instrumented
 
 MODULES = ["benchmarks.common", "benchmarks.throughput", "benchmarks.sizing_cost", "benchmarks.scaling",
            "benchmarks.memory", "benchmarks.minibatch", "benchmarks.gpu", "benchmarks.accuracy",
-           "benchmarks.__main__"]
+           "benchmarks.peers", "benchmarks.__main__"]
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def test_report_has_every_table(smoke: tuple[str, list[Section]]) -> None:
     text, _ = smoke
     assert text.startswith("## streamdas benchmark report")
     for title in ("1. Prequential throughput", "2. Cost of sizing", "3a. Scaling", "3b. Where the time goes",
-                  "4. Memory", "5. Mini-batch throughput", "6. GPU", "7. Prequential accuracy"):
+                  "4. Memory", "5. Mini-batch throughput", "6. GPU", "7a. Classification", "7b. Regression"):
         assert title in text, title
 
 
@@ -52,7 +54,7 @@ def test_every_table_is_filled(smoke: tuple[str, list[Section]]) -> None:
     for s in sections:
         by_key.setdefault(s.key, []).append(s)
     assert set(by_key) == {"throughput", "sizing", "scaling", "profile", "memory", "minibatch", "gpu",
-                           "accuracy"}
+                           "accuracy", "regression"}
     sizes = PRESETS["smoke"]
     for key, group in by_key.items():
         for s in group:
@@ -89,11 +91,54 @@ def test_every_table_is_filled(smoke: tuple[str, list[Section]]) -> None:
     minibatch = by_key["minibatch"][0]
     assert [r[0] for r in minibatch.rows] == list(sizes.batch_sizes)
 
-    accuracy = by_key["accuracy"][0]
-    assert len({r[0] for r in accuracy.rows}) == 4
-    assert len(accuracy.rows) == 4 * 6
-    assert all(0 <= r[2] <= 1 for r in accuracy.rows)
-    assert sum("wins" in n or "loses" in n for n in accuracy.notes) == 4
+    acc, acc_speed = by_key["accuracy"]
+    assert [r[0] for r in acc.rows] == list(accuracy.CLASSIFICATION)
+    assert acc.headers[2:9] == ["DAS", *accuracy.CLS_PEERS, "best peer"][:7]
+    for r in acc.rows:
+        means = [float(c.split(" ± ")[0]) for c in r[2:8]]
+        assert all(0 <= m <= 100 for m in means)
+        assert r[8] in accuracy.CLS_PEERS and r[10] in ["DAS", *accuracy.CLS_PEERS]
+    assert all(r[1].startswith("[") and r[2].startswith("[") for r in acc_speed.rows)  # widths
+    assert any("0.3" in n and "/8" in n for n in acc.notes)
+    reg, _ = by_key["regression"]
+    assert [r[0] for r in reg.rows] == list(accuracy.REGRESSION)
+    assert all(float(c.split(" ± ")[0]) >= 0 for r in reg.rows for c in r[2:7])
+
+
+def test_accuracy_das_only_reads_peers_from_the_cache(tmp_path: Path) -> None:
+    cache = tmp_path / "cache.json"
+    stream = ["TrumpApproval"]
+    first, labels = accuracy.run_kind("regression", 60, 1, stream, cache=cache)
+    assert labels == ["DAS", *accuracy.REG_PEERS]
+    stored = json.loads(cache.read_text())
+    assert len(stored) == len(labels)
+    key = next(k for k in stored if k.endswith("|LinReg"))
+    stored[key]["score"] = -1.0  # a marker: only a cache read can bring it back
+    cache.write_text(json.dumps(stored))
+    again, labels = accuracy.run_kind("regression", 60, 1, stream, [{"lr": 1e-2}], das_only=True,
+                                      cache=cache)
+    assert labels == ["DAS", "DAS[lr=0.01]", *accuracy.REG_PEERS]
+    assert again["TrumpApproval"]["LinReg"][0]["score"] == -1.0
+    das_again, das_first = again["TrumpApproval"]["DAS"][0], first["TrumpApproval"]["DAS"][0]
+    assert das_again["score"] == pytest.approx(das_first["score"])
+    fresh, _ = accuracy.run_kind("regression", 60, 1, stream, cache=cache)  # the suite never reads it
+    assert fresh["TrumpApproval"]["LinReg"][0]["score"] >= 0
+
+
+def test_accuracy_cli_and_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert accuracy.parse_overrides("batch_size=4,hidden_sizes=(8, 8)") == {"batch_size": 4,
+                                                                           "hidden_sizes": (8, 8)}
+    with pytest.raises(ValueError, match="key=value"):
+        accuracy.parse_overrides("lr")
+    with pytest.raises(ValueError, match="unknown classification stream"):
+        accuracy.run_kind("classification", 50, 1, ["nope"], cache=None)
+    out = tmp_path / "acc.md"
+    assert accuracy.main(["--kind", "classification", "--streams", "Phishing", "--n", "80", "--seeds", "2",
+                          "--das", "batch_size=4", "--cache", str(tmp_path / "c.json"),
+                          "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| Phishing | 80 |" in text and "DAS[batch_size=4]" in text and "kNN+ADWIN" in text
+    assert text in capsys.readouterr().out
 
 
 def test_gpu_benchmark_logic_runs_on_cpu() -> None:
