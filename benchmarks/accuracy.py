@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import re
 import statistics
 import sys
@@ -219,6 +220,25 @@ def _cache_key(kind: str, stream: str, n: int, seed: int, learner: str) -> str:
     return f"v{CACHE_VERSION}|{kind}|{stream}|{n}|{seed}|{learner}"
 
 
+def _read_cache(cache: Path | None) -> dict[str, Any]:
+    if cache is None or not cache.exists():
+        return {}
+    try:
+        data = json.loads(cache.read_text())
+    except ValueError:  # a damaged cache is only a cache: start over
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(cache: Path, stored: dict[str, Any]) -> None:
+    """Merge into what is on disk (another run may share the file), then replace it atomically."""
+    merged = {**_read_cache(cache), **stored}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(merged, indent=0, sort_keys=True))
+    os.replace(tmp, cache)
+
+
 def _task(kind: str, stream: str, n: int, seed: int, learners: list[tuple[str, dict[str, Any]]],
           threads: int) -> dict[str, dict[str, Any]]:
     """One stream and seed: materialise it once, run each learner; {learner label: result}."""
@@ -255,12 +275,7 @@ def run_kind(kind: str, n: int, seeds: int, streams: list[str] | None = None,
     das = [(_das_label(v), v) for v in variants]
     peers = [(p, {}) for p in (CLS_PEERS if kind == "classification" else REG_PEERS)]
     labels = [lbl for lbl, _ in das + peers]
-    stored: dict[str, Any] = {}
-    if cache is not None and cache.exists():
-        try:
-            stored = json.loads(cache.read_text())
-        except ValueError:
-            stored = {}
+    stored = _read_cache(cache)
     use_cache = read_cache or das_only
     results: dict[str, dict[str, list[dict[str, Any]]]] = {s: {lbl: [] for lbl in labels} for s in names}
     tasks = []
@@ -280,8 +295,7 @@ def run_kind(kind: str, n: int, seeds: int, streams: list[str] | None = None,
             results[stream][label].append(r)
             stored[_cache_key(kind, stream, n, seed, label)] = r
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(stored, indent=0, sort_keys=True))
+            _write_cache(cache, stored)
 
     if jobs <= 1:
         for stream, seed, todo in tasks:
