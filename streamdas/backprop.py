@@ -6,8 +6,9 @@ than in arithmetic: a forward and backward pass of a 10-34-33-2 MLP measured ~22
 autograd against ~60 us written out in NumPy on *views* of the same parameter storage
 (``Tensor.numpy()`` shares memory). :class:`NumpyBackprop` computes exactly what autograd
 would (tested to float32 rounding) for the networks it supports: CPU, float32, fully connected,
-no dropout, an activation from :data:`ACTIVATIONS`, cross-entropy or MSE loss. Everything else
-(convolutions, dropout, GPUs, other activations) keeps the autograd path.
+no dropout, an activation with NumPy forms in :data:`streamdas.activations.ACTIVATIONS`,
+cross-entropy or MSE loss. Everything else (convolutions, dropout, GPUs, other activations)
+keeps the autograd path.
 
 The gradients are returned in the order of :attr:`streamdas.DASNet.layers` (weight then bias of
 each hidden layer, then of the output layer). They are written into buffers that persist until
@@ -19,53 +20,13 @@ fused Adam).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 
+from streamdas.activations import ACTIVATIONS
 from streamdas.model import DASNet, NetConfig  # noqa: F401  (NetConfig: doctests)
 
-__all__ = ["ACTIVATIONS", "NumpyBackprop"]
-
-_SELU_ALPHA = 1.6732632423543772
-_SELU_SCALE = 1.0507009873554805
-
-#: activation -> (forward(a) -> h, derivative(a, h) -> dh/da), both elementwise; a is consumed.
-Pair = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray, np.ndarray], np.ndarray]]
-
-
-def _selu(a: np.ndarray) -> np.ndarray:
-    neg = np.minimum(a, 0.0)
-    np.expm1(neg, out=neg)
-    neg *= _SELU_ALPHA * _SELU_SCALE
-    h = np.maximum(a, 0.0)
-    h *= _SELU_SCALE
-    h += neg
-    return h
-
-
-def _selu_grad(a: np.ndarray, h: np.ndarray) -> np.ndarray:
-    # a > 0: scale; a <= 0: scale * alpha * exp(a) = h + scale * alpha (torch's convention at 0)
-    return np.where(a > 0, np.float32(_SELU_SCALE), h + np.float32(_SELU_ALPHA * _SELU_SCALE))
-
-
-def _elu(a: np.ndarray) -> np.ndarray:
-    return np.where(a > 0, a, np.expm1(np.minimum(a, 0.0)))
-
-
-def _elu_grad(a: np.ndarray, h: np.ndarray) -> np.ndarray:
-    return np.where(a > 0, np.float32(1.0), h + np.float32(1.0))
-
-
-#: Activations the NumPy path computes (others fall back to autograd).
-ACTIVATIONS: dict[str, Pair] = {
-    "selu": (_selu, _selu_grad),
-    "relu": (lambda a: np.maximum(a, 0.0), lambda a, h: (a > 0).astype(np.float32)),
-    "elu": (_elu, _elu_grad),
-    "tanh": (np.tanh, lambda a, h: np.float32(1.0) - h * h),
-    "identity": (lambda a: a, lambda a, h: np.ones_like(a)),
-}
+__all__ = ["NumpyBackprop"]
 
 _LOSSES = ("cross_entropy", "mse")
 
@@ -104,15 +65,20 @@ class NumpyBackprop:
         self.loss = loss
         config = net._config
         first = next(net.parameters())
+        act = ACTIVATIONS.get(config.activation)
         self.supported = (
             net.n_conv == 0
             and not any(config.dropout)
-            and config.activation in ACTIVATIONS
+            and act is not None
+            and act.numpy
             and loss in _LOSSES
             and first.device.type == "cpu"
             and first.dtype == torch.float32
         )
-        self.act, self.act_grad = ACTIVATIONS.get(config.activation, ACTIVATIONS["identity"])
+        if act is None or not act.numpy:
+            act = ACTIVATIONS["identity"]  # never called: the network is not supported
+        assert act.forward is not None and act.derivative is not None
+        self.act, self.act_grad = act.forward, act.derivative
         self._version = -1
         self._weights: list[np.ndarray] = []
         self._biases: list[np.ndarray] = []
@@ -157,6 +123,14 @@ class NumpyBackprop:
         if self.loss == "cross_entropy":
             return y_dtype == torch.int64 and tuple(y_shape) == (x_shape[0],)
         return y_dtype == torch.float32 and tuple(y_shape) == (x_shape[0], self.net.output.weight.shape[0])
+
+    def hidden_pairs(self, grads: list[np.ndarray]
+                     ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
+        """``(weight, bias)`` views of each hidden layer, and the matching pairs of ``grads``
+        (as returned by the last call): what a regularizer's ``add_grad_arrays`` takes."""
+        n = len(self._weights) - 1
+        return (list(zip(self._weights[:n], self._biases[:n], strict=True)),
+                list(zip(grads[0 : 2 * n : 2], grads[1 : 2 * n : 2], strict=True)))
 
     def grads_finite(self) -> bool:
         """Whether every gradient of the last call is finite (one pass over :attr:`flat_grad`)."""

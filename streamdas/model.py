@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from streamdas.activations import ACTIVATIONS
+
 __all__ = [
     "ACTIVATIONS",
     "DASNet",
@@ -32,22 +34,6 @@ __all__ = [
     "edit_parameter",
     "lecun_normal_",
 ]
-
-#: Activations allowed in hidden layers; each satisfies f(0) = 0, which pruning relies on.
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "selu": nn.SELU,
-    "relu": nn.ReLU,
-    "elu": nn.ELU,
-    "tanh": nn.Tanh,
-    "gelu": nn.GELU,
-    "leaky_relu": nn.LeakyReLU,
-    "silu": nn.SiLU,
-    "identity": nn.Identity,
-    # Rejected at construction because f(0) != 0, kept here so the error names them:
-    "sigmoid": nn.Sigmoid,
-    "softplus": nn.Softplus,
-}
-
 
 def make_activation(name: str) -> nn.Module:
     """Build a hidden-layer activation by name; reject those with ``f(0) != 0``.
@@ -61,7 +47,7 @@ def make_activation(name: str) -> nn.Module:
     """
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
-    module = ACTIVATIONS[name]()
+    module = ACTIVATIONS[name].torch()
     f0 = float(module(torch.zeros(1))[0])
     if f0 != 0.0:
         raise ValueError(
@@ -82,9 +68,19 @@ def lecun_normal_(tensor: Tensor, fan_in: int, generator: torch.Generator | None
         return tensor.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=generator)
 
 
-#: Resizes so far, process-wide (bumped by :func:`edit_parameter`); ``DASNet.structure_version``.
-_RESIZES = 0
-_RESIZES_LOCK = threading.Lock()
+class _Version:
+    """A network's resize counter, shared by reference with each of its parameters (so that
+    :func:`edit_parameter`, which sees only a parameter, can bump the right network's)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+#: Attribute of a parameter holding its network's :class:`_Version` (set by :class:`DASNet`).
+_VERSION_ATTR = "_streamdas_version"
+_VERSION_LOCK = threading.Lock()
 
 
 def edit_parameter(
@@ -136,9 +132,10 @@ def edit_parameter(
                     state[key] = _edit(value, fill)
     param.data = _edit(param.data, append)
     param.grad = None
-    global _RESIZES
-    with _RESIZES_LOCK:
-        _RESIZES += 1
+    version = getattr(param, _VERSION_ATTR, None)
+    if version is not None:
+        with _VERSION_LOCK:
+            version.value += 1
 
 
 @dataclass(frozen=True)
@@ -155,7 +152,7 @@ class NetConfig:
     n_outputs
         Output units (classes, or regression targets).
     activation
-        Hidden activation name, see :data:`ACTIVATIONS`. Must satisfy f(0) = 0.
+        Hidden activation name, see :data:`streamdas.activations.ACTIVATIONS`. Must satisfy f(0) = 0.
     input_hw
         ``(height, width)`` of CNN inputs; ``None`` for an MLP.
     conv_strides
@@ -290,6 +287,19 @@ class DASNet(nn.Module):
         self.n_conv = n_conv
         for layer in [*self.hidden, self.output]:
             self._init_layer(layer, generator)
+        self._resizes = _Version()
+        self._attach_version()
+
+    def _attach_version(self) -> None:
+        for p in self.parameters():
+            setattr(p, _VERSION_ATTR, self._resizes)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # copy.deepcopy and pickle rebuild parameters without their attributes: re-attach
+        super().__setstate__(state)
+        if "_resizes" not in self.__dict__:
+            self._resizes = _Version()
+        self._attach_version()
 
     # ------------------------------------------------------------------ structure
     @staticmethod
@@ -304,10 +314,11 @@ class DASNet(nn.Module):
 
     @property
     def structure_version(self) -> int:
-        """Changes whenever a parameter is resized (any :func:`edit_parameter` call, including
-        direct ones): caches of tensor views (NumPy prediction and backprop) compare it to
-        know when to rebuild."""
-        return _RESIZES
+        """Changes whenever one of *this* network's parameters is resized (any
+        :func:`edit_parameter` call, including direct ones): caches of tensor views (NumPy
+        prediction and backprop) compare it to know when to rebuild. Resizing another network
+        leaves it unchanged."""
+        return self._resizes.value
 
     @property
     def layers(self) -> list[nn.Module]:
@@ -440,7 +451,10 @@ class DASNet(nn.Module):
 
     def _sync_shapes(self, *changed: nn.Module) -> None:
         """Keep the modules' size attributes in line with their tensors (for repr and torch):
-        those of ``changed`` (all layers if none given)."""
+        those of ``changed`` (all layers if none given). Every resize ends here: the
+        network's version is bumped (also if a parameter lost its link to it)."""
+        with _VERSION_LOCK:
+            self._resizes.value += 1
         for layer in changed or self.layers:
             out, inp = layer.weight.shape[:2]
             if isinstance(layer, nn.Linear):

@@ -262,10 +262,7 @@ class DASTrainer:
             self._skip_nonfinite()
             return None
         if not self.fine_tune and self.regularizer.alpha:
-            n = len(self.net.hidden)
-            self.regularizer.add_grad_arrays(
-                list(zip(bp._weights[:n], bp._biases[:n], strict=True)),
-                list(zip(grads[0 : 2 * n : 2], grads[1 : 2 * n : 2], strict=True)))
+            self.regularizer.add_grad_arrays(*bp.hidden_pairs(grads))
         if not bp.grads_finite():
             self._skip_nonfinite()
             return None

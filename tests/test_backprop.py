@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from streamdas import DASNet, DASTrainer, NetConfig, SizingConfig, TrainConfig
+from streamdas.activations import ACTIVATIONS
 from streamdas.adam import NumpyAdam
-from streamdas.backprop import ACTIVATIONS, NumpyBackprop
+from streamdas.backprop import NumpyBackprop
 from streamdas.regularizers import make_regularizer
 
 
@@ -24,7 +25,7 @@ def _batch(n: int, d: int, n_out: int, seed: int = 0) -> tuple[torch.Tensor, tor
     return x, torch.randint(0, n_out, (n,), generator=g)
 
 
-@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("activation", sorted(n for n, a in ACTIVATIONS.items() if a.numpy))
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 @pytest.mark.parametrize("shape", [(5, (7,), 3), (10, (34, 33), 2), (3, (4, 6, 5), 1), (2, (9,), 4)])
 def test_gradients_equal_autograd(activation, loss, shape):

@@ -166,3 +166,44 @@ def test_config_round_trip_carries_current_sizes():
     rebuilt.load_state_dict(copy.deepcopy(net.state_dict()))
     x = torch.randn(4, 6)
     assert torch.equal(rebuilt(x), net(x))
+
+
+def test_activation_registry_gives_matching_torch_and_numpy_forms():
+    """Each registry entry's NumPy forward and derivative equal its torch module and autograd."""
+    from streamdas.activations import ACTIVATIONS
+
+    a = torch.linspace(-3, 3, 61)  # includes 0 exactly (kinks follow torch's convention)
+    for name, act in ACTIVATIONS.items():
+        module = act.torch()
+        if not act.numpy:
+            continue
+        x = a.clone().requires_grad_(True)
+        h = module(x)
+        h.sum().backward()
+        a_np = a.numpy().copy()
+        h_np = act.forward(a_np)
+        np.testing.assert_array_equal(a_np, a.numpy(), err_msg=f"{name}: forward changed its input")
+        np.testing.assert_allclose(h_np, h.detach().numpy(), rtol=1e-6, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(act.derivative(a_np, h_np), x.grad.numpy(), rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+
+
+def test_structure_version_is_per_network():
+    """Resizing one network leaves another's version (and so its view caches) alone; direct
+    edit_parameter calls and copies count for their own network only."""
+    from streamdas.model import edit_parameter
+
+    a = DASNet(NetConfig(3, (4,), 2), generator=torch.Generator().manual_seed(0))
+    b = DASNet(NetConfig(3, (4,), 2), generator=torch.Generator().manual_seed(1))
+    va, vb = a.structure_version, b.structure_version
+    a.add_units(0, 2)
+    assert a.structure_version > va and b.structure_version == vb
+    va = a.structure_version
+    edit_parameter(b.output.bias, 0, append=torch.zeros(1))
+    assert b.structure_version > vb and a.structure_version == va
+    c = copy.deepcopy(a)
+    vc = c.structure_version
+    edit_parameter(c.hidden[0].bias, 0, keep=torch.tensor([0, 1, 2, 3, 4, 5]))
+    assert c.structure_version > vc and a.structure_version == va
+    edit_parameter(a.hidden[0].bias, 0, keep=torch.tensor([0, 1, 2, 3, 4, 5]))
+    assert a.structure_version > va
