@@ -590,7 +590,8 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     """A Dynamic Auto-Sizing neural network regressor for streams.
 
     The same network and schedule as :class:`DASClassifier` (see there for the parameters),
-    trained with mean squared error on a running-standardized target.
+    trained with mean squared error on a running-standardized target. Until its first
+    optimizer step (``batch_size`` samples) it predicts the mean of the targets seen so far.
 
     Parameters
     ----------
@@ -670,15 +671,25 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     def _to_target(self, out: np.ndarray) -> np.ndarray:
         return out / self._y_stats.inv_std[0] + self._y_stats.center[0]
 
+    def _target_mean(self) -> float:
+        """Mean of every target seen, stepped or still buffered (the prediction before the first
+        optimizer step)."""
+        n = float(self._y_stats.count[0]) if len(self._y_stats.count) else 0.0
+        total = n * float(self._y_stats.mean[0]) if n else 0.0
+        for y in self._buf_y:
+            total += float(y)
+        count = n + len(self._buf_y)
+        return total / count if count else 0.0
+
     def predict_one(self, x: dict) -> float:
         if self._trainer is None:
-            return float(self._y_stats.mean[0])
+            return self._target_mean()
         assert self._fwd is not None
         return float(self._to_target(self._fwd(self._predict_input(x)))[0])
 
     def predict_many(self, X: pd.DataFrame) -> pd.Series:
         if self._trainer is None:
-            return pd.Series([float(self._y_stats.mean[0])] * len(X), index=X.index, dtype=float)
+            return pd.Series([self._target_mean()] * len(X), index=X.index, dtype=float)
         out = self._to_target(self._outputs_many(X)[:, 0].astype(np.float64))
         return pd.Series(out, index=X.index, dtype=float)
 

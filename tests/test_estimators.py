@@ -63,6 +63,22 @@ def test_predictions_before_anything_is_learned():
     assert model.predict_proba_one({"a": 1.0}) == {"x": 1.0}
 
 
+def test_regressor_predicts_the_mean_of_the_targets_seen_before_its_first_step():
+    model = DASRegressor(batch_size=8, seed=0)
+    ys = [3.0, 10.0, -4.5, 7.25, 100.0, 0.5, 2.0]
+    for i, y in enumerate(ys):
+        model.learn_one({"a": float(i)}, y)
+        assert model.trainer is None  # buffered: no optimizer step yet
+        expected = sum(ys[: i + 1]) / (i + 1)
+        assert model.predict_one({"a": 1.0}) == pytest.approx(expected)
+        X = pd.DataFrame({"a": [0.0, 5.0]})
+        assert model.predict_many(X).tolist() == pytest.approx([expected, expected])
+    restored = copy.deepcopy(model)  # the buffer travels with the model
+    assert restored.predict_one({"a": 1.0}) == pytest.approx(sum(ys) / len(ys))
+    model.learn_one({"a": 7.0}, 1.0)  # the first step
+    assert model.trainer is not None and model.n_samples_learned == 8
+
+
 def test_new_features_and_classes_grow_the_network_without_forgetting():
     model = DASClassifier(batch_size=1, seed=0)
     model.learn_one({"a": 1.0, "b": 2.0}, "cat")
