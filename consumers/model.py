@@ -2,8 +2,10 @@
 
 :func:`process_batch` is shared by the Kafka service and the embedded (no-broker) runner: it
 validates every raw value (:mod:`consumers.records`), predicts all valid records in one
-``predict_proba_many`` / ``predict_many`` call, then learns the labelled ones with one
-``learn_many`` call (prequential: each record is predicted *before* the model learns from it).
+``predict_proba_many`` / ``predict_many`` call, then learns the labelled ones in arrival order,
+one optimizer step per ``batch_size`` records whatever the batch size (``learn_many(split=True)``),
+so the model after N records is the same however polls, restarts and rebalances cut the stream
+(prequential: each record is predicted *before* the model learns from it).
 """
 
 from __future__ import annotations
@@ -286,19 +288,32 @@ def _learn(
     result: BatchResult,
     valid: list[tuple[int, Record]],
 ) -> list[int]:
-    """Learn the labelled rows as one minibatch; isolate failures record by record."""
+    """Learn the labelled rows in arrival order, as ``learn_one`` would, whatever the batch.
+
+    A streamdas estimator gets ``learn_many(split=True)`` (one optimizer step per
+    ``batch_size`` rows, the remainder buffered for the next batch and saved in checkpoints), so
+    the model after N records does not depend on poll sizes. Other estimators get ``learn_one``
+    per record. If the batch is refused (a bad row; nothing was learned), each record is tried
+    alone -- through the same buffer, so nothing is left behind -- and the ones that fail are
+    dead-lettered as ``model_error``.
+    """
     Xl = X.iloc[labelled].reset_index(drop=True)
     yl = pd.Series([rows[p].y for p in labelled])
-    try:
-        est.learn_many(Xl, yl)
-        return labelled
-    except (ValueError, TypeError, RuntimeError) as exc:
-        log.warning("minibatch learning failed (%s); retrying record by record", exc)
+    split = hasattr(est, "n_samples_buffered")
+    if split:
+        try:
+            est.learn_many(Xl, yl, split=True)
+            return labelled
+        except (ValueError, TypeError, RuntimeError) as exc:
+            log.warning("minibatch learning failed (%s); retrying record by record", exc)
     done: list[int] = []
-    for pos in labelled:
+    for k, pos in enumerate(labelled):
         rec = rows[pos]
         try:
-            est.learn_one({f: rec.x[f] for f in features}, rec.y)
+            if split:
+                est.learn_many(Xl.iloc[k:k + 1], yl.iloc[k:k + 1], split=True)
+            else:
+                est.learn_one({f: rec.x[f] for f in features}, rec.y)
             done.append(pos)
         except (ValueError, TypeError, RuntimeError) as exc:
             result.rejections.append((valid[pos][0], Rejection("model_error", f"learn: {exc}")))

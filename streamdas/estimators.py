@@ -1,7 +1,10 @@
 """River estimators: :class:`DASClassifier` and :class:`DASRegressor`.
 
 Both learn **one minibatch at a time**: ``learn_one`` buffers samples and takes one optimizer
-step per ``batch_size`` samples; ``learn_many`` takes one step on the batch it is given. Every
+step per ``batch_size`` samples; ``learn_many`` takes one step on the batch it is given, or, with
+``split=True``, feeds the rows through the same buffer as ``learn_one`` (one step per
+``batch_size`` rows, in order, the remainder kept for the next call), so the model after N
+samples does not depend on how they were batched -- the Kafka service learns this way. Every
 ``grow_every`` samples the network prunes, then grows (see :class:`streamdas.DASTrainer`).
 Features are River dicts: new ones add zero-weight input columns, missing ones are imputed with
 their running mean, order never matters. Inputs are standardized with running statistics
@@ -279,7 +282,36 @@ class _DASEstimator:
         if len(self._buf_y) >= self.batch_size:
             self._flush()
 
-    def learn_many(self, X: pd.DataFrame, y: pd.Series) -> None:
+    def learn_many(self, X: pd.DataFrame, y: pd.Series, *, split: bool = False) -> None:
+        """Learn from the rows of ``X`` (features) and ``y`` (targets).
+
+        Parameters
+        ----------
+        X
+            One row per sample, one numeric column per feature (NaN = missing).
+        y
+            One target per row.
+        split
+            ``False`` (the default, as River's minibatch estimators do): **one** optimizer step
+            on the whole batch, whatever its size. ``True``: the rows join ``learn_one``'s
+            buffer in order and one step is taken per ``batch_size`` rows; the remainder
+            waits for the next call (:attr:`n_samples_buffered`, saved in checkpoints). The
+            result is then exactly that of calling ``learn_one`` row by row, so the model
+            after N samples does not depend on how they were batched (new feature names are
+            added when the batch arrives, new classes row by row, as ``learn_one`` does).
+
+        Nothing changes when a row or target is invalid: every row is checked first.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> X = pd.DataFrame({"a": [0.1 * i for i in range(40)], "b": [1.0] * 40})
+        >>> y = pd.Series([i % 2 for i in range(40)])
+        >>> one, split = DASClassifier(seed=1), DASClassifier(seed=1)
+        >>> one.learn_many(X, y); split.learn_many(X, y, split=True)
+        >>> one.n_samples_learned, split.n_samples_learned, split.n_samples_buffered
+        (40, 32, 8)
+        """
         if len(X) != len(y):
             raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
         if len(X) == 0:
@@ -287,8 +319,22 @@ class _DASEstimator:
         ys = list(y)
         self._check_targets(ys)
         raw = self._frame(X, grow=True)  # validates every column before growing anything
-        self._encode_targets(ys)
-        self._step(raw, ys)
+        if not split:
+            self._encode_targets(ys)
+            self._step(raw, ys)
+            return
+        for row, target in zip(raw, ys, strict=True):
+            self._encode_targets([target])  # a new class appears between the same steps
+            self._buf_x.append(row)
+            self._buf_y.append(target)
+            if len(self._buf_y) >= self.batch_size:
+                self._flush()
+
+    @property
+    def n_samples_buffered(self) -> int:
+        """Samples waiting in the ``learn_one`` / ``learn_many(split=True)`` buffer for the
+        next optimizer step (they are part of the state a checkpoint saves)."""
+        return len(self._buf_y)
 
     def _inputs_many(self, X: pd.DataFrame) -> np.ndarray:
         return self._stats.transform(self._frame(X, grow=False), self.standardize)
@@ -419,13 +465,16 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     ``grow_every`` samples, units whose incoming parameters are all below ``tau`` are pruned and
     ``max(ceil(n * growth_percentage), min_growth)`` new units (weights scaled by ``tau``) are
     grown. Classes may appear at any time (the output layer grows); labels may be any hashable.
+    The network is built at the first optimizer step; before it, predictions are uniform over
+    the labels seen so far (so predicting never changes what the model learns).
 
     Parameters
     ----------
     hidden_sizes
         Initial hidden widths.
     batch_size
-        Samples per optimizer step in ``learn_one`` (1 allowed).
+        Samples per optimizer step in ``learn_one`` and ``learn_many(split=True)`` (1
+        allowed); ``learn_many`` without ``split`` takes one step on whatever it is given.
     grow_every
         Samples between two sizing cycles (prune, then grow).
     alpha
@@ -539,7 +588,8 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     def predict_proba_one(self, x: dict) -> dict[Any, float]:
         if not self._classes:
             return {}
-        self._build()
+        if self._trainer is None:  # no step yet: the labels seen so far, uniformly
+            return dict.fromkeys(self._classes, 1.0 / len(self._classes))
         assert self._fwd is not None
         logits = self._fwd(self._predict_input(x)).astype(np.float64)
         e = np.exp(logits - logits.max())
@@ -550,14 +600,17 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         """The most likely label: argmax of the logits (no softmax, no probability dict)."""
         if not self._classes:
             return None
-        self._build()
+        if self._trainer is None:
+            return self._classes[0]
         assert self._fwd is not None
         return self._classes[int(self._fwd(self._predict_input(x)).argmax())]
 
     def predict_proba_many(self, X: pd.DataFrame) -> pd.DataFrame:
         if not self._classes:
             return pd.DataFrame(index=X.index)
-        self._build()
+        if self._trainer is None:
+            p = np.full((len(X), len(self._classes)), 1.0 / len(self._classes))
+            return pd.DataFrame(p, index=X.index, columns=self._classes)
         logits = torch.from_numpy(self._outputs_many(X))
         p = torch.softmax(logits.double(), dim=1).numpy()
         return pd.DataFrame(p, index=X.index, columns=self._classes)
@@ -565,7 +618,8 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     def predict_many(self, X: pd.DataFrame) -> pd.Series:
         if not self._classes:
             return pd.Series([None] * len(X), index=X.index, dtype=object)
-        self._build()
+        if self._trainer is None:
+            return pd.Series([self._classes[0]] * len(X), index=X.index)
         idx = self._outputs_many(X).argmax(axis=1)
         return pd.Series([self._classes[i] for i in idx], index=X.index)
 
@@ -598,7 +652,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     hidden_sizes
         Initial hidden widths.
     batch_size
-        Samples per optimizer step in ``learn_one``.
+        Samples per optimizer step in ``learn_one`` and ``learn_many(split=True)``.
     grow_every
         Samples between two sizing cycles.
     alpha

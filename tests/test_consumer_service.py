@@ -71,8 +71,9 @@ class FakeConsumer:
 
 
 def _service(tmp_path: Path, **overrides: Any) -> KafkaService:
-    cfg = ServiceConfig(checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=10,
-                        model_params={"hidden_sizes": [8]}, **overrides)
+    settings: dict[str, Any] = {"checkpoint_every": 10, "model_params": {"hidden_sizes": [8]}}
+    settings.update(overrides)
+    cfg = ServiceConfig(checkpoint_dir=str(tmp_path / "ckpt"), **settings)
     service = KafkaService(cfg)
     service.consumer, service.producer = FakeConsumer(), FakeProducer()
     return service
@@ -165,3 +166,75 @@ def test_dead_letters_carry_original_bytes(tmp_path: Path, bad: bytes | None) ->
     assert topic == "streamdas-dead-letters"
     assert letter["reason"] in ("undecodable", "invalid_json", "empty")
     assert letter["key_b64"] == "aw=="
+
+
+def _labelled(start: int, n: int) -> list[Message]:
+    import random
+
+    rng = random.Random(start)
+    out = []
+    for o in range(start, start + n):
+        a, b = rng.uniform(-1, 1), rng.uniform(-1, 1)
+        out.append(Message("in", 0, o, None, json.dumps(
+            {"x": {"a": a, "b": b}, "y": int(a + b > 0), "id": o}).encode()))
+    return out
+
+
+def _parameters(service: KafkaService) -> list[Any]:
+    return [p.detach().clone() for p in service.states[TP].estimator.trainer.net.parameters()]
+
+
+def test_model_after_n_records_does_not_depend_on_poll_size(tmp_path: Path) -> None:
+    import torch
+
+    messages = _labelled(0, 1000)
+    finals = {}
+    for poll in (1, 16, 1000):
+        service = _service(tmp_path / str(poll), model_params={"hidden_sizes": [8],
+                                                               "grow_every": 100})
+        service._assign({TP})
+        for start in range(0, len(messages), poll):
+            service._handle(TP, messages[start:start + poll])
+        est = service.states[TP].estimator
+        assert est.n_samples_learned + est.n_samples_buffered == 1000
+        assert est.n_sizing_cycles >= 9
+        finals[poll] = (_parameters(service), est.layer_sizes)
+    for poll in (16, 1000):
+        assert finals[poll][1] == finals[1][1]
+        for p, q in zip(finals[poll][0], finals[1][0], strict=True):
+            assert torch.equal(p, q), f"poll size {poll} learned a different model"
+
+
+def test_failed_minibatch_is_learned_record_by_record_and_nothing_is_left_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    reference = _service(tmp_path / "ref")
+    reference._assign({TP})
+    service = _service(tmp_path / "svc")
+    service._assign({TP})
+    first, rest = _labelled(0, 20), _labelled(20, 30)
+    service._handle(TP, first[:1])  # the model exists now
+    est = service.states[TP].estimator
+    original = type(est).learn_many
+    calls = {"n": 0}
+
+    def flaky(self: Any, X: Any, y: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:  # the whole minibatch is refused once
+            raise RuntimeError("injected failure")
+        original(self, X, y, **kwargs)
+
+    monkeypatch.setattr(type(est), "learn_many", flaky)
+    service._handle(TP, first[1:])
+    monkeypatch.setattr(type(est), "learn_many", original)
+    service._handle(TP, rest)
+    reference._handle(TP, first + rest)
+    sent = [json.loads(v) for t, v in service.producer.sent if t == "streamdas-predictions"]
+    assert len(sent) == 50 and all(p["learned"] for p in sent)
+    # every labelled record went into the model: the buffer holds only the latest ones
+    assert est.n_samples_learned + est.n_samples_buffered == 50
+    assert est.n_samples_buffered == 50 % est.batch_size
+    for p, q in zip(_parameters(service), _parameters(reference), strict=True):
+        assert torch.equal(p, q)

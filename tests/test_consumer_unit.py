@@ -59,7 +59,7 @@ def _records(n: int, start: int = 0) -> list[bytes]:
                        ).encode() for i in range(start, start + n)]
 
 
-def test_batch_with_bad_records_predicts_the_rest_and_learns_minibatch() -> None:
+def test_batch_with_bad_records_predicts_the_rest_and_learns_in_batch_size_steps() -> None:
     state = _das_state()
     values = _records(20)
     values[3] = BAD_VALUES["non_finite_feature"]
@@ -71,7 +71,10 @@ def test_batch_with_bad_records_predicts_the_rest_and_learns_minibatch() -> None
         "non_finite_feature", "missing_feature", "unknown_feature"}
     assert len(result.predictions) == 17
     assert result.n_learned == 17
-    assert state.estimator.n_samples_learned == 17
+    est = state.estimator
+    # one step per batch_size records, the remainder waits for the next batch
+    assert est.n_samples_learned == 17 - 17 % est.batch_size
+    assert est.n_samples_buffered == 17 % est.batch_size
     assert state.features == ["a", "b"] and state.n_records == 20
     # the next batch is predicted by a model that has learned: probabilities for both classes
     second = process_batch(state, _records(5, start=20))
