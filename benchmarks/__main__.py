@@ -64,7 +64,7 @@ def run_suite(preset: str = "full", only: list[str] | None = None, repeats: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="streamdas bench", description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="shorter runs (minutes, not tens of minutes)")
     size.add_argument("--smoke", action="store_true", help="tiny runs that only check the suite works")

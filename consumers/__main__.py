@@ -16,7 +16,8 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from consumers.config import load_config
+from consumers.config import ConfigError, check_config, load_config
+from streamdas.params import usage_error
 
 __all__ = ["main"]
 
@@ -25,7 +26,11 @@ log = logging.getLogger("consumers")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the configuration, install SIGTERM/SIGINT handlers and run; returns the status."""
-    cfg = load_config(argv)
+    try:
+        cfg = load_config(argv)
+        check_config(cfg)
+    except ConfigError as exc:
+        usage_error("streamdas consume", str(exc))
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))

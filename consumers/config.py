@@ -27,9 +27,15 @@ try:
 except ModuleNotFoundError:  # Python 3.10: TOML files need 3.11+
     tomllib = None  # type: ignore[assignment]
 
-__all__ = ["ENV_PREFIX", "ServiceConfig", "build_parser", "load_config"]
+__all__ = ["ENV_PREFIX", "ConfigError", "ServiceConfig", "build_parser", "check_config",
+           "load_config"]
 
 ENV_PREFIX = "STREAMDAS_"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it (flag, variable or file) and the
+    values it accepts. ``streamdas consume`` prints it as one line and exits with status 2."""
 
 
 @dataclass
@@ -80,15 +86,22 @@ class ServiceConfig:
 
     def __post_init__(self) -> None:
         if self.task not in ("classification", "regression"):
-            raise ValueError(f"task must be 'classification' or 'regression', got {self.task!r}")
+            raise ConfigError(f"argument --task: expected classification or regression, "
+                              f"got {self.task!r}")
         if self.model not in ("das", "linear"):
-            raise ValueError(f"model must be 'das' or 'linear', got {self.model!r}")
+            raise ConfigError(f"argument --model: expected das or linear, got {self.model!r}")
         if not self.topics:
-            raise ValueError("at least one input topic is needed")
-        if self.checkpoint_every < 1 or self.checkpoint_interval_s <= 0:
-            raise ValueError("checkpoint_every must be >= 1 and checkpoint_interval_s > 0")
-        if self.max_poll_records < 1 or self.max_record_bytes < 1:
-            raise ValueError("max_poll_records and max_record_bytes must be >= 1")
+            raise ConfigError("argument --topics: at least one input topic is needed")
+        for name, low in (("checkpoint_every", 1), ("max_poll_records", 1),
+                          ("max_record_bytes", 1), ("checkpoint_keep", 1), ("torch_threads", 1)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"argument --{name.replace('_', '-')}: expected an integer "
+                                  f">= {low}, got {getattr(self, name)!r}")
+        if self.checkpoint_interval_s <= 0:
+            raise ConfigError("argument --checkpoint-interval-s: expected a number > 0, got "
+                              f"{self.checkpoint_interval_s!r}")
+        if self.limit is not None and self.limit < 0:
+            raise ConfigError(f"argument --limit: expected an integer >= 0, got {self.limit!r}")
 
 
 _HELP: dict[str, str] = {
@@ -135,21 +148,36 @@ def _field_types() -> dict[str, Any]:
     return {f.name: f.type for f in dataclasses.fields(ServiceConfig)}
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Convert a string (flag or env value) to the type of field ``name``."""
+def _coerce(name: str, value: Any, where: str | None = None) -> Any:
+    """Convert a string (flag or env value) to the type of field ``name``.
+
+    Raises :class:`ConfigError` naming ``where`` (default: the flag) and the expected type.
+
+    >>> _coerce("limit", "abc")
+    Traceback (most recent call last):
+    ...
+    consumers.config.ConfigError: argument --limit: expected an integer, got 'abc'
+    """
     if value is None:
         return None
     kind = str(_field_types()[name])
+    where = where or f"argument --{name.replace('_', '-')}"
     if name in _LISTS:
         if isinstance(value, str):
             return [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list or comma-separated names, got {value!r}")
         return [str(v) for v in value]
-    if not isinstance(value, str):
-        return value
-    if kind.startswith("int"):
-        return int(value)
-    if kind.startswith("float"):
-        return float(value)
+    for prefix, convert, what in (("int", int, "an integer"), ("float", float, "a number")):
+        if kind.startswith(prefix):
+            if isinstance(value, bool) or (not isinstance(value, (str, int, float))):
+                raise ConfigError(f"{where}: expected {what}, got {value!r}")
+            try:
+                return convert(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected {what}, got {value!r}") from None
+    if kind.startswith("str") and not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
     return value
 
 
@@ -164,7 +192,7 @@ def _pairs(items: Sequence[str] | None, what: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
-            raise SystemExit(f"--{what} expects NAME=VALUE, got {item!r}")
+            raise ConfigError(f"argument --{what}: expected NAME=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         out[key.strip().replace("-", "_")] = _json_or_str(value)
     return out
@@ -199,9 +227,13 @@ def _from_mapping(data: Mapping[str, Any], where: str) -> dict[str, Any]:
         if name == "model" and isinstance(value, Mapping):
             out["model_params"] = dict(value)
         elif name in names:
-            out[name] = dict(value) if name in _DICTS else _coerce(name, value)
+            if name in _DICTS and not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: {key!r} must be a table, got {value!r}")
+            out[name] = dict(value) if name in _DICTS else _coerce(
+                name, value, f"{where}: setting {key!r}")
         elif name not in ("consume",):
-            raise SystemExit(f"unknown setting {key!r} in {where}")
+            raise ConfigError(f"{where}: unknown setting {key!r}; accepted: "
+                              f"{', '.join(sorted(names))}")
     return out
 
 
@@ -216,8 +248,14 @@ def load_config(
     config_path = args.config or env.get(ENV_PREFIX + "CONFIG")
     if config_path:
         if tomllib is None:
-            raise SystemExit("TOML config files need Python 3.11+ (tomllib)")
-        data = tomllib.loads(Path(config_path).read_text())
+            raise ConfigError("argument --config: TOML config files need Python 3.11+ (tomllib)")
+        try:
+            data = tomllib.loads(Path(config_path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"argument --config: cannot read {config_path!r}: "
+                              f"{exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"argument --config: {config_path!r} is not valid TOML: {exc}") from None
         merged = {k: v for k, v in data.items() if k != "consume"}
         merged.update(data.get("consume", {}))
         for key, value in _from_mapping(merged, config_path).items():
@@ -236,7 +274,7 @@ def load_config(
         elif rest.startswith("model_param_"):
             values["model_params"][rest[len("model_param_"):]] = _json_or_str(value)
         elif rest in names and rest not in _DICTS:
-            values[rest] = _coerce(rest, value)
+            values[rest] = _coerce(rest, value, f"environment variable {key}")
 
     for name in names:
         if name in _DICTS:
@@ -246,6 +284,39 @@ def load_config(
             values[name] = _coerce(name, value)
     values["kafka"].update(_pairs(args.kafka, "kafka"))
     values["model_params"].update(_pairs(args.model_param, "model-param"))
-    if isinstance(values.get("metrics_port"), str):
-        values["metrics_port"] = int(values["metrics_port"])
     return ServiceConfig(**values)
+
+
+def check_config(cfg: ServiceConfig) -> None:
+    """Check what :func:`load_config` cannot see by itself: that ``--source`` can be opened and
+    that ``--model-param`` builds an estimator. Raises :class:`ConfigError`.
+
+    >>> check_config(ServiceConfig(source="sim:nope"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    consumers.config.ConfigError: argument --source: unknown scenario 'nope'; choose from ...
+    """
+    if cfg.source is not None:
+        from consumers.sources import check_source
+
+        try:
+            check_source(cfg.source)
+        except ValueError as exc:
+            raise ConfigError(f"argument --source: {exc}") from None
+    if cfg.model == "das":
+        from streamdas import DASClassifier, DASRegressor
+        from streamdas.params import check_params
+
+        cls = DASClassifier if cfg.task == "classification" else DASRegressor
+        try:
+            checked = check_params(cls, {"seed": cfg.seed, **cfg.model_params})
+            cfg.model_params = {k: checked[k] for k in cfg.model_params}
+        except ValueError as exc:
+            raise ConfigError(f"argument --model-param: {exc}") from None
+    else:
+        from consumers.model import ModelSpec, make_estimator
+
+        try:
+            make_estimator(ModelSpec(task=cfg.task, kind=cfg.model, params=dict(cfg.model_params)))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"argument --model-param: {exc}") from None

@@ -1,6 +1,8 @@
 """Embedded mode: the service's predict-then-learn loop over a local source, no broker.
 
-Records come from :func:`consumers.sources.open_source` in batches of ``max_poll_records``;
+Records come from :func:`consumers.sources.open_source` in batches of ``max_poll_records``
+(from stdin, ``--source -``, a batch is whatever has arrived, up to that many: a live pipe gets
+each prediction back as soon as its record is in);
 predictions (same JSON as the output topic, with ``topic`` set to the source and ``offset`` to
 the record's index) go to ``--output`` (JSONL, ``-`` for stdout) and dead letters to
 ``--dead-letter-output`` (default stderr). There is no checkpointing in this mode.
@@ -11,8 +13,10 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import queue
 import sys
 import threading
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from typing import IO, Any
 
@@ -31,6 +35,65 @@ def _open(target: str | None, default: IO[str], stack: ExitStack) -> IO[str]:
     if target is None or target == "-":
         return default
     return stack.enter_context(open(target, "w", encoding="utf-8"))
+
+
+_END = object()
+
+
+def batches(values: Iterable[bytes], size: int, live: bool = False,
+            stop: threading.Event | None = None) -> Iterator[list[bytes]]:
+    """Group ``values`` into lists of at most ``size``.
+
+    With ``live`` (a pipe), a batch is whatever has arrived, up to ``size``: a reader thread
+    feeds a queue, the first value of a batch is waited for and the rest taken only if already
+    there, so a slow writer gets each record handled as it arrives.
+
+    Examples
+    --------
+    >>> [len(b) for b in batches(iter([b"1"] * 5), 2)]
+    [2, 2, 1]
+    >>> sum(len(b) for b in batches(iter([b"1"] * 5), 2, live=True))
+    5
+    """
+    values = iter(values)
+    if not live:
+        while batch := list(itertools.islice(values, size)):
+            yield batch
+        return
+    stop = stop or threading.Event()
+    inbox: queue.Queue[Any] = queue.Queue(maxsize=4 * size)
+
+    def pump() -> None:
+        try:
+            for value in values:
+                inbox.put(value)
+        except BaseException as exc:  # handed to the loop, which raises it
+            inbox.put(exc)
+        inbox.put(_END)
+
+    threading.Thread(target=pump, name="streamdas-source", daemon=True).start()
+    done = False
+    while not done and not stop.is_set():
+        try:
+            item = inbox.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        batch: list[bytes] = []
+        while True:
+            if item is _END:
+                done = True
+                break
+            if isinstance(item, BaseException):
+                raise item
+            batch.append(item)
+            if len(batch) >= size:
+                break
+            try:
+                item = inbox.get_nowait()
+            except queue.Empty:
+                break
+        if batch:
+            yield batch
 
 
 def run_embedded(
@@ -61,10 +124,7 @@ def run_embedded(
     with ExitStack() as stack:
         out = _open(cfg.output, sys.stdout, stack)
         dead = _open(cfg.dead_letter_output, sys.stderr, stack)
-        while not stop.is_set():
-            batch = list(itertools.islice(values, cfg.max_poll_records))
-            if not batch:
-                break
+        for batch in batches(values, cfg.max_poll_records, live=cfg.source == "-", stop=stop):
             result = process_batch(state, batch, task=cfg.task, max_bytes=cfg.max_record_bytes)
             lines: list[tuple[int, str, Any]] = []
             for i, body in result.predictions:
@@ -77,10 +137,14 @@ def run_embedded(
             for _, where, payload in sorted(lines, key=lambda t: t[0]):
                 target = out if where == "out" else dead
                 target.write(json.dumps(payload, separators=(",", ":"), default=str) + "\n")
+            out.flush()  # each batch's predictions go out at once (a live pipe waits for them)
+            dead.flush()
             offset += len(batch)
             state.next_offset = offset
             telemetry.batch(result)
             telemetry.heartbeat()
+            if stop.is_set():
+                break
         out.flush()
     log.info("embedded run done: %s", telemetry.totals)
     return 0

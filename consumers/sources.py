@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SOURCES", "open_source", "register_source"]
+__all__ = ["SOURCES", "check_source", "open_source", "register_source"]
 
 #: ``prefix -> factory(argument, seed, limit) -> iterator of raw values``.
 SOURCES: dict[str, Callable[[str, int, int | None], Iterator[bytes]]] = {}
@@ -46,13 +46,52 @@ def _encode(x: dict[str, Any], y: Any) -> bytes:
     return json.dumps({"x": x, "y": y}).encode("utf-8")
 
 
-@register_source("river")
-def _river_source(name: str, seed: int, limit: int | None) -> Iterator[bytes]:
+def _river_stream_class(name: str) -> type:
+    """The ``river.datasets.synth`` class called ``name``: only names in its ``__all__``."""
     from river.datasets import synth
 
-    cls = getattr(synth, name, None)
-    if cls is None:
-        raise ValueError(f"unknown river.datasets.synth stream {name!r}")
+    if name not in synth.__all__:
+        raise ValueError(f"unknown River stream {name!r}; choose from "
+                         f"{', '.join('river:' + n for n in sorted(synth.__all__))}")
+    return getattr(synth, name)
+
+
+def _scenario_name(name: str) -> str:
+    from simulations.scenarios import SCENARIOS
+
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; choose from "
+                         f"{', '.join('sim:' + n for n in sorted(SCENARIOS))}")
+    return name
+
+
+def check_source(spec: str) -> None:
+    """Raise ``ValueError`` (naming the accepted forms) unless ``spec`` can be opened.
+
+    Examples
+    --------
+    >>> check_source("river:SEA")
+    >>> check_source("nosuch.jsonl")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'nosuch.jsonl' is not a file; expected a JSONL file, '-' (stdin), river:NAME or sim:SCENARIO
+    """
+    if spec == "-":
+        return
+    prefix, sep, argument = spec.partition(":")
+    if sep and prefix == "river":
+        _river_stream_class(argument)
+    elif sep and prefix == "sim":
+        _scenario_name(argument)
+    elif not (sep and prefix in SOURCES) and not Path(spec).is_file():
+        others = "".join(f", {p}:..." for p in sorted(SOURCES) if p not in ("river", "sim"))
+        raise ValueError(f"{spec!r} is not a file; expected a JSONL file, '-' (stdin){others}, "
+                         "river:NAME or sim:SCENARIO")
+
+
+@register_source("river")
+def _river_source(name: str, seed: int, limit: int | None) -> Iterator[bytes]:
+    cls = _river_stream_class(name)
     try:
         stream = cls(seed=seed)
     except TypeError:
@@ -66,7 +105,7 @@ def _river_source(name: str, seed: int, limit: int | None) -> Iterator[bytes]:
 def _simulation_source(name: str, seed: int, limit: int | None) -> Iterator[bytes]:
     from simulations.scenarios import make_scenario
 
-    for x, y in make_scenario(name, n_samples=limit, seed=seed):
+    for x, y in make_scenario(_scenario_name(name), n_samples=limit, seed=seed):
         yield _encode(x, y)
 
 
@@ -75,6 +114,11 @@ def _lines(stream: Any) -> Iterator[bytes]:
         line = line.rstrip(b"\r\n")
         if line.strip():
             yield line
+
+
+def _file_lines(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        yield from _lines(f)
 
 
 def open_source(spec: str, seed: int = 42, limit: int | None = None) -> Iterator[bytes]:
@@ -92,9 +136,6 @@ def open_source(spec: str, seed: int = 42, limit: int | None = None) -> Iterator
         prefix, sep, argument = spec.partition(":")
         if sep and prefix in SOURCES:
             return SOURCES[prefix](argument, seed, limit)
-        path = Path(spec)
-        if not path.is_file():
-            raise ValueError(f"--source {spec!r}: no such file, and no known prefix "
-                             f"({', '.join(sorted(SOURCES))})")
-        values = _lines(path.open("rb"))
+        check_source(spec)
+        values = _file_lines(Path(spec))
     return values if limit is None else itertools.islice(values, limit)

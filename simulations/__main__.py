@@ -18,6 +18,7 @@ from typing import Any
 
 from simulations.runner import RunConfig, run_simulation
 from simulations.scenarios import SCENARIOS, list_scenarios
+from streamdas.params import check_params, usage_error
 
 __all__ = ["DEMO", "build_parser", "main"]
 
@@ -73,10 +74,27 @@ def main(argv: list[str] | None = None) -> int:
     demo = args.scenario is None
     scenario = DEMO["scenario"] if demo else args.scenario
     if scenario not in SCENARIOS:
-        print(f"unknown scenario {scenario!r}; try --list", file=sys.stderr)
-        return 2
+        usage_error("streamdas simulate", f"argument scenario: unknown scenario {scenario!r}; "
+                    f"choose from {', '.join(sorted(SCENARIOS))} (see --list)")
     length = args.length or (DEMO["n_samples"] if demo else SCENARIOS[scenario].default_length)
     output = args.output or (DEMO["output"] if demo else f"results/{scenario}-seed{args.seed}")
+    task = SCENARIOS[scenario].task
+    das_kwargs = dict(args.das)
+    try:  # check --das against the estimator before anything runs
+        from simulations.learners import DAS_DEFAULTS, das_class
+
+        checked = check_params(das_class(task), {**DAS_DEFAULTS, **das_kwargs, "seed": args.seed})
+        das_kwargs = {k: checked[k] for k in das_kwargs}
+    except ValueError as exc:
+        usage_error("streamdas simulate", f"argument --das: {exc}")
+    if args.learners:
+        from simulations.learners import LEARNERS
+
+        unknown = [s.strip() for s in args.learners.split(",") if s.strip() not in LEARNERS[task]]
+        if unknown:
+            usage_error("streamdas simulate", f"argument --learners: unknown learner(s) "
+                        f"{', '.join(unknown)} for {task}; choose from "
+                        f"{','.join(sorted(LEARNERS[task]))}")
     cfg = RunConfig(
         scenario=scenario,
         n_samples=length,
@@ -87,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         output=output,
         progress=not args.no_progress,
         plots=not args.no_plots,
-        das_kwargs=dict(args.das),
+        das_kwargs=das_kwargs,
         threads=args.threads,
     )
     try:

@@ -27,6 +27,7 @@ __all__ = [
     "DAS_DEFAULTS",
     "LEARNERS",
     "NEURAL",
+    "das_class",
     "das_core",
     "make_das",
     "make_learner",
@@ -52,7 +53,8 @@ DAS_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _das_class(task: str) -> type:
+def das_class(task: str) -> type:
+    """:class:`~streamdas.DASClassifier` or :class:`~streamdas.DASRegressor` for ``task``."""
     from streamdas import DASClassifier, DASRegressor
 
     return DASClassifier if task == "classification" else DASRegressor
@@ -78,7 +80,7 @@ def make_das(task: str, variant: str = "das", seed: int = 42, **overrides: Any) 
     >>> clf.learn_one({"a": 1.0}, 0); clf.layer_sizes == list(DAS_DEFAULTS["hidden_sizes"])
     True
     """
-    cls = _das_class(task)
+    cls = das_class(task)
     accepted = inspect.signature(cls).parameters
     params = {k: v for k, v in DAS_DEFAULTS.items() if k in accepted}
     params.update(overrides, seed=seed)

@@ -9,7 +9,8 @@
 
 Each writes ``results.json``, a PNG and ``table.md`` under ``--output`` (default
 ``results/paper/<experiment>``) and prints the table. ``--quick`` shrinks everything to a smoke
-test (seconds). The 8-puzzle set (all 181,440 states, exact BFS distances) is generated on first
+test (seconds) and writes to ``results/paper-quick/<experiment>`` instead.
+The 8-puzzle set (all 181,440 states, exact BFS distances) is generated on first
 use and cached outside the repository (see :mod:`simulations.experiments.puzzle`).
 
 >>> build_parser().parse_args(["fig1", "--quick"]).quick
@@ -319,11 +320,28 @@ def build_parser() -> argparse.ArgumentParser:
         "\n")[0])
     p.add_argument("experiment", choices=[*EXPERIMENTS, "all"])
     p.add_argument("-o", "--output", default=None,
-                   help="results folder (default results/paper/<experiment>)")
+                   help="results folder (default results/paper/<experiment>, with --quick "
+                   "results/paper-quick/<experiment>: a smoke run never overwrites a full one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny smoke-test version (seconds)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     return p
+
+
+def default_output(name: str, quick: bool, output: str | None = None,
+                   several: bool = False) -> Path:
+    """Where experiment ``name`` writes: ``results/paper/<name>``, or ``results/paper-quick/<name>``
+    with ``--quick`` (so a smoke run never overwrites a full run's results); under ``-o DIR``,
+    ``DIR`` for one experiment and ``DIR/<name>`` for several.
+
+    >>> default_output("fig1", quick=False).as_posix(), default_output("fig1", quick=True).as_posix()
+    ('results/paper/fig1', 'results/paper-quick/fig1')
+    >>> default_output("fig1", quick=True, output="out", several=True).as_posix()
+    'out/fig1'
+    """
+    if output:
+        return Path(output) / name if several else Path(output)
+    return Path("results/paper-quick" if quick else "results/paper") / name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -332,8 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     names = list(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
     for name in names:
-        out = Path(args.output) / name if args.output and len(names) > 1 else Path(
-            args.output or f"results/paper/{name}")
+        out = default_output(name, args.quick, args.output, several=len(names) > 1)
         out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         res = EXPERIMENTS[name](out, quick=args.quick, seed=args.seed)

@@ -6,6 +6,9 @@ Each subcommand hands the rest of the command line to its own module's ``main(ar
 >>> main(["info"])  # doctest: +ELLIPSIS
 streamdas ...
 0
+>>> main(["--version"])  # doctest: +ELLIPSIS
+streamdas ...
+0
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ COMMANDS = {
     "bench": ("benchmarks.__main__", "run the benchmark suite (from a source checkout)"),
 }
 
-USAGE = "usage: streamdas {simulate,consume,bench,info} [args...]\n\n" + "\n".join(
+USAGE = "usage: streamdas [--version] {simulate,consume,bench,info} [args...]\n\n" + "\n".join(
     f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()
 ) + "\n  info      print versions\n\nRun `streamdas COMMAND --help` for a command's options."
 
@@ -35,7 +38,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0 if args else 2
     command, rest = args[0], args[1:]
+    if command in ("-V", "--version"):
+        from streamdas import __version__
+
+        print(f"streamdas {__version__}")
+        return 0
     if command == "info":
+        import argparse
+
+        argparse.ArgumentParser(
+            prog="streamdas info", description="Print the versions of streamdas, torch and River."
+        ).parse_args(rest)
         import river
         import torch
 
@@ -44,7 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streamdas {__version__} (torch {torch.__version__}, river {river.__version__})")
         return 0
     if command not in COMMANDS:
-        print(f"streamdas: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        print(f"{USAGE}\nstreamdas: error: unknown command {command!r}; choose from "
+              f"simulate, consume, bench, info", file=sys.stderr)
         return 2
     # Tiny networks: one torch and one BLAS thread are far faster than several fighting over
     # the cores (see streamdas.threads for the measurements); STREAMDAS_THREADS overrides.

@@ -175,5 +175,5 @@ def test_embedded_sources_river_and_simulation() -> None:
     assert len(list(open_source("river:SEA", seed=1, limit=5))) == 5
     sim = list(open_source("sim:sea_abrupt", seed=1, limit=40))
     assert len(sim) == 40 and all(isinstance(parse_record(v), Record) for v in sim)
-    with pytest.raises(ValueError, match="no such file"):
+    with pytest.raises(ValueError, match="is not a file"):
         open_source("/nonexistent/file.jsonl")

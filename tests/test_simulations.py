@@ -202,7 +202,10 @@ def test_cli_list_and_errors(capsys, tmp_path) -> None:
     assert main(["--list"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in SCENARIOS)
-    assert main(["no_such_scenario"]) == 2
-    assert main(["friedman", "-n", "100", "--learners", "logreg", "-o", str(tmp_path)]) == 2
-    assert main(["sea_abrupt", "-n", "100", "--das", "bogus_arg=1", "--learners", "das",
-                 "-o", str(tmp_path)]) == 2
+    for argv in (["no_such_scenario"],
+                 ["friedman", "-n", "100", "--learners", "logreg", "-o", str(tmp_path)],
+                 ["sea_abrupt", "-n", "100", "--das", "bogus_arg=1", "--learners", "das",
+                  "-o", str(tmp_path)]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
