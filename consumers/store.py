@@ -46,7 +46,7 @@ def _safe(topic: str) -> str:
 def _save(estimator: Any, path: Path, extra: dict[str, Any]) -> None:
     from streamdas import checkpoint
 
-    if hasattr(estimator, "_state"):  # a streamdas estimator: weights-only format
+    if hasattr(estimator, "to_state"):  # a streamdas estimator: weights-only format
         checkpoint.save_estimator(estimator, path, extra=extra)
         return
     # Other River estimators (the "linear" baseline) are pickled; only load from a trusted dir.

@@ -14,7 +14,6 @@ their running mean, order never matters. Inputs are standardized with running st
 from __future__ import annotations
 
 import copy
-import importlib
 from collections.abc import Hashable
 from typing import Any, ClassVar
 
@@ -23,6 +22,7 @@ import pandas as pd
 import torch
 from river import base
 
+from streamdas import checkpoint
 from streamdas.fastpath import NumpyForward
 from streamdas.features import FeatureIndex, RunningStandardizer, check_value
 from streamdas.model import NetConfig
@@ -349,31 +349,36 @@ class _DASEstimator:
     def _target_tensor(self, targets: list[Any]) -> torch.Tensor:
         raise NotImplementedError
 
+    _EXTRA_KEYS: ClassVar[tuple[str, ...]] = ()
+
     def _extra_state(self) -> dict[str, Any]:
         return {}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
+    _PARAM_NAMES: ClassVar[tuple[str, ...]] = (
+        "hidden_sizes", "batch_size", "grow_every", "alpha", "lr", "optimizer", "regularizer",
+        "tau", "growth_percentage", "min_growth", "min_units", "max_units", "grow", "prune",
+        "prune_horizon", "activation", "standardize", "device", "seed")
+
     def _plain_params(self) -> dict[str, Any]:
-        params = {k: getattr(self, k) for k in (
-            "hidden_sizes", "batch_size", "grow_every", "alpha", "lr", "optimizer", "regularizer",
-            "tau", "growth_percentage", "min_growth", "min_units", "max_units", "grow", "prune",
-            "prune_horizon", "activation", "standardize", "device", "seed")}
+        params = {k: getattr(self, k) for k in self._PARAM_NAMES}
         params["hidden_sizes"] = [int(h) for h in params["hidden_sizes"]]
-        det = self.drift_detector
-        if det is None:
-            params["drift_detector"] = None
-        else:
-            det_params = det._get_params()
-            if not all(isinstance(v, (int, float, str, bool, type(None))) for v in det_params.values()):
-                raise ValueError("the drift detector's parameters are not plain values")
-            params["drift_detector"] = {"module": type(det).__module__,
-                                        "class": type(det).__qualname__, "params": det_params}
+        params["drift_detector"] = checkpoint.detector_to_state(self.drift_detector)
         return params
 
-    def _state(self) -> dict[str, Any]:
-        """Everything, as plain data and tensors (``torch.load(weights_only=True)``-safe)."""
+    def to_state(self) -> dict[str, Any]:
+        """Everything, as plain data and tensors (``torch.load(weights_only=True)``-safe).
+
+        :meth:`from_state` rebuilds the estimator; :func:`streamdas.save_estimator` writes it to
+        a file. Raises ``ValueError`` if a feature name, label or drift detector cannot be stored.
+
+        >>> model = DASClassifier(seed=1)
+        >>> model.learn_one({"a": 1.0}, "x")
+        >>> DASClassifier.from_state(model.to_state()).classes
+        ['x']
+        """
         for name in self._index.names:
             if not isinstance(name, (str, int)):
                 raise ValueError(f"feature name {name!r} cannot be checkpointed (str or int only)")
@@ -383,37 +388,57 @@ class _DASEstimator:
             "stats": self._stats.state(),
             "trainer": None if self._trainer is None else self._trainer.state_dict(),
             "buffer_x": [torch.from_numpy(v.copy()) for v in self._buf_x],
-            "buffer_y": list(self._buf_y),
+            "buffer_y": [y.item() if isinstance(y, np.generic) else y for y in self._buf_y],
             "n_drifts_detected": self.n_drifts_detected,
             **self._extra_state(),
         }
 
     @classmethod
-    def _from_state(cls, state: dict[str, Any]) -> Any:
-        params = dict(state["params"])
+    def from_state(cls, state: dict[str, Any]) -> Any:
+        """Rebuild an estimator from :meth:`to_state`'s data, validating every field.
+
+        Raises ``ValueError`` (or another ordinary exception) when the state does not fit;
+        :func:`streamdas.load_estimator` turns every such failure into a
+        :class:`~streamdas.CheckpointError`.
+        """
+        require = checkpoint.require
+        require(isinstance(state, dict), "estimator state is not a dict")
+        keys = {"params", "features", "stats", "trainer", "buffer_x", "buffer_y",
+                "n_drifts_detected", *cls._EXTRA_KEYS}
+        require(set(state) == keys, f"estimator state has keys {sorted(map(str, state))}, "
+                f"expected {sorted(keys)}")
+        params = state["params"]
+        require(isinstance(params, dict), "params are not a dict")
+        expected = {*cls._PARAM_NAMES, "drift_detector"}
+        require(set(params) == expected, f"params have keys {sorted(map(str, params))}")
+        params = {k: (v if k == "drift_detector" else checkpoint.plain(v, f"parameter {k!r}"))
+                  for k, v in params.items()}
         params["hidden_sizes"] = tuple(params["hidden_sizes"])
-        det = params.pop("drift_detector")
-        if det is not None:
-            module = str(det["module"])
-            if not module.startswith("river."):
-                raise ValueError(f"refusing to import drift detector from {module!r}")
-            det_cls = importlib.import_module(module)
-            for part in str(det["class"]).split("."):
-                det_cls = getattr(det_cls, part)
-            params["drift_detector"] = det_cls(**det["params"])
+        params["drift_detector"] = checkpoint.detector_from_state(params["drift_detector"])
         est = cls(**params)
-        est._index = FeatureIndex(list(state["features"]))
+        features = checkpoint.plain(state["features"], "features")
+        require(isinstance(features, list) and all(type(f) in (str, int) for f in features)
+                and len(set(features)) == len(features), "features are not distinct str/int names")
+        est._index = FeatureIndex(list(features))
         est._stats = RunningStandardizer.from_state(state["stats"])
-        if len(est._stats.count) != len(est._index):
-            raise ValueError("feature statistics do not match the feature index")
+        require(len(est._stats.count) == len(est._index),
+                "feature statistics do not match the feature index")
         if state["trainer"] is not None:
             est._trainer = DASTrainer.from_state_dict(state["trainer"], device=est.device)
             est._fwd = NumpyForward(est._trainer.net)
-            if est._trainer.net.n_inputs != len(est._index):
-                raise ValueError("network inputs do not match the feature index")
-        est._buf_x = [t.numpy().copy() for t in state["buffer_x"]]
-        est._buf_y = list(state["buffer_y"])
-        est.n_drifts_detected = int(state["n_drifts_detected"])
+            require(est._trainer.net.n_inputs == len(est._index),
+                    "network inputs do not match the feature index")
+        buf_x, buf_y = state["buffer_x"], state["buffer_y"]
+        require(isinstance(buf_x, list) and isinstance(buf_y, list) and len(buf_x) == len(buf_y)
+                and len(buf_x) < est.batch_size, "the sample buffer does not fit batch_size")
+        for t in buf_x:
+            require(isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.dim() == 1
+                    and t.numel() <= len(est._index), "a buffered sample is not a float32 row")
+        est._buf_x = [t.numpy().copy() for t in buf_x]
+        est._buf_y = list(checkpoint.plain(buf_y, "buffered labels"))
+        n_drifts = state["n_drifts_detected"]
+        require(type(n_drifts) is int and n_drifts >= 0, "n_drifts_detected is not a count")
+        est.n_drifts_detected = n_drifts
         est._load_extra_state(state)
         return est
 
@@ -421,7 +446,7 @@ class _DASEstimator:
         # Tensors travel as NumPy arrays: torch's pickling embeds storage addresses, which
         # would make two pickles of the same model differ.
         state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-        state["__streamdas__"] = _map_arrays(self._state(), lambda t: t.numpy(), torch.Tensor)
+        state["__streamdas__"] = _map_arrays(self.to_state(), lambda t: t.numpy(), torch.Tensor)
         state["__detector__"] = self._detector
         return state
 
@@ -429,7 +454,7 @@ class _DASEstimator:
         state = dict(state)
         inner = _map_arrays(state.pop("__streamdas__"), torch.from_numpy, np.ndarray)
         detector = state.pop("__detector__")
-        restored = type(self)._from_state(inner)
+        restored = type(self).from_state(inner)
         self.__dict__.update(restored.__dict__)
         self.__dict__.update({k: v for k, v in state.items() if k != "drift_detector"})
         self._detector = detector
@@ -457,6 +482,7 @@ def _map_arrays(obj: Any, fn: Any, kind: type) -> Any:
     return obj
 
 
+@checkpoint.checkpointable
 class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     """A Dynamic Auto-Sizing neural network classifier for streams.
 
@@ -629,9 +655,18 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
                 raise ValueError(f"label {c!r} cannot be checkpointed (str, int, float or bool only)")
         return {"classes": list(self._classes)}
 
+    _EXTRA_KEYS: ClassVar[tuple[str, ...]] = ("classes",)
+
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        self._classes = list(state["classes"])
+        classes = checkpoint.plain(state["classes"], "classes")
+        checkpoint.require(isinstance(classes, list) and None not in classes
+                           and not any(isinstance(c, float) and c != c for c in classes),
+                           "classes are not a list of labels")
+        self._classes = list(classes)
         self._class_pos = {c: i for i, c in enumerate(self._classes)}
+        checkpoint.require(len(self._class_pos) == len(self._classes), "classes repeat")
+        checkpoint.require(all(y in self._class_pos for y in self._buf_y),
+                           "a buffered label is not among the classes")
         if self._trainer is not None and self._trainer.net.n_outputs != max(len(self._classes), 1):
             raise ValueError("network outputs do not match the classes")
 
@@ -640,6 +675,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         yield {"hidden_sizes": (16, 16), "grow_every": 100, "batch_size": 8}
 
 
+@checkpoint.checkpointable
 class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     """A Dynamic Auto-Sizing neural network regressor for streams.
 
@@ -750,8 +786,15 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     def _extra_state(self) -> dict[str, Any]:
         return {"y_stats": self._y_stats.state()}
 
+    _EXTRA_KEYS: ClassVar[tuple[str, ...]] = ("y_stats",)
+
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self._y_stats = RunningStandardizer.from_state(state["y_stats"])
+        checkpoint.require(len(self._y_stats.count) == 1, "target statistics are not one column")
+        for y in self._buf_y:
+            check_value("buffered target", y)
+        if self._trainer is not None:
+            checkpoint.require(self._trainer.net.n_outputs == 1, "a regressor has one output")
 
     @classmethod
     def _unit_test_params(cls) -> Any:

@@ -252,11 +252,22 @@ class RunningStandardizer:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> RunningStandardizer:
+        """Rebuild from :meth:`state`; ``ValueError`` unless it holds three equally long lists
+        of finite numbers (counts and sums of squares not negative)."""
+        if not isinstance(state, dict) or set(state) != {"count", "mean", "m2"}:
+            raise ValueError("standardizer state is not {count, mean, m2}")
         s = cls()
-        s.count = np.asarray(state["count"], dtype=np.float64)
-        s.mean = np.asarray(state["mean"], dtype=np.float64)
-        s.m2 = np.asarray(state["m2"], dtype=np.float64)
+        arrays = []
+        for key in ("count", "mean", "m2"):
+            values = state[key]
+            if not isinstance(values, list) or not all(type(v) in (int, float) for v in values):
+                raise ValueError(f"standardizer {key} is not a list of numbers")
+            arrays.append(np.asarray(values, dtype=np.float64).reshape(-1))
+        s.count, s.mean, s.m2 = arrays
         if not len(s.count) == len(s.mean) == len(s.m2):
             raise ValueError("standardizer state has mismatched lengths")
+        if not (np.isfinite(s.mean).all() and np.isfinite(s.m2).all() and np.isfinite(s.count).all()
+                and (s.count >= 0).all() and (s.m2 >= 0).all()):
+            raise ValueError("standardizer state holds non-finite or negative values")
         s._refresh()
         return s

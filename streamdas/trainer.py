@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from streamdas import checkpoint
 from streamdas.adam import NumpyAdam
 from streamdas.backprop import NumpyBackprop
-from streamdas.model import DASNet, NetConfig
+from streamdas.model import DASNet, NetConfig, _conv_out
 from streamdas.regularizers import Regularizer, make_regularizer
 from streamdas.sizing import SizingConfig, grow, prune, reset_new_averages, update_averages
 
@@ -400,20 +400,32 @@ class DASTrainer:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> DASTrainer:
-        """Rebuild a trainer from :meth:`state_dict`. Raises ``ValueError`` if it does not fit."""
+        """Rebuild a trainer from :meth:`state_dict`. Raises ``ValueError`` if it does not fit.
+
+        The architecture is checked against the tensors in ``state`` on the meta device before
+        anything is allocated, so a file cannot ask for a network larger than itself.
+        """
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError("not a streamdas trainer state")
         if state.get("version") != VERSION:
             raise ValueError(f"unsupported trainer state version {state.get('version')!r}")
         try:
-            config = NetConfig.from_dict(state["net"])
+            net = state["net"]
+            checkpoint.require(isinstance(net, dict), "net is not a dict")
+            config = NetConfig.from_dict({k: checkpoint.plain(v, f"net {k}") for k, v in net.items()})
+            _check_shapes(config, state["model"])
+            train, sizing = state["train"], state["sizing"]
+            checkpoint.require(isinstance(train, dict) and isinstance(sizing, dict),
+                               "train and sizing are not dicts")
+            history_limit = checkpoint.plain(state["history_limit"], "history_limit")
+            checkpoint.require(type(history_limit) is int and history_limit > 0, "bad history_limit")
             trainer = cls(
                 config,
-                train=TrainConfig(**state["train"]),
-                sizing=SizingConfig(**state["sizing"]),
-                seed=state["seed"],
+                train=TrainConfig(**{k: checkpoint.plain(v, k) for k, v in train.items()}),
+                sizing=SizingConfig(**{k: checkpoint.plain(v, k) for k, v in sizing.items()}),
+                seed=checkpoint.plain(state["seed"], "seed"),
                 device=device,
-                history_limit=int(state["history_limit"]),
+                history_limit=history_limit,
             )
             trainer.net.load_state_dict(state["model"], strict=True)
             _check_optimizer_state(trainer, state["optimizer"])
@@ -423,12 +435,19 @@ class DASTrainer:
             for key in ("n_samples", "n_steps", "n_cycles", "n_nonfinite", "last_cycle"):
                 setattr(trainer, key, int(c[key]))
             trainer.started, trainer.fine_tune = bool(c["started"]), bool(c["fine_tune"])
-            trainer.n_grown, trainer.n_pruned = list(c["n_grown"]), list(c["n_pruned"])
-            if len(trainer.n_grown) != len(trainer.net.hidden):
+            trainer.n_grown = [int(v) for v in checkpoint.plain(c["n_grown"], "n_grown")]
+            trainer.n_pruned = [int(v) for v in checkpoint.plain(c["n_pruned"], "n_pruned")]
+            if not len(trainer.n_grown) == len(trainer.n_pruned) == len(trainer.net.hidden):
                 raise ValueError("counters do not match the number of hidden layers")
-            trainer.size_history = [dict(e) for e in state["history"]]
-        except (KeyError, TypeError, RuntimeError) as exc:
-            raise ValueError(f"trainer state does not fit its architecture: {exc}") from exc
+            history = state["history"]
+            checkpoint.require(isinstance(history, list) and len(history) <= history_limit,
+                               "history is not a list within its limit")
+            trainer.size_history = [_history_entry(e) for e in history]
+        except ValueError:
+            raise
+        except Exception as exc:  # a crafted state can raise anything: one type out
+            raise ValueError(f"trainer state does not fit its architecture: "
+                             f"{type(exc).__name__}: {exc}") from exc
         return trainer
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -446,10 +465,8 @@ class DASTrainer:
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> DASTrainer:
         """Load a trainer saved with :meth:`save`; raises :class:`~streamdas.CheckpointError`."""
-        try:
-            return cls.from_state_dict(checkpoint.load(path), device=device)
-        except ValueError as exc:
-            raise checkpoint.CheckpointError(f"{path}: {exc}") from exc
+        payload = checkpoint.load(path)
+        return checkpoint.guarded(lambda: cls.from_state_dict(payload, device=device), str(path))
 
     def with_sizing(self, **changes: Any) -> None:
         """Change sizing settings at run time, e.g. ``with_sizing(grow=False)``."""
@@ -473,3 +490,42 @@ def _check_optimizer_state(trainer: DASTrainer, opt_state: dict[str, Any]) -> No
                     f"optimizer state {key!r} has shape {tuple(value.shape)}, parameter has "
                     f"{tuple(p.shape)}"
                 )
+
+
+def _expected_shapes(config: NetConfig) -> dict[str, tuple[int, ...]]:
+    """Parameter shapes of a :class:`DASNet` of ``config``, by arithmetic (nothing allocated)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    n_conv, fan, hw, k = len(config.conv_strides), int(config.n_inputs), config.input_hw, config.kernel_size
+    for i, width in enumerate(config.hidden_sizes):
+        width = int(width)
+        if i < n_conv:
+            assert hw is not None
+            shapes[f"hidden.{i}.weight"] = (width, fan, k, k)
+            hw = (_conv_out(hw[0], k, config.conv_strides[i]), _conv_out(hw[1], k, config.conv_strides[i]))
+        else:
+            in_features = fan * (hw[0] * hw[1] if (i == n_conv and hw is not None) else 1)
+            shapes[f"hidden.{i}.weight"] = (width, in_features)
+        shapes[f"hidden.{i}.bias"] = (width,)
+        fan = width
+    shapes["output.weight"] = (int(config.n_outputs), fan)
+    shapes["output.bias"] = (int(config.n_outputs),)
+    return shapes
+
+
+def _check_shapes(config: NetConfig, model_state: Any) -> None:
+    """The parameter shapes a network of ``config`` would have must be exactly those of the
+    tensors in ``model_state``, checked before building it: a file cannot make us allocate
+    a network larger than the weights it holds."""
+    if not isinstance(model_state, dict) or not all(isinstance(v, Tensor) for v in model_state.values()):
+        raise ValueError("model weights are not a dict of tensors")
+    expected = _expected_shapes(config)
+    found = {k: tuple(v.shape) for k, v in model_state.items()}
+    if expected != found:
+        raise ValueError(f"the weights do not fit architecture {config.hidden_sizes}")
+
+
+def _history_entry(entry: Any) -> dict[str, Any]:
+    if not (isinstance(entry, dict) and set(entry) == {"n_samples", "event", "sizes"}):
+        raise ValueError("a size-history entry is not {n_samples, event, sizes}")
+    return {"n_samples": int(entry["n_samples"]), "event": str(entry["event"]),
+            "sizes": [int(v) for v in checkpoint.plain(entry["sizes"], "sizes")]}

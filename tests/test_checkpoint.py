@@ -76,7 +76,7 @@ def test_incompatible_payloads_raise_clear_errors(tmp_path: Path):
 
     model = _trained(n=50)
     payload = {"format": ckpt.ESTIMATOR_FORMAT, "class": "DASClassifier",
-               "estimator": model._state(), "extra": {}}
+               "estimator": model.to_state(), "extra": {}}
     # Weights that do not fit the stated architecture.
     w = payload["estimator"]["trainer"]["model"]["hidden.0.weight"]
     payload["estimator"]["trainer"]["model"]["hidden.0.weight"] = torch.zeros(w.shape[0] + 1, w.shape[1])
@@ -85,7 +85,7 @@ def test_incompatible_payloads_raise_clear_errors(tmp_path: Path):
         load_estimator(tmp_path / "shapes.ckpt")
 
     payload = {"format": ckpt.ESTIMATOR_FORMAT, "class": "DASClassifier",
-               "estimator": model._state(), "extra": {}}
+               "estimator": model.to_state(), "extra": {}}
     opt = payload["estimator"]["trainer"]["optimizer"]
     first = next(iter(opt["state"].values()))
     first["exp_avg"] = torch.zeros(3, 3)
