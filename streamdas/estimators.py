@@ -247,6 +247,10 @@ class _DASEstimator:
         self._stats.update(raw)
         z = torch.from_numpy(self._stats.transform(raw, self.standardize))
         loss = trainer.step(z, self._target_tensor(targets))
+        if isinstance(loss, torch.Tensor):  # a sync-free (CUDA) step: read only when needed
+            loss = float(loss) if self._detector is not None else None
+            if loss is not None and not np.isfinite(loss):
+                loss = None  # the batch was skipped
         if loss is not None and self._detector is not None:
             self._detector.update(loss)
             if self._detector.drift_detected:

@@ -21,7 +21,7 @@ import torch
 from streamdas.model import DASNet, NetConfig
 
 __all__ = ["NetConfig", "SizingConfig", "grow", "growth_amount", "prunable_units", "prune",
-           "reset_new_averages", "update_averages"]
+           "reset_new_averages", "update_averages", "update_averages_masked"]
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,27 @@ def update_averages(net: DASNet, optimizer: torch.optim.Optimizer, decay: float)
             a += delta  # avg.lerp_(p, 1 - decay)
         return
     torch._foreach_lerp_(averages, [p.detach() for p in params], 1.0 - decay)
+
+
+@torch.no_grad()
+def update_averages_masked(net: DASNet, optimizer: torch.optim.Optimizer, decay: float,
+                           skip: torch.Tensor) -> None:
+    """:func:`update_averages` without a host round trip: ``skip`` (a 0-d float tensor on the
+    parameters' device, 1 for a skipped batch) turns the update into a no-op on the device.
+
+    The same float32 arithmetic as :func:`update_averages`: ``avg += (p - avg) * (1 - decay)``.
+    """
+    params = [p for layer in net.hidden for p in (layer.weight, layer.bias)]
+    averages = []
+    for p in params:
+        state = optimizer.state[p]
+        if AVERAGE_KEY not in state:
+            state[AVERAGE_KEY] = p.detach().clone()
+        averages.append(state[AVERAGE_KEY])
+    weight = (1.0 - skip) * (1.0 - decay)
+    deltas = torch._foreach_sub([p.detach() for p in params], averages)
+    torch._foreach_mul_(deltas, weight)
+    torch._foreach_add_(averages, deltas)
 
 
 @torch.no_grad()

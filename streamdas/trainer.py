@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -38,9 +39,18 @@ from torch import Tensor, nn
 from streamdas import checkpoint
 from streamdas.adam import NumpyAdam
 from streamdas.backprop import NumpyBackprop
+from streamdas.cudagraph import StepGraph
 from streamdas.model import DASNet, NetConfig, _conv_out
 from streamdas.regularizers import Regularizer, make_regularizer
-from streamdas.sizing import SizingConfig, grow, prune, reset_new_averages, update_averages
+from streamdas.sizing import (
+    AVERAGE_KEY,
+    SizingConfig,
+    grow,
+    prune,
+    reset_new_averages,
+    update_averages,
+    update_averages_masked,
+)
 
 __all__ = ["DASTrainer", "TrainConfig"]
 
@@ -74,6 +84,18 @@ class TrainConfig:
         Compute the loss and gradients of CPU MLPs in NumPy (:mod:`streamdas.backprop`) instead
         of autograd: the same numbers (to float32 rounding), 2-4x faster on the small
         minibatches of a stream. Networks it does not cover use autograd either way.
+    sync_free
+        Autograd steps without a host round trip: the loss, the penalty gradient and the
+        non-finite flag stay on the device, a non-finite batch is skipped on the device
+        (the optimizer is told through ``found_inf``, as ``torch.amp.GradScaler`` does) and
+        the counters are read lazily, at sizing cycles or when asked; :meth:`DASTrainer.step`
+        then returns the loss as a 0-d device tensor. ``None`` (default): on for CUDA, off
+        elsewhere (the CPU keeps its NumPy path, and float losses). Needs an optimizer that
+        accepts ``found_inf`` (Adam and AdamW, fused); SGD keeps the synchronising step.
+    cuda_graphs
+        With ``sync_free`` on CUDA, replay the whole step as a captured CUDA graph between
+        sizing cycles, recaptured after every grow or prune (:mod:`streamdas.cudagraph`).
+        Dropout draws different (equally distributed) masks than eager steps.
     """
 
     optimizer: str = "adam"
@@ -85,6 +107,8 @@ class TrainConfig:
     f: str = "identity"
     loss: str = "cross_entropy"
     numpy_backprop: bool = True
+    sync_free: bool | None = None
+    cuda_graphs: bool = True
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamw", "sgd"):
@@ -165,8 +189,15 @@ class DASTrainer:
         # Resizing keeps the Parameter objects (only their storage changes), so this list and
         # the optimizer's references stay valid for the trainer's lifetime.
         self._params = list(self.net.parameters())
-        self._found_inf = torch.zeros(1, device=self.device)
-        self._unit_scale = torch.ones(1, device=self.device)
+        self._found_inf = torch.zeros((), device=self.device)
+        self._unit_scale = torch.ones((), device=self.device)
+        # sync-free steps: last loss, and skipped (batches, samples) not yet read by the host
+        self._last_loss = torch.full((), math.nan, device=self.device)
+        self._skipped = torch.zeros(2, dtype=torch.int64, device=self.device)
+        self._pending = 0  # sync-free steps since the counters were last settled
+        self._last_loss_host: float | None = None
+        self._last_on_device = False  # the last step was sync-free: its loss is on the device
+        self._graph = StepGraph(self._device_body, self._capturable) if self.device.type == "cuda" else None
         self.optimizer = train.make_optimizer(self._params)
         self.loss_fn: nn.Module = nn.CrossEntropyLoss() if train.loss == "cross_entropy" else nn.MSELoss()
         self._backprop = NumpyBackprop(self.net, train.loss)
@@ -174,10 +205,10 @@ class DASTrainer:
         assert all(a is b for a, b in zip(self._backprop.parameters(), self._params, strict=True))
         self.fine_tune = False
         self.history_limit = history_limit
-        self.n_samples = 0
-        self.n_steps = 0
+        self._n_samples = 0
+        self._n_steps = 0
         self.n_cycles = 0
-        self.n_nonfinite = 0
+        self._n_nonfinite = 0
         self.last_cycle = 0
         self.started = False
         n_hidden = len(self.net.hidden)
@@ -185,6 +216,70 @@ class DASTrainer:
         self.n_pruned = [0] * n_hidden
         self.size_history: list[dict[str, Any]] = []
         self._record("init")
+
+    # ------------------------------------------------------------------ counters
+    # Sync-free steps count each batch as taken (upper bounds) and the device counts the
+    # skipped ones; reading a counter settles the two (one host round trip).
+    def _settle(self) -> None:
+        if not self._pending:
+            return
+        batches, samples = self._skipped.tolist()
+        self._skipped.zero_()
+        self._pending = 0
+        self._n_nonfinite += batches
+        self._n_steps -= batches
+        self._n_samples -= samples
+
+    @property
+    def n_samples(self) -> int:
+        """Samples learnt from (skipped non-finite batches excluded)."""
+        self._settle()
+        return self._n_samples
+
+    @n_samples.setter
+    def n_samples(self, value: int) -> None:
+        self._settle()
+        self._n_samples = value
+
+    @property
+    def n_steps(self) -> int:
+        """Optimizer steps taken (skipped non-finite batches excluded)."""
+        self._settle()
+        return self._n_steps
+
+    @n_steps.setter
+    def n_steps(self, value: int) -> None:
+        self._settle()
+        self._n_steps = value
+
+    @property
+    def n_nonfinite(self) -> int:
+        """Minibatches skipped because their loss or a gradient was not finite."""
+        self._settle()
+        return self._n_nonfinite
+
+    @n_nonfinite.setter
+    def n_nonfinite(self, value: int) -> None:
+        self._settle()
+        self._n_nonfinite = value
+
+    @property
+    def last_loss(self) -> float | None:
+        """Mean data loss of the last minibatch (non-finite if it was skipped; ``None`` before
+        any step). After sync-free steps, reading it waits for the device."""
+        if self._last_loss_host is None and self._last_on_device:
+            return float(self._last_loss)
+        return self._last_loss_host
+
+    @property
+    def graph_captures(self) -> int:
+        """CUDA graphs captured so far (one per shape between resizes; 0 without graphs)."""
+        return 0 if self._graph is None else self._graph.n_captures
+
+    @property
+    def graph_capture_seconds(self) -> float:
+        """Host seconds spent warming up and capturing CUDA graphs."""
+        return 0.0 if self._graph is None else self._graph.capture_seconds
 
     # ------------------------------------------------------------------ bookkeeping
     def _record(self, event: str) -> None:
@@ -251,13 +346,105 @@ class DASTrainer:
                 and self._backprop.accepts(x.shape, y.shape, y.dtype))
 
     def _skip_nonfinite(self) -> None:
-        self.n_nonfinite += 1  # the batch is dropped; nothing was changed
+        self._n_nonfinite += 1  # the batch is dropped; nothing was changed
+
+    def _uses_sync_free(self) -> bool:
+        mode = self.train_config.sync_free
+        if mode is None:
+            mode = self.device.type == "cuda"
+        return mode and getattr(self.optimizer, "_step_supports_amp_scaling", False)
+
+    def _capturable(self) -> Callable[[], None]:
+        """Mark the optimizer capturable for a capture (torch checks it); returns the undo."""
+        groups = self.optimizer.param_groups
+        old = [g.get("capturable", False) for g in groups]
+        for g in groups:
+            g["capturable"] = True
+
+        def undo() -> None:
+            for g, flag in zip(groups, old, strict=True):
+                g["capturable"] = flag
+
+        return undo
+
+    def _device_body(self, x: Tensor, y: Tensor, warmup: bool = False) -> Tensor:
+        """The sync-free step on device tensors: nothing here reads a tensor into Python.
+
+        With ``warmup`` the non-finite flag is forced on, so nothing changes (the optimizer's
+        lazy state and cached coefficients are created, as CUDA graph capture needs).
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.net(x), y)
+        loss.backward()
+        if not self.fine_tune:
+            self.regularizer.add_grad(self._hidden_layers())
+        last = self._last_loss
+        last.copy_(loss.detach())
+        grads = [p.grad for p in self._params if p.grad is not None]
+        # One fused kernel flags any inf/NaN in the loss and the gradients (scale 1: unchanged).
+        found = self._found_inf
+        found.zero_()
+        torch._amp_foreach_non_finite_check_and_unscale_([last, *grads], found, self._unit_scale)
+        if warmup:
+            found.fill_(1.0)
+        opt = self.optimizer
+        opt.found_inf = found  # type: ignore[attr-defined]  # read by fused Adam's step
+        try:
+            opt.step()
+        finally:
+            del opt.found_inf  # type: ignore[attr-defined]
+        horizon = self.sizing.prune_horizon
+        if self.sizing.prune and horizon > 0 and not self.fine_tune:
+            update_averages_masked(self.net, opt, math.exp(-x.shape[0] / horizon), found)
+        if not warmup:
+            skipped = found.to(torch.int64)
+            self._skipped[0].add_(skipped)
+            self._skipped[1].add_(skipped, alpha=int(x.shape[0]))
+        return loss.detach()
+
+    def _graph_ready(self) -> bool:
+        """Whether the lazily created state (optimizer moments, running averages) exists, so a
+        capture finds it: the first steps run eagerly and create it exactly where the
+        synchronising step does (warm-up would create the averages one step early)."""
+        state = self.optimizer.state
+        if not all(state.get(p) for p in self._params):
+            return False
+        if self.sizing.prune and self.sizing.prune_horizon > 0 and not self.fine_tune:
+            return all(AVERAGE_KEY in state[p] for layer in self.net.hidden
+                       for p in (layer.weight, layer.bias))
+        return True
+
+    def _graph_key(self, x: Tensor, y: Tensor) -> tuple[Any, ...]:
+        """Everything a captured step bakes in (see :mod:`streamdas.cudagraph`)."""
+        groups = tuple((g["lr"], g["betas"], g["eps"], g["weight_decay"])
+                       for g in self.optimizer.param_groups)
+        return (self.net.structure_version, tuple(x.shape), x.dtype, tuple(y.shape), y.dtype,
+                self.fine_tune, id(self.optimizer), groups, id(self.regularizer),
+                self.regularizer.alpha, self.sizing.prune, self.sizing.prune_horizon)
+
+    def _sync_free_step(self, x: Tensor, y: Tensor) -> Tensor:
+        """One sync-free step (graph replay between resizes where enabled); counted as taken
+        until :meth:`_settle` subtracts the skipped ones."""
+        if not self.net.training:
+            self.net.train()
+        graph = self._graph
+        key = self._graph_key(x, y) if graph is not None and self.train_config.cuda_graphs else None
+        if graph is not None and key is not None and (not graph.stale(key) or self._graph_ready()):
+            graph.step(x, y, key)
+            loss = self._last_loss  # static: overwritten by the next step
+        else:
+            loss = self._device_body(x, y)
+        self._pending += 1
+        self._n_steps += 1
+        self._last_loss_host, self._last_on_device = None, True
+        return loss
 
     def _numpy_step(self, x: Tensor, y: Tensor) -> float | None:
         """The CPU fast path: NumPy loss and gradients, regularizer and Adam update (torch's
         optimizer steps instead where :class:`NumpyAdam` does not cover it)."""
         bp = self._backprop
         loss, grads = bp(x.numpy(), y.numpy())
+        self._last_loss_host = loss
         if not math.isfinite(loss):
             self._skip_nonfinite()
             return None
@@ -282,6 +469,7 @@ class DASTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn(self.net(x), y)
         loss_value = float(loss.detach())
+        self._last_loss_host = loss_value
         if not math.isfinite(loss_value):
             self._skip_nonfinite()
             return None
@@ -300,23 +488,32 @@ class DASTrainer:
         self.optimizer.step()
         return loss_value
 
-    def _optimizer_step(self, x: Tensor, y: Tensor) -> float | None:
-        """One guarded optimizer step on a minibatch; None (and nothing changed) if non-finite."""
-        loss = self._numpy_step(x, y) if self._uses_numpy(x, y) else self._autograd_step(x, y)
+    def _optimizer_step(self, x: Tensor, y: Tensor) -> float | Tensor | None:
+        """One guarded optimizer step on a minibatch; None (and nothing changed) if non-finite.
+        Sync-free steps return the loss tensor and are counted when settled."""
+        if self._uses_numpy(x, y):
+            loss = self._numpy_step(x, y)
+        elif self._uses_sync_free():
+            return self._sync_free_step(x, y)
+        else:
+            loss = self._autograd_step(x, y)
         if loss is None:
             return None
         horizon = self.sizing.prune_horizon
         if self.sizing.prune and horizon > 0 and not self.fine_tune:
             update_averages(self.net, self.optimizer, math.exp(-x.shape[0] / horizon))
-        self.n_steps += 1
+        self._n_steps += 1
         return loss
 
-    def step(self, x: Tensor, y: Tensor) -> float | None:
+    def step(self, x: Tensor, y: Tensor) -> float | Tensor | None:
         """Streaming mode: one optimizer step on the minibatch ``(x, y)``, then a sizing cycle
         if ``sizing.every`` samples have passed since the last one.
 
         Returns the minibatch's mean data loss, or ``None`` when the loss or a gradient was not
-        finite: then nothing changed (the batch is counted in :attr:`n_nonfinite`).
+        finite: then nothing changed (the batch is counted in :attr:`n_nonfinite`). With
+        ``TrainConfig.sync_free`` the loss is a 0-d tensor on the device instead (non-finite
+        for a skipped batch; under CUDA graphs a buffer that the next step overwrites), and the
+        host waits for the device only when the schedule may call for a sizing cycle.
         """
         if not self.started and self.sizing_active:
             self.grow()  # Algorithm 1 grows before training
@@ -325,12 +522,17 @@ class DASTrainer:
         loss = self._optimizer_step(x, y)
         if loss is None:
             return None
-        self.n_samples += int(x.shape[0])
-        since = self.n_samples - self.last_cycle
+        self._n_samples += int(x.shape[0])  # an upper bound until settled, after sync-free steps
+        since = self._n_samples - self.last_cycle
         if self.sizing_active and since >= self.sizing.every:
+            if self._pending:  # skipped batches may not count: settle (one round trip)
+                self._settle()
+                since = self._n_samples - self.last_cycle
+                if since < self.sizing.every:
+                    return loss
             self.cycle()
             # Stay on the grid of multiples of `every`, whatever the minibatch size.
-            self.last_cycle = self.n_samples - since % self.sizing.every
+            self.last_cycle = self._n_samples - since % self.sizing.every
         return loss
 
     def fit(self, x: Tensor, y: Tensor, epochs: int = 1, batch_size: int = 128,
@@ -351,19 +553,28 @@ class DASTrainer:
                 self.grow()
             self.started = True
             order = torch.randperm(x.shape[0], generator=self.generator).to(self.device)
-            total, count = 0.0, 0
+            total: float | Tensor = 0.0
+            count = 0
             for start in range(0, x.shape[0], batch_size):
                 idx = order[start:start + batch_size]
                 value = self._optimizer_step(x[idx], y[idx])
-                if value is not None:
+                if isinstance(value, Tensor):  # sync-free: skipped batches add 0, settled below
+                    total += torch.where(value.isfinite(), value.double() * idx.numel(), 0.0)
+                    self._n_samples += idx.numel()
+                    count += idx.numel()
+                elif value is not None:
                     total += value * idx.numel()
                     count += idx.numel()
-                    self.n_samples += idx.numel()
+                    self._n_samples += idx.numel()
+            if self._pending:
+                before = self._n_samples
+                self._settle()
+                count -= before - self._n_samples
             if self.sizing_active:
                 self.prune()
                 self.n_cycles += 1
                 self.last_cycle = self.n_samples
-            losses.append(total / max(count, 1))
+            losses.append(float(total) / max(count, 1))
         return losses
 
     @torch.no_grad()

@@ -148,8 +148,14 @@ def test_gpu_benchmark_logic_runs_on_cpu() -> None:
     assert result["cycles"] >= 1
     assert len(result["final_sizes"]) == 5
     headers, rows = gpu.table(result)
-    assert len(rows) == 4 and all(len(r) == len(headers) for r in rows)
-    assert len(result["das_between"]) <= len(result["das"]) == 3
+    assert len(rows) == len(gpu.ROWS) and all(len(r) == len(headers) for r in rows)
+    assert all(r[1] > 0 and r[3] > 0 for r in rows)
+    das = result["das_graph"]
+    assert len(das["each"]) == len(das["cycled"]) == 3 and 1 in das["cycled"]
+    assert result["captures"] == 0  # no graphs on the CPU
+    assert set(gpu.capture_cost(result)) == {"capture_ms", "cycle_step_extra_ms", "next_step_extra_ms"}
+    assert gpu.main(["--device", "cpu", "--steps", "2", "--batch", "4", "--cycle-steps", "1",
+                     "--warmup", "0"]) == 0
 
 
 def test_instrumented_restores_methods() -> None:

@@ -1,0 +1,285 @@
+"""The sync-free training step and its CUDA-graph replay (issue 13).
+
+On the CPU: the sync-free step equals the synchronising one (parameters, optimizer state,
+running averages, counters) over a run with sizing cycles and a non-finite batch in the middle;
+it reads no tensor into Python; and the graph bookkeeping (warm-up, static buffers, recapture
+after every resize) gives the same run with the CUDA graph API mocked. The tests marked
+``gpu`` run the real thing (they skip without CUDA; ``scripts/gpu_check.sh`` runs them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from streamdas import DASTrainer, NetConfig, SizingConfig, TrainConfig
+from streamdas.cudagraph import GraphAPI, StepGraph
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+MLP = NetConfig(6, (12, 10), 3)
+CNN = NetConfig(n_inputs=2, hidden_sizes=(4, 5, 6), n_outputs=3, input_hw=(6, 6), conv_strides=(1, 2))
+
+
+def _batches(config: NetConfig, n_batches: int, batch: int, seed: int = 0, bad_at: int | None = None,
+             device: str = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    shape = (config.n_inputs, *config.input_hw) if config.input_hw else (config.n_inputs,)
+    out = []
+    for i in range(n_batches):
+        x = torch.randn(batch, *shape, generator=g)
+        y = (x.flatten(1)[:, 0] > 0).long() + (x.flatten(1)[:, 1] > 0.5).long()
+        if i == bad_at:
+            x[1].view(-1)[0] = math.nan
+        out.append((x.to(device), y.to(device)))
+    return out
+
+
+def _trainer(config: NetConfig, sync_free: bool, device: str = "cpu", **train: object) -> DASTrainer:
+    settings = dict(lr=3e-3, alpha=1e-3, numpy_backprop=False, sync_free=sync_free)
+    settings.update(train)
+    return DASTrainer(config, TrainConfig(**settings),  # type: ignore[arg-type]
+                      SizingConfig(every=64, min_growth=2, tau=5e-2, prune_horizon=40),
+                      seed=3, device=device)
+
+
+def _assert_same(a: DASTrainer, b: DASTrainer, exact: bool = True) -> None:
+    tol = {"rtol": 0, "atol": 0} if exact else {"rtol": 1e-4, "atol": 1e-5}
+    assert a.net.hidden_sizes == b.net.hidden_sizes
+    for pa, pb in zip(a.net.parameters(), b.net.parameters(), strict=True):
+        torch.testing.assert_close(pa.detach().cpu(), pb.detach().cpu(), **tol)
+        sa, sb = a.optimizer.state[pa], b.optimizer.state[pb]
+        assert sa.keys() == sb.keys()
+        for key in sa:
+            torch.testing.assert_close(sa[key].cpu(), sb[key].cpu(), **tol, msg=lambda m, k=key: f"{k}: {m}")
+    assert (a.n_samples, a.n_steps, a.n_nonfinite, a.n_cycles, a.last_cycle) == \
+        (b.n_samples, b.n_steps, b.n_nonfinite, b.n_cycles, b.last_cycle)
+    assert a.size_history == b.size_history
+
+
+@pytest.mark.parametrize("config", [MLP, CNN], ids=["mlp", "cnn"])
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_sync_free_step_equals_synchronising_step(config, optimizer):
+    """Same parameters, optimizer state, averages, counters and size history after a run with
+    sizing cycles and a non-finite batch in the middle."""
+    today = _trainer(config, False, optimizer=optimizer)
+    sync_free = _trainer(config, True, optimizer=optimizer)
+    losses_today, losses_free = [], []
+    for x, y in _batches(config, 30, 16, bad_at=13):
+        losses_today.append(today.step(x, y))
+        losses_free.append(sync_free.step(x, y))
+    assert today.n_cycles >= 5 and today.n_nonfinite == 1
+    assert any(e["event"] == "prune" and e["sizes"] != h["sizes"]
+               for e, h in zip(today.size_history[1:], today.size_history, strict=False))
+    _assert_same(today, sync_free)
+    for a, b in zip(losses_today, losses_free, strict=True):
+        assert isinstance(b, torch.Tensor)
+        if a is None:
+            assert not math.isfinite(float(b))
+        else:
+            assert a == float(b)
+    assert sync_free.last_loss == today.last_loss
+
+
+def test_sync_free_falls_back_for_sgd_and_keeps_the_numpy_path():
+    sgd = _trainer(MLP, True, optimizer="sgd")
+    assert not sgd._uses_sync_free()
+    x, y = _batches(MLP, 1, 8)[0]
+    assert isinstance(sgd.step(x, y), float)
+    default = DASTrainer(MLP, seed=0)  # CPU default: NumPy path, float losses
+    assert isinstance(default.step(x, y), float) and not default._uses_sync_free()
+
+
+def test_batch_mode_losses_and_counters_equal():
+    x = torch.cat([b[0] for b in _batches(MLP, 6, 16, bad_at=2)])
+    y = torch.cat([b[1] for b in _batches(MLP, 6, 16, bad_at=2)])
+    today, sync_free = _trainer(MLP, False), _trainer(MLP, True)
+    assert today.fit(x, y, epochs=2, batch_size=16) == sync_free.fit(x, y, epochs=2, batch_size=16)
+    _assert_same(today, sync_free)
+
+
+@contextlib.contextmanager
+def _count_host_reads(counts: dict[str, int]) -> Iterator[None]:
+    """Count calls of the Tensor methods that read a tensor into Python."""
+    names = ["item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__", "cpu"]
+    originals = {name: getattr(torch.Tensor, name) for name in names}
+
+    def wrap(name: str):
+        original = originals[name]
+
+        def counted(self, *args, **kwargs):
+            counts[name] = counts.get(name, 0) + 1
+            return original(self, *args, **kwargs)
+
+        return counted
+
+    try:
+        for name in names:
+            setattr(torch.Tensor, name, wrap(name))
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)
+
+
+@pytest.mark.parametrize("config", [MLP, CNN], ids=["mlp", "cnn"])
+def test_sync_free_step_reads_no_tensor_into_python(config):
+    trainer = _trainer(config, True)
+    trainer.with_sizing(every=10_000)  # no sizing cycle (which reads, by design) in this run
+    batches = _batches(config, 6, 16, bad_at=3)
+    trainer.step(*batches[0])  # first growth and lazy optimizer state
+    reads: dict[str, int] = {}
+    with _count_host_reads(reads):
+        for x, y in batches[1:]:  # a non-finite batch among them
+            trainer.step(x, y)
+    assert reads == {}
+    assert trainer.n_cycles == 0 and trainer.n_nonfinite == 1 and trainer.n_steps == 5
+    # the counting works: the synchronising step reads its loss
+    today = _trainer(config, False)
+    today.step(*batches[0])
+    with _count_host_reads(reads):
+        today.step(*batches[1])
+    assert reads.get("__float__", 0) >= 1 and reads.get("__bool__", 0) >= 1
+
+
+class _Stream:
+    def wait_stream(self, other: object) -> None:
+        pass
+
+
+def _mock_api(trainer: DASTrainer, log: list[str]) -> GraphAPI:
+    """A CPU stand-in for torch.cuda's graph API. Capture records nothing but must also change
+    nothing (a real capture runs no kernel): the mock snapshots every tensor the step may
+    write and restores it on exit. Replay runs the step body on the static buffers."""
+
+    def tensors() -> list[torch.Tensor]:
+        out = [p.data for p in trainer.net.parameters()]
+        out += [t for st in trainer.optimizer.state.values() for t in st.values()
+                if isinstance(t, torch.Tensor)]
+        return [*out, trainer._skipped, trainer._last_loss, trainer._found_inf]
+
+    class Graph:
+        def replay(self) -> None:
+            log.append("replay")
+            sg = trainer._graph
+            assert sg is not None
+            trainer._device_body(sg.static_x, sg.static_y, False)
+
+    @contextlib.contextmanager
+    def capture(graph: Graph) -> Iterator[None]:
+        assert all(g["capturable"] for g in trainer.optimizer.param_groups)
+        log.append("capture")
+        saved = [(t, t.clone()) for t in tensors()]
+        yield
+        for t, copy_ in saved:
+            t.copy_(copy_)
+
+    return GraphAPI(new_graph=Graph, capture=capture, new_stream=_Stream,
+                    use_stream=lambda s: contextlib.nullcontext(), current_stream=_Stream)
+
+
+def test_graph_replay_bookkeeping_with_mocked_api():
+    """Recapture after every resize (and only then), warm-up changes nothing, static buffers
+    carry each batch: the mocked-graph run equals the eager sync-free run exactly."""
+    eager = _trainer(MLP, True)
+    graphed = _trainer(MLP, True)
+    log: list[str] = []
+    graphed._graph = StepGraph(graphed._device_body, graphed._capturable, api=_mock_api(graphed, log))
+    versions = set()
+    for i, (x, y) in enumerate(_batches(MLP, 30, 16, bad_at=13)):
+        if i:
+            versions.add(graphed.net.structure_version)
+        eager.step(x, y)
+        graphed.step(x, y)
+    # the first step runs eagerly (it creates the optimizer state and averages), then one
+    # capture per network version the steps saw: each sizing cycle changes it
+    assert log.count("replay") == 29
+    assert graphed.graph_captures == log.count("capture") == len(versions) == graphed.n_cycles + 1
+    assert graphed.n_cycles >= 5
+    assert not any(g["capturable"] for g in graphed.optimizer.param_groups)
+    _assert_same(eager, graphed)
+    # a different batch shape, fine-tune mode or learning rate recaptures; the same does not
+    x, y = _batches(MLP, 1, 8, seed=5)[0]
+    n = graphed.graph_captures
+    graphed.step(x, y)
+    graphed.step(x, y)
+    assert graphed.graph_captures == n + 1
+    graphed.fine_tune = True
+    graphed.step(x, y)
+    graphed.optimizer.param_groups[0]["lr"] = 1e-4
+    graphed.step(x, y)
+    assert graphed.graph_captures == n + 3
+    # turned off: eager steps
+    off = _trainer(MLP, True, cuda_graphs=False)
+    off._graph = StepGraph(off._device_body, off._capturable, api=_mock_api(off, []))
+    off.step(x, y)
+    assert off.graph_captures == 0
+
+
+def test_state_dict_round_trip_after_sync_free_steps():
+    trainer = _trainer(MLP, True)
+    for x, y in _batches(MLP, 10, 16, bad_at=4):
+        trainer.step(x, y)
+    clone = DASTrainer.from_state_dict(copy.deepcopy(trainer.state_dict()))
+    assert clone.n_nonfinite == trainer.n_nonfinite == 1
+    _assert_same(trainer, clone)
+
+
+# ---------------------------------------------------------------------- GPU (skip without CUDA)
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("graphs", [False, True], ids=["eager", "graph"])
+def test_gpu_steps_do_not_synchronise(graphs):
+    """Between sizing cycles a step neither synchronises nor reads a tensor (sync debug mode
+    'error' raises on any synchronising call); sizing cycles and (re)captures may."""
+    trainer = _trainer(CNN, True, device="cuda", cuda_graphs=graphs)
+    trainer.with_sizing(every=10_000)  # no sizing cycle in the checked steps
+    batches = _batches(CNN, 8, 16, bad_at=5, device="cuda")
+    trainer.step(*batches[0])  # first growth, lazy optimizer state and averages (eager)
+    trainer.step(*batches[1])  # graphs: the capture (it synchronises, by torch's design)
+    torch.cuda.synchronize()
+    reads: dict[str, int] = {}
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with _count_host_reads(reads):
+            for x, y in batches[2:]:  # a non-finite batch among them
+                trainer.step(x, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert reads == {}
+    assert trainer.n_cycles == 0 and trainer.n_nonfinite == 1 and trainer.n_steps == 7
+    assert trainer.graph_captures == (1 if graphs else 0)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("config", [MLP, CNN], ids=["mlp", "cnn"])
+def test_gpu_sync_free_and_graph_steps_equal_the_synchronising_step(config):
+    """On CUDA, sync-free eager and graph-replayed runs (sizing cycles, a non-finite batch)
+    match the synchronising step to float32 kernel tolerance (no dropout: same randomness)."""
+    runs = [_trainer(config, False, device="cuda"), _trainer(config, True, device="cuda", cuda_graphs=False),
+            _trainer(config, True, device="cuda", cuda_graphs=True)]
+    for x, y in _batches(config, 30, 16, bad_at=13, device="cuda"):
+        for t in runs:
+            t.step(x, y)
+    assert runs[2].graph_captures >= runs[2].n_cycles >= 5
+    _assert_same(runs[0], runs[1], exact=False)
+    _assert_same(runs[0], runs[2], exact=False)
+    assert runs[2].n_nonfinite == 1
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_benchmark_runs_tiny():
+    from benchmarks import gpu
+
+    result = gpu.measure("cuda", steps=6, batch=8, cycle_steps=3, warmup=2)
+    _, rows = gpu.table(result)
+    assert result["captures"] >= result["cycles"] >= 1
+    assert all(r[1] > 0 for r in rows)
+    assert gpu.main(["--steps", "4", "--batch", "8", "--cycle-steps", "2", "--warmup", "1"]) == 0
