@@ -144,7 +144,8 @@ class KafkaService:
         self.telemetry = telemetry or Telemetry(cfg)
         self.spec = ModelSpec(task=cfg.task, kind=cfg.model, params=dict(cfg.model_params),
                               seed=cfg.seed)
-        self.store = CheckpointStore(cfg.checkpoint_dir, keep=cfg.checkpoint_keep)
+        self.store = CheckpointStore(cfg.checkpoint_dir, keep=cfg.checkpoint_keep, kind=cfg.model,
+                                     on_fallback=self.telemetry.checkpoint_fallback)
         self.states: dict[TopicPartition, PartitionState] = {}
         self._parked: dict[TopicPartition, PartitionState] = {}
         self._start_offsets: dict[TopicPartition, int] = {}

@@ -7,27 +7,48 @@ to can never disagree. Loading takes the file with the highest offset that reads
 corrupt newest file falls back to the previous one); older files beyond ``keep`` are pruned.
 Offsets in file names also make writes monotonic across instances: a stale writer can only add
 an older file, never hide a newer one.
+
+Nothing is unpickled: the folder may be shared by replicas (a read-write volume), so a file in it
+is data, never code. DAS models use :func:`streamdas.checkpoint.save_estimator`; the ``linear``
+baselines (River's logistic and linear regression) are stored as plain data (class from a fixed
+table, plain parameters, weights as a ``{feature: float}`` dict) by :func:`linear_to_state`. A
+store built with ``kind`` refuses a checkpoint of another model kind. Every unreadable file is a
+:class:`~streamdas.CheckpointError`: :meth:`CheckpointStore.load` then falls back to the next
+older file, then to ``None`` (a fresh model), logging and reporting each fallback.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
+import math
 import os
-import pickle
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from consumers.model import PartitionState
+from river import linear_model, optim, utils
 
-__all__ = ["CheckpointStore", "Loaded"]
+from consumers.model import PartitionState
+from streamdas import checkpoint
+from streamdas.checkpoint import CheckpointError
+
+__all__ = ["CheckpointStore", "Loaded", "linear_from_state", "linear_to_state"]
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^(\d{20})\.ckpt$")
-_PICKLE_FORMAT = "streamdas-consumer-pickle"
+_LINEAR_FORMAT = "streamdas-linear-baseline"
+_LEGACY_PICKLE_FORMAT = "streamdas-consumer-pickle"  # older files: refused, never unpickled
+
+#: The baseline classes a checkpoint may name (a fixed table: nothing is looked up by name).
+LINEAR_MODELS: dict[str, type] = {
+    "LogisticRegression": linear_model.LogisticRegression,
+    "LinearRegression": linear_model.LinearRegression,
+}
 
 
 @dataclass
@@ -43,27 +64,122 @@ def _safe(topic: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", topic)
 
 
-def _save(estimator: Any, path: Path, extra: dict[str, Any]) -> None:
-    from streamdas import checkpoint
+def _float_dict(d: Any, what: str) -> dict[str, float]:
+    checkpoint.require(isinstance(d, dict), f"{what} is not a dict")
+    out = {}
+    for k, v in d.items():
+        checkpoint.require(type(k) is str and type(v) in (int, float) and math.isfinite(v),
+                           f"{what} holds {k!r}: {v!r}, not a str name and a finite number")
+        out[k] = float(v)
+    return out
 
-    if hasattr(estimator, "to_state"):  # a streamdas estimator: weights-only format
+
+def linear_to_state(estimator: Any) -> dict[str, Any]:
+    """A River ``LogisticRegression`` / ``LinearRegression`` as plain data.
+
+    Its nested objects (optimizer, loss, schedules, initializer) must be the defaults, which are
+    rebuilt by the constructor, except plain SGD and constant intercept rates (stored as
+    ``sgd_lr`` and ``intercept_lr``); the plain parameters, weights, intercept, the optimizer's
+    iteration count and the L1 accumulators are stored. Anything else is a ``ValueError``.
+
+    >>> from river import linear_model
+    >>> model = linear_model.LogisticRegression(l2=0.01)
+    >>> model.learn_one({"a": 1.0}, True)
+    >>> clone = linear_from_state(linear_to_state(model))
+    >>> clone.predict_proba_one({"a": 2.0}) == model.predict_proba_one({"a": 2.0}), clone.l2
+    (True, 0.01)
+    """
+    name = type(estimator).__name__
+    cls = LINEAR_MODELS.get(name)
+    if cls is not type(estimator):
+        raise ValueError(f"{name} cannot be checkpointed (only {sorted(LINEAR_MODELS)})")
+    defaults = cls()._get_params()
+    params: dict[str, Any] = {}
+    for key, value in estimator._get_params().items():
+        obj = getattr(estimator, key, None)
+        if key == "intercept_lr" and type(obj) is optim.schedulers.Constant:
+            params[key] = checkpoint.plain(float(obj.learning_rate), "intercept_lr")
+        elif (key == "optimizer" and type(obj) is optim.SGD
+                and type(obj.lr) is optim.schedulers.Constant):
+            params["sgd_lr"] = checkpoint.plain(float(obj.lr.learning_rate), "sgd_lr")
+        elif isinstance(value, tuple):  # another nested River object: must be the default
+            if value != defaults[key]:
+                raise ValueError(f"{name}: a non-default {key} cannot be checkpointed as plain data")
+        else:
+            params[key] = checkpoint.plain(value, f"{name} parameter {key!r}")
+    state = {
+        "class": name,
+        "params": params,
+        "weights": _float_dict(estimator._weights.to_dict(), "weights"),
+        "intercept": float(estimator.intercept),
+        "n_iterations": int(estimator.optimizer.n_iterations),
+    }
+    if estimator.l1:
+        state["max_cum_l1"] = float(estimator.max_cum_l1)
+        state["cum_l1"] = _float_dict(estimator.cum_l1.to_dict(), "cum_l1")
+    return state
+
+
+def linear_from_state(state: Any) -> Any:
+    """Rebuild what :func:`linear_to_state` wrote; ``ValueError`` for anything else."""
+    require = checkpoint.require
+    require(isinstance(state, dict), "baseline state is not a dict")
+    cls = LINEAR_MODELS.get(state.get("class")) if isinstance(state.get("class"), str) else None
+    require(cls is not None, f"baseline class {state.get('class')!r} is not on the allow-list")
+    params = state.get("params")
+    require(isinstance(params, dict), "baseline parameters are not a dict")
+    allowed = set(inspect.signature(cls).parameters) - {"optimizer"} | {"sgd_lr"}
+    for key, value in params.items():
+        require(key in allowed, f"{cls.__name__} has no parameter {key!r}")
+        checkpoint.plain(value, f"parameter {key!r}")
+    params = dict(params)
+    if "sgd_lr" in params:
+        params["optimizer"] = optim.SGD(params.pop("sgd_lr"))
+    est = cls(**params)
+    l1_keys = {"max_cum_l1", "cum_l1"} if est.l1 else set()
+    require(set(state) == {"class", "params", "weights", "intercept", "n_iterations", *l1_keys},
+            f"baseline state has keys {sorted(map(str, state))}")
+    est._weights = utils.VectorDict(_float_dict(state["weights"], "weights"))
+    intercept, n_iter = state["intercept"], state["n_iterations"]
+    require(type(intercept) is float and math.isfinite(intercept), "intercept is not finite")
+    require(type(n_iter) is int and n_iter >= 0, "n_iterations is not a count")
+    est.intercept, est.optimizer.n_iterations = intercept, n_iter
+    if est.l1:
+        max_cum = state["max_cum_l1"]
+        require(type(max_cum) is float and math.isfinite(max_cum), "max_cum_l1 is not finite")
+        est.max_cum_l1 = max_cum
+        est.cum_l1 = utils.VectorDict(_float_dict(state["cum_l1"], "cum_l1"), optim.initializers.Zeros())
+    return est
+
+
+def _kind_of(estimator: Any) -> str:
+    return "das" if type(estimator).__name__ in checkpoint.ESTIMATORS else "linear"
+
+
+def _save(estimator: Any, path: Path, extra: dict[str, Any]) -> None:
+    if _kind_of(estimator) == "das":  # weights-only estimator format
         checkpoint.save_estimator(estimator, path, extra=extra)
         return
-    # Other River estimators (the "linear" baseline) are pickled; only load from a trusted dir.
-    payload = {"format": _PICKLE_FORMAT, "pickle": pickle.dumps(estimator), "extra": extra}
+    payload = {"format": _LINEAR_FORMAT, "baseline": linear_to_state(estimator), "extra": extra}
     checkpoint.save(payload, path)
 
 
-def _load(path: Path) -> tuple[Any, dict[str, Any]]:
-    from streamdas import checkpoint
-
+def _load(path: Path, kind: str | None) -> tuple[Any, dict[str, Any]]:
+    """``(estimator, extra)`` from ``path``; :class:`CheckpointError` for anything wrong."""
     payload = checkpoint.load(path)
-    if payload.get("format") == _PICKLE_FORMAT:
-        try:
-            return pickle.loads(payload["pickle"]), dict(payload.get("extra") or {})
-        except Exception as exc:
-            raise checkpoint.CheckpointError(f"{path}: cannot unpickle: {exc}") from exc
-    return checkpoint.load_estimator(path)
+    fmt = payload.get("format")
+    if fmt == _LEGACY_PICKLE_FORMAT:
+        raise CheckpointError(f"{path}: pickled checkpoints are never loaded (not data but code)")
+    found = "linear" if fmt == _LINEAR_FORMAT else "das"
+    if kind is not None and found != kind:
+        raise CheckpointError(f"{path} holds a {found!r} model, the service runs {kind!r}")
+    if found == "das":
+        return checkpoint.load_estimator(path)
+    extra = payload.get("extra", {})
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"{path}: extra data is not a dict")
+    estimator = checkpoint.guarded(lambda: linear_from_state(payload.get("baseline")), str(path))
+    return estimator, extra
 
 
 class CheckpointStore:
@@ -76,6 +192,13 @@ class CheckpointStore:
         shared volume) for model state to follow partitions across rebalances.
     keep
         How many checkpoint files to keep per partition.
+    kind
+        The model kind the service runs (``"das"`` or ``"linear"``): a checkpoint of another
+        kind is refused like a corrupt one (``None``: accept both).
+    on_fallback
+        Called with ``"older"`` each time an unreadable checkpoint is skipped for an older
+        one, and with ``"fresh"`` when a partition had checkpoints but none could be read
+        (the caller then starts a fresh model); each fallback is also logged.
 
     Examples
     --------
@@ -90,9 +213,14 @@ class CheckpointStore:
     True
     """
 
-    def __init__(self, root: str | os.PathLike[str], keep: int = 2) -> None:
+    def __init__(self, root: str | os.PathLike[str], keep: int = 2, kind: str | None = None,
+                 on_fallback: Callable[[str], None] | None = None) -> None:
+        if kind not in (None, "das", "linear"):
+            raise ValueError(f"kind must be 'das', 'linear' or None, got {kind!r}")
         self.root = Path(root)
         self.keep = max(1, int(keep))
+        self.kind = kind
+        self.on_fallback = on_fallback
 
     def folder(self, topic: str, partition: int) -> Path:
         """The folder holding ``topic``/``partition``'s checkpoints."""
@@ -134,22 +262,33 @@ class CheckpointStore:
             old.unlink(missing_ok=True)
         return path
 
-    def load(self, topic: str, partition: int) -> Loaded | None:
-        """Load the newest readable checkpoint of a partition (``None`` when there is none)."""
-        from streamdas.checkpoint import CheckpointError
+    def _fallback(self, to: str) -> None:
+        if self.on_fallback is not None:
+            self.on_fallback(to)
 
-        for offset, path in self._files(topic, partition):
+    def load(self, topic: str, partition: int) -> Loaded | None:
+        """Load the newest readable checkpoint of a partition (``None`` when there is none,
+        or when none of its files can be read: the caller starts a fresh model)."""
+        files = self._files(topic, partition)
+        for i, (offset, path) in enumerate(files):
             try:
-                estimator, extra = _load(path)
-            except CheckpointError as exc:
-                log.error("skipping unreadable checkpoint %s: %s", path, exc)
+                estimator, extra = _load(path, self.kind)
+                features = extra.get("features")
+                n_records = extra.get("n_records", 0)
+                checkpoint.require(features is None or (isinstance(features, list) and all(
+                    type(f) is str for f in features)), "features are not a list of names")
+                checkpoint.require(type(n_records) is int and n_records >= 0, "bad n_records")
+            except (CheckpointError, ValueError) as exc:
+                to = "an older checkpoint" if i + 1 < len(files) else "a fresh model"
+                log.error("checkpoint fallback: %s:%d skips unreadable %s, falls back to %s: %s",
+                          topic, partition, path, to, exc)
+                self._fallback("older" if i + 1 < len(files) else "fresh")
                 continue
-            features = extra.get("features")
             state = PartitionState(
                 estimator=estimator,
                 features=list(features) if features is not None else None,
                 next_offset=offset,
-                n_records=int(extra.get("n_records", 0)),
+                n_records=n_records,
             )
             return Loaded(state=state, path=path, extra=extra)
         return None

@@ -109,6 +109,10 @@ class Telemetry:
         """A checkpoint was written."""
         self.metrics.mark_checkpoint()
 
+    def checkpoint_fallback(self, to: str) -> None:
+        """An unreadable checkpoint was skipped (``to``: ``"older"`` or ``"fresh"``)."""
+        self.metrics.checkpoint_fallback(to)
+
     def lag(self, partition: int, lag: int) -> None:
         """Consumer lag of one partition, in messages."""
         self._lags[partition] = lag

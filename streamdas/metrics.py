@@ -295,6 +295,7 @@ class ServiceMetrics:
     ``streamdas_consumer_lag_messages``              gauge      model, partition
     ``streamdas_last_checkpoint_timestamp_seconds``  gauge      model
     ``streamdas_checkpoints_total``                  counter    model
+    ``streamdas_checkpoint_fallbacks_total``         counter    model, to
     ``streamdas_prequential_accuracy``               gauge      model (classifiers)
     ``streamdas_prequential_mean_absolute_error``    gauge      model (regressors)
     ``streamdas_prequential_window_samples``         gauge      model
@@ -390,6 +391,10 @@ class ServiceMetrics:
             "Unix time of the last successful checkpoint.", ["model"], registry=reg)
         self.checkpoints = prometheus_client.Counter(
             _name("checkpoints"), "Checkpoints written.", ["model"], registry=reg)
+        self.checkpoint_fallbacks = prometheus_client.Counter(
+            _name("checkpoint_fallbacks"),
+            "Unreadable checkpoints skipped, by what was loaded instead (older, fresh).",
+            ["model", "to"], registry=reg)
         self.accuracy = prometheus_client.Gauge(
             _name("prequential_accuracy"),
             "Rolling test-then-train accuracy (classifiers), 0..1.", ["model"], registry=reg)
@@ -529,6 +534,10 @@ class ServiceMetrics:
         self.last_checkpoint.labels(self.model).set(
             time.time() if timestamp is None else float(timestamp))
         self.checkpoints.labels(self.model).inc()
+
+    def checkpoint_fallback(self, to: str) -> None:
+        """An unreadable checkpoint was skipped for an ``"older"`` one or a ``"fresh"`` model."""
+        self.checkpoint_fallbacks.labels(self.model, to).inc()
 
     def observe_prequential(self, y_true: Any, y_pred: Any) -> None:
         """Update the rolling test-then-train accuracy (or absolute error) with one record.
