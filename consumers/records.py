@@ -4,16 +4,21 @@ Every input message is either turned into a :class:`Record` (features, optional 
 id) or rejected with a :class:`Rejection` naming a stable ``reason`` code. The service sends
 rejections to the dead-letter topic, so one bad message can never fail a whole batch: the
 estimator itself raises ``ValueError`` on NaN/inf/non-numeric features, and validating here first
-keeps that from happening mid-batch.
+keeps that from happening mid-batch. The checks are the library's own
+(:func:`streamdas.features.check_value`, ``check_target``, ``check_label``), so the service and
+the estimators accept the same inputs and the dead letter's ``detail`` is the estimator's
+message: booleans are features (1 and 0) as in River, an empty ``x`` is refused by both, a bad
+regression target is called the target.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from streamdas.features import EMPTY_RECORD, check_label, check_target, check_value
 
 __all__ = [
     "REASONS",
@@ -31,8 +36,8 @@ REASONS: dict[str, str] = {
     "invalid_json": "the value is not valid JSON",
     "not_object": "the JSON value is not an object",
     "missing_x": "the object has no 'x' field, or 'x' is not a non-empty object",
-    "non_numeric_feature": "a feature value is not a number (strings, booleans, null, ...)",
-    "non_finite_feature": "a feature value is NaN or infinite",
+    "non_numeric_feature": "a feature value is not a number (strings, null, lists, ...)",
+    "non_finite_feature": "a feature value is NaN, infinite or beyond float32's range",
     "missing_feature": "a feature of the model's schema is absent",
     "unknown_feature": "a feature not in the model's schema is present",
     "bad_label": "'y' is present but not usable for the task",
@@ -76,25 +81,15 @@ class Rejection:
     detail: str = ""
 
 
-def _label_ok(y: Any, task: str) -> bool:
-    if task == "regression":
-        return (
-            isinstance(y, (int, float))
-            and not isinstance(y, bool)
-            and math.isfinite(float(y))
-        )
-    if isinstance(y, float):
-        return math.isfinite(y)
-    return isinstance(y, (str, int, bool))
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
+def _label_problem(y: Any, task: str) -> str | None:
     try:
-        return float(value)
-    except OverflowError:  # a huge JSON integer
-        return math.inf
+        if task == "regression":
+            check_target(y)
+        else:
+            check_label(y)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def parse_record(
@@ -108,7 +103,7 @@ def parse_record(
         The raw message value.
     task
         ``"classification"`` (labels: strings, integers, booleans) or ``"regression"``
-        (labels: finite numbers).
+        (labels: finite numbers, not booleans).
     max_bytes
         Values longer than this are rejected as ``oversized`` without being parsed.
 
@@ -140,19 +135,22 @@ def parse_record(
     if not isinstance(obj, dict):
         return Rejection("not_object", type(obj).__name__)
     raw_x = obj.get("x")
-    if not isinstance(raw_x, dict) or not raw_x:
-        return Rejection("missing_x")
+    if not isinstance(raw_x, dict):
+        return Rejection("missing_x", "no 'x' object")
+    if not raw_x:
+        return Rejection("missing_x", EMPTY_RECORD)
     x: dict[str, float] = {}
     for name, raw in raw_x.items():
-        number = _number(raw)
-        if number is None:
-            return Rejection("non_numeric_feature", f"feature {name!r}: {type(raw).__name__}")
-        if not math.isfinite(number):
-            return Rejection("non_finite_feature", f"feature {name!r}: {raw!r}")
-        x[name] = number
+        try:
+            x[name] = check_value(name, raw)
+        except ValueError as exc:
+            numeric = isinstance(raw, (int, float))
+            return Rejection("non_finite_feature" if numeric else "non_numeric_feature",
+                             str(exc)[:200])
     y = obj.get("y")
-    if y is not None and not _label_ok(y, task):
-        return Rejection("bad_label", f"{task} label {y!r}"[:200])
+    problem = None if y is None else _label_problem(y, task)
+    if problem is not None:
+        return Rejection("bad_label", problem[:200])
     rid = obj.get("id")
     if isinstance(rid, (dict, list)):
         return Rejection("bad_id", type(rid).__name__)

@@ -24,7 +24,8 @@ from river import base
 
 from streamdas import checkpoint
 from streamdas.fastpath import NumpyForward
-from streamdas.features import FeatureIndex, RunningStandardizer, check_value
+from streamdas.features import FeatureIndex, RunningStandardizer, check_label, check_target
+from streamdas.memory import deep_size
 from streamdas.model import NetConfig
 from streamdas.sizing import SizingConfig
 from streamdas.trainer import DASTrainer, TrainConfig
@@ -34,10 +35,43 @@ __all__ = ["DASClassifier", "DASRegressor"]
 _PLAIN_LABELS = (str, int, float, bool, type(None))
 
 
+class _Live:
+    """A hyperparameter that is safe to change while learning (River's ``mutate``): setting it
+    validates the value and hands it to the trainer at once, so the next step uses it."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target  # the keyword of DASTrainer.set_hyperparameters
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name, self.slot = name, "_" + name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        return self if obj is None else obj.__dict__[self.slot]
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        ready = "_trainer" in obj.__dict__  # past __init__, which validates everything itself
+        old = obj.__dict__.get(self.slot)
+        obj.__dict__[self.slot] = value
+        if not ready:
+            return
+        try:
+            obj._train_config()
+            obj._sizing_config()
+        except (TypeError, ValueError):
+            obj.__dict__[self.slot] = old
+            raise
+        if obj._trainer is not None:
+            obj._trainer.set_hyperparameters(**{self.target: value})
+
+
 class _DASEstimator:
     """Shared machinery of the two estimators (not a River estimator by itself)."""
 
     _loss: ClassVar[str] = "cross_entropy"
+    alpha = _Live("alpha")
+    lr = _Live("lr")
+    tau = _Live("tau")
+    grow_every = _Live("every")
 
     def __init__(
         self,
@@ -128,6 +162,17 @@ class _DASEstimator:
     def trainer(self) -> DASTrainer | None:
         """The underlying :class:`~streamdas.DASTrainer` (``None`` until the first sample)."""
         return self._trainer
+
+    @property
+    def _raw_memory_usage(self) -> int:
+        """Bytes held, tensor storage included (River's walk sees only Python objects and NumPy
+        arrays; see :mod:`streamdas.memory`)."""
+        return deep_size(self)
+
+    @property
+    def _mutable_attributes(self) -> set[str]:
+        """What River's ``mutate`` may change while learning; each takes effect at the next step."""
+        return {"alpha", "lr", "tau", "grow_every", "fine_tune"}
 
     @property
     def fine_tune(self) -> bool:
@@ -551,11 +596,17 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     >>> from river import datasets, evaluate, metrics
     >>> from streamdas import DASClassifier
     >>> model = DASClassifier(seed=42)
-    >>> metric = evaluate.progressive_val_score(datasets.Phishing(), model, metrics.Accuracy())
-    >>> metric.get() > 0.75
-    True
-    >>> len(model.layer_sizes)
-    2
+    >>> evaluate.progressive_val_score(datasets.Phishing(), model, metrics.Accuracy())
+    Accuracy: 85.75%
+    >>> model.layer_sizes
+    [41, 47]
+
+    Hyperparameters that are safe to change while learning (``alpha``, ``lr``, ``tau``,
+    ``grow_every``, ``fine_tune``) go through River's ``mutate`` and apply from the next step:
+
+    >>> model.mutate({"alpha": 1e-3, "fine_tune": True})
+    >>> model.trainer.regularizer.alpha, model.trainer.fine_tune
+    (0.001, True)
     """
 
     def _reset(self) -> None:
@@ -581,12 +632,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
 
     def _check_targets(self, ys: list[Any]) -> None:
         for y in ys:
-            if y is None:
-                raise ValueError("a label is None")
-            try:
-                hash(y)
-            except TypeError as exc:
-                raise ValueError(f"label {y!r} is not hashable") from exc
+            check_label(y)
 
     def _encode_targets(self, ys: list[Any]) -> list[Any]:
         new: list[Any] = []
@@ -736,9 +782,10 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     >>> from river import datasets, evaluate, metrics
     >>> from streamdas import DASRegressor
     >>> model = DASRegressor(seed=42)
-    >>> metric = evaluate.progressive_val_score(datasets.TrumpApproval(), model, metrics.MAE())
-    >>> metric.get() < 5
-    True
+    >>> evaluate.progressive_val_score(datasets.TrumpApproval(), model, metrics.MAE())
+    MAE: 1.140745
+    >>> model.layer_sizes
+    [39, 39]
     """
 
     _loss: ClassVar[str] = "mse"
@@ -752,7 +799,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
 
     def _check_targets(self, ys: list[Any]) -> None:
         for y in ys:
-            check_value("target", y)
+            check_target(y)
 
     def _encode_targets(self, ys: list[Any]) -> list[Any]:
         return ys
@@ -796,7 +843,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         self._y_stats = RunningStandardizer.from_state(state["y_stats"])
         checkpoint.require(len(self._y_stats.count) == 1, "target statistics are not one column")
         for y in self._buf_y:
-            check_value("buffered target", y)
+            check_target(y)
         if self._trainer is not None:
             checkpoint.require(self._trainer.net.n_outputs == 1, "a regressor has one output")
 

@@ -14,7 +14,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FeatureIndex", "RunningStandardizer", "check_value"]
+__all__ = ["EMPTY_RECORD", "FeatureIndex", "RunningStandardizer", "check_label", "check_target",
+           "check_value"]
+
+#: The message for a record with no features (the library and the service both refuse it).
+EMPTY_RECORD = "x has no features: a record needs at least one"
 
 _NUMERIC = (int, float, bool, np.integer, np.floating, np.bool_)
 # Exact types checked in one set operation on the hot path (subclasses take the slow path).
@@ -24,11 +28,14 @@ _NUMERIC_TYPES = frozenset({int, float, bool, np.float64, np.float32, np.int64, 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def check_value(name: Hashable, value: Any) -> float:
+def check_value(name: Hashable, value: Any, subject: str | None = None) -> float:
     """Return ``value`` as a float, or raise ``ValueError`` naming the feature.
 
-    >>> check_value("a", 2)
-    2.0
+    ``subject`` replaces ``feature 'NAME'`` in the message (the regressors' target). Booleans
+    are numbers (1 and 0), as everywhere in River.
+
+    >>> check_value("a", 2), check_value("on", True)
+    (2.0, 1.0)
     >>> check_value("b", float("nan"))
     Traceback (most recent call last):
     ...
@@ -42,14 +49,63 @@ def check_value(name: Hashable, value: Any) -> float:
     ...
     ValueError: feature 'd' is out of float32 range (|x| <= 3.4e+38): 1e+39
     """
+    subject = subject or f"feature {name!r}"
     if not isinstance(value, _NUMERIC):
-        raise ValueError(f"feature {name!r} is not numeric: {value!r} ({type(value).__name__})")
-    v = float(value)
+        raise ValueError(f"{subject} is not numeric: {value!r} ({type(value).__name__})")
+    try:
+        v = float(value)
+    except OverflowError:  # an integer beyond any float
+        raise ValueError(f"{subject} is out of float32 range (|x| <= {_FLOAT32_MAX:.2g})") from None
     if not math.isfinite(v):
-        raise ValueError(f"feature {name!r} is not finite: {v}")
+        raise ValueError(f"{subject} is not finite: {v}")
     if abs(v) > _FLOAT32_MAX:  # the network computes in float32: this would become inf
-        raise ValueError(f"feature {name!r} is out of float32 range (|x| <= {_FLOAT32_MAX:.2g}): {v:g}")
+        raise ValueError(f"{subject} is out of float32 range (|x| <= {_FLOAT32_MAX:.2g}): {v:g}")
     return v
+
+
+def check_target(y: Any) -> float:
+    """A regression target as a float, or ``ValueError`` calling it the target. Unlike
+    features, a boolean is not a target.
+
+    >>> check_target(2)
+    2.0
+    >>> check_target("abc")
+    Traceback (most recent call last):
+    ...
+    ValueError: target is not numeric: 'abc' (str)
+    >>> check_target(True)
+    Traceback (most recent call last):
+    ...
+    ValueError: target is not numeric: True (bool)
+    """
+    if isinstance(y, (bool, np.bool_)):
+        raise ValueError(f"target is not numeric: {y!r} (bool)")
+    return check_value("target", y, subject="target")
+
+
+def check_label(y: Any) -> None:
+    """Raise ``ValueError`` unless ``y`` can be a class label: not None, hashable, and not a
+    NaN or infinite float.
+
+    >>> check_label("spam"), check_label(3), check_label(True)
+    (None, None, None)
+    >>> check_label(float("nan"))
+    Traceback (most recent call last):
+    ...
+    ValueError: label nan is not finite
+    >>> check_label([1])
+    Traceback (most recent call last):
+    ...
+    ValueError: label [1] is not hashable
+    """
+    if y is None:
+        raise ValueError("label is None")
+    if isinstance(y, (float, np.floating)) and not math.isfinite(y):
+        raise ValueError(f"label {y!r} is not finite")
+    try:
+        hash(y)
+    except TypeError:
+        raise ValueError(f"label {y!r} is not hashable") from None
 
 
 class FeatureIndex:
@@ -114,6 +170,8 @@ class FeatureIndex:
         ``predict_one(x)`` then ``learn_one(x, y)`` validate and convert ``x`` once.
         """
         keys = tuple(x)
+        if not keys:
+            raise ValueError(EMPTY_RECORD)
         raw = tuple(x.values())
         memo = self._memo
         if memo is not None:

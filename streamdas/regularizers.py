@@ -47,9 +47,22 @@ class Regularizer:
     name = "none"
 
     def __init__(self, alpha: float = 0.0) -> None:
-        if alpha < 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha}")
-        self.alpha = float(alpha)
+        self.alpha = alpha
+
+    @property
+    def alpha(self) -> float:
+        """The regularization strength; settable at any time (cached coefficients follow)."""
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        if not value >= 0:
+            raise ValueError(f"alpha must be >= 0, got {value}")
+        self._alpha = float(value)
+        self._clear_cache()
+
+    def _clear_cache(self) -> None:
+        """Forget anything computed from :attr:`alpha` (subclasses that cache override this)."""
 
     def penalty(self, layers: Sequence[nn.Module]) -> Tensor:
         """The regularization term over ``layers`` (differentiable)."""
@@ -135,6 +148,8 @@ class WeightedL1(Regularizer):
     name = "weighted_l1"
 
     def __init__(self, alpha: float = 2e-5, f: str | Callable[[Tensor], Tensor] = "identity") -> None:
+        self._cache: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
+        self._np_cache: dict[tuple[int, np.dtype], np.ndarray] = {}
         super().__init__(alpha)
         if isinstance(f, str):
             if f not in WEIGHT_FUNCTIONS:
@@ -146,8 +161,10 @@ class WeightedL1(Regularizer):
         probe = self.f(torch.arange(0, 257, dtype=torch.float64))
         if abs(float(probe[0])) > 1e-12 or bool((probe.diff() < -1e-12).any()):
             raise ValueError("f must be non-decreasing with f(0) = 0")
-        self._cache: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
-        self._np_cache: dict[tuple[int, np.dtype], np.ndarray] = {}
+
+    def _clear_cache(self) -> None:
+        self._cache.clear()
+        self._np_cache.clear()
 
     def coefficients(self, n: int, like: Tensor) -> Tensor:
         """``alpha * f(j)`` for j = 1..n, cached per size."""

@@ -117,6 +117,8 @@ class TrainConfig:
             raise ValueError(f"unknown loss {self.loss!r}")
         if not self.lr > 0:
             raise ValueError("lr must be > 0")
+        if not self.alpha >= 0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
 
     def make_regularizer(self) -> Regularizer:
         kwargs = {"f": self.f} if self.regularizer == "weighted_l1" else {}
@@ -682,6 +684,36 @@ class DASTrainer:
     def with_sizing(self, **changes: Any) -> None:
         """Change sizing settings at run time, e.g. ``with_sizing(grow=False)``."""
         self.sizing = replace(self.sizing, **changes)
+
+    def set_hyperparameters(self, *, alpha: float | None = None, lr: float | None = None,
+                            tau: float | None = None, every: int | None = None) -> None:
+        """Change hyperparameters while learning; each takes effect at the next step.
+
+        ``alpha`` reaches the regularizer (its cached coefficients are rebuilt), ``lr`` every
+        optimizer parameter group, ``tau`` and ``every`` the sizing config. Values are
+        validated first: a bad one raises ``ValueError`` and changes nothing.
+
+        >>> t = DASTrainer(NetConfig(n_inputs=2, hidden_sizes=(4,), n_outputs=2), seed=0)
+        >>> t.set_hyperparameters(alpha=1e-3, lr=0.01, tau=2e-3, every=64)
+        >>> t.regularizer.alpha, t.optimizer.param_groups[0]["lr"], t.sizing.tau, t.sizing.every
+        (0.001, 0.01, 0.002, 64)
+        """
+        train = self.train_config
+        if alpha is not None:
+            train = replace(train, alpha=float(alpha))
+        if lr is not None:
+            train = replace(train, lr=float(lr))
+        sizing = self.sizing
+        if tau is not None:
+            sizing = replace(sizing, tau=float(tau))
+        if every is not None:
+            sizing = replace(sizing, every=int(every))
+        self.train_config, self.sizing = train, sizing
+        if alpha is not None:
+            self.regularizer.alpha = train.alpha
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = train.lr
 
 
 def _check_optimizer_state(trainer: DASTrainer, opt_state: dict[str, Any]) -> None:

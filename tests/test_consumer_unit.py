@@ -36,11 +36,16 @@ def test_every_bad_kind_is_rejected_with_its_reason(reason: str) -> None:
     assert reason in REASONS
 
 
-@pytest.mark.parametrize("literal", [b"Infinity", b"-Infinity", b"1e999", b"true", b"null"])
+@pytest.mark.parametrize("literal", [b"Infinity", b"-Infinity", b"1e999", b"1e39", b"null",
+                                     b'"1"'])
 def test_non_finite_and_non_numeric_literals(literal: bytes) -> None:
     result = parse_record(b'{"x": {"a": ' + literal + b"}}")
     assert isinstance(result, Rejection)
     assert result.reason in ("non_finite_feature", "non_numeric_feature")
+
+
+def test_booleans_are_features_as_in_river() -> None:
+    assert parse_record(b'{"x": {"a": true, "b": false}}') == Record(x={"a": 1.0, "b": 0.0})
 
 
 def test_valid_record_keeps_label_and_id() -> None:

@@ -212,3 +212,56 @@ def test_fine_tune_switch_on_estimator():
         model.learn_one(x, y)
     assert model.n_sizing_cycles == cycles
     assert torch.is_tensor(next(model.trainer.net.parameters()))
+
+
+def _fed(model, n=64):
+    for x, y in datasets.Phishing().take(n):
+        model.learn_one(x, y)
+    return model
+
+
+def test_mutable_attributes_take_effect_at_the_next_step():
+    """River's mutate: alpha, lr, tau, grow_every, fine_tune reach the trainer at once; the
+    penalty at the next step uses the new alpha (no stale cached coefficients)."""
+    model = _fed(DASClassifier(seed=3, batch_size=8, prune=False))
+    assert model._mutable_attributes == {"alpha", "lr", "tau", "grow_every", "fine_tune"}
+    trainer = model.trainer
+    layers = trainer._hidden_layers()
+    before = trainer.regularizer.penalty(layers).item()
+    same = copy.deepcopy(model)
+    model.mutate({"alpha": model.alpha * 10, "lr": 0.01, "tau": 2e-3, "grow_every": 200})
+    assert trainer.regularizer.penalty(layers).item() == pytest.approx(10 * before, rel=1e-5)
+    assert trainer.optimizer.param_groups[0]["lr"] == 0.01
+    assert (trainer.sizing.tau, trainer.sizing.every) == (2e-3, 200)
+    # the next step differs from the unchanged copy's, fed the same batch
+    batch = list(datasets.Phishing().take(72))[64:]
+    for m in (model, same):
+        for x, y in batch:
+            m.learn_one(x, y)
+    w, w_same = trainer.net.hidden[0].weight, same.trainer.net.hidden[0].weight
+    assert w.shape == w_same.shape and not torch.equal(w, w_same)
+    model.mutate({"fine_tune": True})
+    assert trainer.fine_tune
+    # survives checkpoint-style round trips, clone keeps the new values
+    assert pickle.loads(pickle.dumps(model)).trainer.regularizer.alpha == model.alpha
+    assert model.clone().alpha == model.alpha
+    with pytest.raises(ValueError, match="alpha"):
+        model.mutate({"alpha": -1.0})
+    assert trainer.regularizer.alpha == model.alpha > 0
+    with pytest.raises(ValueError, match="not a mutable attribute"):
+        model.mutate({"hidden_sizes": (4,)})
+
+
+def test_memory_usage_counts_tensor_bytes_once():
+    """_raw_memory_usage sees tensor storage (River's walk does not) and counts the NumPy
+    views of the fast path, which share it, once: a wider network costs about its tensors."""
+    from river.base.base import Base
+
+    narrow = _fed(DASClassifier(seed=1, hidden_sizes=(8, 8), grow=False, prune=False), 101)
+    wide = _fed(DASClassifier(seed=1, hidden_sizes=(256, 256), grow=False, prune=False), 101)
+    tensors = wide.model_bytes - narrow.model_bytes  # parameters + Adam moments
+    grads = wide.n_parameters * 4 - narrow.n_parameters * 4
+    extra = wide._raw_memory_usage - narrow._raw_memory_usage
+    assert tensors + grads <= extra <= 1.1 * (tensors + grads)
+    river_extra = Base._raw_memory_usage.fget(wide) - Base._raw_memory_usage.fget(narrow)
+    assert not (tensors + grads <= river_extra <= 1.1 * (tensors + grads))
