@@ -4,7 +4,7 @@
     python -m benchmarks --quick               # shorter runs, same tables
     python -m benchmarks --only throughput --only sizing --out results/bench.md
 
-Benchmarks: throughput, sizing, scaling, memory, minibatch, gpu, accuracy. Torch runs on one
+Benchmarks: throughput, sizing, scaling, memory, minibatch, gpu, accuracy, startup. Torch runs on one
 thread (``torch.set_num_threads(1)``) unless ``--threads`` says otherwise.
 """
 
@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, str] = {
     "minibatch": "benchmarks.minibatch",
     "gpu": "benchmarks.gpu",
     "accuracy": "benchmarks.accuracy",
+    "startup": "benchmarks.startup",
 }
 
 

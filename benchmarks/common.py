@@ -283,8 +283,9 @@ def best_of(repeats: int, fn: Callable[[], float]) -> tuple[float, list[float]]:
 
 
 def warm_up() -> None:
-    """Pay one-time import costs (torch's optimizer imports ``torch._dynamo`` on first use)
-    before anything is timed."""
+    """Pay one-time costs (imports, first calls) before anything is timed. (The estimators
+    already pay torch's optimizer import, ``torch._dynamo``, when constructed; benchmark 8
+    measures what the first samples of a fresh process cost.)"""
     from streamdas import DASClassifier
 
     m = DASClassifier(hidden_sizes=(4,), batch_size=2, seed=0)

@@ -28,7 +28,7 @@ from streamdas.features import FeatureIndex, RunningStandardizer, check_label, c
 from streamdas.memory import deep_size
 from streamdas.model import NetConfig
 from streamdas.sizing import SizingConfig
-from streamdas.trainer import DASTrainer, TrainConfig
+from streamdas.trainer import DASTrainer, TrainConfig, preload_optimizer
 
 __all__ = ["DASClassifier", "DASRegressor"]
 
@@ -118,8 +118,9 @@ class _DASEstimator:
         self.seed = seed
         if int(batch_size) < 1:
             raise ValueError("batch_size must be >= 1")
-        # Validate the configs now, so a bad argument fails at construction.
-        self._train_config()
+        # Validate the configs now, so a bad argument fails at construction; and pay torch's
+        # one-time optimizer costs here rather than on the first step inside the stream.
+        preload_optimizer(self._train_config())
         self._sizing_config()
         NetConfig(n_inputs=1, hidden_sizes=tuple(hidden_sizes), n_outputs=1, activation=activation)
         self._reset()

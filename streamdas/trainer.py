@@ -52,7 +52,7 @@ from streamdas.sizing import (
     update_averages_masked,
 )
 
-__all__ = ["DASTrainer", "TrainConfig"]
+__all__ = ["DASTrainer", "TrainConfig", "preload_optimizer"]
 
 FORMAT = "streamdas-trainer"
 VERSION = 1
@@ -132,6 +132,31 @@ class TrainConfig:
         # fused: one kernel for all tensors; measured 2.5x faster than foreach on CPU for
         # small nets (57 vs 139 us a step, 10-40-40-2 MLP, torch 2.13).
         return cls(params, lr=self.lr, weight_decay=self.weight_decay, fused=True)
+
+
+_PRELOADED: set[str] = set()
+
+
+def preload_optimizer(train: TrainConfig) -> None:
+    """Pay torch's one-time optimizer costs now, once per process and optimizer kind.
+
+    Building the first ``torch.optim`` optimizer of a process imports ``torch._dynamo`` (torch
+    2.13: about 0.8 s and 77 MB, far more under load), and its first step has first-call costs
+    of its own. The estimators call this when they are constructed, so those costs are paid
+    where the model is built and not inside the stream, on the sample whose optimizer step
+    comes first (``python -m benchmarks.startup`` measures both).
+
+    >>> preload_optimizer(TrainConfig())
+    >>> import sys; "torch._dynamo" in sys.modules
+    True
+    """
+    if train.optimizer in _PRELOADED:
+        return
+    p = nn.Parameter(torch.zeros(2))
+    optimizer = train.make_optimizer([p])
+    p.grad = torch.ones(2)
+    optimizer.step()
+    _PRELOADED.add(train.optimizer)
 
 
 class DASTrainer:

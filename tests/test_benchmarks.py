@@ -17,7 +17,7 @@ from benchmarks.sizing_cost import instrumented
 
 MODULES = ["benchmarks.common", "benchmarks.throughput", "benchmarks.sizing_cost", "benchmarks.scaling",
            "benchmarks.memory", "benchmarks.minibatch", "benchmarks.gpu", "benchmarks.accuracy",
-           "benchmarks.peers", "benchmarks.__main__"]
+           "benchmarks.peers", "benchmarks.startup", "benchmarks.__main__"]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,8 @@ def test_report_has_every_table(smoke: tuple[str, list[Section]]) -> None:
     text, _ = smoke
     assert text.startswith("## streamdas benchmark report")
     for title in ("1. Prequential throughput", "2. Cost of sizing", "3a. Scaling", "3b. Where the time goes",
-                  "4. Memory", "5. Mini-batch throughput", "6. GPU", "7a. Classification", "7b. Regression"):
+                  "4. Memory", "5. Mini-batch throughput", "6. GPU", "7a. Classification", "7b. Regression",
+                  "8. Start-up"):
         assert title in text, title
 
 
@@ -54,7 +55,7 @@ def test_every_table_is_filled(smoke: tuple[str, list[Section]]) -> None:
     for s in sections:
         by_key.setdefault(s.key, []).append(s)
     assert set(by_key) == {"throughput", "sizing", "scaling", "profile", "memory", "minibatch", "gpu",
-                           "accuracy", "regression"}
+                           "accuracy", "regression", "startup"}
     sizes = PRESETS["smoke"]
     for key, group in by_key.items():
         for s in group:
@@ -103,6 +104,11 @@ def test_every_table_is_filled(smoke: tuple[str, list[Section]]) -> None:
     reg, _ = by_key["regression"]
     assert [r[0] for r in reg.rows] == list(accuracy.REGRESSION)
     assert all(float(c.split(" ± ")[0]) >= 0 for r in reg.rows for c in r[2:7])
+
+
+    startup = by_key["startup"][0]
+    assert [r[0] for r in startup.rows] == ["DASClassifier()", "DASRegressor()"]
+    assert all(r[1] == sizes.throughput_n and r[2] > 0 and r[6] >= -1 for r in startup.rows)
 
 
 def test_accuracy_das_only_reads_peers_from_the_cache(tmp_path: Path) -> None:

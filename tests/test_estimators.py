@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -77,6 +81,26 @@ def test_regressor_predicts_the_mean_of_the_targets_seen_before_its_first_step()
     assert restored.predict_one({"a": 1.0}) == pytest.approx(sum(ys) / len(ys))
     model.learn_one({"a": 7.0}, 1.0)  # the first step
     assert model.trainer is not None and model.n_samples_learned == 8
+
+
+def test_the_first_step_imports_nothing_heavy() -> None:
+    """torch's optimizer imports torch._dynamo (~0.8 s, 77 MB): construction pays it, not the
+    stream (fresh process: this one has long imported it). Benchmark 8 measures the cost."""
+    code = (
+        "import sys\n"
+        "from streamdas import DASClassifier, DASRegressor\n"
+        "models = [DASClassifier(seed=0), DASRegressor(seed=0, optimizer='adamw')]\n"
+        "before = set(sys.modules)\n"
+        "for i in range(40):\n"
+        "    for m in models:\n"
+        "        m.learn_one({'a': float(i), 'b': 1.0}, i % 2)\n"
+        "assert all(m.trainer.n_steps for m in models)\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parents[1], check=True)
+    new = ast.literal_eval(out.stdout.strip().splitlines()[-1])
+    assert not [m for m in new if m.startswith(("torch._dynamo", "torch._inductor"))], new
 
 
 def test_new_features_and_classes_grow_the_network_without_forgetting():
