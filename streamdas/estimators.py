@@ -301,7 +301,8 @@ class _DASEstimator:
             self._detector.update(loss)
             if self._detector.drift_detected:
                 self.n_drifts_detected += 1
-                trainer.cycle()
+                if trainer.sizing_active:  # fine-tuning: detected and counted, never resized
+                    trainer.cycle()
 
     def _flush(self) -> None:
         d = len(self._index)
@@ -586,7 +587,8 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         Standardize inputs with running means and variances.
     drift_detector
         Optional River drift detector fed with the minibatch loss; when it fires, a sizing
-        cycle runs at once (off by default).
+        cycle runs at once (never while ``fine_tune`` is on; off by default). Checkpoints
+        accept River's real-valued detectors (:data:`streamdas.checkpoint.DRIFT_DETECTORS`).
     device
         ``"cpu"`` or ``"cuda"``.
     seed

@@ -289,3 +289,22 @@ def test_memory_usage_counts_tensor_bytes_once():
     assert tensors + grads <= extra <= 1.1 * (tensors + grads)
     river_extra = Base._raw_memory_usage.fget(wide) - Base._raw_memory_usage.fget(narrow)
     assert not (tensors + grads <= river_extra <= 1.1 * (tensors + grads))
+
+
+def test_fine_tune_with_a_drift_detector_never_resizes():
+    """Issue 14: a detector that fires must not run a sizing cycle while fine-tuning."""
+    from river import drift
+
+    model = DASClassifier(seed=0, grow_every=10**6, batch_size=4,
+                          drift_detector=drift.DummyDriftDetector(t_0=5))
+    for x, y in datasets.Phishing().take(80):
+        model.learn_one(x, y)
+    assert model.n_sizing_cycles > 1  # the detector does resize while sizing is on
+    model.fine_tune = True
+    sizes, cycles, drifts = model.layer_sizes, model.n_sizing_cycles, model.n_drifts_detected
+    history = len(model.size_history)
+    for x, y in datasets.Phishing().take(200):
+        model.learn_one(x, y)
+    assert model.n_drifts_detected > drifts  # still detected and counted...
+    assert model.layer_sizes == sizes and model.n_sizing_cycles == cycles  # ...but no resize
+    assert len(model.size_history) == history
