@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import torch
@@ -68,6 +68,29 @@ def lecun_normal_(tensor: Tensor, fan_in: int, generator: torch.Generator | None
         return tensor.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=generator)
 
 
+class StateHolder(Protocol):
+    """Anything holding per-parameter state the way an optimizer does (``state[param]`` is a
+    dict of tensors), kept aligned by :func:`edit_parameter`: optimizers, and the sizer's
+    :class:`streamdas.sizing.RunningAverages`."""
+
+    @property
+    def state(self) -> MutableMapping[Any, Any]: ...
+
+
+#: What resizing keeps aligned: an optimizer, another state holder, several, or nothing.
+Aligned: TypeAlias = (
+    "torch.optim.Optimizer | StateHolder | Sequence[torch.optim.Optimizer | StateHolder | None] | None"
+)
+
+
+def _holders(aligned: Aligned) -> Sequence[Any]:
+    if aligned is None:
+        return ()
+    if hasattr(aligned, "state"):
+        return (aligned,)
+    return tuple(h for item in aligned for h in _holders(item))  # type: ignore[union-attr]
+
+
 class _Version:
     """A network's resize counter, shared by reference with each of its parameters (so that
     :func:`edit_parameter`, which sees only a parameter, can bump the right network's)."""
@@ -88,14 +111,15 @@ def edit_parameter(
     dim: int,
     keep: Tensor | None = None,
     append: Tensor | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: Aligned = None,
 ) -> None:
     """Resize ``param`` along ``dim``: keep the slices ``keep`` (all if None), then append ``append``.
 
     The same ``Parameter`` object is kept (its storage is replaced), so optimizers that hold it
     stay valid. Every optimizer state tensor shaped like the parameter (Adam's moments, SGD's
     momentum, ...) is edited the same way, with zeros for the appended slices; scalar state such
-    as Adam's step count is left alone. The gradient is dropped.
+    as Adam's step count is left alone. ``optimizer`` may also be another :class:`StateHolder`
+    (the sizer's running averages) or a sequence of them. The gradient is dropped.
 
     >>> p = nn.Parameter(torch.arange(6.0).reshape(3, 2))
     >>> edit_parameter(p, 0, keep=torch.tensor([0, 2]), append=torch.zeros(1, 2))
@@ -122,8 +146,8 @@ def edit_parameter(
             out = torch.cat([out, fill], dim=dim)
         return out if out is not t else t.contiguous()
 
-    if optimizer is not None:
-        state = optimizer.state.get(param)
+    for holder in _holders(optimizer):
+        state = holder.state.get(param)
         if state:
             zeros = None if append is None else torch.zeros_like(append)  # cat copies: shared
             for key, value in list(state.items()):
@@ -370,7 +394,7 @@ class DASNet(nn.Module):
     @torch.no_grad()
     def remove_units(
         self, index: int, keep: Tensor | np.ndarray | Sequence[int],
-        optimizer: torch.optim.Optimizer | None = None,
+        optimizer: Aligned = None,
     ) -> None:
         """Keep only units ``keep`` (indices, any order) of hidden layer ``index``; drop the rest
         together with their outgoing columns in the next layer."""
@@ -396,7 +420,7 @@ class DASNet(nn.Module):
         n_new: int,
         scale: float = 1.0,
         generator: torch.Generator | None = None,
-        optimizer: torch.optim.Optimizer | None = None,
+        optimizer: Aligned = None,
     ) -> None:
         """Append ``n_new`` units to hidden layer ``index``.
 
@@ -425,7 +449,7 @@ class DASNet(nn.Module):
         self._sync_shapes(layer, nxt)
 
     @torch.no_grad()
-    def add_inputs(self, n_new: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+    def add_inputs(self, n_new: int, optimizer: Aligned = None) -> None:
         """Append ``n_new`` input features (MLP) with zero weights: outputs do not change."""
         if n_new <= 0:
             return
@@ -438,7 +462,7 @@ class DASNet(nn.Module):
     @torch.no_grad()
     def add_outputs(
         self, n_new: int, generator: torch.Generator | None = None,
-        optimizer: torch.optim.Optimizer | None = None,
+        optimizer: Aligned = None,
     ) -> None:
         """Append ``n_new`` output units (e.g. new classes), LeCun-initialised, bias zero."""
         if n_new <= 0:

@@ -6,8 +6,8 @@
   with weights drawn from the layer's initialiser and multiplied by ``tau`` (bias 0), so that the
   network's outputs barely move.
 
-Both keep an optimizer's state aligned with the surviving units (see
-:func:`streamdas.model.edit_parameter`).
+Both keep an optimizer's state, and the sizer's own :class:`RunningAverages`, aligned with the
+surviving units (see :func:`streamdas.model.edit_parameter`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from streamdas.model import DASNet, NetConfig
+from streamdas.model import Aligned, DASNet, NetConfig, StateHolder
 
-__all__ = ["NetConfig", "SizingConfig", "grow", "growth_amount", "prunable_units", "prune",
+__all__ = ["NetConfig", "RunningAverages", "SizingConfig", "grow", "growth_amount", "prunable_units",
+           "prune",
            "reset_new_averages", "update_averages", "update_averages_masked"]
 
 
@@ -95,8 +96,44 @@ def growth_amount(n: int, config: SizingConfig) -> int:
     return int(amount)
 
 
-#: Optimizer-state key of the parameters' running averages (kept aligned by edit_parameter).
+#: Key of a parameter's running average in :attr:`RunningAverages.state` (the key checkpoints
+#: written before the averages left the optimizer's state used there too).
 AVERAGE_KEY = "das_average"
+
+
+class RunningAverages:
+    """The sizer's state: running averages of the hidden layers' incoming parameters, read by
+    the pruning test (see :attr:`SizingConfig.prune_horizon`).
+
+    ``state[param]`` is ``{AVERAGE_KEY: tensor}``, the layout of an optimizer's state, so
+    :func:`~streamdas.model.edit_parameter` keeps it aligned when units are pruned or grown
+    (pass it, alongside the optimizer, to :func:`prune` and :func:`grow`).
+
+    >>> net = DASNet(NetConfig(n_inputs=2, hidden_sizes=(3,), n_outputs=1))
+    >>> avg = RunningAverages()
+    >>> update_averages(net, avg, decay=0.5)
+    >>> avg.ready(net), avg.get(net.hidden[0].bias).shape
+    (True, torch.Size([3]))
+    >>> grow(net, SizingConfig(min_growth=2), optimizer=None, averages=avg)
+    [2]
+    >>> avg.get(net.hidden[0].bias).shape
+    torch.Size([5])
+    """
+
+    def __init__(self) -> None:
+        self.state: dict[torch.nn.Parameter, dict[str, torch.Tensor]] = {}
+
+    def get(self, param: torch.nn.Parameter) -> torch.Tensor | None:
+        """The running average of ``param``, or None if it has none yet."""
+        entry = self.state.get(param)
+        return None if entry is None else entry.get(AVERAGE_KEY)
+
+    def ready(self, net: DASNet) -> bool:
+        """Whether every hidden parameter of ``net`` has its average."""
+        return all(self.get(p) is not None for layer in net.hidden for p in (layer.weight, layer.bias))
+
+    def clear(self) -> None:
+        self.state.clear()
 
 
 def _peak(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -106,19 +143,19 @@ def _peak(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def prunable_units(
-    net: DASNet, index: int, tau: float, optimizer: torch.optim.Optimizer | None = None
+    net: DASNet, index: int, tau: float, averages: StateHolder | None = None
 ) -> torch.Tensor:
     """Boolean mask of the units of hidden layer ``index`` whose incoming parameters are all < tau.
 
-    If the optimizer holds running averages of the parameters (see
+    If ``averages`` (a :class:`RunningAverages`) holds running averages of the parameters (see
     :attr:`SizingConfig.prune_horizon`), the test reads those, and units whose current
     parameters exceed ``10 * tau`` are kept.
     """
     layer = net.hidden[index]
     w_avg = b_avg = None
-    if optimizer is not None:
-        w_avg = optimizer.state.get(layer.weight, {}).get(AVERAGE_KEY)
-        b_avg = optimizer.state.get(layer.bias, {}).get(AVERAGE_KEY)
+    if averages is not None:
+        w_avg = averages.state.get(layer.weight, {}).get(AVERAGE_KEY)
+        b_avg = averages.state.get(layer.bias, {}).get(AVERAGE_KEY)
     if layer.weight.device.type == "cpu":
         # NumPy, which the CPU learning path keeps warm: in a running stream this test took
         # 141 us a layer in torch ops against ~50 us in isolation; it runs every cycle.
@@ -140,16 +177,27 @@ def _peak_np(weight: torch.Tensor, bias: torch.Tensor) -> np.ndarray:
     return peak
 
 
-@torch.no_grad()
-def update_averages(net: DASNet, optimizer: torch.optim.Optimizer, decay: float) -> None:
-    """Fold the hidden layers' current parameters into their running averages."""
-    params = [p for layer in net.hidden for p in (layer.weight, layer.bias)]
-    averages = []
+def _averages_of(holder: StateHolder, params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+    """The averages of ``params``, created at their values where missing, or where a resize
+    made without passing ``holder`` left one of another shape (it restarts)."""
+    out = []
     for p in params:
-        state = optimizer.state[p]
-        if AVERAGE_KEY not in state:
-            state[AVERAGE_KEY] = p.detach().clone()
-        averages.append(state[AVERAGE_KEY])
+        state = holder.state.get(p)
+        if state is None:
+            state = holder.state[p] = {}
+        avg = state.get(AVERAGE_KEY)
+        if avg is None or avg.shape != p.shape:
+            avg = state[AVERAGE_KEY] = p.detach().clone()
+        out.append(avg)
+    return out
+
+
+@torch.no_grad()
+def update_averages(net: DASNet, averages: StateHolder, decay: float) -> None:
+    """Fold the hidden layers' current parameters into their running averages (created at the
+    parameters' values on first use) in ``averages`` (a :class:`RunningAverages`)."""
+    params = [p for layer in net.hidden for p in (layer.weight, layer.bias)]
+    averages = _averages_of(averages, params)
     if all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params):
         # NumPy on shared storage: a fraction of torch's dispatch cost on small CPU tensors
         weight = np.float32(1.0 - decay)
@@ -163,7 +211,7 @@ def update_averages(net: DASNet, optimizer: torch.optim.Optimizer, decay: float)
 
 
 @torch.no_grad()
-def update_averages_masked(net: DASNet, optimizer: torch.optim.Optimizer, decay: float,
+def update_averages_masked(net: DASNet, averages: StateHolder, decay: float,
                            skip: torch.Tensor) -> None:
     """:func:`update_averages` without a host round trip: ``skip`` (a 0-d float tensor on the
     parameters' device, 1 for a skipped batch) turns the update into a no-op on the device.
@@ -171,12 +219,7 @@ def update_averages_masked(net: DASNet, optimizer: torch.optim.Optimizer, decay:
     The same float32 arithmetic as :func:`update_averages`: ``avg += (p - avg) * (1 - decay)``.
     """
     params = [p for layer in net.hidden for p in (layer.weight, layer.bias)]
-    averages = []
-    for p in params:
-        state = optimizer.state[p]
-        if AVERAGE_KEY not in state:
-            state[AVERAGE_KEY] = p.detach().clone()
-        averages.append(state[AVERAGE_KEY])
+    averages = _averages_of(averages, params)
     weight = (1.0 - skip) * (1.0 - decay)
     deltas = torch._foreach_sub([p.detach() for p in params], averages)
     torch._foreach_mul_(deltas, weight)
@@ -184,17 +227,16 @@ def update_averages_masked(net: DASNet, optimizer: torch.optim.Optimizer, decay:
 
 
 @torch.no_grad()
-def reset_new_averages(net: DASNet, optimizer: torch.optim.Optimizer,
-                       old_sizes: list[int]) -> None:
+def reset_new_averages(net: DASNet, averages: StateHolder, old_sizes: list[int]) -> None:
     """Start the averages of freshly grown units (rows and next-layer columns) at their values."""
     for i, layer in enumerate(net.hidden):
         n_old = old_sizes[i]
         for p in (layer.weight, layer.bias):
-            avg = optimizer.state.get(p, {}).get(AVERAGE_KEY)
+            avg = averages.state.get(p, {}).get(AVERAGE_KEY)
             if avg is not None:
                 avg[n_old:] = p[n_old:]
         nxt = net.layers[i + 1]
-        avg = optimizer.state.get(nxt.weight, {}).get(AVERAGE_KEY)
+        avg = averages.state.get(nxt.weight, {}).get(AVERAGE_KEY)
         if avg is not None:
             first_new = n_old * (net.flat_hw if i == net.n_conv - 1 else 1)
             avg[:, first_new:] = nxt.weight[:, first_new:]
@@ -202,9 +244,13 @@ def reset_new_averages(net: DASNet, optimizer: torch.optim.Optimizer,
 
 @torch.no_grad()
 def prune(
-    net: DASNet, config: SizingConfig, optimizer: torch.optim.Optimizer | None = None
+    net: DASNet, config: SizingConfig, optimizer: Aligned = None,
+    averages: RunningAverages | None = None,
 ) -> list[int]:
     """Remove prunable units from every hidden layer; return how many went from each.
+
+    The test reads ``averages`` where they exist (see :func:`prunable_units`); the optimizer's
+    state and the averages are kept aligned with the surviving units.
 
     Where pruning would leave fewer than ``min_units``, the prunable units with the largest
     incoming parameters are kept.
@@ -217,7 +263,7 @@ def prune(
     """
     removed: list[int] = []
     for i, layer in enumerate(net.hidden):
-        mask = prunable_units(net, i, config.tau, optimizer).cpu().numpy()  # NumPy: few tiny ops
+        mask = prunable_units(net, i, config.tau, averages).cpu().numpy()  # NumPy: few tiny ops
         n = mask.size
         n_drop = int(mask.sum())
         floor = max(config.min_units, 1)
@@ -230,7 +276,7 @@ def prune(
             mask[candidates[order[: floor - (n - n_drop)]]] = False
             n_drop = int(mask.sum())
         if n_drop:
-            net.remove_units(i, np.flatnonzero(~mask), optimizer=optimizer)
+            net.remove_units(i, np.flatnonzero(~mask), optimizer=(optimizer, averages))
         removed.append(n_drop)
     return removed
 
@@ -240,18 +286,25 @@ def grow(
     net: DASNet,
     config: SizingConfig,
     generator: torch.Generator | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: Aligned = None,
+    averages: RunningAverages | None = None,
 ) -> list[int]:
     """Append new units to every hidden layer (weights scaled by tau); return how many each got.
+
+    The optimizer's state of new units starts at zero; their running averages (in
+    ``averages``) start at their initial values.
 
     >>> net = DASNet(NetConfig(n_inputs=2, hidden_sizes=(10, 100), n_outputs=1))
     >>> grow(net, SizingConfig()), net.hidden_sizes
     ([20, 20], [30, 120])
     """
     added: list[int] = []
+    old_sizes = net.hidden_sizes
     for i in range(len(net.hidden)):
         n_new = growth_amount(net.hidden_sizes[i], config)
-        net.add_units(i, n_new, scale=config.tau, generator=generator, optimizer=optimizer)
+        net.add_units(i, n_new, scale=config.tau, generator=generator, optimizer=(optimizer, averages))
         added.append(n_new)
+    if averages is not None:
+        reset_new_averages(net, averages, old_sizes)
     return added
 

@@ -44,10 +44,10 @@ from streamdas.model import DASNet, NetConfig, _conv_out
 from streamdas.regularizers import Regularizer, make_regularizer
 from streamdas.sizing import (
     AVERAGE_KEY,
+    RunningAverages,
     SizingConfig,
     grow,
     prune,
-    reset_new_averages,
     update_averages,
     update_averages_masked,
 )
@@ -226,6 +226,8 @@ class DASTrainer:
         self._last_on_device = False  # the last step was sync-free: its loss is on the device
         self._graph = StepGraph(self._device_body, self._capturable) if self.device.type == "cuda" else None
         self.optimizer = train.make_optimizer(self._params)
+        #: the sizer's state: running averages read by the pruning test (kept aligned on resizes)
+        self.averages = RunningAverages()
         self.loss_fn: nn.Module = nn.CrossEntropyLoss() if train.loss == "cross_entropy" else nn.MSELoss()
         self._backprop = NumpyBackprop(self.net, train.loss)
         self._adam = NumpyAdam(self.optimizer)
@@ -325,9 +327,7 @@ class DASTrainer:
         """Grow every hidden layer now (if growth is on) and record it."""
         if not self.sizing.grow:
             return [0] * len(self.net.hidden)
-        old_sizes = self.net.hidden_sizes
-        added = grow(self.net, self.sizing, self.generator, self.optimizer)
-        reset_new_averages(self.net, self.optimizer, old_sizes)
+        added = grow(self.net, self.sizing, self.generator, self.optimizer, self.averages)
         self.n_grown = [a + b for a, b in zip(self.n_grown, added, strict=True)]
         self._record("grow")
         return added
@@ -336,7 +336,7 @@ class DASTrainer:
         """Prune every hidden layer now (if pruning is on) and record it."""
         if not self.sizing.prune:
             return [0] * len(self.net.hidden)
-        removed = prune(self.net, self.sizing, self.optimizer)
+        removed = prune(self.net, self.sizing, self.optimizer, self.averages)
         self.n_pruned = [a + b for a, b in zip(self.n_pruned, removed, strict=True)]
         self._record("prune")
         return removed
@@ -350,11 +350,11 @@ class DASTrainer:
 
     def add_inputs(self, n_new: int) -> None:
         """New input features (zero weights, optimizer state kept)."""
-        self.net.add_inputs(n_new, optimizer=self.optimizer)
+        self.net.add_inputs(n_new, optimizer=(self.optimizer, self.averages))
 
     def add_outputs(self, n_new: int) -> None:
         """New output units, e.g. classes (optimizer state kept)."""
-        self.net.add_outputs(n_new, generator=self.generator, optimizer=self.optimizer)
+        self.net.add_outputs(n_new, generator=self.generator, optimizer=(self.optimizer, self.averages))
 
     # ------------------------------------------------------------------ learning
     def _hidden_layers(self) -> list[nn.Module]:
@@ -422,7 +422,7 @@ class DASTrainer:
             del opt.found_inf  # type: ignore[attr-defined]
         horizon = self.sizing.prune_horizon
         if self.sizing.prune and horizon > 0 and not self.fine_tune:
-            update_averages_masked(self.net, opt, math.exp(-x.shape[0] / horizon), found)
+            update_averages_masked(self.net, self.averages, math.exp(-x.shape[0] / horizon), found)
         if not warmup:
             skipped = found.to(torch.int64)
             self._skipped[0].add_(skipped)
@@ -437,8 +437,7 @@ class DASTrainer:
         if not all(state.get(p) for p in self._params):
             return False
         if self.sizing.prune and self.sizing.prune_horizon > 0 and not self.fine_tune:
-            return all(AVERAGE_KEY in state[p] for layer in self.net.hidden
-                       for p in (layer.weight, layer.bias))
+            return self.averages.ready(self.net)
         return True
 
     def _graph_key(self, x: Tensor, y: Tensor) -> tuple[Any, ...]:
@@ -528,7 +527,7 @@ class DASTrainer:
             return None
         horizon = self.sizing.prune_horizon
         if self.sizing.prune and horizon > 0 and not self.fine_tune:
-            update_averages(self.net, self.optimizer, math.exp(-x.shape[0] / horizon))
+            update_averages(self.net, self.averages, math.exp(-x.shape[0] / horizon))
         self._n_steps += 1
         return loss
 
@@ -622,6 +621,8 @@ class DASTrainer:
             "net": self.net.config.to_dict(),
             "model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
+            "averages": {name: avg.detach().cpu() for name, p in self.net.named_parameters()
+                         if (avg := self.averages.get(p)) is not None},
             "train": asdict(self.train_config),
             "sizing": asdict(self.sizing),
             "seed": self.seed,
@@ -668,6 +669,7 @@ class DASTrainer:
             trainer.net.load_state_dict(state["model"], strict=True)
             _check_optimizer_state(trainer, state["optimizer"])
             trainer.optimizer.load_state_dict(state["optimizer"])
+            _load_averages(trainer, state.get("averages"))
             trainer.generator.set_state(state["rng"])
             c = state["counters"]
             for key in ("n_samples", "n_steps", "n_cycles", "n_nonfinite", "last_cycle"):
@@ -739,6 +741,25 @@ class DASTrainer:
         if lr is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = train.lr
+
+
+def _load_averages(trainer: DASTrainer, averages: Any) -> None:
+    """The sizer's running averages: from ``state["averages"]`` (parameter name -> tensor), or,
+    in checkpoints written while they rode in the optimizer's state, moved out of it."""
+    params = dict(trainer.net.named_parameters())
+    if averages is None:  # older checkpoints: under AVERAGE_KEY in the optimizer's state
+        for p in params.values():
+            entry = trainer.optimizer.state.get(p)
+            if entry and AVERAGE_KEY in entry:
+                trainer.averages.state[p] = {AVERAGE_KEY: entry.pop(AVERAGE_KEY)}
+        return
+    checkpoint.require(isinstance(averages, dict), "averages is not a dict")
+    for name, value in averages.items():
+        p = params.get(name)
+        checkpoint.require(p is not None, f"average of unknown parameter {name!r}")
+        checkpoint.require(isinstance(value, Tensor) and value.shape == p.shape
+                           and value.dtype == p.dtype, f"average of {name!r} does not fit")
+        trainer.averages.state[p] = {AVERAGE_KEY: value.to(p.device).clone()}
 
 
 def _check_optimizer_state(trainer: DASTrainer, opt_state: dict[str, Any]) -> None:

@@ -57,6 +57,11 @@ def _assert_same(a: DASTrainer, b: DASTrainer, exact: bool = True) -> None:
         assert sa.keys() == sb.keys()
         for key in sa:
             torch.testing.assert_close(sa[key].cpu(), sb[key].cpu(), **tol, msg=lambda m, k=key: f"{k}: {m}")
+    for pa, pb in zip(a.net.hidden.parameters(), b.net.hidden.parameters(), strict=True):
+        aa, ab = a.averages.get(pa), b.averages.get(pb)
+        assert (aa is None) == (ab is None)
+        if aa is not None:
+            torch.testing.assert_close(aa.cpu(), ab.cpu(), **tol)
     assert (a.n_samples, a.n_steps, a.n_nonfinite, a.n_cycles, a.last_cycle) == \
         (b.n_samples, b.n_steps, b.n_nonfinite, b.n_cycles, b.last_cycle)
     assert a.size_history == b.size_history
@@ -65,7 +70,7 @@ def _assert_same(a: DASTrainer, b: DASTrainer, exact: bool = True) -> None:
 @pytest.mark.parametrize("config", [MLP, CNN], ids=["mlp", "cnn"])
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_sync_free_step_equals_synchronising_step(config, optimizer):
-    """Same parameters, optimizer state, averages, counters and size history after a run with
+    """Same parameters, optimizer state, running averages, counters and size history after a run with
     sizing cycles and a non-finite batch in the middle."""
     today = _trainer(config, False, optimizer=optimizer)
     sync_free = _trainer(config, True, optimizer=optimizer)
@@ -159,8 +164,8 @@ def _mock_api(trainer: DASTrainer, log: list[str]) -> GraphAPI:
 
     def tensors() -> list[torch.Tensor]:
         out = [p.data for p in trainer.net.parameters()]
-        out += [t for st in trainer.optimizer.state.values() for t in st.values()
-                if isinstance(t, torch.Tensor)]
+        out += [t for holder in (trainer.optimizer, trainer.averages) for st in holder.state.values()
+                for t in st.values() if isinstance(t, torch.Tensor)]
         return [*out, trainer._skipped, trainer._last_loss, trainer._found_inf]
 
     class Graph:

@@ -249,8 +249,9 @@ def test_running_average_pruning_rule():
     x, y = _data(16, d=4)
     trainer.step(x, y)  # creates the averages
     layer = trainer.net.hidden[0]
-    state_w = trainer.optimizer.state[layer.weight]
-    state_b = trainer.optimizer.state[layer.bias]
+    state_w = trainer.averages.state[layer.weight]  # the sizer's state, not the optimizer's
+    state_b = trainer.averages.state[layer.bias]
+    assert "das_average" not in trainer.optimizer.state[layer.weight]
     with torch.no_grad():
         layer.weight[:] = 0.5
         layer.bias[:] = 0.0
@@ -264,4 +265,34 @@ def test_running_average_pruning_rule():
     assert trainer.net.hidden_sizes == [2]
     paper = DASTrainer(NetConfig(4, (3,), 2), sizing=SizingConfig(grow=False, prune_horizon=0), seed=0)
     paper.step(x, y)
-    assert "das_average" not in paper.optimizer.state[paper.net.hidden[0].weight]
+    assert paper.averages.get(paper.net.hidden[0].weight) is None
+
+
+def test_running_averages_survive_checkpoints_and_old_checkpoints_load():
+    """The averages are saved with the trainer; a checkpoint written while they rode in the
+    optimizer's state (before they moved to the sizer) loads with them moved over."""
+    trainer = DASTrainer(NetConfig(4, (5, 3), 2), sizing=SizingConfig(every=32, min_growth=2), seed=0)
+    x, y = _data(96, d=4)
+    for i in range(0, 96, 16):
+        trainer.step(x[i:i + 16], y[i:i + 16])
+    state = copy.deepcopy(trainer.state_dict())  # (torch's optimizer state_dict shares tensors)
+    names = [name for name, _ in trainer.net.named_parameters()]
+    assert set(state["averages"]) == {n for n in names if n.startswith("hidden.")}
+    old = copy.deepcopy(state)
+    averages = old.pop("averages")
+    for index, name in enumerate(names):
+        if name in averages:
+            old["optimizer"]["state"][index]["das_average"] = averages[name]
+    for loaded in (DASTrainer.from_state_dict(state), DASTrainer.from_state_dict(old)):
+        for name, p in loaded.net.named_parameters():
+            if name in averages:
+                torch.testing.assert_close(loaded.averages.get(p), averages[name], rtol=0, atol=0)
+            assert "das_average" not in loaded.optimizer.state[p]
+        twin = copy.deepcopy(trainer)
+        for i in range(0, 64, 16):  # the same future, with the averages read at each prune
+            assert loaded.step(x[i:i + 16], y[i:i + 16]) == twin.step(x[i:i + 16], y[i:i + 16])
+        assert loaded.size_history == twin.size_history
+    bad = copy.deepcopy(state)
+    bad["averages"]["hidden.0.bias"] = torch.zeros(99)
+    with pytest.raises(ValueError, match="does not fit"):
+        DASTrainer.from_state_dict(bad)
