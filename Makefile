@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench broker clean
+.PHONY: setup demo test lint bench docs broker clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ lint: setup
 
 bench: setup
 	$(PY) -m benchmarks
+
+# Every figure and table of README.md and docs/ from the code (scripts/make_docs.py; about
+# 20 minutes on 2 quiet cores: the benchmark suite and the paper's experiments dominate).
+docs: setup
+	$(PY) scripts/make_docs.py
 
 broker: setup
 	scripts/tansu.sh

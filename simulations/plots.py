@@ -47,10 +47,17 @@ def _drift_markers(ax: Axes, stream: ScenarioStream) -> None:
             ax.axvline(d.position, color="k", ls="--", lw=1, alpha=0.6, label=lab)
 
 
+#: Line styles that keep learners apart where their curves coincide (DAS drawn on top).
+STYLES = {"das": ("-", 2.0, 3), "static_mlp": ("--", 1.3, 2), "static_wl1": (":", 1.6, 2)}
+LAYER_STYLES = ["-", "--", ":", "-."]
+
+
 def _metric_axes(ax: Axes, df: pd.DataFrame, stream: ScenarioStream, metric: str) -> None:
     col = f"{metric}_rolling"
     for name, part in df.groupby("learner", sort=False):
-        ax.plot(part["n_samples"], part[col], label=name, color=COLORS.get(str(name)), lw=1.3)
+        ls, lw, z = STYLES.get(str(name), ("-", 1.1, 1))
+        ax.plot(part["n_samples"], part[col], label=name, color=COLORS.get(str(name)), lw=lw,
+                ls=ls, zorder=z)
     _drift_markers(ax, stream)
     ax.set_ylabel(f"rolling {metric}")
     ax.grid(alpha=0.3)
@@ -62,11 +69,18 @@ def _size_axes(ax: Axes, df: pd.DataFrame, stream: ScenarioStream, learner: str 
     layer_cols = sorted(c for c in df.columns if c.startswith("units_l"))
     if part.empty or not layer_cols:
         return False
-    for c in layer_cols:
+    for k, c in enumerate(layer_cols):
         if part[c].notna().any():
-            ax.plot(part["n_samples"], part[c], label=f"{learner} layer {c[7:]}", lw=1.3)
+            line, = ax.plot(part["n_samples"], part[c], label=f"layer {c[7:]} after pruning",
+                            lw=1.6, ls=LAYER_STYLES[k % len(LAYER_STYLES)],
+                            drawstyle="steps-post", zorder=3)
+            now = f"now_l{c[7:]}"
+            if now in part and part[now].notna().any():
+                ax.plot(part["n_samples"], part[now], color=line.get_color(), lw=0.8,
+                        alpha=0.35, drawstyle="steps-post",
+                        label=f"layer {c[7:]} now (with units just grown)")
     _drift_markers(ax, stream)
-    ax.set_ylabel("hidden units")
+    ax.set_ylabel("DAS hidden units")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return True
@@ -94,7 +108,8 @@ def plot_sizes(df: pd.DataFrame, stream: ScenarioStream, path: str | Path) -> Pa
     fig, ax = plt.subplots(figsize=(8, 3))
     _size_axes(ax, df, stream)
     ax.set_xlabel("samples")
-    ax.set_title(f"{stream.name}: DAS hidden units per layer", fontsize=10)
+    ax.set_title(f"{stream.name}: DAS hidden units per layer (after each pruning; faint: now)",
+                 fontsize=10)
     return _save(fig, path)
 
 
@@ -115,19 +130,25 @@ def plot_parameters(df: pd.DataFrame, stream: ScenarioStream, path: str | Path) 
 
 
 def plot_events(events: pd.DataFrame, stream: ScenarioStream, path: str | Path) -> Path:
-    """Net units added (up) or removed (down) at each DAS sizing event."""
+    """Per DAS sizing cycle (prune, then grow, at the same sample): units pruned (down), units
+    grown (up), and the cycle's net change (dots), all hidden layers together."""
     fig, ax = plt.subplots(figsize=(8, 3))
     part = events[events["learner"] == "das"] if len(events) else events
     if len(part):
         d = part["delta_units"]
-        width = max(stream.n_samples / 300, 1)
-        ax.bar(part["n_samples"][d > 0], d[d > 0], width=width, color="tab:green", label="grown")
-        ax.bar(part["n_samples"][d < 0], d[d < 0], width=width, color="tab:red", label="pruned")
-        ax.legend(fontsize=7)
+        cycles = pd.DataFrame({
+            "grown": d.where(d > 0, 0), "pruned": d.where(d < 0, 0), "n": part["n_samples"],
+        }).groupby("n").sum()
+        width = max(stream.n_samples / 250, 1)
+        ax.bar(cycles.index, cycles["grown"], width=width, color="tab:green", label="grown")
+        ax.bar(cycles.index, cycles["pruned"], width=width, color="tab:red", label="pruned")
+        ax.plot(cycles.index, cycles["grown"] + cycles["pruned"], "k.", ms=4,
+                label="net change of the cycle")
+        ax.legend(fontsize=7, ncol=3)
     ax.axhline(0, color="k", lw=0.5)
     _drift_markers(ax, stream)
     ax.set_xlabel("samples")
-    ax.set_ylabel("units (net change)")
+    ax.set_ylabel("units per sizing cycle")
     ax.grid(alpha=0.3)
     ax.set_title(f"{stream.name}: DAS grow / prune events", fontsize=10)
     return _save(fig, path)
@@ -141,6 +162,8 @@ def plot_overview(
     _metric_axes(a1, df, stream, metric)
     a1.set_title(f"{stream.name}: {stream.description}", fontsize=9)
     _size_axes(a2, df, stream)
+    a2.set_title("DAS hidden units per layer, read after each pruning (faint: with the units "
+                 "grown since)", fontsize=8)
     a2.set_xlabel("samples")
     return _save(fig, path)
 

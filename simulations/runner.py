@@ -141,6 +141,7 @@ def _shape(model: Any) -> dict[str, Any]:
         "total_units": sum(sizes),
         "n_parameters": int(core.n_parameters),
         **{f"units_l{i}": s for i, s in enumerate(sizes)},
+        **{f"now_l{i}": s for i, s in enumerate(current)},
     }
 
 
@@ -349,7 +350,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
     ...     "mean_accuracy_rolling": 0.6, "learn_seconds": 1.0, "predict_seconds": 0.5}}}))
     ... # doctest: +ELLIPSIS
     ### s ...
-    | hat | 0.5000 | 0.1000 | 0.6000 |  |  | 1.5 |
+    | hat | 0.5000 | 0.1000 | 0.6000 |  |  |  | 1.5 |
     """
     cls = summary["task"] == "classification"
     m1, m2 = ("accuracy", "kappa") if cls else ("mae", "rmse")
@@ -360,15 +361,16 @@ def markdown_table(summary: dict[str, Any]) -> str:
         f"{summary['n_samples']} samples, seed {summary['seed']}, drifts at [{drifts}].",
         "",
         f"| learner | {m1} (cumulative) | {m2} (cumulative) | mean rolling {m1} "
-        "| hidden sizes (after last pruning) | parameters (now) | seconds |",
-        "|---|---|---|---|---|---|---|",
+        "| hidden sizes (after last pruning) | hidden sizes now | parameters now | seconds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for n, e in summary["learners"].items():
         secs = e.get("learn_seconds", 0.0) + e.get("predict_seconds", 0.0)
         lines.append(
             f"| {n} | {_fmt(e.get(f'final_{m1}_cumulative'))} | "
             f"{_fmt(e.get(f'final_{m2}_cumulative'))} | {_fmt(e.get(f'mean_{m1}_rolling'))} | "
-            f"{_fmt(e.get('final_sizes'))} | {_fmt(e.get('n_parameters'))} | {secs:.1f} |"
+            f"{_fmt(e.get('final_sizes'))} | {_fmt(e.get('final_current_sizes'))} | "
+            f"{_fmt(e.get('n_parameters'))} | {secs:.1f} |"
         )
     return "\n".join(lines) + "\n"
 

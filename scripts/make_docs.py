@@ -1,0 +1,216 @@
+"""Regenerate every figure and table of README.md and docs/ from the code: ``make docs``.
+
+    python scripts/make_docs.py                 # everything, full sizes (see the timings below)
+    python scripts/make_docs.py --only demo     # one part: demo, defaults, paper, bench
+    python scripts/make_docs.py --quick --root /tmp/copy   # tiny sizes into a copy (the tests)
+
+Generated text sits between ``<!-- docs:NAME -->`` and ``<!-- /docs:NAME -->`` markers in the
+markdown files; everything between them is replaced. Pictures are copied into ``docs/img/``.
+Parts and what they run:
+
+* ``demo``      ``streamdas simulate`` (the README picture, the demo tables of
+  docs/experiments.md);
+* ``defaults``  the three ``python -m simulations complexity -n 30000 ...`` runs of "Why not the
+  estimator's defaults?";
+* ``paper``     ``python -m simulations.paper all`` (Fig. 1, Fig. 2, Table I, Tables II/III);
+* ``bench``     ``python -m benchmarks`` (the report in docs/benchmarks.md).
+
+Raw outputs go to ``results/docs/`` (``--quick``: ``results/docs-quick/``), never over a run of
+your own. Speed tables measure the machine they run on: run ``make docs`` on a quiet one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+__all__ = ["PARTS", "main", "replace_block"]
+
+#: The "Why not the estimator's defaults?" runs: (label, extra arguments).
+DEFAULTS_RUNS = [
+    ("estimator defaults", "estimator_defaults",
+     ["--das", "hidden_sizes=(32,32)", "--das", "alpha=2e-5", "--das", "lr=1e-3", "--das",
+      "tau=1e-3", "--das", "min_growth=4", "--das", "grow_every=1000", "--das", "batch_size=16",
+      "--das", "prune_horizon=800"]),
+    ("estimator defaults + paper prune test", "estimator_defaults_paper_prune",
+     ["--das", "hidden_sizes=(32,32)", "--das", "alpha=2e-5", "--das", "lr=1e-3", "--das",
+      "tau=1e-3", "--das", "min_growth=4", "--das", "grow_every=1000", "--das", "batch_size=16",
+      "--das", "prune_horizon=0"]),
+    ("simulation settings", "simulation_settings", []),
+]
+
+
+def replace_block(text: str, name: str, content: str) -> str:
+    """Replace what lies between the ``docs:NAME`` markers of ``text`` with ``content``.
+
+    >>> replace_block("a\\n<!-- docs:x -->\\nold\\n<!-- /docs:x -->\\nb", "x", "new")
+    'a\\n<!-- docs:x -->\\nnew\\n<!-- /docs:x -->\\nb'
+    """
+    pattern = re.compile(rf"(<!-- docs:{re.escape(name)} -->\n).*?(\n?<!-- /docs:{re.escape(name)} -->)",
+                         re.S)
+    if not pattern.search(text):
+        raise KeyError(f"no <!-- docs:{name} --> ... <!-- /docs:{name} --> block")
+    return pattern.sub(lambda m: m.group(1) + content.rstrip("\n") + "\n" + m.group(2).lstrip("\n"),
+                       text, count=1)
+
+
+class Docs:
+    """The markdown files under ``root`` and where raw results go."""
+
+    def __init__(self, root: Path, quick: bool) -> None:
+        self.root, self.quick = root, quick
+        self.results = root / ("results/docs-quick" if quick else "results/docs")
+        self.img = root / "docs" / "img"
+        self.img.mkdir(parents=True, exist_ok=True)
+
+    def block(self, file: str, name: str, content: str) -> None:
+        path = self.root / file
+        path.write_text(replace_block(path.read_text(), name, content))
+
+    def image(self, src: Path, name: str) -> None:
+        shutil.copyfile(src, self.img / name)
+
+
+def _quiet(fn: Callable[[], int]) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = fn()
+    return status, out.getvalue()
+
+
+def _simulate(argv: list[str]) -> None:
+    from simulations.__main__ import main as simulate
+
+    status, text = _quiet(lambda: simulate([*argv, "--no-progress"]))
+    if status != 0:
+        raise RuntimeError(f"simulate {argv} failed:\n{text}")
+
+
+def demo(docs: Docs) -> None:
+    """The demo: README picture, result table and per-concept table of docs/experiments.md."""
+    from simulations.__main__ import DEMO
+
+    out = docs.results / "demo"
+    t0 = time.perf_counter()
+    _simulate(["-o", str(out)] + (["-n", "1800"] if docs.quick else []))
+    seconds = time.perf_counter() - t0
+    docs.image(out / "overview.png", "demo_complexity.png")
+    summary = json.loads((out / "summary.json").read_text())
+    table = (out / "results.md").read_text().split("\n\n", 2)[2].strip()
+    n = summary["n_samples"]
+    docs.block("docs/experiments.md", "demo-table", "\n".join([
+        table, "",
+        f"(`streamdas simulate`, {n:,} samples, seed {summary['seed']}; seconds = time in each "
+        "learner's predict + learn, DAS's including the one-time cost of building its trainer; "
+        f"the whole run took {seconds:.1f} s including plots. Hidden sizes after the last "
+        "pruning are what the network kept; \"now\" adds the units grown at the last sizing "
+        "cycle, which the parameter count includes.)"]))
+    names = ["2 centroids", "16 centroids", "2 centroids again"]
+    lines = ["| learner | " + " | ".join(f"{c}: accuracy / units" for c in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for learner, entry in summary["learners"].items():
+        cells = []
+        for seg in entry["segments"]:
+            acc = seg.get("accuracy_rolling_2nd_half")
+            units = seg.get("mean_units_2nd_half")
+            cells.append(f"{acc:.3f}" + (f" / {units:.1f}" if units is not None else ""))
+        lines.append(f"| {learner} | " + " | ".join(cells) + " |")
+    docs.block("docs/experiments.md", "demo-concepts", "\n".join(lines))
+    assert DEMO["scenario"] == summary["scenario"]
+
+
+def defaults(docs: Docs) -> None:
+    """The three runs of "Why not the estimator's defaults?" and their table."""
+    n = 3000 if docs.quick else 30_000
+    step = n // 10
+    rows = [f"| settings | command | total units after pruning every {step:,} samples (drifts at "
+            f"{n // 3:,} and {2 * n // 3:,}) |", "|---|---|---|"]
+    for label, folder, extra in DEFAULTS_RUNS:
+        out = docs.results / "defaults_evidence" / folder
+        argv = ["complexity", "-n", str(n), "--learners", "das", *extra, "-o", str(out)]
+        _simulate([*argv, "--no-plots"])
+        metrics = pd.read_csv(out / "metrics.csv")
+        das = metrics[metrics["learner"] == "das"].set_index("n_samples")["total_units"]
+        units = [int(das.loc[k]) for k in range(step, n + 1, step) if k in das.index]
+        shown = " ".join(f'"{a}"' if "(" in a else a for a in extra)
+        command = (f"python -m simulations complexity -n {n} --learners das {shown} "
+                   f"-o results/defaults_evidence/{folder}").replace("  ", " ")
+        rows.append(f"| {label} | `{command}` | {', '.join(map(str, units))} |")
+    docs.block("docs/experiments.md", "defaults-evidence", "\n".join(rows))
+
+
+PAPER_IMAGES = {"fig1": "fig1_sizes_vs_alpha.png", "fig2": "fig2_start_widths.png",
+                "table1": "table1_sizes_vs_difficulty.png", "table23": "table23_baselines.png"}
+
+
+def paper(docs: Docs) -> None:
+    """``python -m simulations.paper all``: each experiment's picture and table."""
+    from simulations.paper import main as run_paper
+
+    out = docs.results / "paper"
+    status, text = _quiet(lambda: run_paper(["all", "-o", str(out)] + (["--quick"] if docs.quick
+                                                                       else [])))
+    if status != 0:
+        raise RuntimeError(f"simulations.paper failed:\n{text}")
+    for name, image in PAPER_IMAGES.items():
+        docs.image(out / name / image, image)
+        res = json.loads((out / name / "results.json").read_text())
+        docs.block("docs/experiments.md", f"paper-{name}",
+                   f"{res['table'].strip()}\n\n(`python -m simulations.paper {name}`: "
+                   f"{res['seconds']} s.)")
+
+
+def bench(docs: Docs) -> None:
+    """``python -m benchmarks``: the report in docs/benchmarks.md (headings one level down)."""
+    from benchmarks.__main__ import run_suite
+    from benchmarks.common import setup_torch
+
+    setup_torch(1)
+    preset = "smoke" if docs.quick else "full"
+    report, _ = run_suite(preset, ["sizing"] if docs.quick else None, progress=True)
+    report = re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", report, flags=re.M)
+    docs.block("docs/benchmarks.md", "bench-report", report)
+
+
+PARTS: dict[str, Callable[[Docs], None]] = {
+    "demo": demo, "defaults": defaults, "paper": paper, "bench": bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make docs", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", choices=list(PARTS),
+                        help="regenerate only this part (repeatable)")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes (a smoke test: its numbers mean nothing)")
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="folder holding README.md and docs/ (default: this checkout)")
+    args = parser.parse_args(argv)
+    from streamdas.threads import limit_threads
+
+    docs = Docs(args.root.resolve(), args.quick)
+    with limit_threads(1):
+        for name in args.only or list(PARTS):
+            t0 = time.perf_counter()
+            print(f"[make docs] {name} ...", file=sys.stderr, flush=True)
+            PARTS[name](docs)
+            print(f"[make docs] {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr,
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
