@@ -174,16 +174,73 @@ def paper(docs: Docs) -> None:
                    f"{res['seconds']} s.)")
 
 
+def bench_summary(sections: list) -> str:
+    """The README's benchmark table, read from the report's sections (``not measured`` where
+    a section did not run)."""
+    by_key = {s.key: s for s in sections}
+    missing = "not measured in this run"
+
+    def row(key: str, match: Callable[[list], bool]) -> list | None:
+        sec = by_key.get(key)
+        return next((r for r in sec.rows if match(r)), None) if sec else None
+
+    das = row("throughput", lambda r: str(r[0]).startswith("DASClassifier()"))
+    mlp = row("throughput", lambda r: "(DAS final)" in str(r[0]))
+    lines = ["| | measured | target |", "|---|---|---|"]
+    if das:
+        rate = float(das[1])
+        met = "met" if rate >= 20_000 else "NOT met"
+        lines.append(f"| prequential `DASClassifier()`, 10-feature stream | {rate:,.0f} samples/s "
+                     f"| >= 20,000 ({met}, {rate / 20_000:.2f}x) |")
+    else:
+        lines.append(f"| prequential `DASClassifier()`, 10-feature stream | {missing} | >= 20,000 |")
+    if das and mlp:
+        ratio = float(das[1]) / float(mlp[1])
+        lines.append(f"| against a per-sample torch MLP of the same size | {ratio:.1f}x | >= 10x "
+                     f"({'met' if ratio >= 10 else 'NOT met'}) |")
+    else:
+        lines.append(f"| against a per-sample torch MLP of the same size | {missing} | >= 10x |")
+    river = [r for r in (by_key["throughput"].rows if "throughput" in by_key else [])
+             if str(r[0]).startswith("river ")]
+    lines.append("| River in the same run | " + (" · ".join(
+        f"{str(r[0])[6:]} {float(r[1]):,.0f}" for r in river) + " samples/s" if river
+        else missing) + " | |")
+    sizing = row("sizing", lambda r: int(r[0]) == 1000)
+    lines.append("| grow + prune, share of learning time (N = 1,000) | " + (
+        f"{float(sizing[5]):.1f}% | <= 5% ({'met' if float(sizing[5]) <= 5 else 'NOT met'}) |"
+        if sizing else f"{missing} | <= 5% |"))
+    growth = None
+    if "memory" in by_key:
+        for note in by_key["memory"].notes:
+            m = re.search(r"\): ([+-][\d.]+)%", note)
+            if note.startswith("RSS growth") and m:
+                growth = float(m.group(1))
+    span = by_key["memory"].title.split("over ")[-1] if growth is not None else "a long run"
+    lines.append(f"| RSS growth over {span} | "
+                 + (f"{growth:+.2f}% | <= 5% ({'met' if growth <= 5 else 'NOT met'}) |"
+                    if growth is not None else f"{missing} | <= 5% |"))
+    mini = row("minibatch", lambda r: int(r[0]) == 1024)
+    lines.append("| `predict_many` + `learn_many`, batch 1,024 | "
+                 + (f"{float(mini[3]):,.0f} samples/s | |" if mini else f"{missing} | |"))
+    gpu = by_key.get("gpu")
+    lines.append("| GPU step, DAS / static | " + (
+        "see docs/benchmarks.md, section 6" if gpu and gpu.rows
+        else "not measured (no GPU was available)") + " | <= 1.15x |")
+    return "\n".join(lines)
+
+
 def bench(docs: Docs) -> None:
-    """``python -m benchmarks``: the report in docs/benchmarks.md (headings one level down)."""
+    """``python -m benchmarks``: the report in docs/benchmarks.md (headings one level down) and
+    the README's summary table."""
     from benchmarks.__main__ import run_suite
     from benchmarks.common import setup_torch
 
     setup_torch(1)
     preset = "smoke" if docs.quick else "full"
-    report, _ = run_suite(preset, ["sizing"] if docs.quick else None, progress=True)
+    report, sections = run_suite(preset, ["sizing"] if docs.quick else None, progress=True)
     report = re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", report, flags=re.M)
     docs.block("docs/benchmarks.md", "bench-report", report)
+    docs.block("README.md", "bench-summary", bench_summary(sections))
 
 
 PARTS: dict[str, Callable[[Docs], None]] = {
