@@ -92,6 +92,7 @@ class _DASEstimator:
         prune_horizon: int = 800,
         activation: str = "selu",
         standardize: bool = True,
+        clip_sd: float | None = 10.0,
         drift_detector: base.DriftDetector | None = None,
         device: str = "cpu",
         seed: int | None = None,
@@ -113,6 +114,7 @@ class _DASEstimator:
         self.prune_horizon = prune_horizon
         self.activation = activation
         self.standardize = standardize
+        self.clip_sd = clip_sd
         self.drift_detector = drift_detector
         self.device = device
         self.seed = seed
@@ -138,7 +140,7 @@ class _DASEstimator:
 
     def _reset(self) -> None:
         self._index = FeatureIndex()
-        self._stats = RunningStandardizer()
+        self._stats = RunningStandardizer(clip=self.clip_sd)
         self._trainer: DASTrainer | None = None
         self._fwd: NumpyForward | None = None
         self._buf_x: list[np.ndarray] = []
@@ -411,7 +413,7 @@ class _DASEstimator:
     _PARAM_NAMES: ClassVar[tuple[str, ...]] = (
         "hidden_sizes", "batch_size", "grow_every", "alpha", "lr", "optimizer", "regularizer",
         "tau", "growth_percentage", "min_growth", "min_units", "max_units", "grow", "prune",
-        "prune_horizon", "activation", "standardize", "device", "seed")
+        "prune_horizon", "activation", "standardize", "clip_sd", "device", "seed")
 
     def _plain_params(self) -> dict[str, Any]:
         params = {k: getattr(self, k) for k in self._PARAM_NAMES}
@@ -461,17 +463,19 @@ class _DASEstimator:
         params = state["params"]
         require(isinstance(params, dict), "params are not a dict")
         expected = {*cls._PARAM_NAMES, "drift_detector"}
-        require(set(params) == expected, f"params have keys {sorted(map(str, params))}")
+        # a subset: parameters added since the file was written take their defaults
+        require(set(params) <= expected, f"params have keys {sorted(map(str, params))}")
         params = {k: (v if k == "drift_detector" else checkpoint.plain(v, f"parameter {k!r}"))
                   for k, v in params.items()}
-        params["hidden_sizes"] = tuple(params["hidden_sizes"])
-        params["drift_detector"] = checkpoint.detector_from_state(params["drift_detector"])
+        if "hidden_sizes" in params:
+            params["hidden_sizes"] = tuple(params["hidden_sizes"])
+        params["drift_detector"] = checkpoint.detector_from_state(params.get("drift_detector"))
         est = cls(**params)
         features = checkpoint.plain(state["features"], "features")
         require(isinstance(features, list) and all(type(f) in (str, int) for f in features)
                 and len(set(features)) == len(features), "features are not distinct str/int names")
         est._index = FeatureIndex(list(features))
-        est._stats = RunningStandardizer.from_state(state["stats"])
+        est._stats = RunningStandardizer.from_state(state["stats"], clip=est.clip_sd)
         require(len(est._stats.count) == len(est._index),
                 "feature statistics do not match the feature index")
         if state["trainer"] is not None:
@@ -585,6 +589,11 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         Hidden activation (f(0) must be 0): ``"selu"``, ``"relu"``, ``"tanh"``, ...
     standardize
         Standardize inputs with running means and variances.
+    clip_sd
+        Bounded influence of extreme inputs: once a feature has 30 values, each value enters
+        the running statistics clipped to ``mean +- clip_sd * sd`` and standardized inputs are
+        clipped to ``[-clip_sd, clip_sd]``, so one value like ``1e30`` cannot ruin the
+        standardization for good (``None``: unbounded, every value counts in full).
     drift_detector
         Optional River drift detector fed with the minibatch loss; when it fires, a sizing
         cycle runs at once (never while ``fine_tune`` is on; off by default). Checkpoints
@@ -773,6 +782,9 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         Hidden activation.
     standardize
         Standardize inputs with running statistics.
+    clip_sd
+        Clip inputs to ``clip_sd`` running standard deviations (``None``: off); see
+        :class:`DASClassifier`.
     drift_detector
         Optional River drift detector on the loss.
     device

@@ -223,6 +223,14 @@ class FeatureIndex:
 class RunningStandardizer:
     """Per-feature running mean and variance (Chan et al.'s batch update), NaN-aware.
 
+    With ``clip``, a value's influence is bounded: once a feature has ``warmup`` values, each new
+    value is clipped to ``mean +- clip * sd`` (the running statistics before its batch) before it
+    enters the statistics, and standardized values are clipped to ``[-clip, clip]``. A single
+    extreme value (``1e30`` among values near 1) then moves the statistics by at most
+    ``clip * sd / n`` instead of ruling them for good; a real change of scale still gets through,
+    since every clipped value widens the window (the variance grows with each one). ``None``:
+    unbounded, every value counts in full.
+
     >>> s = RunningStandardizer()
     >>> s.update(np.array([[1.0, np.nan], [3.0, 4.0]], dtype=np.float32))
     >>> s.mean.tolist(), s.count.tolist()
@@ -231,7 +239,11 @@ class RunningStandardizer:
     [[1.0, 0.0]]
     """
 
-    def __init__(self, n_features: int = 0) -> None:
+    def __init__(self, n_features: int = 0, clip: float | None = None, warmup: int = 30) -> None:
+        if clip is not None and not (isinstance(clip, (int, float)) and math.isfinite(clip) and clip > 0):
+            raise ValueError(f"clip must be a positive number or None, got {clip!r}")
+        self.clip = None if clip is None else float(clip)
+        self.warmup = int(warmup)
         self.count = np.zeros(n_features)
         self.mean = np.zeros(n_features)
         self.m2 = np.zeros(n_features)
@@ -252,10 +264,19 @@ class RunningStandardizer:
         std[std < 1e-8] = 1.0
         self.center = self.mean.astype(np.float32)
         self.inv_std = (1.0 / std).astype(np.float32)
+        self._clipping = False
+        if self.clip is not None:
+            ready = self.count >= self.warmup
+            self._clipping = bool(ready.any())
+            half = np.where(ready, self.clip * std, np.inf)
+            self._lo, self._hi = self.mean - half, self.mean + half
+            self._zclip = np.where(ready, self.clip, np.inf).astype(np.float32)
 
     def update(self, X: np.ndarray) -> None:
         """Fold a batch (rows are samples, NaN = missing) into the statistics."""
         self.extend(X.shape[1])
+        if self._clipping:  # bounded influence (NaN stays NaN)
+            X = np.clip(X, self._lo, self._hi)
         if X.shape[0] and X.shape[1] == len(self.count) and not np.isnan(X).any():
             self._update_complete(X)
             return
@@ -301,6 +322,8 @@ class RunningStandardizer:
         Z = X - self.center[:d]
         if standardize:
             Z *= self.inv_std[:d]
+            if self._clipping:
+                np.clip(Z, -self._zclip[:d], self._zclip[:d], out=Z)
         if missing:
             Z[np.isnan(Z)] = 0.0
         return Z
@@ -309,12 +332,13 @@ class RunningStandardizer:
         return {"count": self.count.tolist(), "mean": self.mean.tolist(), "m2": self.m2.tolist()}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> RunningStandardizer:
-        """Rebuild from :meth:`state`; ``ValueError`` unless it holds three equally long lists
-        of finite numbers (counts and sums of squares not negative)."""
+    def from_state(cls, state: dict[str, Any], clip: float | None = None) -> RunningStandardizer:
+        """Rebuild from :meth:`state` (``clip`` is configuration, not state); ``ValueError``
+        unless it holds three equally long lists of finite numbers (counts and sums of squares
+        not negative)."""
         if not isinstance(state, dict) or set(state) != {"count", "mean", "m2"}:
             raise ValueError("standardizer state is not {count, mean, m2}")
-        s = cls()
+        s = cls(clip=clip)
         arrays = []
         for key in ("count", "mean", "m2"):
             values = state[key]

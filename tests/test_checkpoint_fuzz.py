@@ -100,8 +100,9 @@ def _replacement(rng: random.Random, old: Any) -> Any:
             "ADWIN", 0.5, [10**9, 10**9]]
     if isinstance(old, torch.Tensor) and old.dim() > 0 and old.numel():
         pool += [old.clone().reshape(-1), old.double(), old.t() if old.dim() == 2 else old[:-1],
-                 torch.full_like(old, float("nan") if old.is_floating_point() else 255),
-                 old[..., :1], old.unsqueeze(0)]
+                 old[..., :1], old.unsqueeze(0), torch.zeros_like(old)]
+        if old.is_floating_point():
+            pool.append(torch.full_like(old, float("nan")))
     if isinstance(old, (int, float)) and not isinstance(old, bool):
         pool += [old * 1000, -old, old + 1]
     if isinstance(old, list):

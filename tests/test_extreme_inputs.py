@@ -1,0 +1,88 @@
+"""Extreme but valid inputs: one outlier cannot ruin a model, and a value beyond float32 is a
+dead letter, never also a prediction."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from consumers.model import ModelSpec, PartitionState, make_estimator, process_batch
+from streamdas import DASClassifier, DASRegressor, load_estimator, save_estimator
+from streamdas.features import RunningStandardizer
+
+
+def _probe(model, rng, n: int, outlier_at: int | None = None, value: float = 1e30) -> float:
+    """Prequential accuracy on y = a + b > 0, with ``a = value`` once at ``outlier_at``."""
+    hits = 0
+    for i in range(n):
+        a, b = rng.normal(size=2)
+        x = {"a": float(a), "b": float(b)}
+        if i == outlier_at:
+            x["a"] = value
+        y = bool(a + b > 0)
+        hits += model.predict_one(x) == y
+        model.learn_one(x, y)
+    return hits / n
+
+
+@pytest.mark.parametrize("value", [1e30, -1e30, 3e38])
+def test_one_outlier_does_not_poison_the_model(value: float):
+    """Issue 14's probe: ~0.99 before one 1e30 in one feature, and still high after."""
+    rng = np.random.default_rng(0)
+    model = DASClassifier(seed=0)
+    _probe(model, rng, 3000)
+    before = _probe(model, rng, 1000)
+    _probe(model, rng, 10, outlier_at=5, value=value)
+    _probe(model, rng, 2000)
+    after = _probe(model, rng, 1000)
+    assert before > 0.97
+    assert after > before - 0.02, (before, after)
+
+
+def test_without_clipping_the_outlier_still_poisons():
+    """The same probe with ``clip_sd=None`` (unbounded) shows what the clipping prevents."""
+    rng = np.random.default_rng(0)
+    model = DASClassifier(seed=0, clip_sd=None)
+    _probe(model, rng, 3000)
+    before = _probe(model, rng, 1000)
+    _probe(model, rng, 10, outlier_at=5)
+    _probe(model, rng, 2000)
+    assert _probe(model, rng, 1000) < before - 0.1
+
+
+def test_clipping_bounds_the_statistics_and_lets_a_real_change_of_scale_through():
+    rng = np.random.default_rng(1)
+    s = RunningStandardizer(clip=10.0)
+    s.update(rng.normal(size=(500, 1)).astype(np.float32))
+    s.update(np.array([[1e30]], dtype=np.float32))
+    assert abs(s.mean[0]) < 0.1 and 0.8 < np.sqrt(s.m2[0] / s.count[0]) < 1.3
+    z = s.transform(np.array([[1e30], [np.nan]], dtype=np.float32), standardize=True)
+    assert z.tolist() == [[10.0], [0.0]]
+    for _ in range(200):  # the feature's scale really changes: x100
+        s.update((100 * rng.normal(size=(16, 1)) + 500).astype(np.float32))
+    assert s.mean[0] > 250  # the statistics follow it
+
+
+def test_clip_is_validated_and_kept_in_checkpoints(tmp_path):
+    with pytest.raises(ValueError, match="clip"):
+        DASClassifier(clip_sd=-1)
+    model = DASRegressor(seed=0, clip_sd=4.0)
+    for i in range(50):
+        model.learn_one({"a": float(i % 5)}, float(i % 3))
+    loaded, _ = load_estimator(save_estimator(model, tmp_path / "m.ckpt"))
+    assert loaded.clip_sd == 4.0 and loaded._stats.clip == 4.0
+    assert loaded.predict_one({"a": 1e30}) == model.predict_one({"a": 1e30})
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_value_beyond_float32_is_a_dead_letter_and_not_a_prediction(fresh: bool):
+    state = PartitionState(make_estimator(ModelSpec(params={"hidden_sizes": [8]}, seed=1)))
+    good = [json.dumps({"x": {"a": i / 10, "b": 1.0}, "y": i % 2}).encode() for i in range(20)]
+    if not fresh:
+        process_batch(state, good)
+    bad = json.dumps({"x": {"a": 1e308, "b": 1.0}, "y": 1, "id": "big"}).encode()
+    result = process_batch(state, [good[0], bad, good[1]])
+    assert [i for i, _ in result.predictions] == [0, 2]
+    assert [(i, r.reason) for i, r in result.rejections] == [(1, "non_finite_feature")]
