@@ -117,18 +117,22 @@ def _mutate(rng: random.Random, payload: dict) -> dict:
         path = rng.choice(paths)
         parent, key = _get(payload, path[:-1]), path[-1]
         action = rng.random()
-        if action < 0.15 and isinstance(parent, dict):
-            del parent[key]
-        elif action < 0.25 and isinstance(parent, dict):
-            parent[rng.choice(["extra", "__class__", "module", key + "_" if isinstance(key, str) else 1])] = 1
-        elif action < 0.35:
-            payload["estimator"]["params"]["drift_detector"] = rng.choice(HOSTILE_DETECTORS)
-        elif action < 0.42:
-            net = payload["estimator"]["trainer"]["net"]
-            net[rng.choice(["hidden_sizes", "n_inputs", "n_outputs"])] = rng.choice(
-                [[10**9, 10**9], 10**9, [2**62], -3, [0]])
-        else:
-            parent[key] = _replacement(rng, parent[key])
+        try:  # an earlier mutation may have replaced a container the next one aims into
+            if action < 0.15 and isinstance(parent, dict):
+                del parent[key]
+            elif action < 0.25 and isinstance(parent, dict):
+                parent[rng.choice(["extra", "__class__", "module",
+                                   key + "_" if isinstance(key, str) else 1])] = 1
+            elif action < 0.35:
+                payload["estimator"]["params"]["drift_detector"] = rng.choice(HOSTILE_DETECTORS)
+            elif action < 0.42:
+                net = payload["estimator"]["trainer"]["net"]
+                net[rng.choice(["hidden_sizes", "n_inputs", "n_outputs"])] = rng.choice(
+                    [[10**9, 10**9], 10**9, [2**62], -3, [0]])
+            else:
+                parent[key] = _replacement(rng, parent[key])
+        except (TypeError, KeyError, IndexError):
+            continue
     return payload
 
 
