@@ -226,6 +226,20 @@ def bench_summary(sections: list) -> str:
     lines.append("| GPU step, DAS / static | " + (
         "see docs/benchmarks.md, section 6" if gpu and gpu.rows
         else "not measured (no GPU was available)") + " | <= 1.15x |")
+    for kind, label in (("accuracy", "accuracy goals, 8 drifting classification streams"),
+                        ("regression", "accuracy goals, 3 regression streams")):
+        goals = [n for s in sections if s.key == kind for n in s.notes if n.startswith("Issue 11 goals")]
+        lines.append(f"| {label} (issue 11) | "
+                     + (goals[0].split(": ", 1)[1].replace("|", "/") if goals else missing) + " | |")
+    startup = by_key.get("startup")
+    for r in startup.rows if startup else []:
+        lines.append(f"| {r[0]} first samples, fresh process: excess over a later one; RSS growth "
+                     f"over {int(r[1]):,} samples | {float(r[6]):.1f} ms; {float(r[10]):+.1f} MiB | "
+                     f"<= 50 ms ({'met' if float(r[6]) <= 50 else 'NOT met'}); <= 10 MiB "
+                     f"({'met' if float(r[10]) <= 10 else 'NOT met'}) |")
+    if not startup:
+        lines.append(f"| first samples' cost and RSS growth, fresh process | {missing} "
+                     "| <= 50 ms; <= 10 MiB |")
     return "\n".join(lines)
 
 
