@@ -48,6 +48,8 @@ DAS_DEFAULTS: dict[str, Any] = {
     "min_growth": 20,
     "grow_every": 500,
     "batch_size": 32,
+    # the paper's activation (DASClassifier's stream default is ReLU since issue 11)
+    "activation": "selu",
     # the paper's instantaneous pruning test (dropped if the estimator has no such option)
     "prune_horizon": 0,
 }

@@ -745,6 +745,14 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     trained with mean squared error on a running-standardized target. Until its first
     optimizer step (``batch_size`` samples) it predicts the mean of the targets seen so far.
 
+    Its defaults are its own, measured on TrumpApproval, ChickWeights and a drifting Friedman
+    stream (``python -m benchmarks.accuracy --kind regression``; docs/benchmarks.md, "Regressor
+    defaults"): one Adam step per sample (``batch_size=1``) at the paper's ``lr=1e-3``, ReLU
+    (the paper: SELU), a (64, 64) start. Against the former shared defaults (SELU, (32, 32),
+    batch 16, ``lr=3e-3``) MAE fell from 0.764 to 0.561 on TrumpApproval and from 23.4 to 21.6
+    on ChickWeights (6 seeds), at several times the cost a sample (one step per sample instead
+    of one per 16): set ``batch_size=16, lr=3e-3`` for speed.
+
     Parameters
     ----------
     hidden_sizes
@@ -798,12 +806,43 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     >>> from streamdas import DASRegressor
     >>> model = DASRegressor(seed=42)
     >>> evaluate.progressive_val_score(datasets.TrumpApproval(), model, metrics.MAE())
-    MAE: 1.140745
+    MAE: 0.580973
     >>> model.layer_sizes
-    [39, 39]
+    [77, 77]
     """
 
     _loss: ClassVar[str] = "mse"
+
+    def __init__(
+        self,
+        hidden_sizes: tuple[int, ...] = (64, 64),
+        batch_size: int = 1,
+        grow_every: int = 1000,
+        alpha: float = 1e-4,
+        lr: float = 1e-3,
+        optimizer: str = "adam",
+        regularizer: str = "weighted_l1",
+        tau: float = 5e-3,
+        growth_percentage: float = 0.2,
+        min_growth: int = 4,
+        min_units: int = 1,
+        max_units: int | None = 512,
+        grow: bool = True,
+        prune: bool = True,
+        prune_horizon: int = 800,
+        activation: str = "relu",
+        standardize: bool = True,
+        drift_detector: base.DriftDetector | None = None,
+        device: str = "cpu",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            hidden_sizes=hidden_sizes, batch_size=batch_size, grow_every=grow_every, alpha=alpha,
+            lr=lr, optimizer=optimizer, regularizer=regularizer, tau=tau,
+            growth_percentage=growth_percentage, min_growth=min_growth, min_units=min_units,
+            max_units=max_units, grow=grow, prune=prune, prune_horizon=prune_horizon,
+            activation=activation, standardize=standardize, drift_detector=drift_detector,
+            device=device, seed=seed)
 
     def _reset(self) -> None:
         super()._reset()
