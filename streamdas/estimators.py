@@ -832,6 +832,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         prune_horizon: int = 800,
         activation: str = "relu",
         standardize: bool = True,
+        clip_sd: float | None = 10.0,
         drift_detector: base.DriftDetector | None = None,
         device: str = "cpu",
         seed: int | None = None,
@@ -841,8 +842,8 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
             lr=lr, optimizer=optimizer, regularizer=regularizer, tau=tau,
             growth_percentage=growth_percentage, min_growth=min_growth, min_units=min_units,
             max_units=max_units, grow=grow, prune=prune, prune_horizon=prune_horizon,
-            activation=activation, standardize=standardize, drift_detector=drift_detector,
-            device=device, seed=seed)
+            activation=activation, standardize=standardize, clip_sd=clip_sd,
+            drift_detector=drift_detector, device=device, seed=seed)
 
     def _reset(self) -> None:
         super()._reset()
