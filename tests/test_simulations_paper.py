@@ -66,3 +66,23 @@ def test_paper_cli_writes_results(tmp_path) -> None:
 def test_mean_2sd() -> None:
     m, s = mean_2sd([0.9, 0.92, 0.94])
     assert abs(m - 0.92) < 1e-12 and abs(s - 0.04) < 1e-12
+
+
+def test_quick_runs_never_overwrite_full_results(tmp_path, monkeypatch) -> None:
+    """`python -m simulations.paper all --quick` writes to results/paper-quick/, not over a full
+    run's results/paper/."""
+    import json
+
+    from simulations import paper
+
+    def fake(out, quick=False, seed=0):
+        return {"table": "quick" if quick else "full"}
+
+    monkeypatch.setattr(paper, "EXPERIMENTS", {"fig1": fake, "fig2": fake})
+    monkeypatch.chdir(tmp_path)
+    assert paper.main(["all"]) == 0
+    assert paper.main(["all", "--quick"]) == 0
+    for name in ("fig1", "fig2"):
+        assert json.loads((tmp_path / "results/paper" / name / "results.json").read_text())[
+            "table"] == "full"
+        assert (tmp_path / "results/paper-quick" / name / "table.md").read_text() == "quick\n"
