@@ -29,8 +29,9 @@ lint: setup
 bench: setup
 	$(PY) -m benchmarks
 
-# Every figure and table of README.md and docs/ from the code (scripts/make_docs.py; about
-# 20 minutes on 2 quiet cores: the benchmark suite and the paper's experiments dominate).
+# Every figure and table of README.md and docs/ from the code (scripts/make_docs.py). Long: the
+# paper's experiments take about 7 minutes on 2 quiet cores and the full benchmark suite (with
+# issue 11's accuracy suite) longer; `--only demo|defaults|paper|bench` runs one part.
 docs: setup
 	$(PY) scripts/make_docs.py
 
