@@ -46,10 +46,12 @@ class GraphAPI:
     """The pieces of ``torch.cuda`` that capture uses (swapped for a mock in CPU unit tests)."""
 
     new_graph: Callable[[], Any] = torch.cuda.CUDAGraph
-    capture: Callable[[Any], AbstractContextManager[Any]] = torch.cuda.graph
+    #: ``capture(graph, pool=handle)``: the capture context (``torch.cuda.graph``)
+    capture: Callable[..., AbstractContextManager[Any]] = torch.cuda.graph
     new_stream: Callable[[], Any] = torch.cuda.Stream
     use_stream: Callable[[Any], AbstractContextManager[Any]] = torch.cuda.stream
     current_stream: Callable[[], Any] = torch.cuda.current_stream
+    new_pool: Callable[[], Any] = torch.cuda.graph_pool_handle
 
 
 class StepGraph:
@@ -78,8 +80,8 @@ class StepGraph:
     >>> class Graph:
     ...     replays = 0
     ...     def replay(self): Graph.replays += 1
-    >>> api = GraphAPI(new_graph=Graph, capture=lambda g: nullcontext(), new_stream=Stream,
-    ...                use_stream=lambda s: nullcontext(), current_stream=Stream)
+    >>> api = GraphAPI(new_graph=Graph, capture=lambda g, pool: nullcontext(), new_stream=Stream,
+    ...                use_stream=lambda s: nullcontext(), current_stream=Stream, new_pool=object)
     >>> sg = StepGraph(lambda x, y, warmup: None, lambda: (lambda: None), api=api)
     >>> x, y = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
     >>> for key in ["v0", "v0", "v0", "v1"]:  # e.g. the network's structure version
@@ -95,6 +97,7 @@ class StepGraph:
         self.warmup = warmup
         self.api = api or GraphAPI()
         self._graph: Any = None
+        self._pool: Any = None  # one memory pool for all captures (one graph lives at a time)
         self._key: Hashable = None
         self.static_x: Tensor | None = None
         self.static_y: Tensor | None = None
@@ -134,9 +137,11 @@ class StepGraph:
                 self.body(self.static_x, self.static_y, True)
         api.current_stream().wait_stream(side)
         graph = api.new_graph()
+        if self._pool is None:
+            self._pool = api.new_pool()
         undo = self.prepare()
         try:
-            with api.capture(graph):
+            with api.capture(graph, pool=self._pool):
                 self.body(self.static_x, self.static_y, False)
         finally:
             undo()

@@ -176,7 +176,7 @@ def _mock_api(trainer: DASTrainer, log: list[str]) -> GraphAPI:
             trainer._device_body(sg.static_x, sg.static_y, False)
 
     @contextlib.contextmanager
-    def capture(graph: Graph) -> Iterator[None]:
+    def capture(graph: Graph, pool: object) -> Iterator[None]:
         assert all(g["capturable"] for g in trainer.optimizer.param_groups)
         log.append("capture")
         saved = [(t, t.clone()) for t in tensors()]
@@ -185,7 +185,7 @@ def _mock_api(trainer: DASTrainer, log: list[str]) -> GraphAPI:
             t.copy_(copy_)
 
     return GraphAPI(new_graph=Graph, capture=capture, new_stream=_Stream,
-                    use_stream=lambda s: contextlib.nullcontext(), current_stream=_Stream)
+                    use_stream=lambda s: contextlib.nullcontext(), current_stream=_Stream, new_pool=object)
 
 
 def test_graph_replay_bookkeeping_with_mocked_api():
@@ -264,9 +264,11 @@ def test_gpu_steps_do_not_synchronise(graphs):
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("config", [MLP, CNN], ids=["mlp", "cnn"])
-def test_gpu_sync_free_and_graph_steps_equal_the_synchronising_step(config):
+def test_gpu_sync_free_and_graph_steps_equal_the_synchronising_step(config, monkeypatch):
     """On CUDA, sync-free eager and graph-replayed runs (sizing cycles, a non-finite batch)
     match the synchronising step to float32 kernel tolerance (no dropout: same randomness)."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     runs = [_trainer(config, False, device="cuda"), _trainer(config, True, device="cuda", cuda_graphs=False),
             _trainer(config, True, device="cuda", cuda_graphs=True)]
     for x, y in _batches(config, 30, 16, bad_at=13, device="cuda"):
