@@ -195,6 +195,7 @@ def exported_names() -> set[str]:
         metrics.observe_learn(0.01)
         metrics.set_lag(0, 5)
         metrics.mark_checkpoint()
+        metrics.checkpoint_fallback("older")
         metrics.observe_prequential(truth, pred)
         metrics.set_broker_up(True)
         metrics.heartbeat()
