@@ -90,6 +90,7 @@ class _DASEstimator:
         grow: bool = True,
         prune: bool = True,
         prune_horizon: int = 800,
+        grow_init: str = "tau",
         activation: str = "selu",
         standardize: bool = True,
         clip_sd: float | None = 10.0,
@@ -112,6 +113,7 @@ class _DASEstimator:
         self.grow = grow
         self.prune = prune
         self.prune_horizon = prune_horizon
+        self.grow_init = grow_init
         self.activation = activation
         self.standardize = standardize
         self.clip_sd = clip_sd
@@ -136,7 +138,8 @@ class _DASEstimator:
         return SizingConfig(tau=self.tau, growth_percentage=self.growth_percentage,
                             min_growth=self.min_growth, min_units=self.min_units,
                             max_units=self.max_units, every=self.grow_every,
-                            grow=self.grow, prune=self.prune, prune_horizon=self.prune_horizon)
+                            grow=self.grow, prune=self.prune, prune_horizon=self.prune_horizon,
+                            grow_init=self.grow_init)
 
     def _reset(self) -> None:
         self._index = FeatureIndex()
@@ -413,7 +416,7 @@ class _DASEstimator:
     _PARAM_NAMES: ClassVar[tuple[str, ...]] = (
         "hidden_sizes", "batch_size", "grow_every", "alpha", "lr", "optimizer", "regularizer",
         "tau", "growth_percentage", "min_growth", "min_units", "max_units", "grow", "prune",
-        "prune_horizon", "activation", "standardize", "clip_sd", "device", "seed")
+        "prune_horizon", "grow_init", "activation", "standardize", "clip_sd", "device", "seed")
 
     def _plain_params(self) -> dict[str, Any]:
         params = {k: getattr(self, k) for k in self._PARAM_NAMES}
@@ -585,6 +588,10 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     prune_horizon
         Samples over which the pruning test averages each weight (0: the paper's
         instantaneous test); see :class:`streamdas.SizingConfig`.
+    grow_init
+        How grown units start: ``"tau"`` (the paper's: weights times ``tau``) or
+        ``"silent"`` (full-scale incoming, zero outgoing weights); see
+        :class:`streamdas.SizingConfig`.
     activation
         Hidden activation (f(0) must be 0): ``"selu"``, ``"relu"``, ``"tanh"``, ...
     standardize
@@ -786,6 +793,8 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     prune_horizon
         Samples over which the pruning test averages each weight (0: the paper's
         instantaneous test); see :class:`streamdas.SizingConfig`.
+    grow_init
+        How grown units start (``"tau"`` or ``"silent"``).
     activation
         Hidden activation.
     standardize

@@ -421,11 +421,13 @@ class DASNet(nn.Module):
         scale: float = 1.0,
         generator: torch.Generator | None = None,
         optimizer: Aligned = None,
+        out_scale: float | None = None,
     ) -> None:
         """Append ``n_new`` units to hidden layer ``index``.
 
-        Incoming and outgoing weights come from each layer's initialiser (LeCun normal) times
-        ``scale`` (the paper uses tau); biases are zero.
+        Incoming weights come from the layer's initialiser (LeCun normal) times ``scale`` (the
+        paper uses tau), outgoing ones from the next layer's times ``out_scale`` (default:
+        ``scale``; 0 leaves the outputs exactly unchanged); biases are zero.
         """
         if n_new <= 0:
             return
@@ -444,7 +446,7 @@ class DASNet(nn.Module):
         out_cols = lecun_normal_(
             torch.empty((nw.shape[0], cols, *nw.shape[2:]), dtype=nw.dtype),
             new_fan, generator,
-        ).mul_(scale)
+        ).mul_(scale if out_scale is None else out_scale)
         edit_parameter(nw, 1, append=out_cols, optimizer=optimizer)
         self._sync_shapes(layer, nxt)
 

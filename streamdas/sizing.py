@@ -4,7 +4,9 @@
   below ``tau`` in absolute value, together with their outgoing columns.
 * **Grow** appends ``max(ceil(n * growth_percentage), min_growth)`` units to every hidden layer,
   with weights drawn from the layer's initialiser and multiplied by ``tau`` (bias 0), so that the
-  network's outputs barely move.
+  network's outputs barely move (``grow_init="tau"``, the paper's). ``grow_init="silent"``
+  instead gives new units full-size incoming weights and zero outgoing weights: the outputs do
+  not move at all, and the units are useful features from their first step.
 
 Both keep an optimizer's state, and the sizer's own :class:`RunningAverages`, aligned with the
 surviving units (see :func:`streamdas.model.edit_parameter`).
@@ -23,6 +25,10 @@ from streamdas.model import Aligned, DASNet, NetConfig, StateHolder
 __all__ = ["NetConfig", "RunningAverages", "SizingConfig", "grow", "growth_amount", "prunable_units",
            "prune",
            "reset_new_averages", "update_averages", "update_averages_masked"]
+
+
+#: How grown units are initialised (see :attr:`SizingConfig.grow_init`).
+GROW_INITS = ("tau", "silent")
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,13 @@ class SizingConfig:
         instantaneous test "all incoming |w| < tau" rarely passes for a unit with many inputs
         and the last hidden layer swells. 0 gives the paper's instantaneous test exactly.
         Units whose current parameters exceed ``10 * tau`` are never pruned.
+    grow_init
+        How grown units start. ``"tau"`` (the paper's): incoming and outgoing weights from the
+        initialiser times ``tau``, so a new unit's activation and its effect on the outputs
+        start tiny and it takes many steps to matter. ``"silent"``: incoming weights at the
+        initialiser's full scale and zero outgoing weights, so the outputs are exactly
+        unchanged and the unit's (informative, random-feature) activation starts learning its
+        outgoing weights on the first step.
 
     >>> growth_amount(100, SizingConfig())
     20
@@ -72,8 +85,11 @@ class SizingConfig:
     grow: bool = True
     prune: bool = True
     prune_horizon: int = 800
+    grow_init: str = "tau"
 
     def __post_init__(self) -> None:
+        if self.grow_init not in GROW_INITS:
+            raise ValueError(f"grow_init must be one of {GROW_INITS}, not {self.grow_init!r}")
         if self.tau < 0:
             raise ValueError("tau must be >= 0")
         if self.growth_percentage < 0 or self.min_growth < 0:
@@ -289,7 +305,8 @@ def grow(
     optimizer: Aligned = None,
     averages: RunningAverages | None = None,
 ) -> list[int]:
-    """Append new units to every hidden layer (weights scaled by tau); return how many each got.
+    """Append new units to every hidden layer (see :attr:`SizingConfig.grow_init`); return how
+    many each got.
 
     The optimizer's state of new units starts at zero; their running averages (in
     ``averages``) start at their initial values.
@@ -302,7 +319,12 @@ def grow(
     old_sizes = net.hidden_sizes
     for i in range(len(net.hidden)):
         n_new = growth_amount(net.hidden_sizes[i], config)
-        net.add_units(i, n_new, scale=config.tau, generator=generator, optimizer=(optimizer, averages))
+        if config.grow_init == "silent":
+            net.add_units(i, n_new, scale=1.0, out_scale=0.0, generator=generator,
+                          optimizer=(optimizer, averages))
+        else:
+            net.add_units(i, n_new, scale=config.tau, generator=generator,
+                          optimizer=(optimizer, averages))
         added.append(n_new)
     if averages is not None:
         reset_new_averages(net, averages, old_sizes)

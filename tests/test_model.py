@@ -95,6 +95,31 @@ def test_growth_does_not_perturb_outputs(make):
     assert 0 < new_rows.abs().max().item() < 1e-2
 
 
+@pytest.mark.parametrize("make", [_mlp, _cnn], ids=["mlp", "cnn"])
+def test_silent_growth_keeps_outputs_and_adds_informative_units(make):
+    """grow_init="silent": zero outgoing weights (outputs unchanged to 1e-6), incoming weights at
+    the initialiser's full scale (the new units' activations are not tiny), and the next step's
+    gradient reaches the new units' outgoing weights at once."""
+    net = make()
+    x = torch.randn(32, *((6,) if net.n_conv == 0 else (2, 8, 8)))
+    before = net(x).detach()
+    sizes = net.hidden_sizes
+    grow(net, SizingConfig(tau=1e-3, min_growth=5, grow_init="silent"), torch.Generator().manual_seed(1))
+    out = net(x)
+    assert (out - before).abs().max().item() < 1e-6
+    new_rows = net.hidden[0].weight[sizes[0]:]
+    assert new_rows.abs().max().item() > 0.1  # full scale, not tau-scaled
+    last = len(sizes) - 1
+    assert torch.count_nonzero(net.output.weight[:, -(net.hidden_sizes[last] - sizes[last]):]) == 0
+    out.sum().backward()
+    assert net.output.weight.grad[:, sizes[last]:].abs().max().item() > 0
+
+
+def test_grow_init_is_validated():
+    with pytest.raises(ValueError, match="grow_init"):
+        SizingConfig(grow_init="zeros")
+
+
 def test_growth_respects_max_units_and_prune_respects_min_units():
     net = _mlp()
     grow(net, SizingConfig(max_units=22, min_growth=20))
