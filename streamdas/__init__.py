@@ -2,7 +2,7 @@
 
 >>> from streamdas import DASClassifier
 >>> DASClassifier().layer_sizes
-[32, 32]
+[64, 64]
 """
 
 from streamdas.checkpoint import CheckpointError, load_estimator, save_estimator

@@ -363,7 +363,7 @@ class _DASEstimator:
         >>> import pandas as pd
         >>> X = pd.DataFrame({"a": [0.1 * i for i in range(40)], "b": [1.0] * 40})
         >>> y = pd.Series([i % 2 for i in range(40)])
-        >>> one, split = DASClassifier(seed=1), DASClassifier(seed=1)
+        >>> one, split = DASClassifier(batch_size=16, seed=1), DASClassifier(batch_size=16, seed=1)
         >>> one.learn_many(X, y); split.learn_many(X, y, split=True)
         >>> one.n_samples_learned, split.n_samples_learned, split.n_samples_buffered
         (40, 32, 8)
@@ -544,13 +544,22 @@ def _map_arrays(obj: Any, fn: Any, kind: type) -> Any:
 class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     """A Dynamic Auto-Sizing neural network classifier for streams.
 
-    A SELU MLP whose hidden layers grow and shrink while it learns: weighted L1 gives unit ``j``
+    An MLP (ReLU by default; the paper's SELU is ``activation="selu"``) whose hidden layers grow
+    and shrink while it learns: weighted L1 gives unit ``j``
     of each hidden layer an L1 strength ``alpha * j`` on its incoming weights and bias; every
     ``grow_every`` samples, units whose incoming parameters are all below ``tau`` are pruned and
     ``max(ceil(n * growth_percentage), min_growth)`` new units (weights scaled by ``tau``) are
     grown. Classes may appear at any time (the output layer grows); labels may be any hashable.
     The network is built at the first optimizer step; before it, predictions are uniform over
     the labels seen so far (so predicting never changes what the model learns).
+
+    The defaults are tuned for prequential accuracy on drifting streams (issue 11; see the
+    README, "Stream defaults"): ReLU, a (64, 64) start, one Adam step per 12 samples at
+    ``lr = tau = 1e-2`` and ``alpha = 5e-5``. Measured on eight drifting streams (SEA, Agrawal,
+    Hyperplane, RandomRBFDrift, LED, Phishing, Bananas, ImageSegments; three seeds each) they
+    gained 0.4 to 16 points over the previous ones (SELU, (32, 32), batch 16, ``lr = 3e-3``,
+    ``tau = 5e-3``, ``alpha = 1e-4``) on every stream but LED (-0.1), at about the same cost a
+    sample. :class:`DASRegressor` keeps its own defaults.
 
     Parameters
     ----------
@@ -627,6 +636,38 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     >>> model.trainer.regularizer.alpha, model.trainer.fine_tune
     (0.001, True)
     """
+
+    def __init__(
+        self,
+        hidden_sizes: tuple[int, ...] = (64, 64),
+        batch_size: int = 12,
+        grow_every: int = 1000,
+        alpha: float = 5e-5,
+        lr: float = 1e-2,
+        optimizer: str = "adam",
+        regularizer: str = "weighted_l1",
+        tau: float = 1e-2,
+        growth_percentage: float = 0.2,
+        min_growth: int = 4,
+        min_units: int = 1,
+        max_units: int | None = 512,
+        grow: bool = True,
+        prune: bool = True,
+        prune_horizon: int = 800,
+        grow_init: str = "tau",
+        activation: str = "relu",
+        standardize: bool = True,
+        drift_detector: base.DriftDetector | None = None,
+        device: str = "cpu",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(
+            hidden_sizes=hidden_sizes, batch_size=batch_size, grow_every=grow_every, alpha=alpha,
+            lr=lr, optimizer=optimizer, regularizer=regularizer, tau=tau,
+            growth_percentage=growth_percentage, min_growth=min_growth, min_units=min_units,
+            max_units=max_units, grow=grow, prune=prune, prune_horizon=prune_horizon,
+            grow_init=grow_init, activation=activation, standardize=standardize,
+            drift_detector=drift_detector, device=device, seed=seed)
 
     def _reset(self) -> None:
         super()._reset()
