@@ -348,3 +348,18 @@ def test_classifier_defaults_beat_a_bar_the_old_defaults_missed():
     assert accuracy(new) > bar
     assert accuracy(DASClassifier(seed=0, **OLD_CLASSIFIER_DEFAULTS)) < bar
     assert new.n_units_grown[0] > 0 and new.n_units_pruned[0] > 0  # still sizing itself
+
+
+def test_states_without_grow_init_load_with_the_papers_growth():
+    model = DASClassifier(grow_init="silent", seed=0)
+    for i in range(40):
+        model.learn_one({"a": float(i % 5)}, i % 2)
+    state = model.to_state()
+    del state["params"]["grow_init"]  # written before the option existed
+    del state["trainer"]["sizing"]["grow_init"]
+    restored = DASClassifier.from_state(state)
+    assert restored.grow_init == "tau"
+    assert restored.trainer is not None and restored.trainer.sizing.grow_init == "tau"
+    state["params"]["grow_init"] = "bogus"
+    with pytest.raises(ValueError, match="grow_init"):
+        DASClassifier.from_state(state)
