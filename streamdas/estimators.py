@@ -657,6 +657,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         grow_init: str = "tau",
         activation: str = "relu",
         standardize: bool = True,
+        clip_sd: float | None = 10.0,
         drift_detector: base.DriftDetector | None = None,
         device: str = "cpu",
         seed: int | None = None,
@@ -666,7 +667,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
             lr=lr, optimizer=optimizer, regularizer=regularizer, tau=tau,
             growth_percentage=growth_percentage, min_growth=min_growth, min_units=min_units,
             max_units=max_units, grow=grow, prune=prune, prune_horizon=prune_horizon,
-            grow_init=grow_init, activation=activation, standardize=standardize,
+            grow_init=grow_init, activation=activation, standardize=standardize, clip_sd=clip_sd,
             drift_detector=drift_detector, device=device, seed=seed)
 
     def _reset(self) -> None:
@@ -880,6 +881,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         grow: bool = True,
         prune: bool = True,
         prune_horizon: int = 800,
+        grow_init: str = "tau",
         activation: str = "relu",
         standardize: bool = True,
         clip_sd: float | None = 10.0,
@@ -892,7 +894,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
             lr=lr, optimizer=optimizer, regularizer=regularizer, tau=tau,
             growth_percentage=growth_percentage, min_growth=min_growth, min_units=min_units,
             max_units=max_units, grow=grow, prune=prune, prune_horizon=prune_horizon,
-            activation=activation, standardize=standardize, clip_sd=clip_sd,
+            grow_init=grow_init, activation=activation, standardize=standardize, clip_sd=clip_sd,
             drift_detector=drift_detector, device=device, seed=seed)
 
     def _reset(self) -> None:
