@@ -90,8 +90,9 @@ class TrainConfig:
         (the optimizer is told through ``found_inf``, as ``torch.amp.GradScaler`` does) and
         the counters are read lazily, at sizing cycles or when asked; :meth:`DASTrainer.step`
         then returns the loss as a 0-d device tensor. ``None`` (default): on for CUDA, off
-        elsewhere (the CPU keeps its NumPy path, and float losses). Needs an optimizer that
-        accepts ``found_inf`` (Adam and AdamW, fused); SGD keeps the synchronising step.
+        elsewhere (the CPU keeps float losses). The NumPy path, where it applies, comes first
+        either way. Needs an optimizer that accepts ``found_inf`` (Adam and AdamW, fused); SGD
+        keeps the synchronising step.
     cuda_graphs
         With ``sync_free`` on CUDA, replay the whole step as a captured CUDA graph between
         sizing cycles, recaptured after every grow or prune (:mod:`streamdas.cudagraph`).
