@@ -43,7 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     service = None
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s: finishing the batch in hand", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if stop.is_set():  # one line per shutdown, however many signals arrive
+            log.debug("received %s again: already stopping", name)
+        else:
+            log.info("received %s: finishing the batch in hand", name)
         stop.set()
         if service is not None:
             service.request_stop()

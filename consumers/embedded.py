@@ -5,7 +5,9 @@ Records come from :func:`consumers.sources.open_source` in batches of ``max_poll
 each prediction back as soon as its record is in);
 predictions (same JSON as the output topic, with ``topic`` set to the source and ``offset`` to
 the record's index) go to ``--output`` (JSONL, ``-`` for stdout) and dead letters to
-``--dead-letter-output`` (default stderr). There is no checkpointing in this mode.
+``--dead-letter-output`` (default stderr). There is no checkpointing in this mode. The model's
+metrics carry ``model="<source>-0"`` (``stdin-0`` for ``-``), as the service's carry
+``model="<topic>-<partition>"``.
 """
 
 from __future__ import annotations
@@ -117,7 +119,10 @@ def run_embedded(
     stop = stop or threading.Event()
     spec = ModelSpec(task=cfg.task, kind=cfg.model, params=dict(cfg.model_params), seed=cfg.seed)
     state = PartitionState(make_estimator(spec), list(cfg.features) if cfg.features else None)
-    telemetry.watch_models(lambda: {"embedded": state.estimator})
+    lock = threading.RLock()  # scrapes read the model between batches, never during one
+    # the label the service uses, <topic>-<partition>: the source is partition 0 of its topic
+    name = f"{'stdin' if cfg.source == '-' else cfg.source}-0"
+    telemetry.watch_models(lambda: {name: state.estimator}, lock=lock)
     telemetry.broker_up(True)
     values = open_source(cfg.source, seed=cfg.seed, limit=cfg.limit)
     offset = 0
@@ -125,7 +130,9 @@ def run_embedded(
         out = _open(cfg.output, sys.stdout, stack)
         dead = _open(cfg.dead_letter_output, sys.stderr, stack)
         for batch in batches(values, cfg.max_poll_records, live=cfg.source == "-", stop=stop):
-            result = process_batch(state, batch, task=cfg.task, max_bytes=cfg.max_record_bytes)
+            with lock:
+                result = process_batch(state, batch, task=cfg.task,
+                                       max_bytes=cfg.max_record_bytes)
             lines: list[tuple[int, str, Any]] = []
             for i, body in result.predictions:
                 payload = prediction_payload(None, cfg.source, 0, offset + i, body)

@@ -13,10 +13,15 @@ Loop, per poll:
    checkpoint, then commit the same offsets to the group.
 
 On assignment a partition's newest checkpoint is loaded and the consumer seeks to its offset; on
-revocation (rebalance, shutdown) the partition is checkpointed and committed first. If the
-producer loses a message, or cannot be flushed, nothing is checkpointed past it: the service
-rewinds every partition to its checkpoint and replays, so a record can be predicted twice but
-never zero times.
+revocation (rebalance, shutdown) the partitions are checkpointed and committed first, within a
+time budget (half the session timeout) so the rebalance listener never holds the group; a
+partition not saved in time is handed back at its last checkpoint and replayed by its next owner.
+If the producer loses a message, or cannot be flushed, nothing is checkpointed past it: the
+service rewinds every partition of the failed poll to its checkpoint (or to the first offset it
+polled, when it has none), builds a fresh producer, and replays, so a record can be predicted
+twice but never zero times. The producer is at-least-once without idempotence
+(``enable_idempotence=False``): kafka-python 3.0's idempotent producer stops sending for good
+after a delivery timeout (its producer-id reset leaves the transaction manager waiting).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -152,12 +157,15 @@ class KafkaService:
         self._stop = threading.Event()
         self._send_failed = False
         self._flush_failing = False
-        self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
+        self.lock = threading.RLock()  # held while the models change; scrapes read under it
         self._last_lag = 0.0
         self.consumer: Any = None
         self.producer: Any = None
-        self.telemetry.watch_models(self._models)
+        self.producer_factory: Callable[[], Any] = lambda: KafkaProducer(
+            **self._common_options(), **self._producer_options())
+        self.telemetry.watch_models(self._models, lock=self.lock)
+        self.telemetry.assigned(False)  # not ready until the group has assigned partitions
 
     # -- lifecycle -----------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -165,13 +173,42 @@ class KafkaService:
         self._stop.set()
 
     def _models(self) -> dict[str, Any]:
-        for _ in range(3):  # read from the metrics thread while the loop may change the dict
+        with self.lock:  # the metrics thread reads while the loop holds no lock
+            return {f"{tp.topic}-{tp.partition}": st.estimator
+                    for tp, st in list(self.states.items())}
+
+    def _producer_options(self) -> dict[str, Any]:
+        cfg = self.cfg
+        # At least once needs no idempotent producer, and kafka-python 3.0's jams for good
+        # after a delivery timeout; a user may still turn it on through cfg.kafka.
+        options: dict[str, Any] = {
+            "acks": "all", "linger_ms": 5, "batch_size": 256 * 1024,
+            "enable_idempotence": False,
+            "max_block_ms": max(cfg.request_timeout_ms, 10000)}
+        options.update(_only_known(cfg.kafka, KafkaProducer))
+        return options
+
+    def _common_options(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {"bootstrap_servers": cfg.bootstrap_servers.split(","),
+                "client_id": cfg.client_id,
+                "request_timeout_ms": cfg.request_timeout_ms,
+                "bootstrap_timeout_ms": min(cfg.request_timeout_ms, 10000)}
+
+    def _new_producer(self) -> bool:
+        """Replace the producer (what it still held is replayed); ``False`` if unreachable."""
+        old, self.producer = self.producer, None
+        if old is not None:
             try:
-                return {f"{tp.topic}-{tp.partition}": st.estimator
-                        for tp, st in list(self.states.items())}
-            except RuntimeError:
-                continue
-        return {}
+                old.close(timeout=0)
+            except Exception as exc:
+                log.debug("closing the old producer: %s", exc)
+        try:
+            self.producer = self.producer_factory()
+        except (KafkaError, OSError) as exc:
+            log.warning("cannot create a producer yet (%s)", exc)
+            return False
+        return True
 
     def _connect(self) -> bool:
         """Create producer and consumer, retrying with backoff until connected or stopped."""
@@ -182,18 +219,11 @@ class KafkaService:
         if unknown:
             log.warning("ignoring Kafka options no kafka-python client accepts: %s",
                         sorted(unknown))
-        common = {"bootstrap_servers": cfg.bootstrap_servers.split(","),
-                  "client_id": cfg.client_id,
-                  "request_timeout_ms": cfg.request_timeout_ms,
-                  "bootstrap_timeout_ms": min(cfg.request_timeout_ms, 10000)}
         while not self._stop.is_set():
             try:
-                self.producer = KafkaProducer(
-                    **common, acks="all", linger_ms=5, batch_size=256 * 1024,
-                    max_block_ms=max(cfg.request_timeout_ms, 10000),
-                    **_only_known(cfg.kafka, KafkaProducer))
+                self.producer = self.producer_factory()
                 self.consumer = KafkaConsumer(
-                    **common, group_id=cfg.group_id, enable_auto_commit=False,
+                    **self._common_options(), group_id=cfg.group_id, enable_auto_commit=False,
                     auto_offset_reset=cfg.auto_offset_reset,
                     session_timeout_ms=cfg.session_timeout_ms,
                     heartbeat_interval_ms=cfg.heartbeat_interval_ms,
@@ -228,6 +258,12 @@ class KafkaService:
             return 0
         backoff = 0.5
         while not self._stop.is_set():
+            if self.producer is None and not self._new_producer():
+                self.telemetry.heartbeat()  # the loop is alive, only the broker is not
+                self.telemetry.broker_up(False)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.cfg.retry_backoff_max_s)
+                continue
             try:
                 batch = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms,
                                            max_records=self.cfg.max_poll_records)
@@ -239,14 +275,7 @@ class KafkaService:
                 backoff = min(backoff * 2, self.cfg.retry_backoff_max_s)
                 continue
             self.telemetry.heartbeat()
-            for tp, messages in batch.items():
-                if self._send_failed:
-                    break
-                self._handle(tp, messages)
-            if self._send_failed:
-                self._rewind()
-            elif self._checkpoint_due():
-                self._checkpoint_and_commit(list(self.states))
+            self._process_poll(batch)
             self._report()
         log.info("stopping: final checkpoint, commit, leaving the group")
         self._checkpoint_and_commit(list(self.states))
@@ -255,6 +284,20 @@ class KafkaService:
         return 0
 
     # -- per batch -------------------------------------------------------------------------
+    def _process_poll(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """Handle one poll's records; rewind on a lost message, else checkpoint when due."""
+        for tp, messages in batch.items():  # where each partition of this poll began
+            if messages:
+                self._start_offsets.setdefault(tp, messages[0].offset)
+        for tp, messages in batch.items():
+            if self._send_failed:
+                break
+            self._handle(tp, messages)
+        if self._send_failed:
+            self._rewind()
+        elif self._checkpoint_due():
+            self._checkpoint_and_commit(list(self.states))
+
     def _fresh_state(self) -> PartitionState:
         features = list(self.cfg.features) if self.cfg.features else None
         return PartitionState(make_estimator(self.spec), features)
@@ -269,8 +312,9 @@ class KafkaService:
             return
         self._start_offsets.setdefault(tp, messages[0].offset)
         cfg = self.cfg
-        result = process_batch(state, [m.value for m in messages], task=cfg.task,
-                               max_bytes=cfg.max_record_bytes)
+        with self.lock:
+            result = process_batch(state, [m.value for m in messages], task=cfg.task,
+                                   max_bytes=cfg.max_record_bytes)
         try:
             for i, body in result.predictions:
                 m = messages[i]
@@ -288,7 +332,6 @@ class KafkaService:
             self._on_send_error(exc)
             return
         state.next_offset = messages[-1].offset + 1
-        self._since_checkpoint += len(messages)
         self.telemetry.batch(result)
 
     def _on_send_error(self, exc: BaseException) -> None:
@@ -298,16 +341,26 @@ class KafkaService:
         self.telemetry.broker_up(False)
 
     # -- checkpoints -----------------------------------------------------------------------
+    def _pending(self) -> int:
+        """Records processed since their partition's last checkpoint, over all partitions."""
+        return sum(st.dirty for st in list(self.states.values()))
+
     def _checkpoint_due(self) -> bool:
-        if self._since_checkpoint <= 0:
+        pending = self._pending()
+        if pending <= 0:
             return False
-        return (self._since_checkpoint >= self.cfg.checkpoint_every
+        return (pending >= self.cfg.checkpoint_every
                 or time.monotonic() - self._last_checkpoint >= self.cfg.checkpoint_interval_s)
 
     def _checkpoint(
-        self, tps: Iterable[TopicPartition], flush_timeout_s: float | None = None
+        self, tps: Iterable[TopicPartition], flush_timeout_s: float | None = None,
+        deadline: float | None = None,
     ) -> dict[TopicPartition, OffsetAndMetadata] | None:
-        """Flush the producer, then save every changed partition; ``None`` if postponed."""
+        """Flush the producer, then save every changed partition; ``None`` if postponed.
+
+        With a ``deadline`` (``time.monotonic()``), partitions are saved until it passes; the
+        others keep their older checkpoint and are left out of the returned offsets.
+        """
         dirty = [tp for tp in tps if tp in self.states and self.states[tp].dirty > 0
                  and self.states[tp].next_offset is not None]
         if not dirty:
@@ -327,11 +380,16 @@ class KafkaService:
             return None
         offsets = {}
         for tp in dirty:
+            if deadline is not None and time.monotonic() >= deadline:
+                log.warning("checkpoint time budget spent: %d partition(s) handed back at "
+                            "their previous checkpoint", len(dirty) - len(offsets))
+                break
             state = self.states[tp]
-            self.store.save(tp.topic, tp.partition, state)
+            with self.lock:
+                self.store.save(tp.topic, tp.partition, state)
             offsets[tp] = OffsetAndMetadata(state.next_offset, "", -1)
-        self._since_checkpoint = 0
-        self._last_checkpoint = time.monotonic()
+        if self._pending() == 0:  # a partial checkpoint (revoke) keeps the others' countdown
+            self._last_checkpoint = time.monotonic()
         self.telemetry.checkpointed()
         log.debug("checkpointed %s", {f"{t.topic}:{t.partition}": o.offset
                                       for t, o in offsets.items()})
@@ -350,27 +408,31 @@ class KafkaService:
                 log.warning("offset commit failed (checkpoint kept): %s", exc)
 
     def _rewind(self) -> None:
-        """Reload every assigned partition from its checkpoint and seek there (replay)."""
-        log.warning("rewinding %d partition(s) to their checkpoints", len(self.states))
-        if self.producer is not None:
-            try:
-                self.producer.flush(timeout=self.cfg.flush_timeout_s)
-            except KafkaTimeoutError:
-                log.warning("producer still not flushed while rewinding")
+        """Reload every assigned partition from its checkpoint and seek there (replay).
+
+        A partition without a checkpoint goes back to the first offset polled from it since it
+        was assigned (recorded before any of its records was handled), with a fresh model. The
+        producer is rebuilt: whatever it still held will be produced again by the replay.
+        """
+        tps = sorted(set(self.states) | set(self._start_offsets))
+        log.warning("rewinding %d partition(s) to their checkpoints", len(tps))
+        self._new_producer()
         self._send_failed = False
-        for tp in list(self.states):
-            loaded = self.store.load(tp.topic, tp.partition)
-            state = loaded.state if loaded else self._fresh_state()
-            self.states[tp] = state
-            offset = state.next_offset if loaded else self._start_offsets.get(tp)
-            if offset is not None:
-                self.consumer.seek(tp, offset)
-        self._since_checkpoint = 0
+        with self.lock:
+            for tp in tps:
+                loaded = self.store.load(tp.topic, tp.partition)
+                state = loaded.state if loaded else self._fresh_state()
+                self.states[tp] = state
+                offset = state.next_offset if loaded else self._start_offsets.get(tp)
+                if offset is not None:
+                    self.consumer.seek(tp, offset)
 
     # -- rebalance callbacks (kafka-python IO thread, while the main thread is in poll/close)
     def _revoke(self, revoked: set[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
-        flush = min(self.cfg.flush_timeout_s, self.cfg.session_timeout_ms / 2000)
-        offsets = self._checkpoint(revoked, flush_timeout_s=flush)
+        budget = self.cfg.session_timeout_ms / 2000  # the listener must not hold the group
+        deadline = time.monotonic() + budget
+        offsets = self._checkpoint(revoked, flush_timeout_s=min(self.cfg.flush_timeout_s, budget),
+                                   deadline=deadline)
         for tp in revoked:
             state = self.states.pop(tp, None)
             if state is not None and offsets is not None:
@@ -383,6 +445,7 @@ class KafkaService:
         return offsets or {}
 
     def _lose(self, lost: set[TopicPartition]) -> None:
+        self.telemetry.assigned(False)
         for tp in lost:
             self.states.pop(tp, None)
             self._parked.pop(tp, None)
@@ -391,6 +454,10 @@ class KafkaService:
                     sorted(map(tuple, lost)))
 
     def _assign(self, assigned: set[TopicPartition]) -> None:
+        with self.lock:
+            self._assign_locked(assigned)
+
+    def _assign_locked(self, assigned: set[TopicPartition]) -> None:
         for tp in sorted(assigned):
             parked = self._parked.pop(tp, None)
             latest = self.store.latest_offset(tp.topic, tp.partition)
@@ -407,6 +474,7 @@ class KafkaService:
                      state.next_offset, source)
         self._parked.clear()
         self.telemetry.partitions([tp.partition for tp in self.states])
+        self.telemetry.assigned(True)
 
     # -- reporting -------------------------------------------------------------------------
     def _report(self) -> None:

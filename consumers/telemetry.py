@@ -1,11 +1,13 @@
 """Metrics, health and progress logging for the consumer service.
 
-Wraps :mod:`streamdas.metrics`: a :class:`~streamdas.metrics.ServiceMetrics` (records by
-outcome, dead letters by reason, latencies, lag, checkpoints, prequential score, broker
-reachability, loop heartbeat) and a :class:`~streamdas.metrics.ModelCollector` over the live
-per-partition models (label ``model="<topic>-<partition>"``), served on ``/metrics`` and
-``/healthz`` when ``metrics_port`` is set. ``/healthz`` answers 503 while the broker is
-unreachable or the loop has not turned for ``stall_seconds``.
+A :class:`~consumers.metrics.ServiceMetrics` (records by outcome, dead letters by reason,
+latencies, lag, checkpoints, prequential score, broker reachability, loop heartbeat) and a
+:class:`~streamdas.metrics.ModelCollector` over the live per-partition models (label
+``model="<topic>-<partition>"``), served by :func:`streamdas.metrics.serve` when
+``metrics_port`` is set: ``/metrics``; ``/livez`` (liveness: 503 only when the loop has not
+turned for ``stall_seconds``); ``/readyz`` and ``/healthz`` (readiness: also 503 while the broker
+is unreachable or no assignment was received yet). Scrapes read the models under the service's
+lock, so they see a consistent snapshot, never one half-way through a learning step.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 import prometheus_client
 
 from consumers.config import ServiceConfig
+from consumers.metrics import ServiceMetrics
 from consumers.model import BatchResult
-from streamdas.metrics import ModelCollector, ServiceMetrics, serve
+from streamdas.metrics import ModelCollector, serve
 
 __all__ = ["Telemetry"]
 
@@ -54,22 +57,34 @@ class Telemetry:
         self.server = None
         if cfg.metrics_port is not None:
             self.server = serve(address=cfg.metrics_address, port=cfg.metrics_port,
-                                registry=self.registry, health=self.health)
-            log.info("metrics on %s/metrics, health on %s/healthz", self.server.url,
-                     self.server.url)
+                                registry=self.registry, health=self.health,
+                                checks={"/livez": self.alive, "/readyz": self.health})
+            log.info("metrics on %s/metrics, health on %s/livez, /readyz (= /healthz)",
+                     self.server.url, self.server.url)
         self.log_every_s = log_every_s
         self.totals = {"records": 0, "predicted": 0, "learned": 0, "dead_lettered": 0}
         self._lags: dict[int, int] = {}
         self._last_log = time.monotonic()
         self._last_records = 0
 
-    def watch_models(self, models: Callable[[], Mapping[str, Any]]) -> None:
-        """Export the live shape of the models returned by ``models()`` at each scrape."""
-        ModelCollector(models, registry=self.registry)
+    def watch_models(
+        self, models: Callable[[], Mapping[str, Any]], lock: Any = None
+    ) -> None:
+        """Export the live shape of the models returned by ``models()`` at each scrape,
+        read while holding ``lock`` (the one the loop holds while the models change)."""
+        ModelCollector(models, registry=self.registry, lock=lock)
 
     def health(self) -> tuple[bool, str]:
-        """``(ok, reason)`` as served on ``/healthz``."""
-        return self.metrics.health()
+        """Readiness ``(ok, reason)``, as served on ``/readyz`` and ``/healthz``."""
+        return self.metrics.ready()
+
+    def alive(self) -> tuple[bool, str]:
+        """Liveness ``(ok, reason)``, as served on ``/livez``."""
+        return self.metrics.alive()
+
+    def assigned(self, assigned: bool) -> None:
+        """Record whether the consumer holds a group assignment (feeds readiness)."""
+        self.metrics.set_assigned(assigned)
 
     def heartbeat(self) -> None:
         """One loop iteration happened; also writes the periodic progress line."""

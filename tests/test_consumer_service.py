@@ -42,14 +42,21 @@ class FakeProducer:
     sent: list[tuple[str, bytes]] = field(default_factory=list)
     errbacks: list[Callable[[BaseException], Any]] = field(default_factory=list)
     flush_times_out: bool = False
+    fail_sends: bool = False
+    closed: bool = False
 
     def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> FakeFuture:
+        if self.fail_sends:
+            raise KafkaTimeoutError("buffer full")
         self.sent.append((topic, value))
         return FakeFuture(self)
 
     def flush(self, timeout: float | None = None) -> None:
         if self.flush_times_out:
             raise KafkaTimeoutError("flush")
+
+    def close(self, timeout: float | None = None) -> None:
+        self.closed = True
 
     def fail_last(self) -> None:
         self.errbacks[-1](KafkaTimeoutError("delivery timed out"))
@@ -76,6 +83,7 @@ def _service(tmp_path: Path, **overrides: Any) -> KafkaService:
     cfg = ServiceConfig(checkpoint_dir=str(tmp_path / "ckpt"), **settings)
     service = KafkaService(cfg)
     service.consumer, service.producer = FakeConsumer(), FakeProducer()
+    service.producer_factory = FakeProducer
     return service
 
 
@@ -238,3 +246,128 @@ def test_failed_minibatch_is_learned_record_by_record_and_nothing_is_left_behind
     assert est.n_samples_buffered == 50 % est.batch_size
     for p, q in zip(_parameters(service), _parameters(reference), strict=True):
         assert torch.equal(p, q)
+
+
+TP1 = TopicPartition("in", 1)
+
+
+def _on(tp: TopicPartition, messages: list[Message]) -> list[Message]:
+    return [Message(tp.topic, tp.partition, m.offset, m.key, m.value) for m in messages]
+
+
+def test_failed_poll_rewinds_every_partition_even_those_not_handled_yet(tmp_path: Path) -> None:
+    service = _service(tmp_path)
+    service._assign({TP, TP1})
+    producer = service.producer
+    producer.fail_sends = True  # the first partition's sends fail: the second is never handled
+    service._process_poll({TP: _messages(0, 5), TP1: _on(TP1, _messages(0, 5))})
+    assert (TP, 0) in service.consumer.seeks and (TP1, 0) in service.consumer.seeks
+    assert producer.closed and service.producer is not producer  # a fresh producer
+    assert not service._send_failed
+    service._process_poll({TP: _messages(0, 5), TP1: _on(TP1, _messages(0, 5))})
+    offsets = sorted((json.loads(v)["partition"], json.loads(v)["offset"])
+                     for _, v in service.producer.sent)
+    assert offsets == [(p, o) for p in (0, 1) for o in range(5)]
+
+
+def test_partial_checkpoint_on_revoke_keeps_the_other_partitions_countdown(
+    tmp_path: Path
+) -> None:
+    service = _service(tmp_path)  # checkpoint every 10 records
+    service._assign({TP, TP1})
+    service._handle(TP, _messages(0, 8))
+    service._handle(TP1, _on(TP1, _messages(0, 8)))
+    service._revoke({TP1})
+    assert CheckpointStore(tmp_path / "ckpt").latest_offset("in", 1) == 8
+    service._handle(TP, _messages(8, 4))  # partition 0 has 12 unsaved records now
+    assert service._checkpoint_due()
+
+
+def test_revoke_spends_bounded_time_and_hands_back_what_it_could_not_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import consumers.service as service_module
+
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(service_module.time, "monotonic", lambda: clock["now"])
+    service = _service(tmp_path, session_timeout_ms=6000)  # budget: 3 s
+    tps = [TopicPartition("in", p) for p in range(4)]
+    service._assign(set(tps))
+    for tp in tps:
+        service._handle(tp, _on(tp, _messages(0, 3)))
+    save = service.store.save
+
+    def slow_save(*args: Any, **kwargs: Any) -> Any:
+        clock["now"] += 2.0  # each checkpoint write takes 2 s
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(service.store, "save", slow_save)
+    start = clock["now"]
+    offsets = service._revoke(set(tps))
+    assert clock["now"] - start <= 3.0 + 2.0  # stops at the first write past the budget
+    assert 1 <= len(offsets) < len(tps)
+    store = CheckpointStore(tmp_path / "ckpt")
+    saved = {tp for tp in tps if store.latest_offset(tp.topic, tp.partition) == 3}
+    assert saved == set(offsets)  # commits only what was checkpointed
+    assert not service.states
+
+
+def test_producer_is_at_least_once_without_idempotence(tmp_path: Path) -> None:
+    service = _service(tmp_path)
+    assert service._producer_options()["enable_idempotence"] is False
+    assert service._producer_options()["acks"] == "all"
+    forced = _service(tmp_path, kafka={"enable_idempotence": True})
+    assert forced._producer_options()["enable_idempotence"] is True  # the user's choice
+
+
+def test_liveness_ignores_the_broker_and_readiness_needs_broker_and_assignment(
+    tmp_path: Path
+) -> None:
+    service = _service(tmp_path)
+    telemetry = service.telemetry
+    telemetry.heartbeat()
+    telemetry.broker_up(True)
+    assert telemetry.alive() == (True, "ok")
+    assert telemetry.health() == (False, "no partitions assigned yet")
+    service._assign({TP})
+    assert telemetry.health() == (True, "ok")
+    telemetry.broker_up(False)
+    assert telemetry.alive() == (True, "ok") and telemetry.health()[0] is False
+
+
+def test_scrape_waits_for_the_learning_step_to_finish(tmp_path: Path) -> None:
+    import threading
+
+    service = _service(tmp_path)
+    service._assign({TP})
+    service._handle(TP, _messages(0, 20))  # the model exists
+    est = service.states[TP].estimator
+    inside, release = threading.Event(), threading.Event()
+    seen: list[int] = []
+    original = type(est).learn_many
+
+    def slow_learn(self: Any, X: Any, y: Any, **kwargs: Any) -> None:
+        inside.set()
+        release.wait(timeout=10)
+        original(self, X, y, **kwargs)
+
+    cls = type(est)
+    cls.learn_many = slow_learn  # type: ignore[method-assign]
+    try:
+        worker = threading.Thread(target=service._handle, args=(TP, _messages(20, 20)))
+        worker.start()
+        assert inside.wait(timeout=10)
+        scrape = threading.Thread(target=lambda: seen.append(
+            int(service.telemetry.registry.get_sample_value(
+                "streamdas_model_samples_learned_total", {"model": "in-0"}) or -1)))
+        scrape.start()
+        scrape.join(timeout=0.5)
+        still_waiting = scrape.is_alive()
+        release.set()
+        worker.join(timeout=30)
+        scrape.join(timeout=30)
+    finally:
+        cls.learn_many = original  # type: ignore[method-assign]
+        release.set()
+    assert still_waiting, "a scrape read the model in the middle of a learning step"
+    assert seen == [est.n_samples_learned]

@@ -182,3 +182,38 @@ def test_embedded_sources_river_and_simulation() -> None:
     assert len(sim) == 40 and all(isinstance(parse_record(v), Record) for v in sim)
     with pytest.raises(ValueError, match="is not a file"):
         open_source("/nonexistent/file.jsonl")
+
+
+def test_embedded_metrics_carry_the_documented_model_label(tmp_path: Path) -> None:
+    """docs/metrics.md: each model is exported with ``model="<topic>-<partition>"``."""
+    import io
+    from contextlib import redirect_stdout
+
+    from consumers.config import ServiceConfig
+    from consumers.embedded import run_embedded
+    from consumers.telemetry import Telemetry
+
+    cfg = ServiceConfig(source="river:SEA", limit=64, max_poll_records=16,
+                        model_params={"hidden_sizes": [8]})
+    telemetry = Telemetry(cfg)
+    with redirect_stdout(io.StringIO()):
+        assert run_embedded(cfg, telemetry) == 0
+    learned = telemetry.registry.get_sample_value(
+        "streamdas_model_samples_learned_total", {"model": "river:SEA-0"})
+    assert learned == 64
+
+
+def test_only_consumers_names_lag_dead_letters_or_broker_health() -> None:
+    """Issue 12: what only the Kafka service knows lives in ``consumers/``."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    words = re.compile(r"\blag\b|consumer_lag|dead.letter|broker.up|broker.unreachable"
+                       r"|broker.health|broker.reachab", re.IGNORECASE)
+    offenders = []
+    for folder in ("streamdas",):  # the core library (the service and its benchmark may)
+        for path in sorted((root / folder).rglob("*.py")):
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if words.search(line):
+                    offenders.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)

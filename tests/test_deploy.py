@@ -29,10 +29,11 @@ import yaml
 from prometheus_fixtures import promtool  # noqa: F401
 
 from consumers.config import ServiceConfig, load_config
+from consumers.metrics import ServiceMetrics
 from consumers.records import Record, Rejection, parse_record
 from simulations.scenarios import SCENARIOS, make_scenario
 from streamdas import DASClassifier
-from streamdas.metrics import ModelCollector, ServiceMetrics
+from streamdas.metrics import ModelCollector
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -499,7 +500,7 @@ def test_dockerfile() -> None:
     assert json.loads(args["ENTRYPOINT"][-1]) == ["streamdas"]
     assert json.loads(args["CMD"][-1]) == ["consume"]
     assert args["EXPOSE"] == [str(METRICS_PORT)]
-    assert "/healthz" in args["HEALTHCHECK"][-1]
+    assert "/livez" in args["HEALTHCHECK"][-1]
     user = args["USER"][-1]
     assert user not in ("root", "0")
     env = " ".join(args["ENV"])
@@ -549,8 +550,10 @@ def test_kubernetes_manifests() -> None:
     assert annotations["prometheus.io/path"] == "/metrics"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert int(annotations["prometheus.io/port"]) == ports["metrics"] == METRICS_PORT
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"]["path"] == "/healthz"
+    # a broker outage makes replicas unready, never restarts them (issue 14)
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert container["startupProbe"]["httpGet"]["path"] == "/livez"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
 
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}

@@ -13,7 +13,8 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamdas.metrics import OUTCOMES, ModelCollector, ServiceMetrics, expose_models, serve
+from consumers.metrics import OUTCOMES, ServiceMetrics
+from streamdas.metrics import ModelCollector, expose_models, serve
 
 
 @dataclass
@@ -362,11 +363,14 @@ def test_serve_ipv6_loopback() -> None:
 
 def test_healthz_when_check_raises() -> None:
     def broken() -> tuple[bool, str]:
-        raise RuntimeError("boom")
+        raise RuntimeError("secret path /etc/boom")
 
-    with serve(port=0, registry=prometheus_client.CollectorRegistry(), health=broken) as server:
-        code, _, body = _get(server.url + "/healthz")
-    assert code == 503 and "boom" in json.loads(body)["reason"]
+    with serve(port=0, registry=prometheus_client.CollectorRegistry(), health=broken,
+               checks={"/livez": broken}) as server:
+        for path in ("/healthz", "/livez"):
+            code, _, body = _get(server.url + path)
+            reason = json.loads(body)["reason"]
+            assert code == 503 and "boom" not in reason and "RuntimeError" not in reason
 
 
 def test_expose_models_without_kafka() -> None:

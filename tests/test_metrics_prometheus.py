@@ -32,9 +32,10 @@ from prometheus_fixtures import (  # noqa: F401
     require_binary,
 )
 
+from consumers.metrics import ServiceMetrics
 from simulations.scenarios import make_scenario
 from streamdas import DASClassifier
-from streamdas.metrics import ModelCollector, ServiceMetrics
+from streamdas.metrics import ModelCollector
 
 pytestmark = pytest.mark.integration
 
@@ -161,10 +162,10 @@ def test_prometheus_scrapes_the_consumer_service(prometheus_factory: Any) -> Non
 
         replay = _import_replay()
         messages = replay.messages("complexity", n_samples=2500, seed=7, bad_fraction=0.02)
-        width_q = 'streamdas_model_hidden_units{job="streamdas",model="embedded",layer="0"}'
+        width_q = 'streamdas_model_hidden_units{job="streamdas",model="stdin-0",layer="0"}'
         widths: list[int] = []
         initial = _get(_scrape(service_url + "/metrics"), "streamdas_model_hidden_units",
-                       model="embedded", layer="0")
+                       model="stdin-0", layer="0")
         if initial is not None:  # the model may exist before the first record
             widths.append(int(initial))
             prom.wait_for(width_q, lambda r: _value(r) == initial)
@@ -186,7 +187,7 @@ def test_prometheus_scrapes_the_consumer_service(prometheus_factory: Any) -> Non
                     break
                 assert proc.poll() is None and time.monotonic() < deadline, "service stuck"
                 time.sleep(0.05)
-            width = _get(values, "streamdas_model_hidden_units", model="embedded", layer="0")
+            width = _get(values, "streamdas_model_hidden_units", model="stdin-0", layer="0")
             assert width is not None
             if not widths or int(width) != widths[-1]:
                 widths.append(int(width))
