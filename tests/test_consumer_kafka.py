@@ -371,3 +371,40 @@ def test_broker_hang_sigstop_then_sigcont_is_survived(
         assert service.wait(timeout=30) == 0
     finally:
         service.stop()
+
+
+def test_service_resumes_after_its_predictions_expired_while_the_broker_was_frozen(
+    tansu: TansuBroker, tmp_path: Path
+) -> None:
+    """Issue 14: after a delivery timeout kafka-python 3.0's idempotent producer never sent
+    again; the service must resume by itself within seconds of the broker's return."""
+    bs = tansu.bootstrap
+    metrics = free_port()
+    create_topics(bs, {"in": 2, "out": 1, "dlq": 1})
+    n = 6000
+    produce(bs, "in", labelled_records(n))
+    args = service_args(bs, tmp_path, metrics_port=metrics, max_poll_records=10,
+                        request_timeout_ms=2000, flush_timeout_s=2, checkpoint_every=100000,
+                        checkpoint_interval_s=60)
+    args += ["--kafka", "delivery_timeout_ms=3000", "--kafka", "linger_ms=50"]
+    service = ServiceProcess(args, tmp_path / "svc.log")
+    try:
+        assert read_topic(bs, "out", lambda r: len(r) >= 1, timeout=60), service.log()[-2000:]
+        tansu.pause()  # the service goes on with what it fetched; its sends expire
+        try:
+            assert wait_for(lambda: "could not deliver" in service.log(), timeout=30), \
+                service.log()[-3000:]
+            time.sleep(1)
+        finally:
+            tansu.resume()
+        back = time.monotonic()
+        produce(bs, "in", labelled_records(50, start=n))
+        inputs = _inputs(bs, "in", n + 50)
+        preds = read_topic(bs, "out", _until_covered(inputs), timeout=90)
+        assert inputs <= _covered(preds), service.log()[-3000:]
+        assert wait_for(lambda: healthz(metrics) == 200, timeout=30), service.log()[-2000:]
+        print(f"every record predicted {time.monotonic() - back:.1f} s after the broker's return")
+        service.signal(signal.SIGTERM)
+        assert service.wait(timeout=30) == 0
+    finally:
+        service.stop()
