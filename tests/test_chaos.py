@@ -1,0 +1,208 @@
+"""Chaos test of the consumer service against a real broker (issue 14).
+
+A seeded run: thousands of records with a unique id each (valid, unlabelled, malformed of many
+kinds) stream into a four-partition topic while the consumer is SIGKILLed at random moments and
+restarted, a second consumer joins and leaves the group, and the broker is frozen (SIGSTOP) for
+longer than the producer's delivery timeout. Nobody helps the service: at the end every valid id
+has a prediction, every malformed id is dead-lettered with its reason, no valid id is, and each
+partition's final model has learned at least its labelled valid records. Duplicates (at least
+once) are counted and printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka_fixtures import (  # noqa: F401  (fixtures "tansu" and "tansu_binary")
+    ServiceProcess,
+    create_topics,
+    free_port,
+    healthz,
+    produce,
+    read_topic,
+    service_args,
+    tansu_binary_fixture,
+    tansu_fixture,
+    wait_for,
+)
+
+from consumers.broker import TansuBroker
+from consumers.store import CheckpointStore
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PARTITIONS = 4
+N_RECORDS = 4000
+MAX_BYTES = 2048
+
+#: Malformed values by the reason they must be dead-lettered with (``{i}`` is the id).
+MALFORMED: dict[str, list[str | None]] = {
+    "invalid_json": ['{"x": {"a": 1', "{'x': 1}", "{]", "[1, 2"],
+    "not_object": ['"a string"', "[1, 2, 3]", "42", "null"],
+    "missing_x": ['{"y": 1, "id": {i}}', '{"x": {}, "y": 0, "id": {i}}', '{"x": 5, "id": {i}}'],
+    "non_numeric_feature": ['{"x": {"a": "one", "b": 2}, "id": {i}}',
+                            '{"x": {"a": null, "b": 2}, "y": 1, "id": {i}}',
+                            '{"x": {"a": [1], "b": 2}, "id": {i}}'],
+    "non_finite_feature": ['{"x": {"a": NaN, "b": 2}, "y": 1, "id": {i}}',
+                           '{"x": {"a": Infinity, "b": 2}, "id": {i}}',
+                           '{"x": {"a": 1e308, "b": 2}, "y": 0, "id": {i}}'],
+    "missing_feature": ['{"x": {"a": 0.5}, "y": 1, "id": {i}}'],
+    "unknown_feature": ['{"x": {"a": 0.5, "b": 0.1, "c": 9}, "id": {i}}'],
+    "bad_label": ['{"x": {"a": 0.5, "b": 0.1}, "y": [1], "id": {i}}',
+                  '{"x": {"a": 0.5, "b": 0.1}, "y": {"k": 1}, "id": {i}}'],
+    "bad_id": ['{"x": {"a": 0.5, "b": 0.1}, "y": 1, "id": [{i}]}'],
+    "oversized": ['{"x": {"a": 1, "b": 2}, "id": {i}, "pad": "' + "z" * 3000 + '"}'],
+    "undecodable": [None],  # bytes below
+    "empty": [None],
+}
+
+
+def _dataset(seed: int) -> tuple[list[bytes | None], dict[int, str], set[int], set[int]]:
+    """Values in id order; the expected reason of each malformed id; labelled and unlabelled
+    valid ids. The first 200 are valid and labelled, so every partition's schema is {a, b}."""
+    rng = random.Random(seed)
+    kinds = [(reason, k) for reason, forms in MALFORMED.items() for k in range(len(forms))]
+    values: list[bytes | None] = []
+    malformed: dict[int, str] = {}
+    labelled: set[int] = set()
+    unlabelled: set[int] = set()
+    for i in range(N_RECORDS):
+        draw = rng.random() if i >= 200 else 1.0
+        if draw < 0.04:
+            reason, k = kinds[len(malformed) % len(kinds)]
+            form = MALFORMED[reason][k]
+            if reason == "undecodable":
+                value: bytes | None = b'{"x": {"a": 1, "b": 2\xff\xfe}}'
+            elif reason == "empty":
+                value = None
+            else:
+                value = form.replace("{i}", str(i)).encode()  # type: ignore[union-attr]
+            malformed[i] = reason
+            values.append(value)
+            continue
+        a, b = rng.uniform(-1, 1), rng.uniform(-1, 1)
+        record: dict[str, Any] = {"x": {"a": a, "b": b}, "id": i}
+        if draw < 0.14:
+            unlabelled.add(i)
+        else:
+            record["y"] = int(a + b > 0)
+            labelled.add(i)
+        values.append(json.dumps(record).encode())
+    return values, malformed, labelled, unlabelled
+
+
+def _key_id(key: str | None) -> int:
+    assert key is not None and key.startswith("id-")
+    return int(key[3:])
+
+
+def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
+    tansu: TansuBroker, tmp_path: Path
+) -> None:
+    seed = 2024
+    rng = random.Random(seed)
+    bs = tansu.bootstrap
+    create_topics(bs, {"in": PARTITIONS, "out": 1, "dlq": 1})
+    values, malformed, labelled, unlabelled = _dataset(seed)
+    keys = [f"id-{i}".encode() for i in range(N_RECORDS)]
+    valid = labelled | unlabelled
+
+    def feed() -> None:  # the stream keeps flowing through the chaos
+        for first in range(0, N_RECORDS, 250):
+            produce(bs, "in", values[first:first + 250], keys=keys[first:first + 250])
+            time.sleep(0.4)
+
+    metrics = free_port()
+
+    def start(name: str, port: int | None = None) -> ServiceProcess:
+        args = service_args(bs, tmp_path, client_id=name, checkpoint_every=300,
+                            max_poll_records=100, max_record_bytes=MAX_BYTES,
+                            request_timeout_ms=2000, flush_timeout_s=2, metrics_port=port)
+        args += ["--kafka", "delivery_timeout_ms=3000"]
+        return ServiceProcess(args, tmp_path / f"{name}.log")
+
+    producer = threading.Thread(target=feed, daemon=True)
+    producer.start()
+    a = start("a", metrics)
+    processes = [a]
+    kills = 0
+    try:
+        assert read_topic(bs, "out", lambda r: len(r) >= 1, timeout=60), a.log()[-2000:]
+        for _ in range(2):  # killed at random moments while the stream flows
+            time.sleep(rng.uniform(0.3, 2.0))
+            a.signal(signal.SIGKILL)
+            a.wait(timeout=10)
+            kills += 1
+            a = start("a", metrics)
+            processes.append(a)
+        time.sleep(rng.uniform(1.0, 2.0))
+        b = start("b")  # a second member joins the group ...
+        processes.append(b)
+        time.sleep(rng.uniform(4.0, 6.0))
+        tansu.pause()  # ... the broker freezes past the producer's delivery timeout ...
+        try:
+            time.sleep(6.0)
+        finally:
+            tansu.resume()
+        time.sleep(rng.uniform(1.0, 3.0))
+        b.signal(signal.SIGTERM)  # ... the second member leaves ...
+        assert b.wait(timeout=60) == 0, b.log()[-2000:]
+        time.sleep(rng.uniform(0.5, 2.0))
+        a.signal(signal.SIGKILL)  # ... and the first dies once more
+        a.wait(timeout=10)
+        kills += 1
+        a = start("a", metrics)
+        processes.append(a)
+        producer.join(timeout=120)
+        assert not producer.is_alive()
+
+        def predicted_ids(records: list[dict[str, Any]]) -> set[int]:
+            return {_key_id(p["key"]) for p in records}
+
+        preds = read_topic(bs, "out", lambda r: valid <= predicted_ids(r), timeout=120)
+        dead = read_topic(bs, "dlq", lambda r: len({_key_id(base64.b64decode(
+            d["key_b64"]).decode()) for d in r}) >= len(malformed), timeout=60)
+        assert wait_for(lambda: healthz(metrics) == 200, timeout=30), a.log()[-3000:]
+        a.signal(signal.SIGTERM)  # the final checkpoint holds every partition's model
+        assert a.wait(timeout=60) == 0, a.log()[-3000:]
+    finally:
+        tansu.resume()
+        for p in processes:
+            p.stop()
+
+    predicted = Counter(_key_id(p["key"]) for p in preds)
+    missing = valid - set(predicted)
+    assert not missing, f"{len(missing)} valid ids without prediction: {sorted(missing)[:20]}"
+    dead_reasons: dict[int, set[str]] = defaultdict(set)
+    for d in dead:
+        dead_reasons[_key_id(base64.b64decode(d["key_b64"]).decode())].add(d["reason"])
+    assert not (set(dead_reasons) & valid), "a valid record was dead-lettered"
+    for i, reason in malformed.items():
+        assert dead_reasons.get(i) == {reason}, (i, reason, dead_reasons.get(i), values[i])
+    assert not (set(predicted) & set(malformed)), "a malformed record got a prediction"
+
+    partition_of = {_key_id(p["key"]): p["partition"] for p in preds}
+    store = CheckpointStore(tmp_path / "ckpt")
+    for partition in range(PARTITIONS):
+        want = sum(1 for i in labelled if partition_of[i] == partition)
+        loaded = store.load("in", partition)
+        assert loaded is not None
+        est = loaded.state.estimator
+        learned = est.n_samples_learned + est.n_samples_buffered
+        assert learned >= want, (partition, learned, want)
+        assert est.n_samples_buffered < est.batch_size
+    duplicates = sum(n - 1 for n in predicted.values())
+    letters = Counter(_key_id(base64.b64decode(d["key_b64"]).decode()) for d in dead)
+    print(f"chaos: {N_RECORDS} records ({len(labelled)} labelled, {len(unlabelled)} unlabelled,"
+          f" {len(malformed)} malformed of {len(set(malformed.values()))} reasons), {kills}"
+          f" SIGKILLs, {len(processes)} processes; duplicate predictions: {duplicates},"
+          f" duplicate dead letters: {sum(n - 1 for n in letters.values())}")
