@@ -35,10 +35,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
 
-    from consumers.telemetry import Telemetry
-    from streamdas.threads import limit_threads
-
-    telemetry = Telemetry(cfg)
     stop = threading.Event()
     service = None
 
@@ -52,11 +48,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if service is not None:
             service.request_stop()
 
+    # Installed before the heavy imports: a SIGTERM during start-up is a clean exit too.
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, on_signal)
+    telemetry = None
     try:
+        from consumers.telemetry import Telemetry
+        from streamdas.threads import limit_threads
+
+        telemetry = Telemetry(cfg)
         with limit_threads(max(1, cfg.torch_threads)):  # torch and BLAS: see streamdas.threads
             if cfg.source is not None:
                 from consumers.embedded import run_embedded
@@ -69,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 service.request_stop()
             return service.run()
     finally:
-        telemetry.close()
+        if telemetry is not None:
+            telemetry.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

@@ -41,7 +41,7 @@ from consumers.store import CheckpointStore
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PARTITIONS = 4
-N_RECORDS = 4000
+N_RECORDS = 6000
 MAX_BYTES = 2048
 
 #: Malformed values by the reason they must be dead-lettered with (``{i}`` is the id).
@@ -116,19 +116,36 @@ def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
     keys = [f"id-{i}".encode() for i in range(N_RECORDS)]
     valid = labelled | unlabelled
 
+    burst_at, burst_len = 3000, 2000
+    go_burst, burst_done = threading.Event(), threading.Event()
+
     def feed() -> None:  # the stream keeps flowing through the chaos
-        for first in range(0, N_RECORDS, 250):
-            produce(bs, "in", values[first:first + 250], keys=keys[first:first + 250])
-            time.sleep(0.4)
+        first = 0
+        while first < N_RECORDS:
+            if first == burst_at:  # a backlog in flight when the broker freezes
+                go_burst.wait(timeout=120)
+                size = burst_len
+            else:
+                size = 100
+            produce(bs, "in", values[first:first + size], keys=keys[first:first + size])
+            if first == burst_at:
+                burst_done.set()
+            first += size
+            time.sleep(0.3)
 
     metrics = free_port()
 
     def start(name: str, port: int | None = None) -> ServiceProcess:
         args = service_args(bs, tmp_path, client_id=name, checkpoint_every=300,
-                            max_poll_records=100, max_record_bytes=MAX_BYTES,
+                            max_poll_records=20, max_record_bytes=MAX_BYTES,
                             request_timeout_ms=2000, flush_timeout_s=2, metrics_port=port)
         args += ["--kafka", "delivery_timeout_ms=3000"]
         return ServiceProcess(args, tmp_path / f"{name}.log")
+
+    def joined(proc: ServiceProcess, before: int) -> None:
+        """Wait until ``proc`` logged a new assignment (its log is shared by restarts)."""
+        assert wait_for(lambda: proc.log().count("assigned in:") > before, timeout=90), \
+            proc.log()[-2000:]
 
     producer = threading.Thread(target=feed, daemon=True)
     producer.start()
@@ -136,23 +153,29 @@ def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
     processes = [a]
     kills = 0
     try:
-        assert read_topic(bs, "out", lambda r: len(r) >= 1, timeout=60), a.log()[-2000:]
-        for _ in range(2):  # killed at random moments while the stream flows
-            time.sleep(rng.uniform(0.3, 2.0))
+        for _ in range(2):  # killed at random moments while it works through the stream
+            joined(a, a.log().count("assigned in:"))
+            time.sleep(rng.uniform(0.5, 2.0))
+            before = a.log().count("assigned in:")
             a.signal(signal.SIGKILL)
             a.wait(timeout=10)
             kills += 1
             a = start("a", metrics)
             processes.append(a)
-        time.sleep(rng.uniform(1.0, 2.0))
         b = start("b")  # a second member joins the group ...
         processes.append(b)
-        time.sleep(rng.uniform(4.0, 6.0))
+        joined(a, before)
+        joined(b, 0)
+        time.sleep(rng.uniform(0.5, 1.5))
+        go_burst.set()
+        assert burst_done.wait(timeout=60)
         tansu.pause()  # ... the broker freezes past the producer's delivery timeout ...
         try:
-            time.sleep(6.0)
+            expired = wait_for(lambda: "could not deliver" in a.log() + b.log(), timeout=20)
+            time.sleep(1.0)
         finally:
             tansu.resume()
+        assert expired, "no prediction expired while the broker was frozen"
         time.sleep(rng.uniform(1.0, 3.0))
         b.signal(signal.SIGTERM)  # ... the second member leaves ...
         assert b.wait(timeout=60) == 0, b.log()[-2000:]
