@@ -285,7 +285,30 @@ class KafkaService:
 
     # -- per batch -------------------------------------------------------------------------
     def _process_poll(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        """Handle one poll's records; rewind on a lost message, else checkpoint when due."""
+        """Handle one poll's records; rewind on a lost message, else checkpoint when due.
+
+        Records of a partition that is not assigned here (any more) are left to its owner: a
+        fresh model started in the middle of a partition would checkpoint past records it
+        never learned.
+        """
+        batch_all = batch
+        stray = [tp for tp in batch if tp not in self.states]
+        if stray:
+            log.warning("skipping records of partitions not assigned here: %s",
+                        sorted(map(tuple, stray)))
+            batch = {tp: m for tp, m in batch.items() if tp in self.states}
+            try:
+                mine = set(self.consumer.assignment())
+            except Exception:  # assignment unknown: leave them to the next rebalance
+                mine = set()
+            for tp in stray:  # assigned after all (a listener call failed): load it now
+                if tp in mine:
+                    self._assign({tp})
+                    offset = self.states[tp].next_offset
+                    first = min(m.offset for m in batch_all[tp]) if batch_all[tp] else None
+                    target = offset if offset is not None else first
+                    if target is not None:
+                        self.consumer.seek(tp, target)  # its skipped records come again
         for tp, messages in batch.items():  # where each partition of this poll began
             if messages:
                 self._start_offsets.setdefault(tp, messages[0].offset)
@@ -304,8 +327,8 @@ class KafkaService:
 
     def _handle(self, tp: TopicPartition, messages: list[Any]) -> None:
         state = self.states.get(tp)
-        if state is None:  # not assigned through the listener (should not happen)
-            state = self.states[tp] = self._fresh_state()
+        if state is None:  # not assigned here (any more): its owner processes it
+            return
         if state.next_offset is not None:
             messages = [m for m in messages if m.offset >= state.next_offset]
         if not messages:

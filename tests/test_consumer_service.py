@@ -66,6 +66,7 @@ class FakeProducer:
 class FakeConsumer:
     seeks: list[tuple[TopicPartition, int]] = field(default_factory=list)
     commits: list[dict[TopicPartition, int]] = field(default_factory=list)
+    assigned: set[TopicPartition] = field(default_factory=set)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp, offset))
@@ -75,6 +76,9 @@ class FakeConsumer:
 
     def highwater(self, tp: TopicPartition) -> int | None:
         return None
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
 
 
 def _service(tmp_path: Path, **overrides: Any) -> KafkaService:
@@ -371,3 +375,28 @@ def test_scrape_waits_for_the_learning_step_to_finish(tmp_path: Path) -> None:
         release.set()
     assert still_waiting, "a scrape read the model in the middle of a learning step"
     assert seen == [est.n_samples_learned]
+
+
+def test_records_of_a_lost_partition_are_left_to_its_owner(tmp_path: Path) -> None:
+    service = _service(tmp_path)
+    service._assign({TP, TP1})
+    service._handle(TP1, _on(TP1, _messages(0, 4)))
+    service._lose({TP1})  # membership expired; another member owns partition 1 now
+    service._process_poll({TP: _messages(0, 12), TP1: _on(TP1, _messages(4, 12))})
+    service._checkpoint_and_commit(list(service.states))
+    store = CheckpointStore(tmp_path / "ckpt")
+    assert store.latest_offset("in", 0) == 12
+    assert store.latest_offset("in", 1) is None  # no model that skipped offsets 0..3
+    assert TP1 not in service.states
+
+
+def test_records_of_an_assigned_partition_unknown_to_the_service_come_again(
+    tmp_path: Path
+) -> None:
+    service = _service(tmp_path)  # e.g. the assignment listener failed for partition 1
+    service._assign({TP})
+    service.consumer.assigned = {TP, TP1}
+    service._process_poll({TP: _messages(0, 3), TP1: _on(TP1, _messages(5, 3))})
+    assert TP1 in service.states and (TP1, 5) in service.consumer.seeks
+    sent = [json.loads(v) for _, v in service.producer.sent]
+    assert all(p["partition"] == 0 for p in sent)  # nothing of partition 1 learned yet
