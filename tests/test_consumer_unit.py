@@ -198,9 +198,9 @@ def test_embedded_metrics_carry_the_documented_model_label(tmp_path: Path) -> No
     telemetry = Telemetry(cfg)
     with redirect_stdout(io.StringIO()):
         assert run_embedded(cfg, telemetry) == 0
-    learned = telemetry.registry.get_sample_value(
-        "streamdas_model_samples_learned_total", {"model": "river:SEA-0"})
-    assert learned == 64
+    get = telemetry.registry.get_sample_value
+    assert get("streamdas_model_samples_learned_total", {"model": "river:SEA-0"}) > 0
+    assert get("streamdas_model_samples_learned_total", {"model": "embedded"}) is None
 
 
 def test_only_consumers_names_lag_dead_letters_or_broker_health() -> None:
