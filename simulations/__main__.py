@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     task = SCENARIOS[scenario].task
     das_kwargs = dict(args.das)
     try:  # check --das against the estimator before anything runs
-        from simulations.learners import DAS_DEFAULTS, das_class
+        from simulations.learners import das_class, das_defaults
 
-        checked = check_params(das_class(task), {**DAS_DEFAULTS, **das_kwargs, "seed": args.seed})
+        checked = check_params(das_class(task), {**das_defaults(task), **das_kwargs, "seed": args.seed})
         das_kwargs = {k: checked[k] for k in das_kwargs}
     except ValueError as exc:
         usage_error("streamdas simulate", f"argument --das: {exc}")
