@@ -285,7 +285,7 @@ def run_kind(kind: str, n: int, seeds: int, streams: list[str] | None = None,
             for label, ov in peers:
                 key = _cache_key(kind, stream, n, seed, label)
                 if use_cache and key in stored:
-                    results[stream][label].append(stored[key])
+                    results[stream][label].append({**stored[key], "cached": True})
                 else:
                     todo.append((label, ov))
             tasks.append((stream, seed, todo))
@@ -386,7 +386,11 @@ def sections(kind: str, results: dict[str, dict[str, list[dict[str, Any]]]], lab
                      "(mean over seeds)",
                 speed_headers, speed_rows,
                 ["Widths: mean over seeds per hidden layer; peak = widest each layer was at a sizing "
-                 "event. samples/s is wall clock of the prequential loop (the machine may be shared)."]),
+                 "event. samples/s is wall clock of the prequential loop (the machine may be shared).",
+                 *(["Some peer results were read from the cache: their samples/s come from the run "
+                    "that computed them, not from this one (compare speeds only within one run)."]
+                   if any(r.get("cached") for by in results.values() for rs in by.values() for r in rs)
+                   else [])]),
     ]
 
 

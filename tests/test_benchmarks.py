@@ -125,6 +125,10 @@ def test_accuracy_das_only_reads_peers_from_the_cache(tmp_path: Path) -> None:
                                       cache=cache)
     assert labels == ["DAS", "DAS[lr=0.01]", *accuracy.REG_PEERS]
     assert again["TrumpApproval"]["LinReg"][0]["score"] == -1.0
+    speed = accuracy.sections("regression", again, labels, 60, 1)[1]
+    assert any("read from the cache" in n for n in speed.notes)
+    assert not any("read from the cache" in n
+                   for n in accuracy.sections("regression", first, labels[:1] + labels[2:], 60, 1)[1].notes)
     das_again, das_first = again["TrumpApproval"]["DAS"][0], first["TrumpApproval"]["DAS"][0]
     assert das_again["score"] == pytest.approx(das_first["score"])
     fresh, _ = accuracy.run_kind("regression", 60, 1, stream, cache=cache)  # the suite never reads it
