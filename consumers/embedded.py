@@ -2,7 +2,8 @@
 
 Records come from :func:`consumers.sources.open_source` in batches of ``max_poll_records``
 (from stdin, ``--source -``, a batch is whatever has arrived, up to that many: a live pipe gets
-each prediction back as soon as its record is in);
+each prediction back as soon as its record is in, and SIGTERM or SIGINT ends the run with
+status 0 even while the pipe is still open);
 predictions (same JSON as the output topic, with ``topic`` set to the source and ``offset`` to
 the record's index) go to ``--output`` (JSONL, ``-`` for stdout) and dead letters to
 ``--dead-letter-output`` (default stderr). There is no checkpointing in this mode. The model's
@@ -64,38 +65,55 @@ def batches(values: Iterable[bytes], size: int, live: bool = False,
         return
     stop = stop or threading.Event()
     inbox: queue.Queue[Any] = queue.Queue(maxsize=4 * size)
+    closed = threading.Event()  # the loop is over: the reader hands nothing more on
+
+    def put(item: Any) -> bool:
+        while not closed.is_set():
+            try:
+                inbox.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def pump() -> None:
+        # A daemon thread, so a reader blocked waiting for a pipe's next line never holds up
+        # a graceful stop; stdin is read with os.read (see consumers.sources._fd_lines), which
+        # holds no Python lock, so abandoning the thread at shutdown is safe.
         try:
             for value in values:
-                inbox.put(value)
+                if not put(value):
+                    return
         except BaseException as exc:  # handed to the loop, which raises it
-            inbox.put(exc)
-        inbox.put(_END)
+            put(exc)
+        put(_END)
 
     threading.Thread(target=pump, name="streamdas-source", daemon=True).start()
     done = False
-    while not done and not stop.is_set():
-        try:
-            item = inbox.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        batch: list[bytes] = []
-        while True:
-            if item is _END:
-                done = True
-                break
-            if isinstance(item, BaseException):
-                raise item
-            batch.append(item)
-            if len(batch) >= size:
-                break
+    try:
+        while not done and not stop.is_set():
             try:
-                item = inbox.get_nowait()
+                item = inbox.get(timeout=0.2)
             except queue.Empty:
-                break
-        if batch:
-            yield batch
+                continue
+            batch: list[bytes] = []
+            while True:
+                if item is _END:
+                    done = True
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                batch.append(item)
+                if len(batch) >= size:
+                    break
+                try:
+                    item = inbox.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                yield batch
+    finally:
+        closed.set()
 
 
 def run_embedded(

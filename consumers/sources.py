@@ -3,7 +3,8 @@
 ``--source`` accepts:
 
 * ``path/to/file.jsonl`` -- one JSON record per line (the same schema as the Kafka topic);
-* ``-`` -- the same, from stdin;
+* ``-`` -- the same, from stdin (read from its file descriptor, unbuffered by Python: see
+  :func:`_fd_lines`);
 * ``river:NAME`` -- a River synthetic stream, e.g. ``river:SEA`` or ``river:Friedman``
   (seeded with ``--seed``; capped by ``--limit``, default 10,000);
 * ``sim:SCENARIO`` -- a :mod:`simulations` drift scenario, e.g. ``sim:sea_abrupt``.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -116,6 +118,49 @@ def _lines(stream: Any) -> Iterator[bytes]:
             yield line
 
 
+def _fd_lines(fd: int, chunk: int = 1 << 16) -> Iterator[bytes]:
+    """Lines (newline-split, blank ones skipped) read from ``fd`` with :func:`os.read`.
+
+    Stdin is read this way, not through ``sys.stdin.buffer``: the live-pipe reader is a daemon
+    thread that may be blocked in a read when a signal ends the run, and a thread blocked
+    inside a buffered read holds that reader's lock, so interpreter shutdown aborts ("Fatal
+    Python error: _enter_buffered_busy", exit status 134). ``os.read`` holds no Python lock,
+    and each read returns whatever the pipe has, so a record is handed on as it arrives.
+
+    Examples
+    --------
+    >>> r, w = os.pipe()
+    >>> _ = os.write(w, b'{"a": 1}\\r\\n\\n{"a": 2}')
+    >>> os.close(w)
+    >>> list(_fd_lines(r, chunk=4))
+    [b'{"a": 1}', b'{"a": 2}']
+    >>> os.close(r)
+    """
+    pending = bytearray()
+    while data := os.read(fd, chunk):
+        pending += data
+        if b"\n" not in data:
+            continue
+        end = pending.rfind(b"\n")
+        complete = bytes(pending[:end])
+        del pending[:end + 1]
+        for line in complete.split(b"\n"):
+            line = line.rstrip(b"\r")
+            if line.strip():
+                yield line
+    line = bytes(pending).rstrip(b"\r\n")
+    if line.strip():
+        yield line
+
+
+def _stdin_lines() -> Iterator[bytes]:
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stdin (replaced in-process)
+        return _lines(sys.stdin.buffer)
+    return _fd_lines(fd)
+
+
 def _file_lines(path: Path) -> Iterator[bytes]:
     with path.open("rb") as f:
         yield from _lines(f)
@@ -131,7 +176,7 @@ def open_source(spec: str, seed: int = 42, limit: int | None = None) -> Iterator
     (2, ['0', '1', '2'])
     """
     if spec == "-":
-        values: Iterator[bytes] = _lines(sys.stdin.buffer)
+        values: Iterator[bytes] = _stdin_lines()
     else:
         prefix, sep, argument = spec.partition(":")
         if sep and prefix in SOURCES:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -124,6 +125,40 @@ def test_live_pipe_gets_each_prediction_as_its_record_arrives() -> None:
         assert proc.wait(timeout=60) == 0
         assert lines.empty()
     finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_on_a_live_pipe_exits_cleanly_with_predictions_flushed() -> None:
+    """SIGTERM while the writer keeps the pipe open is a graceful shutdown: exit status 0, no
+    "Fatal Python error" (before the fix the reader thread, blocked in a buffered stdin read,
+    aborted interpreter shutdown with status 134), and every prediction made is in the output."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamdas.cli", "consume", "--source", "-", "--model", "linear",
+         "--log-level", "WARNING"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    lines: queue.Queue[bytes] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True)
+    reader.start()
+    try:
+        for i in range(3):
+            proc.stdin.write(_record(i))
+            proc.stdin.flush()
+            assert json.loads(lines.get(timeout=90))["id"] == i
+        assert proc.poll() is None  # the pipe is still open; the reader waits for more
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(timeout=60)
+        err = proc.stderr.read().decode()
+        assert status == 0, err
+        assert "Fatal Python error" not in err and "Traceback" not in err, err
+        reader.join(timeout=10)
+        assert lines.empty()  # nothing beyond the three predictions, none lost before them
+    finally:
+        proc.stdin.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
