@@ -114,7 +114,8 @@ _HELP: dict[str, str] = {
     "auto_offset_reset": "where to start a partition with no checkpoint and no commit",
     "session_timeout_ms": "consumer-group session timeout",
     "heartbeat_interval_ms": "consumer-group heartbeat interval",
-    "request_timeout_ms": "Kafka request timeout",
+    "request_timeout_ms": "Kafka request timeout (the consumer uses at least session timeout "
+                          "+ 5 s, so a SyncGroup the coordinator holds can complete)",
     "max_poll_records": "largest poll batch (records); each partition's share is one minibatch",
     "poll_timeout_ms": "how long one poll waits for records",
     "task": "classification or regression",

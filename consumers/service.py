@@ -50,6 +50,31 @@ __all__ = ["KafkaService", "dead_letter_payload", "prediction_payload"]
 log = logging.getLogger(__name__)
 
 
+#: Added to the session timeout for the consumer's request timeout (see below).
+COORDINATOR_MARGIN_MS = 5000
+
+
+def consumer_request_timeout_ms(cfg: ServiceConfig) -> int:
+    """The consumer's request timeout: ``request_timeout_ms``, raised to cover a SyncGroup.
+
+    A group coordinator may legitimately hold a follower's SyncGroup until the leader's
+    assignment arrives or the leader's session expires (up to ``session_timeout_ms``; Tansu
+    also pauses group requests for about 3 s). kafka-python 3.0 extends only JoinGroup's
+    timeout, so with a request timeout below that the follower aborts its SyncGroup, closes
+    the coordinator connection and rejoins, and a group whose leader died can keep electing
+    that dead leader (each rejoin starts a new generation before the dead member's session
+    expires): the consumer never gets an assignment. The consumer's request timeout is
+    therefore at least ``session_timeout_ms + COORDINATOR_MARGIN_MS``; the producer keeps
+    ``request_timeout_ms`` as given (its delivery timeout is bounded by it).
+
+    >>> consumer_request_timeout_ms(ServiceConfig(session_timeout_ms=6000, request_timeout_ms=2000))
+    11000
+    >>> consumer_request_timeout_ms(ServiceConfig(session_timeout_ms=6000, request_timeout_ms=30000))
+    30000
+    """
+    return max(cfg.request_timeout_ms, cfg.session_timeout_ms + COORDINATOR_MARGIN_MS)
+
+
 def _key_fields(key: bytes | None) -> dict[str, Any]:
     if key is None:
         return {"key": None}
@@ -222,8 +247,14 @@ class KafkaService:
         while not self._stop.is_set():
             try:
                 self.producer = self.producer_factory()
+                consumer_timeout = consumer_request_timeout_ms(cfg)
+                if consumer_timeout != cfg.request_timeout_ms:
+                    log.info("consumer request timeout raised to %d ms (session timeout + "
+                             "%d ms) so a held SyncGroup can complete", consumer_timeout,
+                             COORDINATOR_MARGIN_MS)
                 self.consumer = KafkaConsumer(
-                    **self._common_options(), group_id=cfg.group_id, enable_auto_commit=False,
+                    **{**self._common_options(), "request_timeout_ms": consumer_timeout},
+                    group_id=cfg.group_id, enable_auto_commit=False,
                     auto_offset_reset=cfg.auto_offset_reset,
                     session_timeout_ms=cfg.session_timeout_ms,
                     heartbeat_interval_ms=cfg.heartbeat_interval_ms,

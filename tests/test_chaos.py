@@ -204,7 +204,7 @@ def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
         preds = read_topic(bs, "out", lambda r: valid <= predicted_ids(r), timeout=120)
         dead = read_topic(bs, "dlq", lambda r: len({_key_id(base64.b64decode(
             d["key_b64"]).decode()) for d in r}) >= len(malformed), timeout=60)
-        assert wait_for(lambda: healthz(metrics) == 200, timeout=30), a.log()[-3000:]
+        assert wait_for(lambda: healthz(metrics) == 200, timeout=90), a.log()[-3000:]
         ends: dict[int, int] = defaultdict(int)  # each partition's end offset
         for r in preds + dead:
             ends[r["partition"]] = max(ends[r["partition"]], r["offset"] + 1)

@@ -217,3 +217,37 @@ def test_only_consumers_names_lag_dead_letters_or_broker_health() -> None:
                 if words.search(line):
                     offenders.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_consumer_request_timeout_covers_a_held_sync_group_but_producer_keeps_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A follower's SyncGroup may be held up to the leader's session timeout; a shorter consumer
+    request timeout made a member restarted behind a dead leader rejoin forever (chaos test)."""
+    from consumers.service import COORDINATOR_MARGIN_MS, KafkaService, consumer_request_timeout_ms
+
+    built: dict[str, object] = {}
+
+    class FakeConsumer:  # records what the service builds its consumer with
+        def __init__(self, **options: object) -> None:
+            built.update(options)
+
+        def subscribe(self, topics: list[str], listener: object) -> None:
+            pass
+
+    monkeypatch.setattr("consumers.service.KafkaConsumer", FakeConsumer)
+    for session, request in [(6000, 2000), (6000, 5000), (45000, 30000), (6000, 30000)]:
+        cfg = load_config(["--bootstrap-servers", "localhost:1", "--topics", "in",
+                           "--output-topic", "out", "--session-timeout-ms", str(session),
+                           "--request-timeout-ms", str(request)])
+        timeout = consumer_request_timeout_ms(cfg)
+        assert timeout >= session + COORDINATOR_MARGIN_MS
+        assert timeout >= request
+        assert timeout in (request, session + COORDINATOR_MARGIN_MS)
+        service = KafkaService(cfg)
+        assert service._common_options()["request_timeout_ms"] == request  # the producer's
+        built.clear()
+        service.producer_factory = object  # no broker: connect builds only the fakes
+        assert service._connect()
+        assert built["request_timeout_ms"] == timeout
+        assert built["session_timeout_ms"] == session
