@@ -31,6 +31,7 @@ __all__ = [
     "make_stream",
     "prequential",
     "rss_bytes",
+    "selu_mlp",
     "setup_torch",
     "warm_up",
 ]
@@ -298,6 +299,26 @@ def warm_up() -> None:
     mlp.learn_one({"a": 0.0, "b": 1.0}, 1)
 
 
+def selu_mlp(n_in: int, hidden_sizes: tuple[int, ...], n_out: int, seed: int) -> torch.nn.Sequential:
+    """A static SELU MLP with LeCun-normal hidden weights and zero biases (the peers' MLP).
+
+    >>> [m.weight.shape[0] for m in selu_mlp(3, (4, 5), 2, seed=0) if hasattr(m, "weight")]
+    [4, 5, 2]
+    """
+    g = torch.Generator().manual_seed(seed)
+    layers: list[torch.nn.Module] = []
+    fan = n_in
+    for h in hidden_sizes:
+        lin = torch.nn.Linear(fan, h)
+        with torch.no_grad():
+            lin.weight.normal_(0.0, fan ** -0.5, generator=g)
+            lin.bias.zero_()
+        layers += [lin, torch.nn.SELU()]
+        fan = h
+    layers.append(torch.nn.Linear(fan, n_out))
+    return torch.nn.Sequential(*layers)
+
+
 class TorchMLP:
     """A static torch MLP learning per sample: plain torch forward to predict, one Adam step per
     sample to learn (the naive baseline DAS's fast path is compared with).
@@ -313,18 +334,7 @@ class TorchMLP:
 
     def __init__(self, n_features: int, hidden_sizes: tuple[int, ...], n_classes: int,
                  lr: float = 1e-3, seed: int = 42) -> None:
-        g = torch.Generator().manual_seed(seed)
-        layers: list[torch.nn.Module] = []
-        fan = n_features
-        for h in hidden_sizes:
-            lin = torch.nn.Linear(fan, h)
-            with torch.no_grad():
-                lin.weight.normal_(0.0, fan ** -0.5, generator=g)
-                lin.bias.zero_()
-            layers += [lin, torch.nn.SELU()]
-            fan = h
-        layers.append(torch.nn.Linear(fan, n_classes))
-        self.net = torch.nn.Sequential(*layers)
+        self.net = selu_mlp(n_features, hidden_sizes, n_classes, seed)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.loss = torch.nn.CrossEntropyLoss()
         self.keys: list[Any] | None = None

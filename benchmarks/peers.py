@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from river import base, drift, preprocessing, stats
 
-from benchmarks.common import TorchMLP
+from benchmarks.common import TorchMLP, selu_mlp
 
 __all__ = ["KNNADWIN", "MLPRegressor", "ScaledMLPClassifier"]
 
@@ -158,18 +158,7 @@ class MLPRegressor:
         self.y_var.update(float(y))
         if self.net is None:
             self.keys = list(x)
-            g = torch.Generator().manual_seed(self.seed)
-            layers: list[torch.nn.Module] = []
-            fan = len(self.keys)
-            for h in self.hidden_sizes:
-                lin = torch.nn.Linear(fan, h)
-                with torch.no_grad():
-                    lin.weight.normal_(0.0, fan ** -0.5, generator=g)
-                    lin.bias.zero_()
-                layers += [lin, torch.nn.SELU()]
-                fan = h
-            layers.append(torch.nn.Linear(fan, 1))
-            self.net = torch.nn.Sequential(*layers)
+            self.net = selu_mlp(len(self.keys), self.hidden_sizes, 1, self.seed)
             self.opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         assert self.opt is not None
         mean, sd = self._y_scale()
