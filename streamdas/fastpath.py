@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from streamdas.activations import ACTIVATIONS, SELU_ALPHA, SELU_SCALE
+from streamdas.averaging import ParameterAverages
 from streamdas.model import DASNet, NetConfig  # noqa: F401  (NetConfig: doctests)
 
 __all__ = ["NumpyForward"]
@@ -30,8 +31,10 @@ class NumpyForward:
     True
     """
 
-    def __init__(self, net: DASNet) -> None:
+    def __init__(self, net: DASNet, averages: ParameterAverages | None = None) -> None:
         self.net = net
+        #: evaluate with these averages of the parameters instead (Polyak averaging)
+        self.averages = averages
         act = ACTIVATIONS.get(net._config.activation)
         self.supported = (
             net.n_conv == 0
@@ -53,8 +56,11 @@ class NumpyForward:
 
     def _refresh(self) -> None:
         version = self.net.structure_version  # read first: an edit during the rebuild shows
+        avg = self.averages
         self._layers = [
-            (layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in self.net.layers
+            (layer.weight.detach().numpy(), layer.bias.detach().numpy()) if avg is None
+            else (avg.get(layer.weight).numpy(), avg.get(layer.bias).numpy())
+            for layer in self.net.layers
         ]
         self._selu = []
         for w, _ in self._layers[:-1]:
@@ -68,7 +74,11 @@ class NumpyForward:
         if not self.supported:
             with torch.no_grad():
                 self.net.eval()
-                return self.net(torch.from_numpy(x)[None]).cpu().numpy()[0]
+                row = torch.from_numpy(x)[None]
+                if self.averages is not None:
+                    return torch.func.functional_call(
+                        self.net, self.averages.named(self.net), (row,)).cpu().numpy()[0]
+                return self.net(row).cpu().numpy()[0]
         if self._version != self.net.structure_version:
             self._refresh()
         h = x

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from streamdas import checkpoint
 from streamdas.adam import NumpyAdam
+from streamdas.averaging import ParameterAverages
 from streamdas.backprop import NumpyBackprop
 from streamdas.cudagraph import StepGraph
 from streamdas.model import DASNet, NetConfig, _conv_out
@@ -97,6 +98,10 @@ class TrainConfig:
         With ``sync_free`` on CUDA, replay the whole step as a captured CUDA graph between
         sizing cycles, recaptured after every grow or prune (:mod:`streamdas.cudagraph`).
         Dropout draws different (equally distributed) masks than eager steps.
+    average_horizon
+        Predict with running averages of the parameters over about this many samples
+        (Polyak averaging, :mod:`streamdas.averaging`); ``0`` (default, the paper's) predicts
+        with the live parameters. Learning and sizing always use the live ones.
     """
 
     optimizer: str = "adam"
@@ -110,6 +115,7 @@ class TrainConfig:
     numpy_backprop: bool = True
     sync_free: bool | None = None
     cuda_graphs: bool = True
+    average_horizon: int = 0
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("adam", "adamw", "sgd"):
@@ -120,6 +126,8 @@ class TrainConfig:
             raise ValueError("lr must be > 0")
         if not self.alpha >= 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        if type(self.average_horizon) is not int or self.average_horizon < 0:
+            raise ValueError(f"average_horizon must be an int >= 0, got {self.average_horizon!r}")
 
     def make_regularizer(self) -> Regularizer:
         kwargs = {"f": self.f} if self.regularizer == "weighted_l1" else {}
@@ -229,6 +237,9 @@ class DASTrainer:
         self.optimizer = train.make_optimizer(self._params)
         #: the sizer's state: running averages read by the pruning test (kept aligned on resizes)
         self.averages = RunningAverages()
+        #: averages of all parameters that predictions use (None: the live ones, the paper's)
+        self.polyak = (ParameterAverages(self.net, train.average_horizon)
+                       if train.average_horizon > 0 else None)
         self.loss_fn: nn.Module = nn.CrossEntropyLoss() if train.loss == "cross_entropy" else nn.MSELoss()
         self._backprop = NumpyBackprop(self.net, train.loss)
         self._adam = NumpyAdam(self.optimizer)
@@ -328,7 +339,8 @@ class DASTrainer:
         """Grow every hidden layer now (if growth is on) and record it."""
         if not self.sizing.grow:
             return [0] * len(self.net.hidden)
-        added = grow(self.net, self.sizing, self.generator, self.optimizer, self.averages)
+        added = grow(self.net, self.sizing, self.generator, (self.optimizer, self.polyak),
+                     self.averages)
         self.n_grown = [a + b for a, b in zip(self.n_grown, added, strict=True)]
         self._record("grow")
         return added
@@ -337,7 +349,7 @@ class DASTrainer:
         """Prune every hidden layer now (if pruning is on) and record it."""
         if not self.sizing.prune:
             return [0] * len(self.net.hidden)
-        removed = prune(self.net, self.sizing, self.optimizer, self.averages)
+        removed = prune(self.net, self.sizing, (self.optimizer, self.polyak), self.averages)
         self.n_pruned = [a + b for a, b in zip(self.n_pruned, removed, strict=True)]
         self._record("prune")
         return removed
@@ -351,11 +363,14 @@ class DASTrainer:
 
     def add_inputs(self, n_new: int) -> None:
         """New input features (zero weights, optimizer state kept)."""
-        self.net.add_inputs(n_new, optimizer=(self.optimizer, self.averages))
+        self.net.add_inputs(n_new, optimizer=(self.optimizer, self.averages, self.polyak))
 
     def add_outputs(self, n_new: int) -> None:
         """New output units, e.g. classes (optimizer state kept)."""
-        self.net.add_outputs(n_new, generator=self.generator, optimizer=(self.optimizer, self.averages))
+        self.net.add_outputs(n_new, generator=self.generator,
+                             optimizer=(self.optimizer, self.averages, self.polyak))
+        if self.polyak is not None:
+            self.polyak.adopt_new_outputs(self.net, n_new)
 
     # ------------------------------------------------------------------ learning
     def _hidden_layers(self) -> list[nn.Module]:
@@ -424,6 +439,9 @@ class DASTrainer:
         horizon = self.sizing.prune_horizon
         if self.sizing.prune and horizon > 0 and not self.fine_tune:
             update_averages_masked(self.net, self.averages, math.exp(-x.shape[0] / horizon), found)
+        if self.polyak is not None:
+            n = int(x.shape[0])
+            self.polyak.update(self.net, n, seen=self._n_samples + n, skip=found)
         if not warmup:
             skipped = found.to(torch.int64)
             self._skipped[0].add_(skipped)
@@ -437,6 +455,8 @@ class DASTrainer:
         state = self.optimizer.state
         if not all(state.get(p) for p in self._params):
             return False
+        if self.polyak is not None and not self.polyak.warm(self._n_samples):
+            return False  # the averages' time constant still changes every step
         if self.sizing.prune and self.sizing.prune_horizon > 0 and not self.fine_tune:
             return self.averages.ready(self.net)
         return True
@@ -447,7 +467,8 @@ class DASTrainer:
                        for g in self.optimizer.param_groups)
         return (self.net.structure_version, tuple(x.shape), x.dtype, tuple(y.shape), y.dtype,
                 self.fine_tune, id(self.optimizer), groups, id(self.regularizer),
-                self.regularizer.alpha, self.sizing.prune, self.sizing.prune_horizon)
+                self.regularizer.alpha, self.sizing.prune, self.sizing.prune_horizon,
+                self.train_config.average_horizon)
 
     def _sync_free_step(self, x: Tensor, y: Tensor) -> Tensor:
         """One sync-free step (graph replay between resizes where enabled); counted as taken
@@ -529,6 +550,9 @@ class DASTrainer:
         horizon = self.sizing.prune_horizon
         if self.sizing.prune and horizon > 0 and not self.fine_tune:
             update_averages(self.net, self.averages, math.exp(-x.shape[0] / horizon))
+        if self.polyak is not None:
+            n = int(x.shape[0])
+            self.polyak.update(self.net, n, seen=self._n_samples + n)
         self._n_steps += 1
         return loss
 
@@ -606,9 +630,13 @@ class DASTrainer:
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        """Network outputs in evaluation mode (dropout off)."""
+        """Network outputs in evaluation mode (dropout off), with the averaged parameters
+        where :attr:`TrainConfig.average_horizon` is set."""
         self.net.eval()
-        return self.net(x.to(self.device))
+        x = x.to(self.device)
+        if self.polyak is None:
+            return self.net(x)
+        return torch.func.functional_call(self.net, self.polyak.named(self.net), (x,))
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -624,6 +652,8 @@ class DASTrainer:
             "optimizer": self.optimizer.state_dict(),
             "averages": {name: avg.detach().cpu() for name, p in self.net.named_parameters()
                          if (avg := self.averages.get(p)) is not None},
+            "polyak": None if self.polyak is None else {
+                name: avg.detach().cpu() for name, avg in self.polyak.named(self.net).items()},
             "train": asdict(self.train_config),
             "sizing": asdict(self.sizing),
             "seed": self.seed,
@@ -671,6 +701,9 @@ class DASTrainer:
             _check_optimizer_state(trainer, state["optimizer"])
             trainer.optimizer.load_state_dict(state["optimizer"])
             _load_averages(trainer, state.get("averages"))
+            polyak = state.get("polyak")  # absent in older checkpoints: start at the weights
+            if trainer.polyak is not None and polyak is not None:
+                trainer.polyak.load(trainer.net, polyak)
             trainer.generator.set_state(state["rng"])
             c = state["counters"]
             for key in ("n_samples", "n_steps", "n_cycles", "n_nonfinite", "last_cycle"):
@@ -708,6 +741,24 @@ class DASTrainer:
         """Load a trainer saved with :meth:`save`; raises :class:`~streamdas.CheckpointError`."""
         payload = checkpoint.load(path)
         return checkpoint.guarded(lambda: cls.from_state_dict(payload, device=device), str(path))
+
+    def set_average_horizon(self, horizon: int) -> None:
+        """Predict with parameter averages over ``horizon`` samples from now on (``0``: with the
+        live parameters); new averages start at the current parameters.
+
+        >>> t = DASTrainer(NetConfig(n_inputs=2, hidden_sizes=(4,), n_outputs=2), seed=0)
+        >>> t.set_average_horizon(100)
+        >>> t.polyak.horizon, t.train_config.average_horizon
+        (100.0, 100)
+        """
+        train = replace(self.train_config, average_horizon=horizon)  # validates
+        if train.average_horizon == 0:
+            self.polyak = None
+        elif self.polyak is None:
+            self.polyak = ParameterAverages(self.net, train.average_horizon)
+        else:
+            self.polyak.horizon = float(train.average_horizon)
+        self.train_config = train  # part of a CUDA graph's key: the next step recaptures
 
     def with_sizing(self, **changes: Any) -> None:
         """Change sizing settings at run time, e.g. ``with_sizing(grow=False)``."""

@@ -295,7 +295,7 @@ def test_memory_usage_counts_tensor_bytes_once():
 
     narrow = _fed(DASClassifier(seed=1, hidden_sizes=(8, 8), grow=False, prune=False), 101)
     wide = _fed(DASClassifier(seed=1, hidden_sizes=(256, 256), grow=False, prune=False), 101)
-    tensors = wide.model_bytes - narrow.model_bytes  # parameters + Adam moments
+    tensors = wide.model_bytes - narrow.model_bytes  # parameters, Adam moments, averages
     grads = wide.n_parameters * 4 - narrow.n_parameters * 4
     extra = wide._raw_memory_usage - narrow._raw_memory_usage
     assert tensors + grads <= extra <= 1.1 * (tensors + grads)

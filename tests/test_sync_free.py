@@ -62,6 +62,10 @@ def _assert_same(a: DASTrainer, b: DASTrainer, exact: bool = True) -> None:
         assert (aa is None) == (ab is None)
         if aa is not None:
             torch.testing.assert_close(aa.cpu(), ab.cpu(), **tol)
+    assert (a.polyak is None) == (b.polyak is None)
+    if a.polyak is not None and b.polyak is not None:
+        for pa, pb in zip(a.net.parameters(), b.net.parameters(), strict=True):
+            torch.testing.assert_close(a.polyak.get(pa).cpu(), b.polyak.get(pb).cpu(), **tol)
     assert (a.n_samples, a.n_steps, a.n_nonfinite, a.n_cycles, a.last_cycle) == \
         (b.n_samples, b.n_steps, b.n_nonfinite, b.n_cycles, b.last_cycle)
     assert a.size_history == b.size_history
@@ -69,11 +73,13 @@ def _assert_same(a: DASTrainer, b: DASTrainer, exact: bool = True) -> None:
 
 @pytest.mark.parametrize("config", [MLP, CNN], ids=["mlp", "cnn"])
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
-def test_sync_free_step_equals_synchronising_step(config, optimizer):
-    """Same parameters, optimizer state, running averages, counters and size history after a run with
-    sizing cycles and a non-finite batch in the middle."""
-    today = _trainer(config, False, optimizer=optimizer)
-    sync_free = _trainer(config, True, optimizer=optimizer)
+@pytest.mark.parametrize("average_horizon", [0, 40], ids=["live", "polyak"])
+def test_sync_free_step_equals_synchronising_step(config, optimizer, average_horizon):
+    """Same parameters, optimizer state, running averages (the sizer's and, where set, the
+    predictions'), counters and size history after a run with sizing cycles and a non-finite
+    batch in the middle."""
+    today = _trainer(config, False, optimizer=optimizer, average_horizon=average_horizon)
+    sync_free = _trainer(config, True, optimizer=optimizer, average_horizon=average_horizon)
     losses_today, losses_free = [], []
     for x, y in _batches(config, 30, 16, bad_at=13):
         losses_today.append(today.step(x, y))
@@ -164,7 +170,8 @@ def _mock_api(trainer: DASTrainer, log: list[str]) -> GraphAPI:
 
     def tensors() -> list[torch.Tensor]:
         out = [p.data for p in trainer.net.parameters()]
-        out += [t for holder in (trainer.optimizer, trainer.averages) for st in holder.state.values()
+        holders = [trainer.optimizer, trainer.averages, *([trainer.polyak] if trainer.polyak else [])]
+        out += [t for holder in holders for st in holder.state.values()
                 for t in st.values() if isinstance(t, torch.Tensor)]
         return [*out, trainer._skipped, trainer._last_loss, trainer._found_inf]
 
@@ -224,6 +231,27 @@ def test_graph_replay_bookkeeping_with_mocked_api():
     off._graph = StepGraph(off._device_body, off._capturable, api=_mock_api(off, []))
     off.step(x, y)
     assert off.graph_captures == 0
+
+
+def test_graph_replay_with_prediction_averages_waits_for_their_warm_up():
+    """With Polyak averages the steps stay eager until the averages' time constant stops
+    changing (a capture bakes it in); then replays give the eager run exactly."""
+    eager = _trainer(MLP, True, average_horizon=30)
+    graphed = _trainer(MLP, True, average_horizon=30)
+    log: list[str] = []
+    graphed._graph = StepGraph(graphed._device_body, graphed._capturable, api=_mock_api(graphed, log))
+    assert graphed.polyak is not None
+    captured_at = []
+    for x, y in _batches(MLP, 30, 16, bad_at=13):
+        before, captures = graphed.n_samples, log.count("capture")
+        eager.step(x, y)
+        graphed.step(x, y)
+        if log.count("capture") > captures:
+            captured_at.append(before)
+    assert captured_at and all(graphed.polyak.warm(n) for n in captured_at)
+    assert not graphed.polyak.warm(captured_at[0] - 16)  # the first capture came at warm-up's end
+    assert log.count("replay") >= 20
+    _assert_same(eager, graphed)
 
 
 def test_state_dict_round_trip_after_sync_free_steps():
