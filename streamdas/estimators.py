@@ -855,8 +855,9 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     standardize
         Standardize inputs with running statistics.
     clip_sd
-        Clip inputs to ``clip_sd`` running standard deviations (``None``: off); see
-        :class:`DASClassifier`.
+        Clip inputs and targets to ``clip_sd`` running standard deviations (``None``: off);
+        see :class:`DASClassifier`. One absurd target (``1e30``) then moves the target
+        statistics by a bounded step instead of ruining every later prediction.
     average_horizon
         Predict with running averages of the weights over about this many samples (``0``,
         the default here and the paper's: the live weights); see :class:`DASClassifier`.
@@ -917,7 +918,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
 
     def _reset(self) -> None:
         super()._reset()
-        self._y_stats = RunningStandardizer(1)
+        self._y_stats = RunningStandardizer(1, clip=self.clip_sd)
 
     def _n_outputs(self) -> int:
         return 1
@@ -965,7 +966,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     _EXTRA_KEYS: ClassVar[tuple[str, ...]] = ("y_stats",)
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        self._y_stats = RunningStandardizer.from_state(state["y_stats"])
+        self._y_stats = RunningStandardizer.from_state(state["y_stats"], clip=self.clip_sd)
         checkpoint.require(len(self._y_stats.count) == 1, "target statistics are not one column")
         for y in self._buf_y:
             check_target(y)

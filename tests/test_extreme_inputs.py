@@ -4,6 +4,8 @@ dead letter, never also a prediction."""
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,6 +52,34 @@ def test_without_clipping_the_outlier_still_poisons():
     _probe(model, rng, 10, outlier_at=5)
     _probe(model, rng, 2000)
     assert _probe(model, rng, 1000) < before - 0.1
+
+
+@pytest.mark.parametrize("clip_sd", [10.0, None], ids=["clipped", "unbounded"])
+def test_one_absurd_regression_target_does_not_poison_the_regressor(clip_sd):
+    """The same probe on a target: y = 3a - b + noise, one y = 1e30 after 2,000 samples. With
+    the default clipping the later error stays that of a clean run; unbounded, the target
+    statistics are ruined for good (MAE ~1e27, measured)."""
+    def run(poison: bool) -> float:
+        rng = np.random.default_rng(0)
+        model, err = DASRegressor(seed=0, clip_sd=clip_sd), []
+        for i in range(3000):
+            a, b = rng.normal(size=2)
+            y = 3 * a - b + 0.1 * rng.normal()
+            if i >= 2500:
+                err.append(abs(model.predict_one({"a": a, "b": b}) - y))
+            model.learn_one({"a": float(a), "b": float(b)}, 1e30 if poison and i == 2000 else float(y))
+        return float(np.mean(err))
+
+    clean, poisoned = run(False), run(True)
+    if clip_sd is None:
+        assert poisoned > 1e6
+    else:
+        assert clean < 0.5 and poisoned < clean + 0.1, (clean, poisoned)
+    model = DASRegressor(seed=0, clip_sd=clip_sd)
+    for i in range(40):
+        model.learn_one({"a": float(i % 5)}, float(i % 3))
+    loaded, _ = load_estimator(save_estimator(model, Path(tempfile.mkdtemp()) / "m.ckpt"))
+    assert loaded._y_stats.clip == (None if clip_sd is None else clip_sd)
 
 
 def test_clipping_bounds_the_statistics_and_lets_a_real_change_of_scale_through():
