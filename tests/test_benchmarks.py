@@ -92,7 +92,7 @@ def test_every_table_is_filled(smoke: tuple[str, list[Section]]) -> None:
     minibatch = by_key["minibatch"][0]
     assert [r[0] for r in minibatch.rows] == list(sizes.batch_sizes)
 
-    acc, acc_speed = by_key["accuracy"]
+    acc, acc_speed, ladder = by_key["accuracy"]
     assert [r[0] for r in acc.rows] == list(accuracy.CLASSIFICATION)
     assert acc.headers[2:9] == ["DAS", *accuracy.CLS_PEERS, "best peer"][:7]
     for r in acc.rows:
@@ -101,6 +101,9 @@ def test_every_table_is_filled(smoke: tuple[str, list[Section]]) -> None:
         assert r[8] in accuracy.CLS_PEERS and r[10] in ["DAS", *accuracy.CLS_PEERS]
     assert all(r[1].startswith("[") and r[2].startswith("[") for r in acc_speed.rows)  # widths
     assert any("0.3" in n and "/8" in n for n in acc.notes)
+    assert [r[0] for r in ladder.rows] == [name for name, _ in accuracy.LADDER] + ["MLP (64,64)", "ARF"]
+    defaults_in_7a = [float(r[2].split(" ± ")[0]) for r in acc.rows]  # the ladder ends at the defaults
+    assert [float(v) for v in ladder.rows[-3][1:-1]] == pytest.approx(defaults_in_7a, abs=0.006)
     reg, _ = by_key["regression"]
     assert [r[0] for r in reg.rows] == list(accuracy.REGRESSION)
     assert all(float(c.split(" ± ")[0]) >= 0 for r in reg.rows for c in r[2:7])
