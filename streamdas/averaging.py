@@ -70,6 +70,11 @@ class ParameterAverages:
         self.horizon = float(horizon)
         self.state: dict[nn.Parameter, dict[str, Tensor]] = {
             p: {POLYAK_KEY: p.detach().clone()} for p in net.parameters()}
+        self._cached: tuple[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] | None = None
+
+    def __getstate__(self) -> dict[str, object]:
+        # The cached views share memory with *these* tensors: a copy rebuilds its own.
+        return {**self.__dict__, "_cached": None}
 
     def span(self, seen: int) -> float:
         """The average's time constant after ``seen`` samples: ``horizon``, but at most
@@ -95,6 +100,20 @@ class ParameterAverages:
         """Parameter name -> average, for ``torch.func.functional_call`` and checkpoints."""
         return {name: self.get(p) for name, p in net.named_parameters()}
 
+    def _views(self, net: nn.Module) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+        """(parameter, average, scratch) NumPy views for CPU float32 parameters, rebuilt only
+        when the network is resized (its ``structure_version``); None where NumPy does not apply."""
+        version = getattr(net, "structure_version", None)
+        if version is not None and self._cached is not None and self._cached[0] == version:
+            return self._cached[1]
+        params = list(net.parameters())
+        if not all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params):
+            return None
+        views = [(p.detach().numpy(), self.get(p).numpy(), np.empty(tuple(p.shape), np.float32))
+                 for p in params]
+        self._cached = None if version is None else (version, views)
+        return views
+
     @torch.no_grad()
     def update(self, net: nn.Module, n: int, seen: int, skip: Tensor | None = None) -> None:
         """Fold the parameters in after a step on ``n`` samples, ``seen`` in all so far.
@@ -102,18 +121,18 @@ class ParameterAverages:
         ``skip`` (a 0-d float tensor on the device, 1 for a skipped batch) leaves the averages
         unchanged without a host round trip (sync-free steps and CUDA graphs).
         """
+        weight = 1.0 - math.exp(-n / self.span(seen))
+        views = self._views(net) if skip is None else None
+        if views is not None:
+            # NumPy on shared storage: three calls a tensor, no torch dispatch
+            w = np.float32(weight)
+            for p, avg, delta in views:
+                np.subtract(p, avg, out=delta)
+                delta *= w
+                avg += delta
+            return
         params = list(net.parameters())
         averages = [self.get(p) for p in params]
-        weight = 1.0 - math.exp(-n / self.span(seen))
-        if skip is None and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params):
-            # NumPy on shared storage: a fraction of torch's dispatch cost on small CPU tensors
-            w = np.float32(weight)
-            for p, avg in zip(params, averages, strict=True):
-                a = avg.numpy()
-                delta = p.detach().numpy() - a
-                delta *= w
-                a += delta
-            return
         if skip is None:
             torch._foreach_lerp_(averages, [p.detach() for p in params], weight)
             return
@@ -141,3 +160,4 @@ class ParameterAverages:
             if not (isinstance(value, Tensor) and value.shape == p.shape and value.dtype == p.dtype):
                 raise ValueError(f"average of {name!r} does not fit its parameter")
             self.state[p] = {POLYAK_KEY: value.detach().to(p.device).clone()}
+        self._cached = None

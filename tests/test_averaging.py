@@ -224,3 +224,24 @@ def test_averaged_predictions_beat_the_live_weights_on_a_noisy_stream():
             scores.append(acc.get())
         gains.append(scores[0] - scores[1])
     assert min(gains) > 0.0 and sum(gains) / 3 > 0.01, gains
+
+
+def test_a_copied_trainer_updates_its_own_averages():
+    """The NumPy views of the averages are cached between resizes; a deep copy must not keep
+    the original's (they would update the wrong tensors)."""
+    import copy
+
+    trainer = _trainer()
+    for i in range(5):
+        trainer.step(*_batch(i))
+    clone = copy.deepcopy(trainer)
+    before = [trainer.polyak.get(p).clone() for p in trainer.net.parameters()]  # type: ignore[union-attr]
+    for i in range(5, 10):
+        clone.step(*_batch(i))
+    assert clone.polyak is not None and trainer.polyak is not None
+    for p, old in zip(trainer.net.parameters(), before, strict=True):
+        assert torch.equal(trainer.polyak.get(p), old)  # the original's averages untouched
+    for i in range(5, 10):
+        trainer.step(*_batch(i))
+    for p, q in zip(trainer.net.parameters(), clone.net.parameters(), strict=True):
+        assert torch.equal(trainer.polyak.get(p), clone.polyak.get(q))
