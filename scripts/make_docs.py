@@ -9,7 +9,7 @@ markdown files; everything between them is replaced. Pictures are copied into ``
 Parts and what they run:
 
 * ``demo``      ``streamdas simulate`` (the README picture, the demo tables of
-  docs/experiments.md);
+  docs/experiments.md) and ``python -m simulations.growth`` (growth against static widths);
 * ``defaults``  the three ``python -m simulations complexity -n 30000 ...`` runs of "Why not the
   estimator's defaults?";
 * ``paper``     ``python -m simulations.paper all`` (Fig. 1, Fig. 2, Table I, Tables II/III);
@@ -131,6 +131,20 @@ def demo(docs: Docs) -> None:
         lines.append(f"| {learner} | " + " | ".join(cells) + " |")
     docs.block("docs/experiments.md", "demo-concepts", "\n".join(lines))
     assert DEMO["scenario"] == summary["scenario"]
+    growth_check(docs)
+
+
+def growth_check(docs: Docs) -> None:
+    """``python -m simulations.growth``: DAS against static MLPs of its start and peak widths."""
+    from simulations import growth
+    from streamdas.threads import limit_threads
+
+    seeds, n = ([0], 1800) if docs.quick else ([42, 1, 2], 18_000)
+    with limit_threads():
+        rows = growth.run(seeds, n)
+    command = "python -m simulations.growth" + (f" --seeds 0 --n {n}" if docs.quick else "")
+    docs.block("docs/experiments.md", "growth-check",
+               growth.table(rows, n) + f"\n(`{command}`)")
 
 
 def defaults(docs: Docs) -> None:

@@ -209,3 +209,19 @@ def test_cli_list_and_errors(capsys, tmp_path) -> None:
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
+
+
+def test_growth_check_table_counts_each_goal():
+    """``simulations.growth.table``: DAS >= start width; >= peak width - 1 point; >= ARF - 5."""
+    from simulations import growth
+
+    rows = [
+        {"seed": 0, "das": 0.90, "start": 0.89, "start_width": [16, 16], "peak": 0.905,
+         "peak_width": [70, 70], "arf": 0.96},   # start met, peak met (-0.5), ARF missed (-6)
+        {"seed": 1, "das": 0.80, "start": 0.81, "start_width": [16, 16], "peak": 0.82,
+         "peak_width": [60, 60], "arf": 0.84},   # start missed, peak missed (-2), ARF met (-4)
+    ]
+    text = growth.table(rows, 1000)
+    assert "start-width MLP on 1/2 seeds" in text
+    assert "peak-width MLP on 1/2" in text and "ARF on 1/2" in text
+    assert "(ARF not run)" in growth.table([{**rows[0], "arf": None}], 1000)
