@@ -137,6 +137,7 @@ class ServiceMetrics:
         self._since_resum = 0
         self._reasons: set[str] = set()
         self._broker_up: bool | None = None
+        self._broker_why: str | None = None
         self._assigned: bool | None = None  # None: not tracked (unknown counts as assigned)
         self._last_heartbeat: float | None = None
         self._started = time.time()
@@ -345,9 +346,11 @@ class ServiceMetrics:
         self.window_samples.labels(self.model).set(size)
 
     # -- health ----------------------------------------------------------------------------
-    def set_broker_up(self, up: bool) -> None:
-        """Record whether the broker answered the last poll."""
+    def set_broker_up(self, up: bool, why: str | None = None) -> None:
+        """Record whether the broker answered the last poll (``why``: what failed, if known;
+        readiness then says ``broker unreachable (why)``)."""
         self._broker_up = bool(up)
+        self._broker_why = None if up else why
         self.broker_up.labels(self.model).set(1 if up else 0)
 
     def heartbeat(self, timestamp: float | None = None) -> None:
@@ -396,12 +399,15 @@ class ServiceMetrics:
         (False, 'no partitions assigned yet')
         >>> m.set_broker_up(False); m.ready(now=101.0)
         (False, 'broker unreachable')
+        >>> m.set_broker_up(False, why="group coordinator unknown"); m.ready(now=101.0)
+        (False, 'broker unreachable (group coordinator unknown)')
         """
         ok, reason = self.alive(now)
         if not ok:
             return ok, reason
         if self._broker_up is False:
-            return False, "broker unreachable"
+            why = self._broker_why
+            return False, f"broker unreachable ({why})" if why else "broker unreachable"
         if self._assigned is False:
             return False, "no partitions assigned yet"
         return True, "ok"

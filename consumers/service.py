@@ -267,7 +267,7 @@ class KafkaService:
                 return True
             except (KafkaError, OSError) as exc:
                 self._close_clients()
-                self.telemetry.broker_up(False)
+                self.telemetry.broker_up(False, "cannot connect")
                 log.warning("broker unreachable (%s); retrying in %.1f s", exc, delay)
                 self._stop.wait(delay)
                 delay = min(delay * 2, cfg.retry_backoff_max_s)
@@ -291,7 +291,7 @@ class KafkaService:
         while not self._stop.is_set():
             if self.producer is None and not self._new_producer():
                 self.telemetry.heartbeat()  # the loop is alive, only the broker is not
-                self.telemetry.broker_up(False)
+                self.telemetry.broker_up(False, "cannot create a producer")
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.cfg.retry_backoff_max_s)
                 continue
@@ -300,7 +300,7 @@ class KafkaService:
                                            max_records=self.cfg.max_poll_records)
                 backoff = 0.5
             except KafkaError as exc:
-                self.telemetry.broker_up(False)
+                self.telemetry.broker_up(False, "poll failed")
                 log.warning("poll failed (%s); retrying in %.1f s", exc, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.cfg.retry_backoff_max_s)
@@ -392,7 +392,7 @@ class KafkaService:
         log.error("producer could not deliver a message (%s): will rewind to the checkpoints",
                   exc)
         self._send_failed = True
-        self.telemetry.broker_up(False)
+        self.telemetry.broker_up(False, "a send failed: rewinding")
 
     # -- checkpoints -----------------------------------------------------------------------
     def _pending(self) -> int:
@@ -426,7 +426,7 @@ class KafkaService:
             self.producer.flush(timeout=timeout)
         except KafkaTimeoutError:
             self._flush_failing = True
-            self.telemetry.broker_up(False)
+            self.telemetry.broker_up(False, "producer flush timing out")
             log.warning("producer flush timed out after %.1f s: checkpoint postponed", timeout)
             return None
         self._flush_failing = False
@@ -526,6 +526,8 @@ class KafkaService:
                 self.consumer.seek(tp, state.next_offset)
             log.info("assigned %s:%d at offset %s (%s)", tp.topic, tp.partition,
                      state.next_offset, source)
+        if not assigned:
+            log.info("assigned no partitions (the group gave them all to other members)")
         self._parked.clear()
         self.telemetry.partitions([tp.partition for tp in self.states])
         self.telemetry.assigned(True)
@@ -535,7 +537,10 @@ class KafkaService:
         now = time.monotonic()
         coordinator = getattr(self.consumer, "_coordinator", None)
         known = coordinator is None or not coordinator.coordinator_unknown()
-        self.telemetry.broker_up(known and not self._flush_failing and not self._send_failed)
+        why = ("group coordinator unknown" if not known
+               else "producer flush timing out" if self._flush_failing
+               else "a send failed: rewinding" if self._send_failed else None)
+        self.telemetry.broker_up(why is None, why)
         if now - self._last_lag < 1.0:
             return
         self._last_lag = now

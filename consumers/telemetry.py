@@ -92,13 +92,15 @@ class Telemetry:
         now = time.monotonic()
         if now - self._last_log >= self.log_every_s:
             rate = (self.totals["records"] - self._last_records) / (now - self._last_log)
-            log.info("progress: %s, %.0f records/s, lag %s", self.totals, rate,
-                     sum(self._lags.values()) if self._lags else "n/a")
+            ready, reason = self.metrics.ready()
+            log.info("progress: %s, %.0f records/s, lag %s%s", self.totals, rate,
+                     sum(self._lags.values()) if self._lags else "n/a",
+                     "" if ready else f"; not ready: {reason}")
             self._last_log, self._last_records = now, self.totals["records"]
 
-    def broker_up(self, up: bool) -> None:
-        """Record broker reachability (feeds ``/healthz``)."""
-        self.metrics.set_broker_up(up)
+    def broker_up(self, up: bool, why: str | None = None) -> None:
+        """Record broker reachability (feeds ``/healthz``; ``why``: what failed, if known)."""
+        self.metrics.set_broker_up(up, why)
 
     def batch(self, result: BatchResult) -> None:
         """Count one processed batch."""

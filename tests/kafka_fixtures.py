@@ -204,6 +204,24 @@ def healthz(port: int) -> int | None:
         return None
 
 
+def health(port: int, path: str = "/healthz") -> tuple[int | None, str]:
+    """HTTP status and reason (the JSON body's ``reason``) of a health endpoint on ``port``.
+
+    ``(None, why)`` if nothing answers, so a failing wait can say why the service is unready.
+    """
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            code, body = int(r.status), r.read()
+    except urllib.error.HTTPError as exc:
+        code, body = int(exc.code), exc.read()
+    except OSError as exc:
+        return None, f"no answer ({exc})"
+    try:
+        return code, str(json.loads(body).get("reason", body.decode(errors="replace")))
+    except (ValueError, AttributeError):
+        return code, body.decode(errors="replace").strip()
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
     """Poll ``predicate`` until true or ``timeout`` seconds passed."""
     deadline = time.monotonic() + timeout
@@ -218,6 +236,7 @@ __all__ = [
     "ServiceProcess",
     "create_topics",
     "free_port",
+    "health",
     "healthz",
     "labelled_records",
     "produce",

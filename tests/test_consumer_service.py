@@ -134,7 +134,7 @@ def test_flush_timeout_postpones_checkpoint_and_reports_broker_down(tmp_path: Pa
     service._checkpoint_and_commit([TP])
     assert CheckpointStore(tmp_path / "ckpt").latest_offset("in", 0) is None
     assert service.consumer.commits == []
-    assert service.telemetry.health() == (False, "broker unreachable")
+    assert service.telemetry.health() == (False, "broker unreachable (producer flush timing out)")
     service.producer.flush_times_out = False
     service._checkpoint_and_commit([TP])
     assert CheckpointStore(tmp_path / "ckpt").latest_offset("in", 0) == 12
@@ -337,6 +337,35 @@ def test_liveness_ignores_the_broker_and_readiness_needs_broker_and_assignment(
     assert telemetry.health() == (True, "ok")
     telemetry.broker_up(False)
     assert telemetry.alive() == (True, "ok") and telemetry.health()[0] is False
+
+
+def test_readiness_says_which_check_failed(tmp_path: Path) -> None:
+    """/healthz names the failing condition, so an unready replica can be diagnosed."""
+
+    class Coordinator:
+        unknown = True
+
+        def coordinator_unknown(self) -> bool:
+            return self.unknown
+
+    service = _service(tmp_path)
+    coordinator = Coordinator()
+    service.consumer._coordinator = coordinator  # type: ignore[attr-defined]
+    telemetry = service.telemetry
+    telemetry.heartbeat()
+    service._report()
+    assert telemetry.health() == (False, "broker unreachable (group coordinator unknown)")
+    coordinator.unknown = False
+    service._report()
+    assert telemetry.health() == (False, "no partitions assigned yet")
+    service._assign({TP})
+    service._handle(TP, _messages(0, 3))
+    service.producer.fail_last()
+    service._report()
+    assert telemetry.health() == (False, "broker unreachable (a send failed: rewinding)")
+    service._process_poll({})  # the next poll rewinds and clears it
+    service._report()
+    assert telemetry.health() == (True, "ok")
 
 
 def test_scrape_waits_for_the_learning_step_to_finish(tmp_path: Path) -> None:
