@@ -31,7 +31,7 @@ from kafka_fixtures import (  # noqa: F401  (fixtures "tansu" and "tansu_binary"
     ServiceProcess,
     create_topics,
     free_port,
-    healthz,
+    health,
     produce,
     read_topic,
     service_args,
@@ -43,10 +43,7 @@ from kafka_fixtures import (  # noqa: F401  (fixtures "tansu" and "tansu_binary"
 from consumers.broker import TansuBroker
 from consumers.store import CheckpointStore
 
-# Not in the default run (pyproject's addopts deselect ``chaos``): under heavy CPU load the last
-# restarted member has been seen to stay unready for over 90 s (2 of about 12 runs, both with
-# other test processes competing for 2 cores; cause not found yet). Run it with
-# ``pytest -m chaos tests/test_chaos.py``.
+# In the default run (about 1-3 minutes); alone: ``pytest -m chaos tests/test_chaos.py``.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 
 PARTITIONS = 4
@@ -156,6 +153,38 @@ def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
         assert wait_for(lambda: proc.log().count("assigned in:") > before, timeout=90), \
             proc.log()[-2000:]
 
+    def settled(*procs: ServiceProcess, quiet: float = 2.0) -> None:
+        """Wait until no member is in a rebalance: each one's last group event (its log is
+        shared by restarts) is an assignment, and none changed for ``quiet`` seconds.
+
+        Tansu 0.6.0 keeps a member that leaves or dies while the group is forming (after its
+        JoinGroup, before its SyncGroup) as the leader of that forming group for good: every
+        later member is a follower whose SyncGroup is refused (REBALANCE_IN_PROGRESS) and the
+        group never forms again (seen: the last ``a`` unready for minutes, docs/service.md).
+        Apache Kafka elects another leader; no client can repair it. So a member is stopped
+        or killed only while the group is settled.
+        """
+        def last_events() -> tuple[tuple[int, bool], ...]:
+            events = []
+            for proc in procs:
+                text = proc.log()
+                at = max(text.rfind(e) for e in ("assigned in:", "assigned no partitions",
+                                                  "revoked [", "lost [",
+                                                  "consumers.service: connected to"))
+                events.append((at, text.startswith("assigned ", at)))
+            return tuple(events)
+
+        seen, since = last_events(), time.monotonic()
+
+        def quiet_and_assigned() -> bool:
+            nonlocal seen, since
+            now = last_events()
+            if now != seen:
+                seen, since = now, time.monotonic()
+            return all(ok for _, ok in now) and time.monotonic() - since >= quiet
+
+        assert wait_for(quiet_and_assigned, timeout=120), [p.log()[-2000:] for p in procs]
+
     producer = threading.Thread(target=feed, daemon=True)
     producer.start()
     a = start("a", metrics)
@@ -193,13 +222,16 @@ def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
                     keys=keys[next_burst:next_burst + 500])
             next_burst += 500
         time.sleep(rng.uniform(1.0, 3.0))
+        settled(a, b)  # both rejoined after the freeze (see settled: Tansu)
         b.signal(signal.SIGTERM)  # ... the second member leaves ...
         assert b.wait(timeout=60) == 0, b.log()[-2000:]
         time.sleep(rng.uniform(0.5, 2.0))
+        settled(a)  # (Tansu may or may not rebalance the group when b leaves)
         a.signal(signal.SIGKILL)  # ... and the first dies once more
         a.wait(timeout=10)
         kills += 1
         a = start("a", metrics)
+        a_started = time.monotonic()
         processes.append(a)
         producer.join(timeout=120)
         assert not producer.is_alive()
@@ -211,7 +243,19 @@ def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
         preds = read_topic(bs, "out", lambda r: valid <= predicted_ids(r), timeout=120)
         dead = read_topic(bs, "dlq", lambda r: len({_key_id(base64.b64decode(
             d["key_b64"]).decode()) for d in r}) >= len(malformed), timeout=60)
-        assert wait_for(lambda: healthz(metrics) == 200, timeout=90), a.log()[-3000:]
+        seen: list[tuple[float, int | None, str]] = []  # readiness changes while waiting
+        t0 = time.monotonic()
+
+        def ready() -> bool:
+            code, reason = health(metrics)
+            if not seen or seen[-1][1:] != (code, reason):
+                seen.append((round(time.monotonic() - t0, 1), code, reason))
+            return code == 200
+
+        assert wait_for(ready, timeout=90), (
+            f"last member unready; /healthz over time (s, code, reason): {seen}\n"
+            + a.log()[-3000:])
+        ready_after = time.monotonic() - a_started
         ends: dict[int, int] = defaultdict(int)  # each partition's end offset
         for r in preds + dead:
             ends[r["partition"]] = max(ends[r["partition"]], r["offset"] + 1)
@@ -224,6 +268,11 @@ def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
         tansu.resume()
         for p in processes:
             p.stop()
+        debug = os.environ.get("STREAMDAS_CHAOS_DEBUG")
+        if debug:  # keep the evidence, pass or fail: the logs and the checkpoints
+            import shutil
+
+            shutil.copytree(tmp_path, debug, dirs_exist_ok=True)
 
     predicted = Counter(_key_id(p["key"]) for p in preds)
     missing = valid - set(predicted)
@@ -237,11 +286,6 @@ def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
     assert not (set(predicted) & set(malformed)), "a malformed record got a prediction"
 
     partition_of = {_key_id(p["key"]): p["partition"] for p in preds}
-    debug = os.environ.get("STREAMDAS_CHAOS_DEBUG")
-    if debug:  # keep the evidence: both logs and the checkpoints' offsets
-        import shutil
-
-        shutil.copytree(tmp_path, debug, dirs_exist_ok=True)
     for partition in range(PARTITIONS):
         want = sum(1 for i in labelled if partition_of[i] == partition)
         loaded = store.load("in", partition)
@@ -259,4 +303,5 @@ def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
           f" {len(malformed)} malformed of {len(set(malformed.values()))} reasons), {kills}"
           f" SIGKILLs, {len(processes)} processes; duplicate predictions: {duplicates},"
           f" duplicate dead letters: {sum(n - 1 for n in letters.values())};"
-          f" a prediction expired during a freeze: {expired}")
+          f" a prediction expired during a freeze: {expired}; last restart seen ready"
+          f" {ready_after:.1f} s after its start")
