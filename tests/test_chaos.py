@@ -10,7 +10,9 @@ deterministically by ``test_consumer_kafka.py::test_service_resumes_after_its_pr
 expired_while_the_broker_was_frozen``. Nobody helps the service: at the end every valid id
 has a prediction, every malformed id is dead-lettered with its reason, no valid id is, and each
 partition's final model has learned at least its labelled valid records. Duplicates (at least
-once) are counted and printed.
+once) are counted and printed. A member is stopped, or killed after the freeze, only once the
+group has settled: Tansu 0.6.0 never re-forms a group whose leader left in the middle of a
+rebalance (see ``settled``), a broker defect no client can repair.
 """
 
 from __future__ import annotations
