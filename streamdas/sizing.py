@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -138,6 +139,12 @@ class RunningAverages:
 
     def __init__(self) -> None:
         self.state: dict[torch.nn.Parameter, dict[str, torch.Tensor]] = {}
+        #: (network version, [(parameter, average, scratch) NumPy views]) between resizes
+        self._cached: tuple[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The cached views share memory with *these* tensors: a copy rebuilds its own.
+        return {**self.__dict__, "_cached": None}
 
     def get(self, param: torch.nn.Parameter) -> torch.Tensor | None:
         """The running average of ``param``, or None if it has none yet."""
@@ -150,6 +157,23 @@ class RunningAverages:
 
     def clear(self) -> None:
         self.state.clear()
+        self._cached = None
+
+    def numpy_views(self, net: DASNet) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+        """(parameter, average, scratch) NumPy views of the hidden layers' CPU float32
+        parameters, the averages created where missing; rebuilt only when ``net`` is resized.
+        None where NumPy does not apply."""
+        version = net.structure_version
+        if self._cached is not None and self._cached[0] == version:
+            return self._cached[1]
+        params = [p for layer in net.hidden for p in (layer.weight, layer.bias)]
+        if not all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params):
+            return None
+        averages = _averages_of(self, params)
+        views = [(p.detach().numpy(), a.numpy(), np.empty(tuple(p.shape), np.float32))
+                 for p, a in zip(params, averages, strict=True)]
+        self._cached = (version, views)
+        return views
 
 
 def _peak(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -212,18 +236,18 @@ def _averages_of(holder: StateHolder, params: list[torch.nn.Parameter]) -> list[
 def update_averages(net: DASNet, averages: StateHolder, decay: float) -> None:
     """Fold the hidden layers' current parameters into their running averages (created at the
     parameters' values on first use) in ``averages`` (a :class:`RunningAverages`)."""
-    params = [p for layer in net.hidden for p in (layer.weight, layer.bias)]
-    averages = _averages_of(averages, params)
-    if all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params):
-        # NumPy on shared storage: a fraction of torch's dispatch cost on small CPU tensors
+    views = averages.numpy_views(net) if isinstance(averages, RunningAverages) else None
+    if views is not None:
+        # NumPy on shared storage, views cached between resizes: three calls a tensor
         weight = np.float32(1.0 - decay)
-        for p, avg in zip(params, averages, strict=True):
-            a = avg.numpy()
-            delta = p.detach().numpy() - a
+        for p, a, delta in views:
+            np.subtract(p, a, out=delta)
             delta *= weight
             a += delta  # avg.lerp_(p, 1 - decay)
         return
-    torch._foreach_lerp_(averages, [p.detach() for p in params], 1.0 - decay)
+    params = [p for layer in net.hidden for p in (layer.weight, layer.bias)]
+    tensors = _averages_of(averages, params)
+    torch._foreach_lerp_(tensors, [p.detach() for p in params], 1.0 - decay)
 
 
 @torch.no_grad()
