@@ -193,17 +193,6 @@ def service_args(bootstrap: str, tmp_path: Path, **overrides: Any) -> list[str]:
     return args
 
 
-def healthz(port: int) -> int | None:
-    """HTTP status of ``/healthz`` on ``port`` (``None`` if nothing answers)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-            return int(r.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return None
-
-
 def health(port: int, path: str = "/healthz") -> tuple[int | None, str]:
     """HTTP status and reason (the JSON body's ``reason``) of a health endpoint on ``port``.
 
@@ -220,6 +209,11 @@ def health(port: int, path: str = "/healthz") -> tuple[int | None, str]:
         return code, str(json.loads(body).get("reason", body.decode(errors="replace")))
     except (ValueError, AttributeError):
         return code, body.decode(errors="replace").strip()
+
+
+def healthz(port: int) -> int | None:
+    """HTTP status of ``/healthz`` on ``port`` (``None`` if nothing answers)."""
+    return health(port)[0]
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
