@@ -23,7 +23,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["POLYAK_KEY", "WARMUP_FRACTION", "ParameterAverages"]
+__all__ = ["POLYAK_KEY", "WARMUP_FRACTION", "ParameterAverages", "lerp", "numpy_views"]
+
+#: (parameter, average, scratch) NumPy triples: views sharing the tensors' storage.
+Views = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 #: Key of a parameter's average in :attr:`ParameterAverages.state`.
 POLYAK_KEY = "das_polyak"
@@ -31,6 +34,44 @@ POLYAK_KEY = "das_polyak"
 #: Measured in docs/benchmarks.md: 0.3 against none gained +0.7 (ImageSegments) and +0.4
 #: (Phishing), the short datasets, and changed the others by at most 0.1.
 WARMUP_FRACTION = 0.3
+
+
+def numpy_views(params: list[nn.Parameter], averages: list[Tensor]) -> Views | None:
+    """(parameter, average, scratch) NumPy views of CPU float32 ``params`` and their
+    ``averages``; None where NumPy does not apply. Valid until a resize replaces a tensor."""
+    if not all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params):
+        return None
+    return [(p.detach().numpy(), a.numpy(), np.empty(tuple(p.shape), np.float32))
+            for p, a in zip(params, averages, strict=True)]
+
+
+@torch.no_grad()
+def lerp(averages: list[Tensor] | Views, params: list[nn.Parameter] | None, weight: float,
+         skip: Tensor | None = None) -> None:
+    """``avg += (p - avg) * weight`` for every pair, in place (float32 arithmetic either way).
+
+    ``averages`` is either :func:`numpy_views` (``params`` None: three NumPy calls a tensor, no
+    torch dispatch) or tensors beside ``params``; ``skip`` (a 0-d float tensor on the device,
+    1 for a skipped batch) then makes it a no-op without a host round trip.
+
+    >>> a, p = [torch.zeros(2)], [torch.nn.Parameter(torch.ones(2))]
+    >>> lerp(a, p, 0.25); lerp(numpy_views(p, a), None, 0.5); a[0].tolist()
+    [0.625, 0.625]
+    """
+    if params is None:
+        w = np.float32(weight)
+        for p, avg, delta in averages:  # type: ignore[misc]
+            np.subtract(p, avg, out=delta)
+            delta *= w
+            avg += delta
+        return
+    tensors = list(averages)  # type: ignore[arg-type]
+    if skip is None:
+        torch._foreach_lerp_(tensors, [p.detach() for p in params], weight)
+        return
+    deltas = torch._foreach_sub([p.detach() for p in params], tensors)
+    torch._foreach_mul_(deltas, (1.0 - skip) * weight)
+    torch._foreach_add_(tensors, deltas)
 
 
 class ParameterAverages:
@@ -70,7 +111,7 @@ class ParameterAverages:
         self.horizon = float(horizon)
         self.state: dict[nn.Parameter, dict[str, Tensor]] = {
             p: {POLYAK_KEY: p.detach().clone()} for p in net.parameters()}
-        self._cached: tuple[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] | None = None
+        self._cached: tuple[int, Views] | None = None
 
     def __getstate__(self) -> dict[str, object]:
         # The cached views share memory with *these* tensors: a copy rebuilds its own.
@@ -100,21 +141,17 @@ class ParameterAverages:
         """Parameter name -> average, for ``torch.func.functional_call`` and checkpoints."""
         return {name: self.get(p) for name, p in net.named_parameters()}
 
-    def _views(self, net: nn.Module) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
-        """(parameter, average, scratch) NumPy views for CPU float32 parameters, rebuilt only
-        when the network is resized (its ``structure_version``); None where NumPy does not apply."""
+    def _views(self, net: nn.Module) -> Views | None:
+        """:func:`numpy_views` of every parameter, rebuilt only when the network is resized
+        (its ``structure_version``)."""
         version = getattr(net, "structure_version", None)
         if version is not None and self._cached is not None and self._cached[0] == version:
             return self._cached[1]
         params = list(net.parameters())
-        if not all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params):
-            return None
-        views = [(p.detach().numpy(), self.get(p).numpy(), np.empty(tuple(p.shape), np.float32))
-                 for p in params]
-        self._cached = None if version is None else (version, views)
+        views = numpy_views(params, [self.get(p) for p in params])
+        self._cached = None if version is None or views is None else (version, views)
         return views
 
-    @torch.no_grad()
     def update(self, net: nn.Module, n: int, seen: int, skip: Tensor | None = None) -> None:
         """Fold the parameters in after a step on ``n`` samples, ``seen`` in all so far.
 
@@ -124,21 +161,10 @@ class ParameterAverages:
         weight = 1.0 - math.exp(-n / self.span(seen))
         views = self._views(net) if skip is None else None
         if views is not None:
-            # NumPy on shared storage: three calls a tensor, no torch dispatch
-            w = np.float32(weight)
-            for p, avg, delta in views:
-                np.subtract(p, avg, out=delta)
-                delta *= w
-                avg += delta
+            lerp(views, None, weight)
             return
         params = list(net.parameters())
-        averages = [self.get(p) for p in params]
-        if skip is None:
-            torch._foreach_lerp_(averages, [p.detach() for p in params], weight)
-            return
-        deltas = torch._foreach_sub([p.detach() for p in params], averages)
-        torch._foreach_mul_(deltas, (1.0 - skip) * weight)
-        torch._foreach_add_(averages, deltas)
+        lerp([self.get(p) for p in params], params, weight, skip)
 
     @torch.no_grad()
     def adopt_new_outputs(self, net: nn.Module, n_new: int) -> None:

@@ -488,7 +488,7 @@ class _DASEstimator:
         if state["trainer"] is not None:
             est._trainer = DASTrainer.from_state_dict(state["trainer"], device=est.device)
             if est._trainer.train_config.average_horizon != est.average_horizon:
-                est._trainer.set_average_horizon(est.average_horizon)  # older files: start now
+                est._trainer._set_average_horizon(est.average_horizon)  # older files: start now
             est._fwd = NumpyForward(est._trainer.net, est._trainer.polyak)
             require(est._trainer.net.n_inputs == len(est._index),
                     "network inputs do not match the feature index")

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from streamdas.averaging import Views, lerp, numpy_views
 from streamdas.model import Aligned, DASNet, NetConfig, StateHolder
 
 __all__ = ["NetConfig", "RunningAverages", "SizingConfig", "grow", "growth_amount", "prunable_units",
@@ -139,8 +140,8 @@ class RunningAverages:
 
     def __init__(self) -> None:
         self.state: dict[torch.nn.Parameter, dict[str, torch.Tensor]] = {}
-        #: (network version, [(parameter, average, scratch) NumPy views]) between resizes
-        self._cached: tuple[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] | None = None
+        #: (network version, :func:`~streamdas.averaging.numpy_views`) between resizes
+        self._cached: tuple[int, Views] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # The cached views share memory with *these* tensors: a copy rebuilds its own.
@@ -159,20 +160,15 @@ class RunningAverages:
         self.state.clear()
         self._cached = None
 
-    def numpy_views(self, net: DASNet) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
-        """(parameter, average, scratch) NumPy views of the hidden layers' CPU float32
-        parameters, the averages created where missing; rebuilt only when ``net`` is resized.
-        None where NumPy does not apply."""
+    def numpy_views(self, net: DASNet) -> Views | None:
+        """:func:`~streamdas.averaging.numpy_views` of the hidden layers' parameters, the
+        averages created where missing; rebuilt only when ``net`` is resized."""
         version = net.structure_version
         if self._cached is not None and self._cached[0] == version:
             return self._cached[1]
         params = [p for layer in net.hidden for p in (layer.weight, layer.bias)]
-        if not all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params):
-            return None
-        averages = _averages_of(self, params)
-        views = [(p.detach().numpy(), a.numpy(), np.empty(tuple(p.shape), np.float32))
-                 for p, a in zip(params, averages, strict=True)]
-        self._cached = (version, views)
+        views = numpy_views(params, _averages_of(self, params))
+        self._cached = None if views is None else (version, views)
         return views
 
 
@@ -237,17 +233,11 @@ def update_averages(net: DASNet, averages: StateHolder, decay: float) -> None:
     """Fold the hidden layers' current parameters into their running averages (created at the
     parameters' values on first use) in ``averages`` (a :class:`RunningAverages`)."""
     views = averages.numpy_views(net) if isinstance(averages, RunningAverages) else None
-    if views is not None:
-        # NumPy on shared storage, views cached between resizes: three calls a tensor
-        weight = np.float32(1.0 - decay)
-        for p, a, delta in views:
-            np.subtract(p, a, out=delta)
-            delta *= weight
-            a += delta  # avg.lerp_(p, 1 - decay)
+    if views is not None:  # NumPy on shared storage, views cached between resizes
+        lerp(views, None, 1.0 - decay)
         return
     params = [p for layer in net.hidden for p in (layer.weight, layer.bias)]
-    tensors = _averages_of(averages, params)
-    torch._foreach_lerp_(tensors, [p.detach() for p in params], 1.0 - decay)
+    lerp(_averages_of(averages, params), params, 1.0 - decay)
 
 
 @torch.no_grad()
@@ -259,11 +249,7 @@ def update_averages_masked(net: DASNet, averages: StateHolder, decay: float,
     The same float32 arithmetic as :func:`update_averages`: ``avg += (p - avg) * (1 - decay)``.
     """
     params = [p for layer in net.hidden for p in (layer.weight, layer.bias)]
-    averages = _averages_of(averages, params)
-    weight = (1.0 - skip) * (1.0 - decay)
-    deltas = torch._foreach_sub([p.detach() for p in params], averages)
-    torch._foreach_mul_(deltas, weight)
-    torch._foreach_add_(averages, deltas)
+    lerp(_averages_of(averages, params), params, 1.0 - decay, skip)
 
 
 @torch.no_grad()

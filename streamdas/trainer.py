@@ -742,12 +742,14 @@ class DASTrainer:
         payload = checkpoint.load(path)
         return checkpoint.guarded(lambda: cls.from_state_dict(payload, device=device), str(path))
 
-    def set_average_horizon(self, horizon: int) -> None:
+    def _set_average_horizon(self, horizon: int) -> None:
         """Predict with parameter averages over ``horizon`` samples from now on (``0``: with the
-        live parameters); new averages start at the current parameters.
+        live parameters); new averages start at the current parameters. For loading states
+        written before the option: an estimator's NumPy forward pass holds the averages
+        object, so the estimator builds it after this.
 
         >>> t = DASTrainer(NetConfig(n_inputs=2, hidden_sizes=(4,), n_outputs=2), seed=0)
-        >>> t.set_average_horizon(100)
+        >>> t._set_average_horizon(100)
         >>> t.polyak.horizon, t.train_config.average_horizon
         (100.0, 100)
         """
