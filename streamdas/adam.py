@@ -13,6 +13,15 @@ here is torch's own (``_single_tensor_adam``, non-capturable) written out elemen
 It reads and writes the tensors in ``optimizer.state`` through NumPy views (``exp_avg``,
 ``exp_avg_sq``, ``step``), so the torch optimizer stays the single source of truth: checkpoints,
 ``edit_parameter`` (resizing) and ``optimizer.step()`` keep working and agree with it.
+
+Each elementwise NumPy call costs ~1 us of overhead whatever its size, and a small network's
+parameters are a few hundred to a few thousand floats, so the update runs on one flat buffer per
+moment instead of one call per parameter and operation: when the state tensors change (the first
+step, every resize, a load) and every parameter is at the same step count, they are moved into
+one contiguous buffer each (``exp_avg``, ``exp_avg_sq`` and ``step`` become views of it: same
+values, same keys), and gradients arrive flat as well (the trainer's backward pass writes them
+into one buffer; others are gathered). The arithmetic per element is unchanged, so the results
+are bitwise those of the per-parameter update (which remains for unequal step counts).
 """
 
 from __future__ import annotations
@@ -53,9 +62,10 @@ class NumpyAdam:
         self.optimizer = optimizer
         self._key: tuple[int, ...] = ()
         self._views: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._flat: _Flat | None = None
 
     def __getstate__(self) -> dict[str, object]:
-        return {"optimizer": self.optimizer, "_key": (), "_views": []}  # views are rebuilt
+        return {"optimizer": self.optimizer, "_key": (), "_views": [], "_flat": None}  # rebuilt
 
     def _group_ok(self) -> bool:
         opt = self.optimizer
@@ -81,6 +91,11 @@ class NumpyAdam:
             for quad in tensors:
                 if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in quad):
                     return None
+            self._flat = _Flat.adopt(params, [st[1:] for st in tensors], state)
+            if self._flat is not None:  # the state tensors are now views of the flat buffers
+                tensors = [(p, state[p]["exp_avg"], state[p]["exp_avg_sq"], state[p]["step"])
+                           for p in params]
+                key = tuple(id(t) for quad in tensors for t in quad)
             self._views = [(p.detach().numpy(), m.numpy(), v.numpy(), s.numpy())
                            for p, m, v, s in tensors]
             self._key = key
@@ -96,7 +111,10 @@ class NumpyAdam:
         group = self.optimizer.param_groups[0]
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         with np.errstate(over="ignore"):  # |g| > 1.8e19: v = inf, as torch gives (silently)
-            self._update(views, grads, lr, beta1, beta2, eps)
+            if self._flat is not None:
+                self._flat.update(views, grads, lr, beta1, beta2, eps)
+            else:
+                self._update(views, grads, lr, beta1, beta2, eps)
         return True
 
     @staticmethod
@@ -122,3 +140,85 @@ class NumpyAdam:
             np.divide(m, tmp, out=tmp)
             tmp *= step_size
             p -= tmp
+
+
+class _Flat:
+    """Adam's moments and step counts of several parameters in one contiguous buffer each, the
+    optimizer's state tensors being views of them, and the update computed on the buffers."""
+
+    def __init__(self, shapes: list[tuple[int, ...]]) -> None:
+        sizes = [math.prod(shape) for shape in shapes]
+        self.offsets = [0, *np.cumsum(sizes).tolist()]
+        total = self.offsets[-1]
+        self.m, self.v = torch.zeros(total), torch.zeros(total)
+        self.steps = torch.zeros(len(shapes))
+        self.grad = np.empty(total, np.float32)  # gathered gradients, when they are not flat
+        self.tmp = np.empty(total, np.float32)
+        self.tmp_views = [self.tmp[a:b].reshape(shape)
+                          for a, b, shape in zip(self.offsets[:-1], self.offsets[1:], shapes, strict=True)]
+        self._m, self._v, self._steps = self.m.numpy(), self.v.numpy(), self.steps.numpy()
+        self._grads: list[np.ndarray] = []  # the last gradient arrays found to be flat (held)
+        self._grad_base: np.ndarray | None = None
+
+    @classmethod
+    def adopt(cls, params: list[torch.nn.Parameter], states: list[tuple[torch.Tensor, ...]],
+              state: dict) -> _Flat | None:
+        """Move the ``(exp_avg, exp_avg_sq, step)`` of ``params`` into flat buffers and make
+        ``state``'s tensors views of them; None (nothing changed) unless every step count is
+        the same single number."""
+        steps = [s for _, _, s in states]
+        if any(s.numel() != 1 for s in steps) or len({float(s) for s in steps}) != 1:
+            return None
+        flat = cls([tuple(p.shape) for p in params])
+        with torch.no_grad():
+            for i, (p, (m, v, _s)) in enumerate(zip(params, states, strict=True)):
+                a, b = flat.offsets[i], flat.offsets[i + 1]
+                flat.m[a:b].copy_(m.reshape(-1))
+                flat.v[a:b].copy_(v.reshape(-1))
+                flat.steps[i] = float(steps[0])
+                st = state[p]
+                st["exp_avg"] = flat.m[a:b].view(p.shape)
+                st["exp_avg_sq"] = flat.v[a:b].view(p.shape)
+                st["step"] = flat.steps[i].view(steps[i].shape)
+        return flat
+
+    def _flat_grad(self, grads: list[np.ndarray]) -> np.ndarray:
+        """``grads`` as one flat array: their own buffer when they are consecutive views of one
+        (the trainer's backward pass), else a copy gathered into :attr:`grad`."""
+        held = self._grads
+        if len(held) == len(grads) and all(g is h for g, h in zip(grads, held, strict=True)):
+            assert self._grad_base is not None
+            return self._grad_base
+        base = grads[0].base if grads else None
+        if (isinstance(base, np.ndarray) and base.ndim == 1 and base.dtype == np.float32
+                and base.size == self.offsets[-1] and base.flags.c_contiguous):
+            start = base.__array_interface__["data"][0]
+            if all(g.base is base and g.dtype == np.float32 and g.flags.c_contiguous
+                   and g.size == b - a and g.__array_interface__["data"][0] == start + 4 * a
+                   for g, a, b in zip(grads, self.offsets[:-1], self.offsets[1:], strict=True)):
+                self._grads, self._grad_base = list(grads), base
+                return base
+        for g, a, b in zip(grads, self.offsets[:-1], self.offsets[1:], strict=True):
+            self.grad[a:b] = g.reshape(-1)
+        return self.grad
+
+    def update(self, views: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+               grads: list[np.ndarray], lr: float, beta1: float, beta2: float, eps: float) -> None:
+        """:meth:`NumpyAdam._update` on the flat buffers (the same float32 operations)."""
+        g, m, v, tmp = self._flat_grad(grads), self._m, self._v, self.tmp
+        t = float(self._steps[0]) + 1.0
+        self._steps[...] = t
+        np.subtract(g, m, out=tmp)
+        tmp *= np.float32(1.0 - beta1)
+        m += tmp  # m.lerp_(g, 1 - beta1)
+        v *= np.float32(beta2)
+        np.multiply(g, g, out=tmp)
+        tmp *= np.float32(1.0 - beta2)
+        v += tmp
+        np.sqrt(v, out=tmp)
+        tmp /= np.float32(math.sqrt(1.0 - beta2**t))
+        tmp += np.float32(eps)
+        np.divide(m, tmp, out=tmp)
+        tmp *= np.float32(lr / (1.0 - beta1**t))
+        for (p, _m, _v, _s), d in zip(views, self.tmp_views, strict=True):
+            p -= d

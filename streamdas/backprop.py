@@ -106,12 +106,12 @@ class NumpyBackprop:
         params = self.parameters()
         #: all gradients, contiguous (one finiteness check covers them)
         self.flat_grad = np.zeros(sum(p.numel() for p in params), dtype=np.float32)
-        flat = torch.from_numpy(self.flat_grad)
-        self.grad_tensors, start = [], 0
+        # NumPy views of it (their .base is flat_grad: NumpyAdam then steps on it whole)
+        self._grads, start = [], 0
         for p in params:
-            self.grad_tensors.append(flat[start : start + p.numel()].view(p.shape))
+            self._grads.append(self.flat_grad[start : start + p.numel()].reshape(tuple(p.shape)))
             start += p.numel()
-        self._grads = [t.numpy() for t in self.grad_tensors]
+        self.grad_tensors = [torch.from_numpy(g) for g in self._grads]
         self._version = version
 
     def accepts(self, x_shape: torch.Size, y_shape: torch.Size, y_dtype: torch.dtype) -> bool:
