@@ -60,12 +60,12 @@ class NumpyAdam:
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
-        self._key: tuple[int, ...] = ()
         self._views: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._flat: _Flat | None = None
+        self._seen: list[tuple[object, ...]] = []
 
-    def __getstate__(self) -> dict[str, object]:
-        return {"optimizer": self.optimizer, "_key": (), "_views": [], "_flat": None}  # rebuilt
+    def __getstate__(self) -> dict[str, object]:  # views and caches are rebuilt
+        return {"optimizer": self.optimizer, "_views": [], "_flat": None, "_seen": []}
 
     def _group_ok(self) -> bool:
         opt = self.optimizer
@@ -78,27 +78,32 @@ class NumpyAdam:
     def _views_for(self, params: list[torch.nn.Parameter]
                    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None:
         """NumPy views of (param, exp_avg, exp_avg_sq, step) per parameter, cached while the
-        state tensors stay the same objects (resizing replaces them)."""
+        parameters, their state dicts and state tensors stay the same objects (resizing and
+        loading replace them)."""
         state = self.optimizer.state
+        seen = self._seen
+        if len(seen) == len(params):
+            for p, (q, st, m, v, s) in zip(params, seen, strict=True):
+                if (p is not q or state.get(p) is not st or st.get("exp_avg") is not m
+                        or st.get("exp_avg_sq") is not v or st.get("step") is not s):
+                    break
+            else:
+                return self._views
+        self._seen, self._views, self._flat = [], [], None
         tensors = []
         for p in params:
             st = state.get(p)
             if not st or "exp_avg" not in st:
                 return None
-            tensors.append((p, st["exp_avg"], st["exp_avg_sq"], st["step"]))
-        key = tuple(id(t) for quad in tensors for t in quad)
-        if key != self._key:
-            for quad in tensors:
-                if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in quad):
-                    return None
-            self._flat = _Flat.adopt(params, [st[1:] for st in tensors], state)
-            if self._flat is not None:  # the state tensors are now views of the flat buffers
-                tensors = [(p, state[p]["exp_avg"], state[p]["exp_avg_sq"], state[p]["step"])
-                           for p in params]
-                key = tuple(id(t) for quad in tensors for t in quad)
-            self._views = [(p.detach().numpy(), m.numpy(), v.numpy(), s.numpy())
-                           for p, m, v, s in tensors]
-            self._key = key
+            quad = (p, st["exp_avg"], st["exp_avg_sq"], st["step"])
+            if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in quad):
+                return None
+            tensors.append(quad)
+        self._flat = _Flat.adopt(params, [quad[1:] for quad in tensors], state)
+        if self._flat is not None:  # the state tensors are now views of the flat buffers
+            tensors = [(p, state[p]["exp_avg"], state[p]["exp_avg_sq"], state[p]["step"]) for p in params]
+        self._views = [(p.detach().numpy(), m.numpy(), v.numpy(), s.numpy()) for p, m, v, s in tensors]
+        self._seen = [(p, state[p], m, v, s) for p, m, v, s in tensors]
         return self._views
 
     def step(self, params: list[torch.nn.Parameter], grads: list[np.ndarray]) -> bool:

@@ -83,6 +83,7 @@ class NumpyBackprop:
         self._weights: list[np.ndarray] = []
         self._biases: list[np.ndarray] = []
         self._grads: list[np.ndarray] = []
+        self._rows = np.arange(0)  # row indices of the last batch size (cross-entropy)
         self.flat_grad = np.zeros(0, dtype=np.float32)
         #: torch views of the gradient buffers, in :meth:`parameters` order (rebuilt on resize).
         self.grad_tensors: list[torch.Tensor] = []
@@ -174,11 +175,13 @@ class NumpyBackprop:
             loss = float(np.mean(diff.astype(np.float64) ** 2))
             diff *= np.float32(2.0 / diff.size)
             return loss, diff
-        rows = np.arange(n)
-        shifted = out - out.max(1, keepdims=True)
+        rows = self._rows if len(self._rows) == n else np.arange(n)
+        self._rows = rows
+        shifted = out - np.maximum.reduce(out, axis=1, keepdims=True)
         e = np.exp(shifted)
-        total = e.sum(1, keepdims=True)
-        loss = float(np.log(total[:, 0]).mean() - shifted[rows, y].mean())
+        total = np.add.reduce(e, axis=1, keepdims=True)
+        # = log(total).mean() - shifted[rows, y].mean(), without the wrappers of .mean()
+        loss = float(np.add.reduce(np.log(total[:, 0])) / n - np.add.reduce(shifted[rows, y]) / n)
         e /= total
         e[rows, y] -= 1.0
         e *= np.float32(1.0 / n)

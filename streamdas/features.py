@@ -247,6 +247,7 @@ class RunningStandardizer:
         self.count = np.zeros(n_features)
         self.mean = np.zeros(n_features)
         self.m2 = np.zeros(n_features)
+        self._ready = False  # every feature has ``warmup`` values (see _refresh)
         self._refresh()
 
     def extend(self, n_features: int) -> None:
@@ -256,28 +257,43 @@ class RunningStandardizer:
             self.count = np.concatenate([self.count, pad])
             self.mean = np.concatenate([self.mean, pad])
             self.m2 = np.concatenate([self.m2, pad])
+            self._ready = False
             self._refresh()
 
     def _refresh(self) -> None:
-        var = np.divide(self.m2, self.count, out=np.ones_like(self.m2), where=self.count > 1)
+        # Runs after every batch: once every feature has its warm-up (the steady state, flagged
+        # by ``_ready``), the masks are all true and the arrays that depend only on them are kept.
+        ready_all = self._ready
+        if ready_all and self.warmup > 1:
+            var = self.m2 / self.count
+        else:
+            var = np.divide(self.m2, self.count, out=np.ones_like(self.m2), where=self.count > 1)
         std = np.sqrt(var)
         std[std < 1e-8] = 1.0
         self.center = self.mean.astype(np.float32)
         self.inv_std = (1.0 / std).astype(np.float32)
-        self._clipping = False
-        if self.clip is not None:
-            ready = self.count >= self.warmup
-            self._clipping = bool(ready.any())
-            half = np.where(ready, self.clip * std, np.inf)
+        if self.clip is None:
+            self._clipping = False
+            self._ready = bool((self.count >= self.warmup).all()) and len(self.count) > 0
+            return
+        if ready_all:
+            half = std
+            half *= self.clip
             self._lo, self._hi = self.mean - half, self.mean + half
-            self._zclip = np.where(ready, self.clip, np.inf).astype(np.float32)
-            self._nzclip = -self._zclip
+            return
+        ready = self.count >= self.warmup
+        self._clipping = bool(ready.any())
+        half = np.where(ready, self.clip * std, np.inf)
+        self._lo, self._hi = self.mean - half, self.mean + half
+        self._zclip = np.where(ready, self.clip, np.inf).astype(np.float32)
+        self._nzclip = -self._zclip
+        self._ready = bool(ready.all()) and len(ready) > 0
 
     def update(self, X: np.ndarray) -> None:
         """Fold a batch (rows are samples, NaN = missing) into the statistics."""
         self.extend(X.shape[1])
-        if self._clipping:  # bounded influence (NaN stays NaN)
-            X = np.clip(X, self._lo, self._hi)
+        if self._clipping:  # bounded influence (NaN stays NaN); np.clip's wrapper costs more
+            X = np.minimum(np.maximum(X, self._lo), self._hi)
         if X.shape[0] and X.shape[1] == len(self.count) and not np.isnan(X).any():
             self._update_complete(X)
             return
@@ -301,7 +317,7 @@ class RunningStandardizer:
         """:meth:`update` for a batch with every value present (the common case, fewer passes)."""
         n_b = X.shape[0]
         Xd = X.astype(np.float64)
-        mean_b = Xd.mean(0)
+        mean_b = np.add.reduce(Xd, axis=0) / n_b  # = Xd.mean(0), without its wrapper
         Xd -= mean_b
         Xd *= Xd
         m2_b = Xd.sum(0)
@@ -348,6 +364,7 @@ class RunningStandardizer:
                 raise ValueError(f"standardizer {key} is not a list of numbers")
             arrays.append(np.asarray(values, dtype=np.float64).reshape(-1))
         s.count, s.mean, s.m2 = arrays
+        s._ready = False
         if not len(s.count) == len(s.mean) == len(s.m2):
             raise ValueError("standardizer state has mismatched lengths")
         if not (np.isfinite(s.mean).all() and np.isfinite(s.m2).all() and np.isfinite(s.count).all()
