@@ -157,7 +157,7 @@ class _Flat:
         total = self.offsets[-1]
         self.m, self.v = torch.zeros(total), torch.zeros(total)
         self.steps = torch.zeros(len(shapes))
-        self.grad = np.empty(total, np.float32)  # gathered gradients, when they are not flat
+        self.grad: np.ndarray | None = None  # gathered gradients, when they are not flat
         self.tmp = np.empty(total, np.float32)
         self.tmp_views = [self.tmp[a:b].reshape(shape)
                           for a, b, shape in zip(self.offsets[:-1], self.offsets[1:], shapes, strict=True)]
@@ -203,6 +203,8 @@ class _Flat:
                    for g, a, b in zip(grads, self.offsets[:-1], self.offsets[1:], strict=True)):
                 self._grads, self._grad_base = list(grads), base
                 return base
+        if self.grad is None:
+            self.grad = np.empty(self.offsets[-1], np.float32)
         for g, a, b in zip(grads, self.offsets[:-1], self.offsets[1:], strict=True):
             self.grad[a:b] = g.reshape(-1)
         return self.grad

@@ -7,6 +7,7 @@ Adam step agree to ~1e-6 absolute on unit-scale values, a 200-step run to ~1e-4.
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -257,3 +258,63 @@ def test_fast_path_skips_a_non_finite_gradient_behind_a_finite_loss(monkeypatch)
         assert torch.equal(pa, pb)
         for key, value in before.optimizer.state[pb].items():
             assert torch.equal(trainer.optimizer.state[pa][key], value)
+
+
+def _adam_pair(shapes, steps_b=None):
+    g = torch.Generator().manual_seed(1)
+    params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in shapes]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    opts = [torch.optim.Adam(ps, lr=1e-2) for ps in (params, twins)]
+    for ps, opt in zip((params, twins), opts, strict=True):
+        for p in ps:
+            p.grad = torch.ones_like(p)
+        opt.step()
+    if steps_b is not None:  # unequal step counts (a state loaded from elsewhere, say)
+        for p, q, s in zip(params, twins, steps_b, strict=True):
+            opts[0].state[p]["step"].fill_(s)
+            opts[1].state[q]["step"].fill_(s)
+    return params, twins, opts
+
+
+def test_numpy_adam_flat_buffers_are_the_optimizer_state_and_bitwise_per_parameter():
+    """After NumpyAdam's first step the moments live in one flat buffer each (the state tensors
+    are views of it); the flat update gives bitwise the per-parameter update's result, with
+    gradients gathered or handed over flat."""
+    shapes = [(5, 3), (5,), (2, 5), (2,)]
+    params, twins, (opt, opt_twin) = _adam_pair(shapes)
+    flat_grad = np.random.default_rng(0).standard_normal(sum(math.prod(s) for s in shapes)).astype(np.float32)
+    offsets = np.cumsum([0] + [math.prod(s) for s in shapes])
+    grads = [flat_grad[a:b].reshape(s) for a, b, s in zip(offsets[:-1], offsets[1:], shapes, strict=True)]
+    adam = NumpyAdam(opt)
+    for step in range(3):
+        gathered = [g.copy() for g in grads] if step == 1 else grads  # copies: not one buffer
+        assert adam.step(params, gathered)
+        views = [(p.detach().numpy(), opt_twin.state[p]["exp_avg"].numpy(),
+                  opt_twin.state[p]["exp_avg_sq"].numpy(), opt_twin.state[p]["step"].numpy()) for p in twins]
+        NumpyAdam._update(views, grads, 1e-2, 0.9, 0.999, 1e-8)
+    m = opt.state[params[0]]["exp_avg"]
+    assert all(opt.state[p]["exp_avg"].untyped_storage().data_ptr() == m.untyped_storage().data_ptr()
+               for p in params)
+    for p, q in zip(params, twins, strict=True):
+        assert torch.equal(p, q)
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(opt.state[p][key], opt_twin.state[q][key])
+    # torch's own step on the views agrees too (the state stays torch's)
+    for p, q in zip(params, twins, strict=True):
+        p.grad, q.grad = torch.ones_like(p), torch.ones_like(q)
+    opt.step()
+    opt_twin.step()
+    assert all(torch.equal(p, q) for p, q in zip(params, twins, strict=True))
+
+
+def test_numpy_adam_unequal_step_counts_keep_the_per_parameter_update():
+    shapes = [(3, 2), (3,)]
+    params, twins, (opt, opt_twin) = _adam_pair(shapes, steps_b=[4.0, 9.0])
+    grads = [np.full(s, 0.5, np.float32) for s in shapes]
+    assert NumpyAdam(opt).step(params, grads)
+    for p, g in zip(twins, grads, strict=True):
+        p.grad = torch.from_numpy(g.copy())
+    opt_twin.step()
+    for p, q in zip(params, twins, strict=True):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-6, atol=1e-7)
+    assert [float(opt.state[p]["step"]) for p in params] == [5.0, 10.0]
