@@ -97,7 +97,8 @@ def _relu(a: np.ndarray) -> np.ndarray:
 
 
 def _relu_grad(a: np.ndarray, h: np.ndarray) -> np.ndarray:
-    return (a > 0).astype(np.float32)
+    # A boolean mask: multiplying by it is multiplying by 1.0 or 0.0 (one cast-free call fewer).
+    return a > 0
 
 
 def _tanh_grad(a: np.ndarray, h: np.ndarray) -> np.ndarray:

@@ -42,12 +42,15 @@ class NumpyForward:
             and act.numpy
             and next(net.parameters()).device.type == "cpu"
         )
-        #: SELU (the default) runs inlined on preallocated buffers; others use the registry's form
+        #: SELU and ReLU (the classifier's default) run inlined on per-layer constant arrays;
+        #: others use the registry's form
         self.selu = net._config.activation == "selu"
+        self.relu = net._config.activation == "relu"
         self.act = act.forward if act is not None and act.forward is not None else None
         self._version = -1
         self._layers: list[tuple[np.ndarray, np.ndarray]] = []
-        # SELU: per hidden layer (zeros, scale * alpha, scale, scratch), all float32 of its width
+        # per hidden layer (zeros, scale * alpha, scale, scratch), all float32 of its width (the
+        # last three for SELU)
         self._selu: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
     def __getstate__(self) -> dict[str, object]:
@@ -93,6 +96,12 @@ class NumpyForward:
                 np.maximum(a, zeros, out=a)
                 a *= scale
                 a += neg
+                h = a
+        elif self.relu:  # = np.maximum(w @ h + b, 0.0), on a float32 zeros array
+            for (w, b), (zeros, *_) in zip(hidden, self._selu, strict=True):
+                a = np.dot(w, h)
+                a += b
+                np.maximum(a, zeros, out=a)
                 h = a
         else:
             act = self.act

@@ -31,8 +31,9 @@ def test_equals_torch_for_every_activation(activation):
     _check(net, fwd)
 
 
-def test_follows_optimizer_steps_and_resizes():
-    net = DASNet(NetConfig(5, (8, 6), 2), generator=torch.Generator().manual_seed(2))
+@pytest.mark.parametrize("activation", ["selu", "relu"])  # the two inlined forms
+def test_follows_optimizer_steps_and_resizes(activation):
+    net = DASNet(NetConfig(5, (8, 6), 2, activation=activation), generator=torch.Generator().manual_seed(2))
     fwd = NumpyForward(net)
     _check(net, fwd)
     with torch.no_grad():
