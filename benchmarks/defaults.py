@@ -1,6 +1,6 @@
 """Stream defaults against the paper's values: prequential accuracy and final widths.
 
-``DASClassifier()`` (stream defaults: alpha 5e-5, lr = tau = 1e-2, ReLU, (64, 64), batch 12)
+``DASClassifier()`` (stream defaults: alpha 3e-5, lr = tau = 1e-2, ReLU, (64, 64), batch 8)
 against the same estimator with the paper's alpha 2e-5, lr 1e-3, tau 1e-3, on four synthetic
 streams of 20,000 samples:
 
@@ -30,7 +30,7 @@ STREAMS: dict[str, Callable[[int], Iterable[tuple[dict[str, Any], Any]]]] = {
 
 CONFIGS: dict[str, dict[str, float]] = {
     "paper values (alpha 2e-5, lr 1e-3, tau 1e-3)": {"alpha": 2e-5, "lr": 1e-3, "tau": 1e-3},
-    "stream defaults (alpha 5e-5, lr 1e-2, tau 1e-2)": {},
+    "stream defaults (alpha 3e-5, lr 1e-2, tau 1e-2)": {},
 }
 
 

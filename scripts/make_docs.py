@@ -11,7 +11,7 @@ Parts and what they run:
 * ``demo``      ``streamdas simulate`` (the README picture, the demo tables of
   docs/experiments.md) and ``python -m simulations.growth`` (growth against static widths);
 * ``defaults``  the three ``python -m simulations complexity -n 30000 ...`` runs of "Why not the
-  estimator's defaults?";
+  estimator's defaults?" and ``python -m benchmarks.pruning_rule`` (the pruning test);
 * ``paper``     ``python -m simulations.paper all`` (Fig. 1, Fig. 2, Table I, Tables II/III);
 * ``bench``     ``python -m benchmarks`` (the report in docs/benchmarks.md).
 
@@ -165,6 +165,19 @@ def defaults(docs: Docs) -> None:
                    f"-o results/defaults_evidence/{folder}").replace("  ", " ")
         rows.append(f"| {label} | `{command}` | {', '.join(map(str, units))} |")
     docs.block("docs/experiments.md", "defaults-evidence", "\n".join(rows))
+    pruning_rule(docs)
+
+
+def pruning_rule(docs: Docs) -> None:
+    """``python -m benchmarks.pruning_rule``: the paper's pruning test against the averaged one."""
+    from benchmarks.pruning_rule import main as run_rule
+
+    argv = ["--n", "1000"] if docs.quick else []
+    status, text = _quiet(lambda: run_rule(argv))
+    if status != 0:
+        raise RuntimeError(f"benchmarks.pruning_rule failed:\n{text}")
+    command = " ".join(["python -m benchmarks.pruning_rule", *argv])
+    docs.block("docs/experiments.md", "pruning-rule", f"{text.strip()}\n\n(`{command}`)")
 
 
 PAPER_IMAGES = {"fig1": "fig1_sizes_vs_alpha.png", "fig2": "fig2_start_widths.png",
