@@ -300,10 +300,16 @@ def warm_up() -> None:
 
 
 def selu_mlp(n_in: int, hidden_sizes: tuple[int, ...], n_out: int, seed: int) -> torch.nn.Sequential:
-    """A static SELU MLP with LeCun-normal hidden weights and zero biases (the peers' MLP).
+    """A static SELU MLP with LeCun-normal hidden weights and zero biases (the peers' MLP); the
+    output layer has torch's default ranges (uniform within ``1/sqrt(fan_in)``). Every
+    parameter is drawn from ``seed`` alone, never from torch's global generator, so one seed
+    gives one network whatever ran before it in the process.
 
     >>> [m.weight.shape[0] for m in selu_mlp(3, (4, 5), 2, seed=0) if hasattr(m, "weight")]
     [4, 5, 2]
+    >>> a, b = selu_mlp(3, (4,), 2, seed=0), (torch.rand(5), selu_mlp(3, (4,), 2, seed=0))[1]
+    >>> all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    True
     """
     g = torch.Generator().manual_seed(seed)
     layers: list[torch.nn.Module] = []
@@ -315,7 +321,12 @@ def selu_mlp(n_in: int, hidden_sizes: tuple[int, ...], n_out: int, seed: int) ->
             lin.bias.zero_()
         layers += [lin, torch.nn.SELU()]
         fan = h
-    layers.append(torch.nn.Linear(fan, n_out))
+    out = torch.nn.Linear(fan, n_out)
+    bound = fan ** -0.5
+    with torch.no_grad():
+        out.weight.uniform_(-bound, bound, generator=g)
+        out.bias.uniform_(-bound, bound, generator=g)
+    layers.append(out)
     return torch.nn.Sequential(*layers)
 
 
