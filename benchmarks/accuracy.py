@@ -152,6 +152,12 @@ REGRESSION: dict[str, Callable[[int, int], Data]] = {
     "FriedmanDrift, gradual": _friedman,
 }
 
+
+def _runnable(kind: str) -> dict[str, Callable[[int, int], Data]]:
+    """Every stream of ``kind`` that can be run by name: the suite's and the extra ones."""
+    return {**CLASSIFICATION, **EXTRA_CLASSIFICATION} if kind == "classification" else REGRESSION
+
+
 CLS_PEERS = ("MLP (64,64)", "ARF", "HAT", "LogReg", "kNN+ADWIN")
 
 #: How ``DASClassifier``'s defaults were reached (issue 11), one change at a time from the
@@ -287,8 +293,7 @@ def _task(kind: str, stream: str, n: int, seed: int, learners: list[tuple[str, d
     from benchmarks.common import setup_torch
 
     setup_torch(threads)
-    table = {**CLASSIFICATION, **EXTRA_CLASSIFICATION} if kind == "classification" else REGRESSION
-    data = table[stream](n, 7 + 1000 * seed)
+    data = _runnable(kind)[stream](n, 7 + 1000 * seed)
     n_classes = len({y for _, y in data}) if kind == "classification" else 0
     out = {}
     for label, overrides in learners:
@@ -310,7 +315,7 @@ def run_kind(kind: str, n: int, seeds: int, streams: list[str] | None = None,
     """
     table = CLASSIFICATION if kind == "classification" else REGRESSION
     names = streams or list(table)
-    known = {**table, **EXTRA_CLASSIFICATION} if kind == "classification" else table
+    known = _runnable(kind)
     unknown = [s for s in names if s not in known]
     if unknown:
         raise ValueError(f"unknown {kind} stream(s) {unknown}; choose from {list(known)}")
@@ -497,9 +502,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     with limit_threads(1):
         for kind in kinds:
-            table = ({**CLASSIFICATION, **EXTRA_CLASSIFICATION} if kind == "classification"
-                     else REGRESSION)
-            streams = [s for s in args.streams if s in table] if args.streams else None
+            known = _runnable(kind)
+            streams = [s for s in args.streams if s in known] if args.streams else None
             if args.streams and not streams:
                 continue
             results, labels = run_kind(kind, args.n, args.seeds, streams, variants, args.das_only,

@@ -125,26 +125,31 @@ class NumpyAdam:
     @staticmethod
     def _update(views: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
                 grads: list[np.ndarray], lr: float, beta1: float, beta2: float, eps: float) -> None:
-        c1, c2, b2 = np.float32(1.0 - beta1), np.float32(1.0 - beta2), np.float32(beta2)
-        eps32 = np.float32(eps)
+        """One parameter at a time (each at its own step count)."""
         for (p, m, v, s), g in zip(views, grads, strict=True):
             t = float(s) + 1.0
             s[...] = t
-            step_size = np.float32(lr / (1.0 - beta1**t))
-            bc2_sqrt = np.float32(math.sqrt(1.0 - beta2**t))
-            tmp = g - m
-            tmp *= c1
-            m += tmp  # m.lerp_(g, 1 - beta1)
-            v *= b2
-            np.multiply(g, g, out=tmp)
-            tmp *= c2
-            v += tmp
-            np.sqrt(v, out=tmp)
-            tmp /= bc2_sqrt
-            tmp += eps32
-            np.divide(m, tmp, out=tmp)
-            tmp *= step_size
-            p -= tmp
+            p -= _moments_and_delta(g, m, v, np.empty_like(g), t, lr, beta1, beta2, eps)
+
+
+def _moments_and_delta(g: np.ndarray, m: np.ndarray, v: np.ndarray, tmp: np.ndarray, t: float,
+                       lr: float, beta1: float, beta2: float, eps: float) -> np.ndarray:
+    """Update the moments ``m`` and ``v`` with ``g`` in place for step ``t`` and return the
+    parameter decrement, written into ``tmp``: torch's non-capturable single-tensor Adam in
+    float32, the same operations whatever the arrays' shapes."""
+    np.subtract(g, m, out=tmp)
+    tmp *= np.float32(1.0 - beta1)
+    m += tmp  # m.lerp_(g, 1 - beta1)
+    v *= np.float32(beta2)
+    np.multiply(g, g, out=tmp)
+    tmp *= np.float32(1.0 - beta2)
+    v += tmp
+    np.sqrt(v, out=tmp)
+    tmp /= np.float32(math.sqrt(1.0 - beta2**t))
+    tmp += np.float32(eps)
+    np.divide(m, tmp, out=tmp)
+    tmp *= np.float32(lr / (1.0 - beta1**t))
+    return tmp
 
 
 class _Flat:
@@ -212,20 +217,8 @@ class _Flat:
     def update(self, views: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
                grads: list[np.ndarray], lr: float, beta1: float, beta2: float, eps: float) -> None:
         """:meth:`NumpyAdam._update` on the flat buffers (the same float32 operations)."""
-        g, m, v, tmp = self._flat_grad(grads), self._m, self._v, self.tmp
         t = float(self._steps[0]) + 1.0
         self._steps[...] = t
-        np.subtract(g, m, out=tmp)
-        tmp *= np.float32(1.0 - beta1)
-        m += tmp  # m.lerp_(g, 1 - beta1)
-        v *= np.float32(beta2)
-        np.multiply(g, g, out=tmp)
-        tmp *= np.float32(1.0 - beta2)
-        v += tmp
-        np.sqrt(v, out=tmp)
-        tmp /= np.float32(math.sqrt(1.0 - beta2**t))
-        tmp += np.float32(eps)
-        np.divide(m, tmp, out=tmp)
-        tmp *= np.float32(lr / (1.0 - beta1**t))
+        _moments_and_delta(self._flat_grad(grads), self._m, self._v, self.tmp, t, lr, beta1, beta2, eps)
         for (p, _m, _v, _s), d in zip(views, self.tmp_views, strict=True):
             p -= d

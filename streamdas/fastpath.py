@@ -49,13 +49,13 @@ class NumpyForward:
         self.act = act.forward if act is not None and act.forward is not None else None
         self._version = -1
         self._layers: list[tuple[np.ndarray, np.ndarray]] = []
-        # per hidden layer (zeros, scale * alpha, scale, scratch), all float32 of its width (the
-        # last three for SELU)
+        # SELU: per hidden layer (zeros, scale * alpha, scale, scratch), all float32 of its width
         self._selu: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._zeros: list[np.ndarray] = []  # ReLU: per hidden layer, the same zeros
 
     def __getstate__(self) -> dict[str, object]:
         # The views share memory with *this* net's tensors: a copy rebuilds its own on first use.
-        return {**self.__dict__, "_version": -1, "_layers": [], "_selu": []}
+        return {**self.__dict__, "_version": -1, "_layers": [], "_selu": [], "_zeros": []}
 
     def _refresh(self) -> None:
         version = self.net.structure_version  # read first: an edit during the rebuild shows
@@ -70,6 +70,7 @@ class NumpyForward:
             n = w.shape[0]
             self._selu.append((np.zeros(n, np.float32), np.full(n, SELU_ALPHA * SELU_SCALE, np.float32),
                                np.full(n, SELU_SCALE, np.float32), np.empty(n, np.float32)))
+        self._zeros = [zeros for zeros, *_ in self._selu]
         self._version = version
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -98,7 +99,7 @@ class NumpyForward:
                 a += neg
                 h = a
         elif self.relu:  # = np.maximum(w @ h + b, 0.0), on a float32 zeros array
-            for (w, b), (zeros, *_) in zip(hidden, self._selu, strict=True):
+            for (w, b), zeros in zip(hidden, self._zeros, strict=True):
                 a = np.dot(w, h)
                 a += b
                 np.maximum(a, zeros, out=a)
