@@ -72,6 +72,7 @@ class ServiceConfig:
     checkpoint_interval_s: float = 30.0
     checkpoint_keep: int = 2
     max_record_bytes: int = 1_048_576
+    dead_letter_value_bytes: int = 65_536
     flush_timeout_s: float = 30.0
     retry_backoff_max_s: float = 30.0
     metrics_address: str = "127.0.0.1"
@@ -93,7 +94,8 @@ class ServiceConfig:
         if not self.topics:
             raise ConfigError("argument --topics: at least one input topic is needed")
         for name, low in (("checkpoint_every", 1), ("max_poll_records", 1),
-                          ("max_record_bytes", 1), ("checkpoint_keep", 1), ("torch_threads", 1)):
+                          ("max_record_bytes", 1), ("checkpoint_keep", 1), ("torch_threads", 1),
+                          ("dead_letter_value_bytes", 0)):
             if getattr(self, name) < low:
                 raise ConfigError(f"argument --{name.replace('_', '-')}: expected an integer "
                                   f">= {low}, got {getattr(self, name)!r}")
@@ -122,12 +124,15 @@ _HELP: dict[str, str] = {
     "model": "das (DASClassifier/DASRegressor) or linear (River linear baseline)",
     "seed": "seed of every fresh model",
     "torch_threads": "torch intra-op and NumPy BLAS threads (1 is fastest for minibatches of small nets)",
-    "features": "fixed feature schema, comma-separated (default: the first valid record's)",
+    "features": "fixed feature schema, comma-separated (default: none; records bring any "
+                "features, up to the model's max_features)",
     "checkpoint_dir": "folder of per-partition checkpoints (shared by a group's instances)",
     "checkpoint_every": "checkpoint after this many records",
     "checkpoint_interval_s": "... or after this many seconds, whichever comes first",
     "checkpoint_keep": "checkpoint files kept per partition",
     "max_record_bytes": "larger values are dead-lettered as oversized",
+    "dead_letter_value_bytes": "bytes of the original value a dead letter carries (with its full "
+                               "length and SHA-256); lowered to fit the producer's max_request_size",
     "flush_timeout_s": "longest wait for the producer before a checkpoint is postponed",
     "retry_backoff_max_s": "longest pause between reconnection attempts",
     "metrics_address": "address of the /metrics and /healthz server",
