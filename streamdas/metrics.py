@@ -33,17 +33,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import prometheus_client
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
+
+from streamdas.metrics_server import BoundedWSGIServer
 
 __all__ = [
     "PREFIX",
@@ -265,28 +264,13 @@ class ModelCollector(Collector):
 
 
 # -- HTTP server -----------------------------------------------------------------------------
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _ThreadingWSGIServer6(_ThreadingWSGIServer):
-    address_family = socket.AF_INET6
-
-
-class _SilentHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Do not log every scrape to stderr."""
-
-
 @dataclass
 class MetricsServer:
     """A running ``/metrics`` + ``/healthz`` HTTP server (see :func:`serve`)."""
 
     address: str
     port: int
-    _server: WSGIServer
-    _thread: threading.Thread
+    _server: BoundedWSGIServer
 
     @property
     def url(self) -> str:
@@ -297,8 +281,6 @@ class MetricsServer:
     def shutdown(self) -> None:
         """Stop serving and release the port."""
         self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
     def __enter__(self) -> MetricsServer:
         return self
@@ -340,8 +322,16 @@ def serve(
     registry: CollectorRegistry | None = None,
     health: HealthCheck | None = None,
     checks: Mapping[str, HealthCheck] | None = None,
+    workers: int = 4,
+    max_connections: int = 64,
+    timeout_s: float = 10.0,
 ) -> MetricsServer:
-    """Serve ``/metrics``, ``/healthz`` and the paths in ``checks`` from a background thread.
+    """Serve ``/metrics``, ``/healthz`` and the paths in ``checks`` from background threads.
+
+    The server has a fixed number of threads, whatever its clients do: slow or idle
+    connections hold none of the ``workers`` and are closed after ``timeout_s`` (see
+    :class:`~streamdas.metrics_server.BoundedWSGIServer`); the exposition itself is
+    ``prometheus_client``'s WSGI application.
 
     Parameters
     ----------
@@ -358,11 +348,27 @@ def serve(
         that raises is unhealthy, its text only logged). ``None``: always healthy.
     checks
         More such endpoints, ``{path: check}`` (e.g. ``{"/livez": ..., "/readyz": ...}``).
+    workers
+        Threads answering requests (the most answered at the same time).
+    max_connections
+        Connections still sending their request at most (the oldest is closed for a new
+        one), and as many complete requests waiting for a worker (beyond that: 503).
+    timeout_s
+        Seconds a connection may last, from its accept to the end of the answer (Prometheus
+        gives up a scrape after 10 s by default).
 
     Returns
     -------
     MetricsServer
         Call ``shutdown()`` (or use it as a context manager) to stop it.
+
+    Raises
+    ------
+    OSError
+        When ``address:port`` cannot be bound (the port is in use, the address is not one of
+        this host's...).
+    ValueError
+        For a port outside ``0..65535``.
 
     Examples
     --------
@@ -377,15 +383,10 @@ def serve(
     (True, 200)
     """
     reg = prometheus_client.REGISTRY if registry is None else registry
-    server_class = _ThreadingWSGIServer6 if ":" in address else _ThreadingWSGIServer
     routes: dict[str, HealthCheck | None] = {"/healthz": health, **dict(checks or {})}
-    server = make_server(address, int(port), _make_app(reg, routes),
-                         server_class=server_class, handler_class=_SilentHandler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                              name="streamdas-metrics", daemon=True)
-    thread.start()
-    return MetricsServer(address=address, port=int(server.server_port), _server=server,
-                         _thread=thread)
+    server = BoundedWSGIServer(address, int(port), _make_app(reg, routes), workers=workers,
+                               max_connections=max_connections, timeout_s=timeout_s)
+    return MetricsServer(address=address, port=server.port, _server=server)
 
 
 def expose_models(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -306,8 +307,12 @@ def test_naming_conventions_on_populated_registry() -> None:
 # -- HTTP server -----------------------------------------------------------------------------
 
 def _get(url: str) -> tuple[int, str, str]:
+    return _get_request(urllib.request.Request(url))
+
+
+def _get_request(request: urllib.request.Request) -> tuple[int, str, str]:
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(request, timeout=30) as resp:
             return resp.status, resp.headers.get("Content-Type", ""), resp.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.headers.get("Content-Type", ""), err.read().decode()
@@ -381,6 +386,79 @@ def test_expose_models_without_kafka() -> None:
     fams = {f.name: f for f in text_string_to_metric_families(body)}
     assert [s.value for s in fams["streamdas_model_hidden_units"].samples] == [5.0]
     assert "streamdas_records" not in fams  # no service metrics in a plain simulation
+
+
+def _silent_clients(port: int, n: int, first_bytes: bytes = b"") -> list[socket.socket]:
+    """``n`` connections that send ``first_bytes`` (an unfinished request head) and then wait."""
+    clients = []
+    for _ in range(n):
+        client = socket.create_connection(("127.0.0.1", port), timeout=30)
+        if first_bytes:
+            client.sendall(first_bytes)
+        clients.append(client)
+    return clients
+
+
+def _closed_by_server(client: socket.socket) -> bool:
+    """Whether the server closed ``client`` (reads until the end, or the client's 30 s timeout)."""
+    try:
+        while client.recv(4096):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_slow_clients_hold_no_thread_and_the_endpoints_still_answer() -> None:
+    """A hundred clients that never finish their request neither add a thread to the server
+    (it used to start one per connection) nor keep it from answering every endpoint."""
+    reg = prometheus_client.CollectorRegistry()
+    m = ServiceMetrics(registry=reg, stall_seconds=30)
+    m.heartbeat()
+    checks = {"/livez": m.alive, "/readyz": m.ready}
+    with serve(port=0, registry=reg, health=m.ready, checks=checks) as server:
+        threads = threading.active_count()
+        clients = _silent_clients(server.port, 50) + _silent_clients(
+            server.port, 50, b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        try:
+            for path in ("/metrics", "/livez", "/readyz", "/healthz"):
+                code, _, body = _get(server.url + path)
+                assert code == 200, (path, body)
+            assert "streamdas_records_total" in _get(server.url + "/metrics")[2]
+            assert threading.active_count() == threads
+        finally:
+            for client in clients:
+                client.close()
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_timeout() -> None:
+    with serve(port=0, registry=prometheus_client.CollectorRegistry(), timeout_s=0.5) as server:
+        silent, unfinished = _silent_clients(server.port, 1) + _silent_clients(
+            server.port, 1, b"GET /metrics HTTP/1.1\r\n")
+        assert _closed_by_server(silent) and _closed_by_server(unfinished)
+        silent.close()
+        unfinished.close()
+        assert _get(server.url + "/healthz")[0] == 200
+
+
+def test_waiting_connections_are_bounded_oldest_closed_first() -> None:
+    with serve(port=0, registry=prometheus_client.CollectorRegistry(), max_connections=4) as server:
+        clients = _silent_clients(server.port, 10)
+        try:
+            assert _get(server.url + "/healthz")[0] == 200  # the newest connection is served
+            assert all(_closed_by_server(c) for c in clients[:6])
+        finally:
+            for client in clients:
+                client.close()
+
+
+def test_an_oversized_request_head_is_refused() -> None:
+    with serve(port=0, registry=prometheus_client.CollectorRegistry()) as server:
+        request = urllib.request.Request(server.url + "/metrics", headers={"X-Big": "a" * 40_000})
+        assert _get_request(request)[0] == 431
+        assert _get(server.url + "/metrics")[0] == 200
 
 
 # -- the real estimators ---------------------------------------------------------------------
