@@ -6,7 +6,8 @@ each prediction back as soon as its record is in, and SIGTERM or SIGINT ends the
 status 0 even while the pipe is still open);
 predictions (same JSON as the output topic, with ``topic`` set to the source and ``offset`` to
 the record's index) go to ``--output`` (JSONL, ``-`` for stdout) and dead letters to
-``--dead-letter-output`` (default stderr). There is no checkpointing in this mode. The model's
+``--dead-letter-output`` (default stderr), one standard JSON object per line, bounded as the
+service's messages are (:mod:`consumers.messages`). There is no checkpointing in this mode. The model's
 metrics carry ``model="<source>-0"`` (``stdin-0`` for ``-``), as the service's carry
 ``model="<topic>-<partition>"``.
 """
@@ -14,7 +15,6 @@ metrics carry ``model="<source>-0"`` (``stdin-0`` for ``-``), as the service's c
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import queue
 import sys
@@ -24,8 +24,8 @@ from contextlib import ExitStack
 from typing import IO, Any
 
 from consumers.config import ServiceConfig
-from consumers.model import ModelSpec, PartitionState, make_estimator, process_batch
-from consumers.service import dead_letter_payload, prediction_payload
+from consumers.messages import Origin, dead_letter_value_bytes, message_limit, render
+from consumers.model import ModelSpec, PartitionState, make_estimator, process_guarded
 from consumers.sources import open_source
 from consumers.telemetry import Telemetry
 
@@ -123,7 +123,7 @@ def run_embedded(
 
     Examples
     --------
-    >>> import io, contextlib
+    >>> import io, contextlib, json
     >>> cfg = ServiceConfig(source="river:SEA", limit=64, model="linear", max_poll_records=32)
     >>> out = io.StringIO()
     >>> with contextlib.redirect_stdout(out):
@@ -143,31 +143,27 @@ def run_embedded(
     telemetry.watch_models(lambda: {name: state.estimator}, lock=lock)
     telemetry.broker_up(True)
     values = open_source(cfg.source, seed=cfg.seed, limit=cfg.limit)
+    limit = message_limit(cfg.kafka)
+    value_bytes = dead_letter_value_bytes(cfg.dead_letter_value_bytes, limit)
     offset = 0
     with ExitStack() as stack:
         out = _open(cfg.output, sys.stdout, stack)
         dead = _open(cfg.dead_letter_output, sys.stderr, stack)
         for batch in batches(values, cfg.max_poll_records, live=cfg.source == "-", stop=stop):
             with lock:
-                result = process_batch(state, batch, task=cfg.task,
-                                       max_bytes=cfg.max_record_bytes)
-            lines: list[tuple[int, str, Any]] = []
-            for i, body in result.predictions:
-                payload = prediction_payload(None, cfg.source, 0, offset + i, body)
-                lines.append((i, "out", payload))
-            for i, rejection in result.rejections:
-                payload = dead_letter_payload(None, batch[i], cfg.source, 0, offset + i,
-                                              rejection)
-                lines.append((i, "dead", payload))
-            for _, where, payload in sorted(lines, key=lambda t: t[0]):
-                target = out if where == "out" else dead
-                target.write(json.dumps(payload, separators=(",", ":"), default=str) + "\n")
+                result = process_guarded(state, batch, task=cfg.task,
+                                         max_bytes=cfg.max_record_bytes)
+            origins = [Origin(cfg.source, 0, offset + i, None, v) for i, v in enumerate(batch)]
+            for message in render(result, origins, limit=limit, value_bytes=value_bytes):
+                target = out if message.kind == "prediction" else dead
+                target.write(message.value.decode("utf-8") + "\n")
             out.flush()  # each batch's predictions go out at once (a live pipe waits for them)
             dead.flush()
             offset += len(batch)
             state.next_offset = offset
             telemetry.batch(result)
             telemetry.heartbeat()
+            telemetry.progress()
             if stop.is_set():
                 break
         out.flush()

@@ -1,11 +1,19 @@
 """Model factory and the predict-then-learn step applied to one partition's batch.
 
 :func:`process_batch` is shared by the Kafka service and the embedded (no-broker) runner: it
-validates every raw value (:mod:`consumers.records`), predicts all valid records in one
-``predict_proba_many`` / ``predict_many`` call, then learns the labelled ones in arrival order,
-one optimizer step per ``batch_size`` records whatever the batch size (``learn_many(split=True)``),
-so the model after N records is the same however polls, restarts and rebalances cut the stream
-(prequential: each record is predicted *before* the model learns from it).
+validates every raw value (:mod:`consumers.records`), checks it against the model's limits
+(:func:`model_limits`), predicts all valid records with ``predict_proba_many`` /
+``predict_many``, then learns the labelled ones in arrival order, one optimizer step per
+``batch_size`` records whatever the batch size (``learn_many(split=True)``), so the model after N
+records is the same however polls, restarts and rebalances cut the stream (prequential: each
+record is predicted *before* the model learns from it).
+
+Records need not share their features: as in the library, a new feature grows the model's input
+layer (up to ``max_features``) and a missing one is imputed with its running mean (NaN in the
+frames handed to the estimator); a feature schema is enforced only when one is configured
+(``--features``). A record can only be predicted, learned or rejected: any failure while
+handling one record is that record's :class:`~consumers.records.Rejection`
+(:func:`process_guarded` contains even failures outside the per-record guards).
 """
 
 from __future__ import annotations
@@ -13,21 +21,25 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from consumers.records import Record, Rejection, check_schema, parse_record
+from consumers.records import Record, Rejection, check_schema, clip, parse_record
 
 __all__ = [
+    "DEFAULT_MAX_FEATURES",
     "BatchResult",
+    "Limits",
     "ModelSpec",
     "PartitionState",
     "make_estimator",
+    "model_limits",
     "process_batch",
+    "process_guarded",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,6 +94,18 @@ def make_estimator(spec: ModelSpec) -> Any:
     raise ValueError(f"model kind must be 'das' or 'linear', got {spec.kind!r}")
 
 
+#: Feature bound of estimators that have none of their own (River's linear baselines).
+DEFAULT_MAX_FEATURES = 10_000
+#: Class and label bounds of classifiers that keep labels but do not say their bounds.
+DEFAULT_MAX_CLASSES = 1000
+DEFAULT_MAX_LABEL_LENGTH = 256
+#: Most values (rows x columns) in one frame handed to the estimator: a batch whose records
+#: bring many different features is predicted and learned in several frames (same result).
+MAX_FRAME_CELLS = 1_000_000
+#: Exceptions that stop the process rather than fail one record.
+_STOP = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
 @dataclass
 class PartitionState:
     """One model and where it stands in its input partition.
@@ -91,7 +115,8 @@ class PartitionState:
     estimator
         The streaming estimator.
     features
-        The feature schema (set from the first valid record unless configured).
+        The configured feature schema (``--features``): every record must have exactly these
+        features. ``None`` (the default): records bring any features, as the library takes them.
     next_offset
         Offset of the next record to process (``None``: nothing processed yet).
     n_records
@@ -110,6 +135,100 @@ class PartitionState:
         """The estimator's current hidden widths (empty for models without hidden layers)."""
         sizes = getattr(self.estimator, "layer_sizes", None)
         return [int(s) for s in sizes] if sizes is not None else []
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an estimator can take in: features, classes and label length (``None``: no bound).
+
+    Read from the estimator's own ``max_features``, ``max_classes`` and ``max_label_length``;
+    River's linear baselines have none, and get :data:`DEFAULT_MAX_FEATURES` (their weights grow
+    with every new feature) and no class bound (they keep no labels).
+    """
+
+    max_features: int | None = DEFAULT_MAX_FEATURES
+    max_classes: int | None = None
+    max_label_length: int | None = None
+
+
+def model_limits(est: Any) -> Limits:
+    """The :class:`Limits` of ``est``.
+
+    Examples
+    --------
+    >>> model_limits(make_estimator(ModelSpec(kind="linear")))
+    Limits(max_features=10000, max_classes=None, max_label_length=None)
+    """
+    keeps_labels = hasattr(est, "classes")
+    return Limits(
+        max_features=getattr(est, "max_features", DEFAULT_MAX_FEATURES),
+        max_classes=getattr(est, "max_classes", DEFAULT_MAX_CLASSES) if keeps_labels else None,
+        max_label_length=(getattr(est, "max_label_length", DEFAULT_MAX_LABEL_LENGTH)
+                          if keeps_labels else None),
+    )
+
+
+def _known_features(est: Any) -> Collection[Any] | None:
+    """The feature names ``est`` has learned (``None``: it does not say; its own limit check at
+    learning then decides)."""
+    index = getattr(est, "_index", None)  # DASClassifier / DASRegressor's FeatureIndex
+    names = getattr(index, "_pos", None)
+    if isinstance(names, dict):
+        return names
+    weights = getattr(est, "weights", None)  # River's linear models
+    return weights if isinstance(weights, dict) else None
+
+
+class _Admission:
+    """Checks a batch's records, in order, against the model's limits and schema, counting
+    the features and classes the records admitted so far will add when learned."""
+
+    def __init__(self, state: PartitionState, task: str, learn: bool) -> None:
+        est = state.estimator
+        self.schema = state.features
+        self.limits = model_limits(est)
+        self.learn = learn
+        self.classification = task == "classification"
+        self.known = _known_features(est) if self.schema is None else None
+        self.new_features: set[Any] = set()
+        classes = getattr(est, "classes", None) if self.classification else None
+        self.classes: set[Any] | None = set(classes) if classes is not None else None
+        self.new_classes: set[Any] = set()
+
+    def check(self, rec: Record) -> Rejection | None:
+        if self.schema is not None:
+            problem = check_schema(rec.x, self.schema)
+            if problem is not None:
+                return problem
+        lim = self.limits
+        if lim.max_features is not None and len(rec.x) > lim.max_features:
+            return Rejection("too_many_features",
+                             f"{len(rec.x)} features > max_features={lim.max_features}")
+        if rec.y is None or not self.learn:
+            return None
+        if self.classification and lim.max_label_length is not None:
+            length = len(str(rec.y))
+            if length > lim.max_label_length:
+                return Rejection("label_too_long", f"label of {length} characters > "
+                                 f"max_label_length={lim.max_label_length}")
+        new_classes: list[Any] = []
+        if self.classes is not None and lim.max_classes is not None:
+            labels = [False, True] if isinstance(rec.y, bool) else [rec.y]
+            new_classes = [c for c in labels
+                           if c not in self.classes and c not in self.new_classes]
+            total = len(self.classes) + len(self.new_classes) + len(new_classes)
+            if new_classes and total > lim.max_classes:
+                return Rejection("too_many_classes", f"label {clip(repr(rec.y), 100)} would be "
+                                 f"class {total} > max_classes={lim.max_classes}")
+        if self.known is not None and lim.max_features is not None:
+            new = [k for k in rec.x if k not in self.known and k not in self.new_features]
+            total = len(self.known) + len(self.new_features) + len(new)
+            if new and total > lim.max_features:
+                return Rejection("too_many_features", f"{len(new)} new features would make "
+                                 f"{total} > max_features={lim.max_features}")
+            self.new_features.update(new)
+        self.new_classes.update(new_classes)
+        return None
 
 
 @dataclass
@@ -138,37 +257,101 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _failure(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _frames(rows: list[Record], uniform: bool) -> Iterator[tuple[int, pd.DataFrame]]:
+    """``(start, frame)`` for consecutive runs of ``rows``: one column per feature of the run
+    (NaN where a record lacks it), at most :data:`MAX_FRAME_CELLS` values per frame. With
+    ``uniform``, a run holds only records with the same features in the same order (for
+    estimators that cannot take missing values)."""
+    start = 0
+    while start < len(rows):
+        first = tuple(rows[start].x)
+        columns: dict[str, int] = dict.fromkeys(first, 0)
+        stop = start + 1
+        same = True  # every record of the run has ``first``'s keys, in that order
+        while stop < len(rows):
+            keys = rows[stop].x.keys()
+            if len(keys) == len(first) and tuple(keys) == first:
+                if len(columns) * (stop + 1 - start) > MAX_FRAME_CELLS:
+                    break
+                stop += 1
+                continue
+            if uniform:
+                break
+            grown = len(columns) + sum(1 for k in keys if k not in columns)
+            if grown * (stop + 1 - start) > MAX_FRAME_CELLS:
+                break
+            columns.update(dict.fromkeys(keys, 0))
+            same = False
+            stop += 1
+        names = list(columns)
+        if same:
+            data = np.array([list(r.x.values()) for r in rows[start:stop]], dtype=float)
+            data = data.reshape(stop - start, len(names))
+        else:
+            pos = {name: j for j, name in enumerate(names)}
+            data = np.full((stop - start, len(names)), np.nan)
+            for i, rec in enumerate(rows[start:stop]):
+                for name, v in rec.x.items():
+                    data[i, pos[name]] = v
+        yield start, pd.DataFrame(data, columns=names)
+        start = stop
+
+
 def _predict(
     est: Any, X: pd.DataFrame, task: str
 ) -> tuple[list[Any], list[dict[str, float] | None]]:
     n = len(X)
     if task == "regression":
         preds = est.predict_many(X)
-        return [_plain(v) for v in preds.tolist()], [None] * n
+        return [_plain(v) for v in np.asarray(preds).tolist()], [None] * n
     proba = est.predict_proba_many(X)
     if proba is None or proba.shape[1] == 0:
         return [None] * n, [{} for _ in range(n)]
     columns = list(proba.columns)
     names = [str(c) for c in columns]
-    values = np.nan_to_num(proba.to_numpy(dtype=float), nan=0.0)
+    values = np.nan_to_num(proba.to_numpy(dtype=float), nan=0.0, posinf=0.0, neginf=0.0)
     best = values.argmax(axis=1)
     preds = [_plain(columns[i]) for i in best]
     probs = [dict(zip(names, row, strict=True)) for row in values.tolist()]
     return preds, probs
 
 
-def _predict_one_by_one(
-    est: Any, rows: list[Record], features: list[str], task: str
-) -> list[tuple[Any, dict[str, float] | None] | Exception]:
-    out: list[tuple[Any, dict[str, float] | None] | Exception] = []
-    for rec in rows:
-        X = pd.DataFrame([[rec.x[f] for f in features]], columns=features)
+Outcome = tuple[Any, "dict[str, float] | None"] | BaseException
+
+
+def _predict_frame(est: Any, X: pd.DataFrame, task: str) -> list[Outcome]:
+    """Predictions for the rows of ``X``; if the frame fails, row by row (a row that fails
+    alone gets its exception)."""
+    try:
+        preds, probs = _predict(est, X, task)
+        return list(zip(preds, probs, strict=True))
+    except BaseException as exc:
+        if isinstance(exc, _STOP):
+            raise
+        log.warning("batch prediction failed (%s); retrying record by record", _failure(exc))
+    out: list[Outcome] = []
+    for k in range(len(X)):
         try:
-            preds, probs = _predict(est, X, task)
+            row = X.iloc[k:k + 1].dropna(axis=1, how="all")
+            preds, probs = _predict(est, row, task)
             out.append((preds[0], probs[0]))
-        except (ValueError, TypeError, RuntimeError) as exc:
+        except BaseException as exc:
+            if isinstance(exc, _STOP):
+                raise
             out.append(exc)
     return out
+
+
+def _predict_rows(est: Any, rows: list[Record], task: str) -> list[Outcome]:
+    split = hasattr(est, "n_samples_buffered")  # a streamdas estimator: NaN = missing
+    outcomes: list[Outcome] = []
+    for _, X in _frames(rows, uniform=not split):
+        outcomes.extend(_predict_frame(est, X, task))
+    return outcomes
 
 
 def process_batch(
@@ -178,14 +361,15 @@ def process_batch(
     task: str = "classification",
     max_bytes: int = 1_048_576,
     learn: bool = True,
+    keys: Sequence[bytes | None] | None = None,
+    max_key_bytes: int | None = None,
 ) -> BatchResult:
     """Validate, predict and (for labelled records) learn one batch from one partition.
 
     Parameters
     ----------
     state
-        The partition's model; its ``features`` schema is fixed by the first valid record
-        if not set yet; its ``n_records`` grows by ``len(values)``.
+        The partition's model; its ``n_records`` grows by ``len(values)``.
     values
         Raw message values, in offset order.
     task
@@ -194,6 +378,11 @@ def process_batch(
         Larger values are rejected as ``oversized``.
     learn
         Set ``False`` to predict only.
+    keys
+        The messages' keys (optional): with ``max_key_bytes``, a record with a longer key is
+        rejected as ``oversized_key``.
+    max_key_bytes
+        Longest key accepted.
 
     Returns
     -------
@@ -205,54 +394,49 @@ def process_batch(
     Examples
     --------
     >>> state = PartitionState(make_estimator(ModelSpec(kind="linear")))
-    >>> batch = [b'{"x": {"a": 1.0}, "y": true, "id": 7}', b'not json', b'{"x": {"a": 0.5}}']
+    >>> batch = [b'{"x": {"a": 1.0}, "y": true, "id": 7}', b'not json', b'{"x": {"b": 0.5}}']
     >>> result = process_batch(state, batch)
     >>> [i for i, _ in result.predictions], [(i, r.reason) for i, r in result.rejections]
     ([0, 2], [(1, 'invalid_json')])
-    >>> result.predictions[0][1]["id"], result.n_learned, state.features
+    >>> result.predictions[0][1]["id"], result.n_learned, sorted(state.estimator.weights)
     (7, 1, ['a'])
     """
     result = BatchResult()
     seen_before = state.n_records
+    est = state.estimator
+    admission = _Admission(state, task, learn)
     valid: list[tuple[int, Record]] = []
     for i, raw in enumerate(values):
-        parsed = parse_record(raw, task=task, max_bytes=max_bytes)
+        try:
+            key = keys[i] if keys is not None else None
+            if key is not None and max_key_bytes is not None and len(key) > max_key_bytes:
+                parsed: Record | Rejection = Rejection(
+                    "oversized_key", f"{len(key)} bytes > {max_key_bytes}")
+            else:
+                parsed = parse_record(raw, task=task, max_bytes=max_bytes)
+            if isinstance(parsed, Record):
+                parsed = admission.check(parsed) or parsed
+        except Exception as exc:  # the checks themselves failed: this record's dead letter
+            parsed = Rejection("internal_error", _failure(exc))
         if isinstance(parsed, Rejection):
             result.rejections.append((i, parsed))
-            continue
-        if state.features is None:
-            state.features = sorted(parsed.x)
-        problem = check_schema(parsed.x, state.features)
-        if problem is not None:
-            result.rejections.append((i, problem))
-            continue
-        valid.append((i, parsed))
+        else:
+            valid.append((i, parsed))
     state.n_records += len(values)
     state.dirty += len(values)
     if not valid:
         return result
 
-    features = state.features or []
-    est = state.estimator
     rows = [rec for _, rec in valid]
-    X = pd.DataFrame(
-        np.array([[rec.x[f] for f in features] for rec in rows], dtype=float), columns=features
-    )
     t0 = time.perf_counter()
-    try:
-        preds, probs = _predict(est, X, task)
-        outcomes: list[tuple[Any, dict[str, float] | None] | Exception] = list(
-            zip(preds, probs, strict=True)
-        )
-    except (ValueError, TypeError, RuntimeError) as exc:
-        log.warning("batch prediction failed (%s); retrying record by record", exc)
-        outcomes = _predict_one_by_one(est, rows, features, task)
+    outcomes = _predict_rows(est, rows, task)
     result.predict_seconds = time.perf_counter() - t0
 
     labelled: list[int] = []
     for pos, ((i, rec), outcome) in enumerate(zip(valid, outcomes, strict=True)):
-        if isinstance(outcome, Exception):
-            result.rejections.append((i, Rejection("model_error", f"predict: {outcome}")))
+        if isinstance(outcome, BaseException):
+            result.rejections.append((i, Rejection("model_error",
+                                                   f"predict: {_failure(outcome)}")))
             continue
         pred, proba = outcome
         payload: dict[str, Any] = {"id": rec.id, "prediction": pred}
@@ -266,7 +450,7 @@ def process_batch(
 
     if learn and labelled:
         t0 = time.perf_counter()
-        learned = _learn(est, X, rows, labelled, features, result, valid)
+        learned = _learn(est, rows, labelled, result, valid)
         result.learn_seconds = time.perf_counter() - t0
         result.n_learned = len(learned)
         by_index = dict(result.predictions)
@@ -279,12 +463,24 @@ def process_batch(
     return result
 
 
+def _limit_reason(exc: BaseException) -> str:
+    """The dead-letter reason of a limit the estimator enforced itself (``LimitError``)."""
+    if type(exc).__name__ != "LimitError":
+        return "model_error"
+    text = str(exc).lower()
+    if "label" in text and ("long" in text or "length" in text):
+        return "label_too_long"
+    if "class" in text:
+        return "too_many_classes"
+    if "feature" in text:
+        return "too_many_features"
+    return "model_error"
+
+
 def _learn(
     est: Any,
-    X: pd.DataFrame,
     rows: list[Record],
     labelled: list[int],
-    features: list[str],
     result: BatchResult,
     valid: list[tuple[int, Record]],
 ) -> list[int]:
@@ -292,29 +488,93 @@ def _learn(
 
     A streamdas estimator gets ``learn_many(split=True)`` (one optimizer step per
     ``batch_size`` rows, the remainder buffered for the next batch and saved in checkpoints), so
-    the model after N records does not depend on poll sizes. Other estimators get ``learn_one``
-    per record. If the batch is refused (a bad row; nothing was learned), each record is tried
-    alone -- through the same buffer, so nothing is left behind -- and the ones that fail are
-    dead-lettered as ``model_error``.
+    the model after N records does not depend on poll sizes; each frame holds the features of its
+    rows only (a feature no labelled record has is not learned). Other estimators get
+    ``learn_one`` per record. If a frame is refused (a bad row; nothing was learned), each record
+    is tried alone -- through the same buffer, so nothing is left behind -- and the ones that fail
+    are dead-lettered (``model_error``, or the limit the estimator enforced).
     """
-    Xl = X.iloc[labelled].reset_index(drop=True)
-    yl = pd.Series([rows[p].y for p in labelled])
     split = hasattr(est, "n_samples_buffered")
-    if split:
-        try:
-            est.learn_many(Xl, yl, split=True)
-            return labelled
-        except (ValueError, TypeError, RuntimeError) as exc:
-            log.warning("minibatch learning failed (%s); retrying record by record", exc)
     done: list[int] = []
-    for k, pos in enumerate(labelled):
-        rec = rows[pos]
+    if not split:
+        for pos in labelled:
+            rec = rows[pos]
+            try:
+                est.learn_one(dict(rec.x), rec.y)
+                done.append(pos)
+            except BaseException as exc:
+                if isinstance(exc, _STOP):
+                    raise
+                result.rejections.append((valid[pos][0], Rejection(
+                    _limit_reason(exc), f"learn: {_failure(exc)}")))
+        return done
+    chosen = [rows[p] for p in labelled]
+    for start, X in _frames(chosen, uniform=False):
+        part = labelled[start:start + len(X)]
+        y = pd.Series([rows[p].y for p in part])
         try:
-            if split:
-                est.learn_many(Xl.iloc[k:k + 1], yl.iloc[k:k + 1], split=True)
-            else:
-                est.learn_one({f: rec.x[f] for f in features}, rec.y)
-            done.append(pos)
-        except (ValueError, TypeError, RuntimeError) as exc:
-            result.rejections.append((valid[pos][0], Rejection("model_error", f"learn: {exc}")))
+            est.learn_many(X, y, split=True)
+            done.extend(part)
+            continue
+        except BaseException as exc:
+            if isinstance(exc, _STOP):
+                raise
+            log.warning("minibatch learning failed (%s); retrying record by record",
+                        _failure(exc))
+        for k, pos in enumerate(part):
+            try:
+                est.learn_many(X.iloc[k:k + 1].dropna(axis=1, how="all"), y.iloc[k:k + 1],
+                               split=True)
+                done.append(pos)
+            except BaseException as exc:
+                if isinstance(exc, _STOP):
+                    raise
+                result.rejections.append((valid[pos][0], Rejection(
+                    _limit_reason(exc), f"learn: {_failure(exc)}")))
     return done
+
+
+def process_guarded(
+    state: PartitionState, values: Sequence[bytes | None], **options: Any
+) -> BatchResult:
+    """:func:`process_batch`, which contains each record's failures; should the batch still
+    raise, its records are processed again one at a time, and a record that raises alone is
+    rejected as ``internal_error``. Only a stop request (``KeyboardInterrupt``,
+    ``SystemExit``) goes through.
+
+    Examples
+    --------
+    >>> state = PartitionState(make_estimator(ModelSpec(kind="linear")))
+    >>> result = process_guarded(state, [b'{"x": {"a": 1}, "y": true}', b"[]"])
+    >>> len(result.predictions), [r.reason for _, r in result.rejections]
+    (1, ['not_object'])
+    """
+    before = (state.n_records, state.dirty)
+    try:
+        return process_batch(state, values, **options)
+    except BaseException as exc:
+        if isinstance(exc, _STOP):
+            raise
+        log.error("a batch of %d records failed outside the per-record checks (%s); "
+                  "processing its records one at a time", len(values), _failure(exc))
+    state.n_records, state.dirty = before
+    keys = options.pop("keys", None)
+    result = BatchResult()
+    for i, value in enumerate(values):
+        one_key = None if keys is None else [keys[i]]
+        try:
+            part = process_batch(state, [value], keys=one_key, **options)
+        except BaseException as exc:
+            if isinstance(exc, _STOP):
+                raise
+            state.n_records += 1
+            state.dirty += 1
+            result.rejections.append((i, Rejection("internal_error", _failure(exc))))
+            continue
+        result.predictions += [(i, p) for _, p in part.predictions]
+        result.rejections += [(i, r) for _, r in part.rejections]
+        result.labels += part.labels
+        result.n_learned += part.n_learned
+        result.predict_seconds += part.predict_seconds
+        result.learn_seconds += part.learn_seconds
+    return result

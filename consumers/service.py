@@ -19,15 +19,27 @@ partition not saved in time is handed back at its last checkpoint and replayed b
 If the producer loses a message, or cannot be flushed, nothing is checkpointed past it: the
 service rewinds every partition of the failed poll to its checkpoint (or to the first offset it
 polled, when it has none), builds a fresh producer, and replays, so a record can be predicted
-twice but never zero times. The producer is at-least-once without idempotence
+twice but never zero times. A message the broker refuses because of the message itself (too
+large) is not a lost delivery: the record is dead-lettered instead (``output_too_large``), and a
+dead letter refused that way is sent again without the value's prefix, then logged and counted.
+
+No record can stop the loop: :func:`~consumers.model.process_guarded` turns any failure of one
+record into its dead letter, and should handling a partition's records still raise, the records
+involved are counted (per ``(partition, offset)``, in memory, at most
+:data:`MAX_TRACKED_FAILURES` entries), every partition rewinds to its checkpoint, and those
+records are then handled one at a time; a record that fails :data:`MAX_ATTEMPTS` times is
+dead-lettered (``internal_error``) without being handled again. Liveness follows progress:
+``/livez`` fails when no new offset was handled for ``stall_seconds`` while there were records to
+handle, so a loop that only replays the same records is not live.
+
+The producer is at-least-once without idempotence
 (``enable_idempotence=False``): kafka-python 3.0's idempotent producer stops sending for good
 after a delivery timeout (its producer-id reset leaves the transaction manager waiting).
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import functools
 import logging
 import threading
 import time
@@ -36,16 +48,40 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
-from kafka.errors import KafkaError, KafkaTimeoutError
+from kafka.errors import (
+    KafkaError,
+    KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from consumers.config import ServiceConfig
-from consumers.model import ModelSpec, PartitionState, make_estimator, process_batch
-from consumers.records import Rejection
+from consumers.messages import (
+    MAX_KEY_BYTES,
+    Origin,
+    Outgoing,
+    dead_letter,
+    dead_letter_payload,
+    dead_letter_value_bytes,
+    message_key,
+    message_limit,
+    prediction_payload,
+    render,
+)
+from consumers.model import (
+    BatchResult,
+    ModelSpec,
+    PartitionState,
+    make_estimator,
+    process_guarded,
+)
+from consumers.records import Rejection, clip
 from consumers.store import CheckpointStore
 from consumers.telemetry import Telemetry
 
-__all__ = ["KafkaService", "dead_letter_payload", "prediction_payload"]
+__all__ = ["MAX_ATTEMPTS", "MAX_TRACKED_FAILURES", "KafkaService", "dead_letter_payload",
+           "prediction_payload"]
 
 log = logging.getLogger(__name__)
 
@@ -75,57 +111,12 @@ def consumer_request_timeout_ms(cfg: ServiceConfig) -> int:
     return max(cfg.request_timeout_ms, cfg.session_timeout_ms + COORDINATOR_MARGIN_MS)
 
 
-def _key_fields(key: bytes | None) -> dict[str, Any]:
-    if key is None:
-        return {"key": None}
-    try:
-        return {"key": key.decode("utf-8")}
-    except UnicodeDecodeError:
-        return {"key": None, "key_b64": base64.b64encode(key).decode("ascii")}
-
-
-def prediction_payload(
-    key: bytes | None, topic: str, partition: int, offset: int, body: dict[str, Any]
-) -> dict[str, Any]:
-    """The JSON object published for one input record.
-
-    Examples
-    --------
-    >>> prediction_payload(b"k1", "in", 0, 5, {"id": 3, "prediction": 1})
-    {'key': 'k1', 'topic': 'in', 'partition': 0, 'offset': 5, 'id': 3, 'prediction': 1}
-    """
-    payload = _key_fields(key)
-    payload.update(topic=topic, partition=partition, offset=offset)
-    payload.update(body)
-    return payload
-
-
-def dead_letter_payload(
-    key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int,
-    rejection: Rejection,
-) -> dict[str, Any]:
-    """The JSON object published to the dead-letter topic; original bytes are base64.
-
-    Examples
-    --------
-    >>> from consumers.records import Rejection
-    >>> p = dead_letter_payload(None, b"oops", "in", 1, 9, Rejection("invalid_json", "..."))
-    >>> p["reason"], base64.b64decode(p["value_b64"])
-    ('invalid_json', b'oops')
-    """
-    return {
-        "reason": rejection.reason,
-        "detail": rejection.detail,
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "key_b64": None if key is None else base64.b64encode(key).decode("ascii"),
-        "value_b64": None if value is None else base64.b64encode(value).decode("ascii"),
-    }
-
-
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), default=str).encode("utf-8")
+#: Times a record may be part of a failed attempt before it is dead-lettered unhandled.
+MAX_ATTEMPTS = 3
+#: Most ``(partition, offset)`` failure counts kept (the oldest are forgotten first).
+MAX_TRACKED_FAILURES = 10_000
+#: Producer errors caused by the message itself: never a reason to rewind.
+MESSAGE_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 def _only_known(options: dict[str, Any], client: type) -> dict[str, Any]:
@@ -181,6 +172,18 @@ class KafkaService:
         self._start_offsets: dict[TopicPartition, int] = {}
         self._stop = threading.Event()
         self._send_failed = False
+        self._handle_failed = False  # handling raised outside the per-record guards: rewind
+        # (partition, offset) -> (failed attempts, last error), see MAX_ATTEMPTS
+        self._failures: dict[tuple[TopicPartition, int], tuple[int, str]] = {}
+        self._refused: list[tuple[str, Origin, Rejection | None, BaseException]] = []
+        self._refused_lock = threading.Lock()  # the producer's IO thread appends
+        self._high: dict[TopicPartition, int] = {}  # highest next offset ever reached
+        self.limit = message_limit(cfg.kafka)
+        self.value_bytes = dead_letter_value_bytes(cfg.dead_letter_value_bytes, self.limit)
+        if self.value_bytes < cfg.dead_letter_value_bytes:
+            log.warning("dead letters carry %d bytes of the original value, not %d: the "
+                        "producer's max_request_size allows messages of %d bytes",
+                        self.value_bytes, cfg.dead_letter_value_bytes, self.limit)
         self._flush_failing = False
         self._last_checkpoint = time.monotonic()
         self.lock = threading.RLock()  # held while the models change; scrapes read under it
@@ -291,6 +294,7 @@ class KafkaService:
         while not self._stop.is_set():
             if self.producer is None and not self._new_producer():
                 self.telemetry.heartbeat()  # the loop is alive, only the broker is not
+                self.telemetry.progress()
                 self.telemetry.broker_up(False, "cannot create a producer")
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.cfg.retry_backoff_max_s)
@@ -306,6 +310,8 @@ class KafkaService:
                 backoff = min(backoff * 2, self.cfg.retry_backoff_max_s)
                 continue
             self.telemetry.heartbeat()
+            if not any(batch.values()):
+                self.telemetry.progress()  # nothing to do is no lack of progress
             self._process_poll(batch)
             self._report()
         log.info("stopping: final checkpoint, commit, leaving the group")
@@ -344,19 +350,36 @@ class KafkaService:
             if messages:
                 self._start_offsets.setdefault(tp, messages[0].offset)
         for tp, messages in batch.items():
-            if self._send_failed:
+            if self._must_rewind:
                 break
             self._handle(tp, messages)
-        if self._send_failed:
+        self._resend_refused()
+        if self._must_rewind:
             self._rewind()
         elif self._checkpoint_due():
             self._checkpoint_and_commit(list(self.states))
 
+    @property
+    def _must_rewind(self) -> bool:
+        return self._send_failed or self._handle_failed
+
     def _fresh_state(self) -> PartitionState:
-        features = list(self.cfg.features) if self.cfg.features else None
-        return PartitionState(make_estimator(self.spec), features)
+        return self._configured(PartitionState(make_estimator(self.spec)))
+
+    def _configured(self, state: PartitionState) -> PartitionState:
+        """``state`` with the configured schema (``--features``, or none): a schema stored in
+        an older checkpoint, fixed by its first record, is not kept."""
+        state.features = list(self.cfg.features) if self.cfg.features else None
+        return state
 
     def _handle(self, tp: TopicPartition, messages: list[Any]) -> None:
+        """Process and send one partition's messages of a poll.
+
+        Records that were part of a failed attempt are handled one at a time, so a failure is
+        that record's own; one that failed :data:`MAX_ATTEMPTS` times is dead-lettered unhandled.
+        A failure outside the per-record guards counts an attempt for the records involved and
+        asks for a rewind (the model may be half-way through them).
+        """
         state = self.states.get(tp)
         if state is None:  # not assigned here (any more): its owner processes it
             return
@@ -365,28 +388,135 @@ class KafkaService:
         if not messages:
             return
         self._start_offsets.setdefault(tp, messages[0].offset)
+        for part in self._parts(tp, messages):
+            try:
+                sent = self._handle_part(tp, state, part)
+            except Exception as exc:
+                self._part_failed(tp, part, exc)
+                return
+            if not sent:
+                return
+
+    def _parts(self, tp: TopicPartition, messages: list[Any]) -> Iterable[list[Any]]:
+        """Runs of records never seen failing, and each suspect record alone."""
+        run: list[Any] = []
+        for m in messages:
+            if (tp, m.offset) in self._failures:
+                if run:
+                    yield run
+                    run = []
+                yield [m]
+            else:
+                run.append(m)
+        if run:
+            yield run
+
+    def _part_failed(self, tp: TopicPartition, part: list[Any], exc: Exception) -> None:
+        log.exception("handling %d record(s) of %s:%d from offset %d failed; they will be "
+                      "handled one at a time after a rewind", len(part), tp.topic,
+                      tp.partition, part[0].offset, exc_info=exc)
+        error = clip(f"{type(exc).__name__}: {exc}", 300)
+        for m in part:
+            count = self._failures.pop((tp, m.offset), (0, ""))[0]
+            self._failures[(tp, m.offset)] = (count + 1, error)
+        while len(self._failures) > MAX_TRACKED_FAILURES:
+            del self._failures[next(iter(self._failures))]
+        self._handle_failed = True
+
+    def _handle_part(self, tp: TopicPartition, state: PartitionState, messages: list[Any]) -> bool:
+        """Process and send ``messages``; ``False`` when a lost send asks for a rewind."""
         cfg = self.cfg
-        with self.lock:
-            result = process_batch(state, [m.value for m in messages], task=cfg.task,
-                                   max_bytes=cfg.max_record_bytes)
+        origins = [Origin(m.topic, m.partition, m.offset, m.key, m.value) for m in messages]
+        failed = self._failures.get((tp, messages[0].offset))
+        if len(messages) == 1 and failed is not None and failed[0] >= MAX_ATTEMPTS:
+            rejection = Rejection("internal_error",
+                                  f"handling failed {failed[0]} times; last: {failed[1]}")
+            with self.lock:
+                state.n_records += 1
+                state.dirty += 1
+            result = BatchResult(rejections=[(0, rejection)])
+        else:
+            with self.lock:
+                result = process_guarded(state, [m.value for m in messages], task=cfg.task,
+                                         max_bytes=cfg.max_record_bytes,
+                                         keys=[m.key for m in messages],
+                                         max_key_bytes=MAX_KEY_BYTES)
+        outgoing = render(result, origins, limit=self.limit, value_bytes=self.value_bytes,
+                          extra={"consumer": cfg.client_id})
+        for message in outgoing:
+            if not self._send(message, origins[message.index], result):
+                return False
+        state.next_offset = messages[-1].offset + 1
+        for m in messages:
+            self._failures.pop((tp, m.offset), None)
+        self.telemetry.batch(result)
+        if state.next_offset > self._high.get(tp, -1):
+            self._high[tp] = state.next_offset
+            self.telemetry.progress()
+        return True
+
+    def _send(self, message: Outgoing, origin: Origin, result: BatchResult | None) -> bool:
+        """Send one message; ``False`` when the producer failed as a whole (rewind).
+
+        A refusal of the message itself (too large) turns a prediction into a dead letter
+        (recorded in ``result``) and a dead letter into a smaller one, never into a rewind.
+        """
+        cfg = self.cfg
+        topic = cfg.output_topic if message.kind == "prediction" else cfg.dead_letter_topic
+        rejection = None if message.kind == "prediction" else Rejection(message.reason or "")
         try:
-            for i, body in result.predictions:
-                m = messages[i]
-                payload = prediction_payload(m.key, m.topic, m.partition, m.offset, body)
-                payload["consumer"] = cfg.client_id
-                self.producer.send(cfg.output_topic, key=m.key, value=_dumps(payload)
-                                   ).add_errback(self._on_send_error)
-            for i, rejection in result.rejections:
-                m = messages[i]
-                payload = dead_letter_payload(m.key, m.value, m.topic, m.partition, m.offset,
-                                              rejection)
-                self.producer.send(cfg.dead_letter_topic, key=m.key, value=_dumps(payload)
-                                   ).add_errback(self._on_send_error)
+            future = self.producer.send(topic, key=message.key, value=message.value)
+        except MESSAGE_ERRORS as exc:
+            self._on_refused(message.kind, origin, rejection, exc)
+            return True
         except KafkaError as exc:  # e.g. buffer full while the broker is unreachable
             self._on_send_error(exc)
-            return
-        state.next_offset = messages[-1].offset + 1
-        self.telemetry.batch(result)
+            return False
+        future.add_errback(functools.partial(self._on_delivery_error, message.kind, origin,
+                                             rejection))
+        return True
+
+    def _on_delivery_error(self, kind: str, origin: Origin, rejection: Rejection | None,
+                           exc: BaseException) -> None:
+        if isinstance(exc, MESSAGE_ERRORS):
+            self._on_refused(kind, origin, rejection, exc)
+        else:
+            self._on_send_error(exc)
+
+    def _on_refused(self, kind: str, origin: Origin, rejection: Rejection | None,
+                    exc: BaseException) -> None:
+        """The broker or the producer refused one message for its size (any thread)."""
+        with self._refused_lock:
+            self._refused.append((kind, origin, rejection, exc))
+
+    def _resend_refused(self) -> None:
+        """Replace each refused message: a prediction by a dead letter, a dead letter by one
+        without the value's prefix; a refused replacement is logged and counted, not retried."""
+        with self._refused_lock:
+            refused, self._refused = self._refused, []
+        for kind, origin, rejection, exc in refused:
+            where = f"{origin.topic}:{origin.partition}@{origin.offset}"
+            if kind == "prediction":
+                log.error("the prediction of %s was refused (%s): dead-lettered", where, exc)
+                replacement = Rejection("output_too_large", f"prediction refused: {exc}")
+                value_bytes = self.value_bytes
+            elif kind == "dead_letter" and rejection is not None:
+                log.error("the dead letter of %s was refused (%s): sent again without the "
+                          "value", where, exc)
+                replacement = Rejection(rejection.reason, "dead letter refused with the value's "
+                                        f"prefix: {exc}")
+                value_bytes = 0
+            else:
+                log.error("the dead letter of %s was refused again (%s): not written; the "
+                          "record stays in its input topic", where, exc)
+                self.telemetry.metrics.record("dead_lettered", reason="undeliverable")
+                continue
+            data = dead_letter(origin, replacement, limit=self.limit, value_bytes=value_bytes)
+            again = "dead_letter" if kind == "prediction" else "dead_letter_again"
+            message = Outgoing(again, 0, message_key(origin.key), data, replacement.reason)
+            if kind == "prediction":
+                self.telemetry.metrics.record("dead_lettered", reason=replacement.reason)
+            self._send(message, origin, None)
 
     def _on_send_error(self, exc: BaseException) -> None:
         log.error("producer could not deliver a message (%s): will rewind to the checkpoints",
@@ -424,13 +554,16 @@ class KafkaService:
         timeout = self.cfg.flush_timeout_s if flush_timeout_s is None else flush_timeout_s
         try:
             self.producer.flush(timeout=timeout)
+            while self._refused and not self._send_failed:  # at most three rounds (see above)
+                self._resend_refused()
+                self.producer.flush(timeout=timeout)
         except KafkaTimeoutError:
             self._flush_failing = True
             self.telemetry.broker_up(False, "producer flush timing out")
             log.warning("producer flush timed out after %.1f s: checkpoint postponed", timeout)
             return None
         self._flush_failing = False
-        if self._send_failed:
+        if self._must_rewind:
             return None
         offsets = {}
         for tp in dirty:
@@ -452,7 +585,7 @@ class KafkaService:
     def _checkpoint_and_commit(self, tps: Iterable[TopicPartition]) -> None:
         offsets = self._checkpoint(tps)
         if offsets is None:
-            if self._send_failed:
+            if self._must_rewind:
                 self._rewind()
             return
         if offsets and self.consumer is not None:
@@ -471,11 +604,11 @@ class KafkaService:
         tps = sorted(set(self.states) | set(self._start_offsets))
         log.warning("rewinding %d partition(s) to their checkpoints", len(tps))
         self._new_producer()
-        self._send_failed = False
+        self._send_failed = self._handle_failed = False
         with self.lock:
             for tp in tps:
                 loaded = self.store.load(tp.topic, tp.partition)
-                state = loaded.state if loaded else self._fresh_state()
+                state = self._configured(loaded.state) if loaded else self._fresh_state()
                 self.states[tp] = state
                 offset = state.next_offset if loaded else self._start_offsets.get(tp)
                 if offset is not None:
@@ -492,8 +625,8 @@ class KafkaService:
             if state is not None and offsets is not None:
                 self._parked[tp] = state
             self._start_offsets.pop(tp, None)
-        if not self.states:
-            self._send_failed = False  # nothing left that could depend on the lost message
+        if not self.states:  # nothing left that could depend on the lost message
+            self._send_failed = self._handle_failed = False
         log.info("revoked %s (checkpointed: %s)", sorted(map(tuple, revoked)),
                  offsets is not None)
         return offsets or {}
@@ -519,7 +652,7 @@ class KafkaService:
                 state, source = parked, "memory"
             else:
                 loaded = self.store.load(tp.topic, tp.partition)
-                state = loaded.state if loaded else self._fresh_state()
+                state = self._configured(loaded.state) if loaded else self._fresh_state()
                 source = str(loaded.path) if loaded else "fresh model"
             self.states[tp] = state
             if state.next_offset is not None:

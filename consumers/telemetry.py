@@ -4,9 +4,11 @@ A :class:`~consumers.metrics.ServiceMetrics` (records by outcome, dead letters b
 latencies, lag, checkpoints, prequential score, broker reachability, loop heartbeat) and a
 :class:`~streamdas.metrics.ModelCollector` over the live per-partition models (label
 ``model="<topic>-<partition>"``), served by :func:`streamdas.metrics.serve` when
-``metrics_port`` is set: ``/metrics``; ``/livez`` (liveness: 503 only when the loop has not
-turned for ``stall_seconds``); ``/readyz`` and ``/healthz`` (readiness: also 503 while the broker
-is unreachable or no assignment was received yet). Scrapes read the models under the service's
+``metrics_port`` is set: ``/metrics``; ``/livez`` (liveness: 503 when the loop has not turned,
+or has made no progress -- handled no new offset while it had records to handle -- for
+``stall_seconds``, so a loop that only replays the same records is not live); ``/readyz`` and
+``/healthz`` (readiness: also 503 while the broker is unreachable or no assignment was received
+yet). Scrapes read the models under the service's
 lock, so they see a consistent snapshot, never one half-way through a learning step.
 """
 
@@ -64,6 +66,7 @@ class Telemetry:
         self.log_every_s = log_every_s
         self.totals = {"records": 0, "predicted": 0, "learned": 0, "dead_lettered": 0}
         self._lags: dict[int, int] = {}
+        self._last_progress = time.monotonic()
         self._last_log = time.monotonic()
         self._last_records = 0
 
@@ -76,11 +79,28 @@ class Telemetry:
 
     def health(self) -> tuple[bool, str]:
         """Readiness ``(ok, reason)``, as served on ``/readyz`` and ``/healthz``."""
-        return self.metrics.ready()
+        ok, reason = self.alive()
+        return self.metrics.ready() if ok else (ok, reason)
 
     def alive(self) -> tuple[bool, str]:
-        """Liveness ``(ok, reason)``, as served on ``/livez``."""
-        return self.metrics.alive()
+        """Liveness ``(ok, reason)``, as served on ``/livez``: the loop turns and progresses.
+
+        >>> t = Telemetry(ServiceConfig(stall_seconds=5))
+        >>> t.heartbeat(); t._last_progress -= 6  # six seconds of replaying the same records
+        >>> t.alive()
+        (False, 'consume loop makes no progress: no new offset handled for 6.0 s')
+        >>> t.progress(); t.alive()
+        (True, 'ok')
+        """
+        ok, reason = self.metrics.alive()
+        idle = time.monotonic() - self._last_progress
+        if ok and idle > self.metrics.stall_seconds:
+            return False, f"consume loop makes no progress: no new offset handled for {idle:.1f} s"
+        return ok, reason
+
+    def progress(self) -> None:
+        """The loop moved on: it handled offsets it had never handled, or had nothing to do."""
+        self._last_progress = time.monotonic()
 
     def assigned(self, assigned: bool) -> None:
         """Record whether the consumer holds a group assignment (feeds readiness)."""

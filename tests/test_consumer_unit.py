@@ -54,9 +54,9 @@ def test_valid_record_keeps_label_and_id() -> None:
     assert parse_record(b'{"x": {"a": 1}, "y": "cat"}', task="regression").reason == "bad_label"
 
 
-def _das_state(task: str = "classification") -> PartitionState:
+def _das_state(task: str = "classification", features: list[str] | None = None) -> PartitionState:
     return PartitionState(make_estimator(ModelSpec(task=task, params={"hidden_sizes": (8,)},
-                                                   seed=3)))
+                                                   seed=3)), features)
 
 
 def _records(n: int, start: int = 0) -> list[bytes]:
@@ -65,7 +65,7 @@ def _records(n: int, start: int = 0) -> list[bytes]:
 
 
 def test_batch_with_bad_records_predicts_the_rest_and_learns_in_batch_size_steps() -> None:
-    state = _das_state()
+    state = _das_state(features=["a", "b"])  # a configured schema (--features a,b)
     values = _records(20)
     values[3] = BAD_VALUES["non_finite_feature"]
     values[11] = b'{"x": {"a": 1.0}, "y": 1}'            # schema: b is missing
@@ -102,7 +102,7 @@ def test_regression_batch_and_unlabelled_records_are_not_learned() -> None:
 
 
 def test_checkpoint_roundtrip_keeps_model_offset_and_schema(tmp_path: Path) -> None:
-    state = _das_state()
+    state = _das_state(features=["a", "b"])
     process_batch(state, _records(64))
     state.next_offset = 64
     store = CheckpointStore(tmp_path, keep=2)
