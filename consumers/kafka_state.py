@@ -35,7 +35,8 @@ executed or constructed by name. Every failure is a :class:`~streamdas.checkpoin
 * :class:`DamagedStateError` -- the newest version cannot be used (a chunk missing, from another
   write, failing its checksum; an unreadable manifest). Its ``previous`` attribute holds the
   newest *older* version that still verifies (the one the manifest names as its predecessor, in
-  the other slot, or any other manifest still in the log), or ``None``. The newest manifest
+  the other slot, or any other manifest still in the log, except a superseded writer's: one
+  written after a manifest of a higher epoch), or ``None``. The newest manifest
   carries its predecessor's description, so this fallback survives compaction (which keeps only
   the newest manifest value); the predecessor's chunks stay readable until the next save
   reuses its slot.
@@ -489,6 +490,7 @@ class StateLog:
         self.deleted = False  # the newest manifest record is a tombstone
         self.highest_epoch: int | None = None
         self.max_version = 0
+        self._epoch_first: dict[int, int] = {}  # epoch -> offset of its first manifest
 
     # ------------------------------------------------------------------ applying records
     def apply(self, offset: int, key: bytes | None, value: bytes | None) -> None:
@@ -512,6 +514,8 @@ class StateLog:
             else:
                 self.highest_epoch = max(manifest.epoch, self.highest_epoch or 0)
                 self.max_version = max(self.max_version, manifest.version)
+                first = self._epoch_first.get(manifest.epoch)
+                self._epoch_first[manifest.epoch] = offset if first is None else min(first, offset)
                 self._manifests[offset] = manifest
                 if len(self._manifests) > KEEP_MANIFESTS:
                     worst = min(self._manifests, key=lambda o: (*self._manifests[o].rank, o))
@@ -555,6 +559,12 @@ class StateLog:
         return sorted(self._manifests.items(), key=lambda item: (*item[1].rank, item[0]),
                       reverse=True)
 
+    def fenced(self, offset: int, manifest: Manifest) -> bool:
+        """Whether ``manifest`` (at ``offset``) was written after a higher epoch's first manifest:
+        a superseded writer's (a zombie's) write, never offered as a fallback."""
+        return any(epoch > manifest.epoch and first < offset
+                   for epoch, first in self._epoch_first.items())
+
     @property
     def best(self) -> Manifest | None:
         """The manifest readers prefer: the highest ``(epoch, version)``."""
@@ -573,6 +583,7 @@ class StateLog:
         view.deleted = self.deleted
         view.highest_epoch = self.highest_epoch
         view.max_version = self.max_version
+        view._epoch_first = dict(self._epoch_first)
         return view
 
 
@@ -616,7 +627,8 @@ def choose(view: StateLog) -> StoredState | None:
 
     ``None`` if the name has no manifest (or its newest manifest record is a tombstone).
     :class:`DamagedStateError` if the newest version does not verify or its manifest is
-    unreadable; the error's ``previous`` is the best older version that verifies, if any.
+    unreadable; the error's ``previous`` is the best older version that verifies, if any, and
+    not :meth:`~StateLog.fenced`.
 
     >>> choose(StateLog("a", keep_values=True)) is None
     True
@@ -641,8 +653,9 @@ def choose(view: StateLog) -> StoredState | None:
             problem = f"version {newest.version} (epoch {newest.epoch}) is damaged: {exc}"
         candidates = [m for m in (newest.previous,) if m is not None]
         ranked = ranked[1:]
-    for _, manifest in ranked:
-        candidates += [manifest] + ([manifest.previous] if manifest.previous is not None else [])
+    for offset, manifest in ranked:
+        if not view.fenced(offset, manifest):
+            candidates += [manifest] + ([manifest.previous] if manifest.previous is not None else [])
     seen: set[str] = set()
     for manifest in sorted(candidates, key=lambda m: m.rank, reverse=True):
         if manifest.token in seen:
@@ -770,11 +783,11 @@ class KafkaStateStore:
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  timeout_s: float = 60.0,
                  client_options: dict[str, Any] | None = None) -> None:
-        overhead = message_size(b"k" * _MAX_KEY_BYTES, b"") + CHUNK_HEADER_BYTES
-        if not 1 <= chunk_bytes <= min(max_message_bytes - overhead, MAX_CHUNK_BYTES):
-            raise ValueError(f"chunk_bytes={chunk_bytes}: a chunk message ({overhead} bytes of key,"
-                             f" header and overhead + the chunk) must fit "
-                             f"max_message_bytes={max_message_bytes}")
+        if not 1 <= chunk_bytes <= MAX_CHUNK_BYTES or message_size(
+                b"k" * _MAX_KEY_BYTES, bytes(CHUNK_HEADER_BYTES + chunk_bytes)) > max_message_bytes:
+            raise ValueError(f"chunk_bytes={chunk_bytes}: a chunk message (the longest key, the "
+                             f"{CHUNK_HEADER_BYTES}-byte header, the chunk and the batch overhead) "
+                             f"must fit max_message_bytes={max_message_bytes}")
         if max_message_bytes < 2 * MAX_META_BYTES + 4096:
             raise ValueError(f"max_message_bytes={max_message_bytes} cannot hold a manifest")
         if not 0 <= max_state_bytes <= MAX_COUNTER or timeout_s <= 0:
