@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EMPTY_RECORD", "FeatureIndex", "RunningStandardizer", "check_label", "check_target",
-           "check_value"]
+__all__ = ["EMPTY_RECORD", "FeatureIndex", "LimitError", "RunningStandardizer", "check_label",
+           "check_target", "check_value"]
 
 #: The message for a record with no features (the library and the service both refuse it).
 EMPTY_RECORD = "x has no features: a record needs at least one"
@@ -26,6 +26,16 @@ _NUMERIC_TYPES = frozenset({int, float, bool, np.float64, np.float32, np.int64, 
 
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+class LimitError(ValueError):
+    """A record that would take a model past one of its bounds (``max_classes``,
+    ``max_label_length``, ``max_features``). Raised before anything changes: the model is
+    exactly as it was, and the record can be set aside (the service dead-letters it).
+
+    >>> issubclass(LimitError, ValueError)
+    True
+    """
 
 
 def check_value(name: Hashable, value: Any, subject: str | None = None) -> float:
@@ -220,16 +230,57 @@ class FeatureIndex:
         return out, len(keys) == len(self.names)
 
 
+_STATE_KEYS = frozenset({"count", "mean", "m2", "early"})
+
+#: Values a feature needs before its warm-up values are clipped: fewer tell too little about
+#: its spread (clean values would be clipped too often); until then they count in full, and
+#: the recomputation from the kept values clips a far-out one later.
+_ROBUST_MIN = 12
+
+
+def _warmup_window(early: np.ndarray, n: np.ndarray, clip: float) -> tuple[np.ndarray, np.ndarray]:
+    """Clipping bounds for each column of ``early`` (a feature's first values, NaN after its
+    ``n[j]``): ``mean +- clip * sd`` of its values less the smallest and the largest, so that
+    neither moves it (an sd of 0 counts as 1, as in the standardization). Unbounded below
+    :data:`_ROBUST_MIN` values.
+
+    >>> x = np.array([[1.0], [2.0], [3.0], [1e30]] + [[1.0], [2.0], [3.0], [2.0]] * 2)
+    >>> [round(float(b[0]), 2) for b in _warmup_window(x, np.array([12.0]), 10.0)]
+    [-4.9, 9.1]
+    """
+    s = np.sort(early, axis=0)  # NaN (no value yet) sorts last
+    rows = np.arange(len(s))[:, None]
+    inner = (rows >= 1) & (rows < n - 1)
+    m = np.maximum(n - 2, 1)
+    mean = np.where(inner, s, 0.0).sum(0) / m
+    sd = np.sqrt((np.where(inner, s - mean, 0.0) ** 2).sum(0) / m)
+    sd[sd < 1e-8] = 1.0
+    sd *= clip
+    few = n < _ROBUST_MIN
+    sd[few] = np.inf
+    return mean - sd, mean + sd
+
+
 class RunningStandardizer:
     """Per-feature running mean and variance (Chan et al.'s batch update), NaN-aware.
 
-    With ``clip``, a value's influence is bounded: once a feature has ``warmup`` values, each new
-    value is clipped to ``mean +- clip * sd`` (the running statistics before its batch) before it
-    enters the statistics, and standardized values are clipped to ``[-clip, clip]``. A single
-    extreme value (``1e30`` among values near 1) then moves the statistics by at most
-    ``clip * sd / n`` instead of ruling them for good; a real change of scale still gets through,
-    since every clipped value widens the window (the variance grows with each one). ``None``:
-    unbounded, every value counts in full.
+    With ``clip``, no single value rules the statistics, from a feature's first value on:
+
+    * **Warm-up.** A feature's first ``warmup`` values are kept, and until it has them its
+      statistics are those of the kept values, each clipped to ``mean +- clip * sd`` of the
+      kept values less the smallest and the largest (:func:`_warmup_window`; from the 12th
+      value on). The window is recomputed as values arrive, so a far-out value (``1e30``
+      among values near 1) is clipped wherever it comes, even first, and neither end of the
+      feature's first values can widen the window that judges it. While nothing is clipped,
+      the statistics are the plain running ones, to the last bit.
+    * **Then** each new value is clipped to ``mean +- clip * sd`` (the running statistics
+      before its batch) before it enters the statistics: one extreme value moves them by at
+      most ``clip * sd / n``, and a real change of scale still gets through, since every
+      clipped value widens the window (the variance grows with each one).
+    * Standardized values are clipped to ``[-clip, clip]``. The statistics are kept in
+      float64, so any float32 input (up to ``3.4e38``) gives a finite standardized value.
+
+    ``None``: unbounded, every value counts in full.
 
     >>> s = RunningStandardizer()
     >>> s.update(np.array([[1.0, np.nan], [3.0, 4.0]], dtype=np.float32))
@@ -237,6 +288,14 @@ class RunningStandardizer:
     ([2.0, 4.0], [2.0, 1.0])
     >>> s.transform(np.array([[3.0, np.nan]], dtype=np.float32), standardize=True).tolist()
     [[1.0, 0.0]]
+
+    With ``clip``, a ``1e30`` among a feature's first values enters at the window's edge
+    (9.1, see :func:`_warmup_window`), and standardizes to ``clip``:
+
+    >>> s = RunningStandardizer(clip=10.0)
+    >>> s.update(np.array([[1.0], [2.0], [3.0], [1e30]] + [[1.0], [2.0], [3.0], [2.0]] * 2, dtype=np.float32))
+    >>> round(float(s.mean[0]), 2), s.transform(np.array([[1e30]], dtype=np.float32), True).tolist()
+    (2.59, [[10.0]])
     """
 
     def __init__(self, n_features: int = 0, clip: float | None = None, warmup: int = 30) -> None:
@@ -247,6 +306,14 @@ class RunningStandardizer:
         self.count = np.zeros(n_features)
         self.mean = np.zeros(n_features)
         self.m2 = np.zeros(n_features)
+        # With clip, the first ``warmup`` raw values of each feature (row i: its i-th value, NaN:
+        # none yet), kept while a feature is within them (None: none is). ``_tracked``: the
+        # feature's statistics come from its kept values (not so for one restored, within its
+        # warm-up, from a state written without them).
+        self._early: np.ndarray | None = None if clip is None else np.full((self.warmup, n_features), np.nan)
+        self._tracked = np.ones(n_features, dtype=bool)
+        self._clipped = np.zeros(n_features, dtype=bool)  # see _admit_early
+        self._warming = False  # a tracked feature is within its warm-up (and clip is set)
         self._ready = False  # every feature has ``warmup`` values (see _refresh)
         self._refresh()
 
@@ -257,6 +324,13 @@ class RunningStandardizer:
             self.count = np.concatenate([self.count, pad])
             self.mean = np.concatenate([self.mean, pad])
             self.m2 = np.concatenate([self.m2, pad])
+            self._tracked = np.concatenate([self._tracked, np.ones(extra, dtype=bool)])
+            self._clipped = np.concatenate([self._clipped, np.zeros(extra, dtype=bool)])
+            if self.clip is not None:
+                if self._early is None:  # every older feature is past its warm-up
+                    self._early = np.full((self.warmup, n_features), np.nan)
+                else:
+                    self._early = np.concatenate([self._early, np.full((self.warmup, extra), np.nan)], axis=1)
             self._ready = False
             self._refresh()
 
@@ -285,13 +359,18 @@ class RunningStandardizer:
         self._clipping = bool(ready.any())
         half = np.where(ready, self.clip * std, np.inf)
         self._lo, self._hi = self.mean - half, self.mean + half
-        self._zclip = np.where(ready, self.clip, np.inf).astype(np.float32)
+        self._zclip = np.full(len(ready), self.clip, dtype=np.float32)
         self._nzclip = -self._zclip
         self._ready = bool(ready.all()) and len(ready) > 0
+        self._warming = bool((self._tracked & ~ready).any())
+        if self._ready:
+            self._early = None
 
     def update(self, X: np.ndarray) -> None:
         """Fold a batch (rows are samples, NaN = missing) into the statistics."""
         self.extend(X.shape[1])
+        if self._warming:
+            X = self._admit_early(X)
         if self._clipping:  # bounded influence (NaN stays NaN); np.clip's wrapper costs more
             X = np.minimum(np.maximum(X, self._lo), self._hi)
         if X.shape[0] and X.shape[1] == len(self.count) and not np.isnan(X).any():
@@ -300,6 +379,7 @@ class RunningStandardizer:
         present = ~np.isnan(X)
         n_b = present.sum(0).astype(np.float64)
         if not n_b.any():
+            self._refresh()  # the warm-up may have set statistics
             return
         Xd = np.where(present, X, 0.0).astype(np.float64)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -312,6 +392,48 @@ class RunningStandardizer:
         self.m2 = self.m2 + m2_b + delta**2 * self.count * n_b / safe_n
         self.count = n
         self._refresh()
+
+    def _admit_early(self, X: np.ndarray) -> np.ndarray:
+        """Keep the batch's warm-up values and clip them, and the feature's later values in the
+        batch (past its warm-up), to the window of its kept values; return ``X`` for the
+        running update.
+
+        While no kept value of a feature lies outside its window, its values enter the running
+        update as they are (the arithmetic of an unclipped stream is unchanged). Otherwise its
+        statistics are set from its kept values, clipped to the window, and those values are
+        taken out of ``X`` (NaN); ``_clipped`` remembers it, so the next batch, which moves
+        the window, sets them again.
+        """
+        cols = np.flatnonzero(self._tracked & (self.count < self.warmup))
+        Xw = X[:, cols].astype(np.float64)
+        present = ~np.isnan(Xw)
+        new = present.any(0)
+        if not new.all():
+            cols, Xw, present = cols[new], Xw[:, new], present[:, new]
+            if not len(cols):
+                return X
+        assert self._early is not None and self.clip is not None
+        # each value's place among its feature's values; the first ``warmup`` are kept
+        place = self.count[cols].astype(np.intp) + np.cumsum(present, axis=0) - 1
+        kept = present & (place < self.warmup)
+        r, c = np.nonzero(kept)
+        self._early[place[r, c], cols[c]] = Xw[r, c]
+        n = np.minimum(self.count[cols] + present.sum(0), self.warmup)
+        early = self._early[:, cols]
+        lo, hi = _warmup_window(early, n, self.clip)
+        outside = ((early < lo) | (early > hi)).any(0)  # NaN compares false
+        redo = outside | self._clipped[cols]
+        self._clipped[cols] = outside
+        X = X.astype(np.float64)
+        X[:, cols] = np.where(kept & redo, np.nan, np.minimum(np.maximum(Xw, lo), hi))
+        if redo.any():
+            cols, n, lo, hi = cols[redo], n[redo], lo[redo], hi[redo]
+            early = np.minimum(np.maximum(early[:, redo], lo), hi)  # NaN stays NaN
+            filled = ~np.isnan(early)
+            mean = np.where(filled, early, 0.0).sum(0) / n
+            self.count[cols], self.mean[cols] = n, mean
+            self.m2[cols] = (np.where(filled, early - mean, 0.0) ** 2).sum(0)
+        return X
 
     def _update_complete(self, X: np.ndarray) -> None:
         """:meth:`update` for a batch with every value present (the common case, fewer passes)."""
@@ -339,7 +461,7 @@ class RunningStandardizer:
         Z = X - self.center[:d]
         if standardize:
             Z *= self.inv_std[:d]
-            if self._clipping:  # two ufuncs: np.clip's wrapper costs several times more
+            if self.clip is not None:  # two ufuncs: np.clip's wrapper costs several times more
                 np.minimum(Z, self._zclip[:d], out=Z)
                 np.maximum(Z, self._nzclip[:d], out=Z)
         if missing:
@@ -347,15 +469,25 @@ class RunningStandardizer:
         return Z
 
     def state(self) -> dict[str, Any]:
-        return {"count": self.count.tolist(), "mean": self.mean.tolist(), "m2": self.m2.tolist()}
+        """The statistics as plain lists, and under ``early`` each feature's kept warm-up values
+        (empty once past its warm-up, and without ``clip``)."""
+        early: list[list[float]] = [[] for _ in range(len(self.count))]
+        if self._early is not None:
+            for j in np.flatnonzero(self._tracked & (self.count < self.warmup)):
+                early[j] = self._early[: int(self.count[j]), j].tolist()
+        return {"count": self.count.tolist(), "mean": self.mean.tolist(), "m2": self.m2.tolist(),
+                "early": early}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], clip: float | None = None) -> RunningStandardizer:
         """Rebuild from :meth:`state` (``clip`` is configuration, not state); ``ValueError``
         unless it holds three equally long lists of finite numbers (counts and sums of squares
-        not negative)."""
-        if not isinstance(state, dict) or set(state) != {"count", "mean", "m2"}:
-            raise ValueError("standardizer state is not {count, mean, m2}")
+        not negative) and, if present, one list of kept warm-up values per feature (as many as
+        its count, within the warm-up, and in float32's range). A state without them (written
+        before they were kept) loads: its features within their warm-up finish it without
+        the warm-up's clipping."""
+        if not isinstance(state, dict) or not {"count", "mean", "m2"} <= set(state) <= _STATE_KEYS:
+            raise ValueError("standardizer state is not {count, mean, m2, early}")
         s = cls(clip=clip)
         arrays = []
         for key in ("count", "mean", "m2"):
@@ -370,5 +502,35 @@ class RunningStandardizer:
         if not (np.isfinite(s.mean).all() and np.isfinite(s.m2).all() and np.isfinite(s.count).all()
                 and (s.count >= 0).all() and (s.m2 >= 0).all()):
             raise ValueError("standardizer state holds non-finite or negative values")
+        s._restore_early(state.get("early"))
         s._refresh()
         return s
+
+    def _restore_early(self, early: Any) -> None:
+        """Take :meth:`state`'s ``early`` lists (``None``: a state written without them)."""
+        n = len(self.count)
+        self._tracked = (self.count == 0) | (self.count >= self.warmup)
+        self._clipped = np.zeros(n, dtype=bool)
+        self._early = None if self.clip is None else np.full((self.warmup, n), np.nan)
+        if early is None:
+            return
+        if not isinstance(early, list) or len(early) != n:
+            raise ValueError("standardizer early values are not one list per feature")
+        for j, values in enumerate(early):
+            if not isinstance(values, list) or not all(type(v) in (int, float) for v in values):
+                raise ValueError("standardizer early values are not lists of numbers")
+            if not values:
+                continue
+            if not len(values) == self.count[j] < self.warmup:
+                raise ValueError("standardizer early values do not match the counts")
+            kept = np.asarray(values, dtype=np.float64)
+            if not (np.isfinite(kept).all() and (np.abs(kept) <= _FLOAT32_MAX).all()):
+                raise ValueError("standardizer early values are not finite float32 numbers")
+            self._tracked[j] = True
+            if self._early is not None:
+                self._early[: len(values), j] = kept
+        cols = np.flatnonzero(self._tracked & (self.count > 0) & (self.count < self.warmup))
+        if self._early is not None and len(cols):  # as _admit_early left it: clipped or not
+            kept = self._early[:, cols]
+            lo, hi = _warmup_window(kept, self.count[cols], self.clip)
+            self._clipped[cols] = ((kept < lo) | (kept > hi)).any(0)
