@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from streamdas import checkpoint
+
 __all__ = ["POLYAK_KEY", "WARMUP_FRACTION", "ParameterAverages", "lerp", "numpy_views"]
 
 #: (parameter, average, scratch) NumPy triples: views sharing the tensors' storage.
@@ -177,13 +179,19 @@ class ParameterAverages:
             self.get(p)[-n_new:] = p.detach()[-n_new:]
 
     def load(self, net: nn.Module, named: dict[str, Tensor]) -> None:
-        """Take averages saved by :meth:`named`; raises ``ValueError`` if one does not fit."""
+        """Take averages saved by :meth:`named`; raises ``ValueError`` if one does not fit
+        (a tensor a checkpoint may not hold, another shape or dtype than its parameter's, or
+        a non-finite value); nothing changes then."""
         params = dict(net.named_parameters())
         if not isinstance(named, dict) or set(named) != set(params):
             raise ValueError("parameter averages do not name the network's parameters")
         for name, value in named.items():
             p = params[name]
-            if not (isinstance(value, Tensor) and value.shape == p.shape and value.dtype == p.dtype):
-                raise ValueError(f"average of {name!r} does not fit its parameter")
+            try:
+                checkpoint.check_tensor(value, f"average of {name!r}", dtype=p.dtype, shape=p.shape)
+            except ValueError as exc:
+                raise ValueError(f"average of {name!r} does not fit its parameter: {exc}") from None
+        for name, value in named.items():
+            p = params[name]
             self.state[p] = {POLYAK_KEY: value.detach().to(p.device).clone()}
         self._cached = None

@@ -41,19 +41,20 @@ from streamdas.adam import NumpyAdam
 from streamdas.averaging import ParameterAverages
 from streamdas.backprop import NumpyBackprop
 from streamdas.cudagraph import StepGraph
-from streamdas.model import DASNet, NetConfig, _conv_out
+from streamdas.model import DASNet, NetConfig, _conv_out, make_activation
 from streamdas.regularizers import Regularizer, make_regularizer
 from streamdas.sizing import (
     AVERAGE_KEY,
     RunningAverages,
     SizingConfig,
     grow,
+    growth_amount,
     prune,
     update_averages,
     update_averages_masked,
 )
 
-__all__ = ["DASTrainer", "TrainConfig", "preload_optimizer"]
+__all__ = ["DASTrainer", "TrainConfig", "check_architecture", "preload_optimizer"]
 
 FORMAT = "streamdas-trainer"
 VERSION = 1
@@ -669,54 +670,57 @@ class DASTrainer:
         }
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> DASTrainer:
+    def from_state_dict(cls, state: dict[str, Any], device: str | torch.device = "cpu",
+                        limits: checkpoint.Limits | None = None) -> DASTrainer:
         """Rebuild a trainer from :meth:`state_dict`. Raises ``ValueError`` if it does not fit.
 
-        The architecture is checked against the tensors in ``state`` on the meta device before
-        anything is allocated, so a file cannot ask for a network larger than itself.
+        Every field is checked before it is used: the settings against their ranges, the
+        architecture against ``limits`` (:func:`check_architecture`, by arithmetic: nothing is
+        allocated for a network a file cannot afford) and against the shapes of the weights in
+        ``state``, every tensor for its dtype, shape and finiteness, the optimizer state for
+        exactly the keys, steps and hyperparameters this trainer's optimizer uses. So a state
+        that loads steps like the trainer that wrote it.
         """
+        limits = limits or checkpoint.DEFAULT_LIMITS
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise ValueError("not a streamdas trainer state")
         if state.get("version") != VERSION:
             raise ValueError(f"unsupported trainer state version {state.get('version')!r}")
         try:
-            net = state["net"]
-            checkpoint.require(isinstance(net, dict), "net is not a dict")
-            config = NetConfig.from_dict({k: checkpoint.plain(v, f"net {k}") for k, v in net.items()})
+            keys = set(state)
+            checkpoint.require(_STATE_KEYS <= keys <= _STATE_KEYS | {"averages", "polyak"},
+                               f"trainer state has keys {sorted(map(str, keys))}")
+            config = _net_config(state["net"])
+            train = TrainConfig(**checkpoint.check_params(state["train"], _TRAIN_RULES, "train"))
+            sizing = SizingConfig(**checkpoint.check_params(state["sizing"], _sizing_rules(limits),
+                                                            "sizing"))
+            check_architecture(config, sizing, limits)
             _check_shapes(config, state["model"])
-            train, sizing = state["train"], state["sizing"]
-            checkpoint.require(isinstance(train, dict) and isinstance(sizing, dict),
-                               "train and sizing are not dicts")
-            history_limit = checkpoint.plain(state["history_limit"], "history_limit")
-            checkpoint.require(type(history_limit) is int and history_limit > 0, "bad history_limit")
-            trainer = cls(
-                config,
-                train=TrainConfig(**{k: checkpoint.plain(v, k) for k, v in train.items()}),
-                sizing=SizingConfig(**{k: checkpoint.plain(v, k) for k, v in sizing.items()}),
-                seed=checkpoint.plain(state["seed"], "seed"),
-                device=device,
-                history_limit=history_limit,
-            )
+            history_limit = _COUNT.check(state["history_limit"], "history_limit")
+            checkpoint.require(history_limit > 0, "history_limit is 0")
+            seed = checkpoint.estimator_params(limits)["seed"].check(state["seed"], "seed")
+            counters = _counters(state["counters"], len(config.hidden_sizes))
+            trainer = cls(config, train=train, sizing=sizing, seed=seed, device=device,
+                          history_limit=history_limit)
             trainer.net.load_state_dict(state["model"], strict=True)
-            _check_optimizer_state(trainer, state["optimizer"])
+            legacy_averages = state.get("averages") is None  # then they ride in the optimizer state
+            _check_optimizer_state(trainer, state["optimizer"], counters["n_steps"], legacy_averages)
             trainer.optimizer.load_state_dict(state["optimizer"])
             _load_averages(trainer, state.get("averages"))
             polyak = state.get("polyak")  # absent in older checkpoints: start at the weights
             if trainer.polyak is not None and polyak is not None:
                 trainer.polyak.load(trainer.net, polyak)
-            trainer.generator.set_state(state["rng"])
-            c = state["counters"]
+            rng = checkpoint.check_tensor(state["rng"], "rng state", dtype=torch.uint8,
+                                          shape=tuple(trainer.generator.get_state().shape))
+            trainer.generator.set_state(rng)
             for key in ("n_samples", "n_steps", "n_cycles", "n_nonfinite", "last_cycle"):
-                setattr(trainer, key, int(c[key]))
-            trainer.started, trainer.fine_tune = bool(c["started"]), bool(c["fine_tune"])
-            trainer.n_grown = [int(v) for v in checkpoint.plain(c["n_grown"], "n_grown")]
-            trainer.n_pruned = [int(v) for v in checkpoint.plain(c["n_pruned"], "n_pruned")]
-            if not len(trainer.n_grown) == len(trainer.n_pruned) == len(trainer.net.hidden):
-                raise ValueError("counters do not match the number of hidden layers")
+                setattr(trainer, key, counters[key])
+            trainer.started, trainer.fine_tune = counters["started"], counters["fine_tune"]
+            trainer.n_grown, trainer.n_pruned = list(counters["n_grown"]), list(counters["n_pruned"])
             history = state["history"]
             checkpoint.require(isinstance(history, list) and len(history) <= history_limit,
                                "history is not a list within its limit")
-            trainer.size_history = [_history_entry(e) for e in history]
+            trainer.size_history = [_history_entry(e, limits) for e in history]
         except ValueError:
             raise
         except Exception as exc:  # a crafted state can raise anything: one type out
@@ -797,6 +801,112 @@ class DASTrainer:
                 group["lr"] = train.lr
 
 
+_STATE_KEYS = frozenset({"format", "version", "net", "model", "optimizer", "train", "sizing", "seed",
+                         "rng", "counters", "history", "history_limit"})
+_COUNT = checkpoint.integer(0, 2**62)
+_WIDTH = checkpoint.integer(0, 2**31)
+
+#: What a checkpoint may set in :class:`TrainConfig`, with ranges (``f`` and ``regularizer``
+#: are checked again by name when the regularizer is built).
+_TRAIN_RULES: dict[str, checkpoint.Rule] = {
+    "optimizer": checkpoint.choice("adam", "adamw", "sgd"),
+    "lr": checkpoint.number(0, 10, open_lo=True),
+    "momentum": checkpoint.number(0, 1, open_hi=True),
+    "weight_decay": checkpoint.number(0, 1),
+    "regularizer": checkpoint.choice("weighted_l1", "l21", "l1", "none"),
+    "alpha": checkpoint.number(0, 100),
+    "f": checkpoint.text(),
+    "loss": checkpoint.choice("cross_entropy", "mse"),
+    "numpy_backprop": checkpoint.flag(),
+    "sync_free": checkpoint.flag(none=True),
+    "cuda_graphs": checkpoint.flag(),
+    "average_horizon": checkpoint.integer(0, 10**9),
+}
+
+#: An optimizer parameter group's numeric hyperparameters, with ranges; its other entries
+#: (flags) must equal those of the optimizer the trainer builds.
+_GROUP_RULES: dict[str, checkpoint.Rule] = {
+    "lr": checkpoint.number(0, 10, open_lo=True),
+    "betas": checkpoint.sequence(checkpoint.number(0, 1, open_hi=True), max_len=2, min_len=2),
+    "eps": checkpoint.number(0, 1, open_lo=True),
+    "weight_decay": checkpoint.number(0, 1),
+    "momentum": checkpoint.number(0, 1, open_hi=True),
+    "dampening": checkpoint.number(0, 1),
+}
+
+#: The state each optimizer keeps per parameter: exactly these keys.
+_OPTIMIZER_STATE_KEYS = {"adam": {"step", "exp_avg", "exp_avg_sq"},
+                         "adamw": {"step", "exp_avg", "exp_avg_sq"},
+                         "sgd": {"momentum_buffer"}}
+
+
+def _sizing_rules(limits: checkpoint.Limits) -> dict[str, checkpoint.Rule]:
+    """What a checkpoint may set in :class:`SizingConfig` (widths within ``limits``)."""
+    params = checkpoint.estimator_params(limits)
+    rules = {k: params[k] for k in ("tau", "growth_percentage", "min_growth", "min_units",
+                                    "max_units", "grow", "prune", "prune_horizon", "grow_init")}
+    rules["every"] = params["grow_every"]
+    return rules
+
+
+def _net_config(net: Any) -> NetConfig:
+    checkpoint.require(isinstance(net, dict), "net is not a dict")
+    rules = {
+        "n_inputs": checkpoint.integer(0, 2**31),
+        "hidden_sizes": checkpoint.sequence(checkpoint.integer(1, 2**31), max_len=64, min_len=1),
+        "n_outputs": checkpoint.integer(1, 2**31),
+        "activation": checkpoint.text(r"[a-z_]{1,32}"),
+        "input_hw": checkpoint.Rule((list, tuple), items=checkpoint.integer(1, 4096), min_len=2,
+                                    max_len=2, none=True),
+        "conv_strides": checkpoint.sequence(checkpoint.integer(1, 16), max_len=63),
+        "kernel_size": checkpoint.integer(1, 31),
+        "dropout": checkpoint.sequence(checkpoint.number(0, 1, open_hi=True), max_len=64),
+    }
+    return NetConfig.from_dict(checkpoint.check_params(net, rules, "net"))
+
+
+def _n_parameters(config: NetConfig) -> int:
+    return sum(math.prod(shape) for shape in _expected_shapes(config).values())
+
+
+def check_architecture(config: NetConfig, sizing: SizingConfig,
+                       limits: checkpoint.Limits | None = None) -> None:
+    """``ValueError`` unless a network of ``config`` fits ``limits``: every hidden layer at
+    most :attr:`~streamdas.checkpoint.Limits.max_units` wide, and at most
+    :attr:`~streamdas.checkpoint.Limits.max_parameters` parameters once every layer has grown
+    once more by ``sizing`` (the growth before the first step, or at the next cycle). By
+    arithmetic: nothing is allocated.
+
+    >>> check_architecture(NetConfig(4, (64, 64), 2), SizingConfig())
+    >>> check_architecture(NetConfig(4, (4000, 4000), 2), SizingConfig())
+    Traceback (most recent call last):
+    ...
+    ValueError: a network 4 -> [4000, 4000] -> 2 grown once to [4800, 4800] has 23,078,402 parameters, ...
+    """
+    limits = limits or checkpoint.DEFAULT_LIMITS
+    widths = [int(h) for h in config.hidden_sizes]
+    checkpoint.require(all(w <= limits.max_units for w in widths),
+                       f"hidden layers {widths} exceed the {limits.max_units} units allowed")
+    grown = [w + growth_amount(w, sizing) for w in widths] if sizing.grow else widths
+    n = _n_parameters(replace(config, hidden_sizes=tuple(grown)))
+    checkpoint.require(n <= limits.max_parameters,
+                       f"a network {config.n_inputs} -> {widths} -> {config.n_outputs} grown once to "
+                       f"{grown} has {n:,} parameters, more than the {limits.max_parameters:,} allowed")
+    make_activation(config.activation)  # refuses unknown names and f(0) != 0
+
+
+def _counters(c: Any, n_hidden: int) -> dict[str, Any]:
+    rules: dict[str, checkpoint.Rule] = {
+        k: _COUNT for k in ("n_samples", "n_steps", "n_cycles", "n_nonfinite", "last_cycle")}
+    rules |= {"started": checkpoint.flag(), "fine_tune": checkpoint.flag(),
+              "n_grown": checkpoint.sequence(_COUNT, max_len=n_hidden, min_len=n_hidden),
+              "n_pruned": checkpoint.sequence(_COUNT, max_len=n_hidden, min_len=n_hidden)}
+    out = checkpoint.check_params(c, rules, "counters")
+    checkpoint.require(set(out) == set(rules), f"counters have keys {sorted(out)}, not {sorted(rules)}")
+    checkpoint.require(out["last_cycle"] <= out["n_samples"], "the last cycle is after the last sample")
+    return out
+
+
 def _load_averages(trainer: DASTrainer, averages: Any) -> None:
     """The sizer's running averages: from ``state["averages"]`` (parameter name -> tensor), or,
     in checkpoints written while they rode in the optimizer's state, moved out of it."""
@@ -811,28 +921,72 @@ def _load_averages(trainer: DASTrainer, averages: Any) -> None:
     for name, value in averages.items():
         p = params.get(name)
         checkpoint.require(p is not None, f"average of unknown parameter {name!r}")
-        checkpoint.require(isinstance(value, Tensor) and value.shape == p.shape
-                           and value.dtype == p.dtype, f"average of {name!r} does not fit")
+        try:
+            checkpoint.check_tensor(value, f"average of {name!r}", dtype=p.dtype, shape=p.shape)
+        except ValueError as exc:
+            raise ValueError(f"average of {name!r} does not fit: {exc}") from None
         trainer.averages.state[p] = {AVERAGE_KEY: value.to(p.device).clone()}
 
 
-def _check_optimizer_state(trainer: DASTrainer, opt_state: dict[str, Any]) -> None:
-    """torch does not check shapes when loading optimizer state: do it, so nothing half-loads."""
+def _check_group(trainer: DASTrainer, group: Any, n_params: int) -> None:
+    """The one parameter group: its parameter ids, hyperparameters in range, flags as built."""
+    reference = trainer.optimizer.state_dict()["param_groups"][0]
+    checkpoint.require(isinstance(group, dict), "optimizer parameter group is not a dict")
+    checkpoint.require({"params", "lr"} <= set(group) <= set(reference),
+                       f"optimizer parameter group has keys {sorted(map(str, group))}, "
+                       f"not those of {type(trainer.optimizer).__name__}: {sorted(reference)}")
+    checkpoint.require(group["params"] == list(range(n_params)),
+                       "optimizer parameter group does not list the network's parameters")
+    for key, value in group.items():
+        if key == "params":
+            continue
+        rule = _GROUP_RULES.get(key)
+        if rule is not None:
+            rule.check(value, f"optimizer {key}")
+        else:
+            checkpoint.require(type(value) is type(reference[key]) and value == reference[key],
+                               f"optimizer {key} is {value!r}, not {reference[key]!r}")
+
+
+def _check_optimizer_state(trainer: DASTrainer, opt_state: Any, n_steps: int,
+                           legacy_averages: bool = False) -> None:
+    """The optimizer state must be the one this trainer's optimizer keeps: one parameter group
+    with the network's parameters and hyperparameters in range, and per parameter exactly the
+    keys it uses (Adam: ``step``, ``exp_avg``, ``exp_avg_sq``; SGD: ``momentum_buffer``), each
+    tensor of its parameter's shape and dtype and finite, ``exp_avg_sq`` not negative, steps
+    whole numbers from 0 to the trainer's step count. torch checks none of it when loading,
+    and a state that does not fit fails at the first step."""
     params = list(trainer.net.parameters())
-    ids = [i for group in opt_state["param_groups"] for i in group["params"]]
-    if len(ids) != len(params):
-        raise ValueError("optimizer state covers a different number of parameters")
-    by_id = dict(zip(ids, params, strict=True))
-    for pid, pstate in opt_state["state"].items():
-        p = by_id.get(pid)
-        if p is None:
-            raise ValueError(f"optimizer state for unknown parameter {pid}")
+    checkpoint.require(isinstance(opt_state, dict) and set(opt_state) == {"state", "param_groups"},
+                       "optimizer state is not {state, param_groups}")
+    groups, per_param = opt_state["param_groups"], opt_state["state"]
+    checkpoint.require(isinstance(groups, list) and len(groups) == 1,
+                       "optimizer state does not have one parameter group")
+    _check_group(trainer, groups[0], len(params))
+    checkpoint.require(isinstance(per_param, dict), "optimizer per-parameter state is not a dict")
+    expected = _OPTIMIZER_STATE_KEYS[trainer.train_config.optimizer]
+    for pid, pstate in per_param.items():
+        checkpoint.require(type(pid) is int and 0 <= pid < len(params),
+                           f"optimizer state for unknown parameter {pid!r}")
+        p = params[pid]
+        checkpoint.require(isinstance(pstate, dict), f"optimizer state {pid} is not a dict")
+        keys = set(pstate) - {AVERAGE_KEY} if legacy_averages else set(pstate)
+        checkpoint.require(keys == expected, f"optimizer state {pid} has keys {sorted(map(str, pstate))}, "
+                           f"not {sorted(expected)}")
         for key, value in pstate.items():
-            if isinstance(value, Tensor) and value.dim() > 0 and value.shape != p.shape:
-                raise ValueError(
-                    f"optimizer state {key!r} has shape {tuple(value.shape)}, parameter has "
-                    f"{tuple(p.shape)}"
-                )
+            what = f"optimizer state {key!r} of parameter {pid}"
+            if key == "step":
+                step = checkpoint.check_tensor(value, what, dtype=torch.float32, shape=())
+                s = float(step)
+                checkpoint.require(s == int(s) and 0 <= s <= n_steps,
+                                   f"{what} is {s}, not a step count from 0 to {n_steps}")
+            elif key == "momentum_buffer" and value is None:
+                continue
+            elif key == AVERAGE_KEY:
+                checkpoint.check_tensor(value, f"average of parameter {pid}", dtype=p.dtype, shape=p.shape)
+            else:
+                checkpoint.check_tensor(value, what, dtype=p.dtype, shape=p.shape,
+                                        nonnegative=key == "exp_avg_sq")
 
 
 def _expected_shapes(config: NetConfig) -> dict[str, tuple[int, ...]]:
@@ -857,18 +1011,21 @@ def _expected_shapes(config: NetConfig) -> dict[str, tuple[int, ...]]:
 
 def _check_shapes(config: NetConfig, model_state: Any) -> None:
     """The parameter shapes a network of ``config`` would have must be exactly those of the
-    tensors in ``model_state``, checked before building it: a file cannot make us allocate
-    a network larger than the weights it holds."""
+    tensors in ``model_state`` (float32, finite), checked before building it: a file cannot
+    make us allocate a network larger than the weights it holds."""
     if not isinstance(model_state, dict) or not all(isinstance(v, Tensor) for v in model_state.values()):
         raise ValueError("model weights are not a dict of tensors")
     expected = _expected_shapes(config)
     found = {k: tuple(v.shape) for k, v in model_state.items()}
     if expected != found:
         raise ValueError(f"the weights do not fit architecture {config.hidden_sizes}")
+    for name, value in model_state.items():
+        checkpoint.check_tensor(value, f"weight {name!r}", dtype=torch.float32)
 
 
-def _history_entry(entry: Any) -> dict[str, Any]:
+def _history_entry(entry: Any, limits: checkpoint.Limits) -> dict[str, Any]:
     if not (isinstance(entry, dict) and set(entry) == {"n_samples", "event", "sizes"}):
         raise ValueError("a size-history entry is not {n_samples, event, sizes}")
-    return {"n_samples": int(entry["n_samples"]), "event": str(entry["event"]),
-            "sizes": [int(v) for v in checkpoint.plain(entry["sizes"], "sizes")]}
+    return {"n_samples": _COUNT.check(entry["n_samples"], "history n_samples"),
+            "event": checkpoint.choice("init", "grow", "prune").check(entry["event"], "history event"),
+            "sizes": list(checkpoint.sequence(_WIDTH, max_len=64).check(entry["sizes"], "history sizes"))}
