@@ -28,7 +28,7 @@ from streamdas.features import FeatureIndex, RunningStandardizer, check_label, c
 from streamdas.memory import deep_size
 from streamdas.model import NetConfig
 from streamdas.sizing import SizingConfig
-from streamdas.trainer import DASTrainer, TrainConfig, preload_optimizer
+from streamdas.trainer import DASTrainer, TrainConfig, check_architecture, preload_optimizer
 
 __all__ = ["DASClassifier", "DASRegressor"]
 
@@ -454,8 +454,11 @@ class _DASEstimator:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Any:
-        """Rebuild an estimator from :meth:`to_state`'s data, validating every field.
+    def from_state(cls, state: dict[str, Any], limits: checkpoint.Limits | None = None) -> Any:
+        """Rebuild an estimator from :meth:`to_state`'s data, validating every field: parameters
+        in their ranges (:func:`streamdas.checkpoint.estimator_params`), the network it holds or
+        would build at its first step within ``limits``
+        (:func:`streamdas.trainer.check_architecture`), every tensor and statistic.
 
         Raises ``ValueError`` (or another ordinary exception) when the state does not fit;
         :func:`streamdas.load_estimator` turns every such failure into a
@@ -472,7 +475,9 @@ class _DASEstimator:
         expected = {*cls._PARAM_NAMES, "drift_detector"}
         # a subset: parameters added since the file was written take their defaults
         require(set(params) <= expected, f"params have keys {sorted(map(str, params))}")
-        params = {k: (v if k == "drift_detector" else checkpoint.plain(v, f"parameter {k!r}"))
+        rules = checkpoint.estimator_params(limits)
+        params = {k: (v if k == "drift_detector" else rules[k].check(v, f"parameter {k!r}")
+                      if k in rules else checkpoint.plain(v, f"parameter {k!r}"))
                   for k, v in params.items()}
         if "hidden_sizes" in params:
             params["hidden_sizes"] = tuple(params["hidden_sizes"])
@@ -486,7 +491,7 @@ class _DASEstimator:
         require(len(est._stats.count) == len(est._index),
                 "feature statistics do not match the feature index")
         if state["trainer"] is not None:
-            est._trainer = DASTrainer.from_state_dict(state["trainer"], device=est.device)
+            est._trainer = DASTrainer.from_state_dict(state["trainer"], device=est.device, limits=limits)
             if est._trainer.train_config.average_horizon != est.average_horizon:
                 est._trainer._set_average_horizon(est.average_horizon)  # older files: start now
             est._fwd = NumpyForward(est._trainer.net, est._trainer.polyak)
@@ -495,15 +500,22 @@ class _DASEstimator:
         buf_x, buf_y = state["buffer_x"], state["buffer_y"]
         require(isinstance(buf_x, list) and isinstance(buf_y, list) and len(buf_x) == len(buf_y)
                 and len(buf_x) < est.batch_size, "the sample buffer does not fit batch_size")
-        for t in buf_x:
-            require(isinstance(t, torch.Tensor) and t.dtype == torch.float32 and t.dim() == 1
-                    and t.numel() <= len(est._index), "a buffered sample is not a float32 row")
+        for t in buf_x:  # NaN: a missing feature; nothing infinite
+            checkpoint.check_tensor(t, "a buffered sample", dtype=torch.float32, finite=False)
+            require(t.dim() == 1 and t.numel() <= len(est._index) and not bool(torch.isinf(t).any()),
+                    "a buffered sample is not a float32 row of finite values or NaN")
         est._buf_x = [t.numpy().copy() for t in buf_x]
         est._buf_y = list(checkpoint.plain(buf_y, "buffered labels"))
         n_drifts = state["n_drifts_detected"]
         require(type(n_drifts) is int and n_drifts >= 0, "n_drifts_detected is not a count")
         est.n_drifts_detected = n_drifts
         est._load_extra_state(state)
+        max_features = getattr(est, "max_features", None)
+        require(max_features is None or len(est._index) <= max_features, "more features than max_features")
+        if est._trainer is None:  # the network its first step builds must fit the limits too
+            check_architecture(NetConfig(n_inputs=len(est._index), hidden_sizes=tuple(est.hidden_sizes),
+                                         n_outputs=max(est._n_outputs(), 1), activation=est.activation),
+                               est._sizing_config(), limits)
         return est
 
     def __getstate__(self) -> dict[str, Any]:
@@ -785,6 +797,11 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         checkpoint.require(isinstance(classes, list) and None not in classes
                            and not any(isinstance(c, float) and c != c for c in classes),
                            "classes are not a list of labels")
+        max_classes, max_length = getattr(self, "max_classes", None), getattr(self, "max_label_length", None)
+        checkpoint.require(max_classes is None or len(classes) <= max_classes,
+                           "more classes than max_classes")
+        checkpoint.require(max_length is None or all(len(str(c)) <= max_length for c in classes),
+                           "a label is longer than max_label_length")
         self._classes = list(classes)
         self._class_pos = {c: i for i, c in enumerate(self._classes)}
         checkpoint.require(len(self._class_pos) == len(self._classes), "classes repeat")
