@@ -7,6 +7,7 @@
 
 from streamdas.checkpoint import CheckpointError, load_estimator, save_estimator
 from streamdas.estimators import DASClassifier, DASRegressor
+from streamdas.features import LimitError
 from streamdas.model import DASNet, NetConfig
 from streamdas.regularizers import L1, GroupL21, NoRegularizer, WeightedL1
 from streamdas.sizing import SizingConfig
@@ -20,6 +21,7 @@ __all__ = [
     "DASRegressor",
     "DASTrainer",
     "GroupL21",
+    "LimitError",
     "NetConfig",
     "NoRegularizer",
     "SizingConfig",

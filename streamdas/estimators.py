@@ -14,6 +14,7 @@ their running mean, order never matters. Inputs are standardized with running st
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Hashable
 from typing import Any, ClassVar
 
@@ -24,7 +25,7 @@ from river import base
 
 from streamdas import checkpoint
 from streamdas.fastpath import NumpyForward
-from streamdas.features import FeatureIndex, RunningStandardizer, check_label, check_target
+from streamdas.features import FeatureIndex, LimitError, RunningStandardizer, check_label, check_target
 from streamdas.memory import deep_size
 from streamdas.model import NetConfig
 from streamdas.sizing import SizingConfig
@@ -33,6 +34,33 @@ from streamdas.trainer import DASTrainer, TrainConfig, check_architecture, prelo
 __all__ = ["DASClassifier", "DASRegressor"]
 
 _PLAIN_LABELS = (str, int, float, bool, type(None))
+
+
+def _check_bound(name: str, value: Any, none: bool = True) -> None:
+    """``ValueError`` unless ``value`` is a positive ``int`` (or ``None``, where allowed)."""
+    if value is None and none:
+        return
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer{' or None' if none else ''}, got {value!r}")
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters (error messages stay short)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to write out
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _label_length(y: Any) -> float:
+    """Characters of ``str(y)`` (infinite for an integer too long to write out at all)."""
+    if isinstance(y, str):
+        return len(y)
+    try:
+        return len(str(y))
+    except ValueError:  # Python refuses to write integers of more than 4,300 digits
+        return float("inf")
 
 
 class _Live:
@@ -98,6 +126,7 @@ class _DASEstimator:
         drift_detector: base.DriftDetector | None = None,
         device: str = "cpu",
         seed: int | None = None,
+        max_features: int | None = 10_000,
     ) -> None:
         self.hidden_sizes = hidden_sizes
         self.batch_size = batch_size
@@ -122,8 +151,10 @@ class _DASEstimator:
         self.drift_detector = drift_detector
         self.device = device
         self.seed = seed
+        self.max_features = max_features
         if int(batch_size) < 1:
             raise ValueError("batch_size must be >= 1")
+        _check_bound("max_features", max_features)
         # Validate the configs now, so a bad argument fails at construction; and pay torch's
         # one-time optimizer costs here rather than on the first step inside the stream.
         preload_optimizer(self._train_config())
@@ -238,6 +269,11 @@ class _DASEstimator:
         return 0 if self._trainer is None else self._trainer.n_cycles
 
     @property
+    def n_features(self) -> int:
+        """Features known (input columns), at most ``max_features``."""
+        return len(self._index)
+
+    @property
     def n_nonfinite_skipped(self) -> int:
         """Minibatches whose loss or gradients were not finite (skipped, nothing changed)."""
         return 0 if self._trainer is None else self._trainer.n_nonfinite
@@ -251,12 +287,24 @@ class _DASEstimator:
         if self._trainer is not None:
             self._trainer.add_inputs(len(names))
 
+    def _check_feature_room(self, names: list[Hashable]) -> None:
+        """:class:`~streamdas.features.LimitError` if ``names`` (new features) would take the
+        model past ``max_features``."""
+        if self.max_features is not None and len(self._index) + len(names) > self.max_features:
+            raise LimitError(f"too many features: {len(names)} new (first {_short(names[0])}) would make "
+                             f"{len(self._index) + len(names)}, max_features={self.max_features}",
+                             "too_many_features")
+
     def _learn_vector(self, x: dict) -> np.ndarray:
-        """Validated row of ``x`` (NaN = missing); new features grow the index, stats and net."""
+        """Validated row of ``x`` (NaN = missing); new features grow the index, stats and net
+        (``LimitError`` beyond ``max_features``, before anything changes)."""
         index = self._index
         keys, vals = index.values(x)  # validates before anything changes
         if keys != index.cached_keys:  # a known layout has no new names
-            self._grow_features(index.new_names(keys))
+            names = index.new_names(keys)
+            if names:
+                self._check_feature_room(names)
+                self._grow_features(names)
         cols = index.columns(keys)
         if index.complete:
             return vals  # read-only, already dense
@@ -280,7 +328,10 @@ class _DASEstimator:
             c = cols[int(np.flatnonzero(bad)[0])]
             raise ValueError(f"feature {c!r} is not finite (inf)")
         if grow:
-            self._grow_features(self._index.new_names(cols))
+            names = self._index.new_names(cols)
+            if names:
+                self._check_feature_room(names)
+                self._grow_features(names)
         else:
             known = [i for i, c in enumerate(cols) if c in self._index._pos]
             cols = [cols[i] for i in known]
@@ -420,7 +471,7 @@ class _DASEstimator:
         "hidden_sizes", "batch_size", "grow_every", "alpha", "lr", "optimizer", "regularizer",
         "tau", "growth_percentage", "min_growth", "min_units", "max_units", "grow", "prune",
         "prune_horizon", "grow_init", "activation", "standardize", "clip_sd", "average_horizon",
-        "device", "seed")
+        "device", "seed", "max_features")
 
     def _plain_params(self) -> dict[str, Any]:
         params = {k: getattr(self, k) for k in self._PARAM_NAMES}
@@ -623,10 +674,15 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     standardize
         Standardize inputs with running means and variances.
     clip_sd
-        Bounded influence of extreme inputs: once a feature has 30 values, each value enters
-        the running statistics clipped to ``mean +- clip_sd * sd`` and standardized inputs are
-        clipped to ``[-clip_sd, clip_sd]``, so one value like ``1e30`` cannot ruin the
-        standardization for good (``None``: unbounded, every value counts in full).
+        Bounded influence of extreme inputs, from a feature's first value on: standardized
+        inputs are clipped to ``[-clip_sd, clip_sd]``; once a feature has 30 values each value
+        enters the running statistics clipped to ``mean +- clip_sd * sd``, and before that its
+        statistics are those of its first values, each clipped to ``mean +- clip_sd * sd`` of
+        the others less the smallest and the largest (from the 12th value on; see
+        :class:`streamdas.features.RunningStandardizer`). So one value like ``1e30``, even
+        among a new model's first, cannot ruin the standardization for good, and any
+        float32 input gives valid probabilities. ``None``: unbounded, every value counts in
+        full (and inputs near float32's limit may overflow).
     average_horizon
         Predict with running averages of the weights over about this many samples (Polyak
         averaging, :mod:`streamdas.averaging`): learning keeps the high learning rate that
@@ -640,6 +696,18 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         ``"cpu"`` or ``"cuda"``.
     seed
         Random seed.
+    max_classes
+        Most labels the model may learn (each adds an output unit, and a probability to every
+        prediction); ``None``: no bound. Learning a sample whose new label would go past it
+        raises :class:`streamdas.LimitError` and changes nothing.
+    max_label_length
+        Most characters in a new label (``len(str(label))``); a longer one raises
+        :class:`streamdas.LimitError` and changes nothing.
+    max_features
+        Most features the model may learn (each adds an input column); ``None``: no bound.
+        Learning a sample whose new features would go past it raises
+        :class:`streamdas.LimitError` and changes nothing; predicting ignores unknown
+        features, as always (:attr:`n_features` counts the known ones).
 
     Examples
     --------
@@ -684,7 +752,14 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         drift_detector: base.DriftDetector | None = None,
         device: str = "cpu",
         seed: int | None = None,
+        max_classes: int | None = 1000,
+        max_label_length: int = 256,
+        max_features: int | None = 10_000,
     ) -> None:
+        _check_bound("max_classes", max_classes)
+        _check_bound("max_label_length", max_label_length, none=False)
+        self.max_classes = max_classes
+        self.max_label_length = max_label_length
         super().__init__(
             hidden_sizes=hidden_sizes, batch_size=batch_size, grow_every=grow_every, alpha=alpha,
             lr=lr, optimizer=optimizer, regularizer=regularizer, tau=tau,
@@ -692,7 +767,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
             max_units=max_units, grow=grow, prune=prune, prune_horizon=prune_horizon,
             grow_init=grow_init, activation=activation, standardize=standardize, clip_sd=clip_sd,
             average_horizon=average_horizon, drift_detector=drift_detector, device=device,
-            seed=seed)
+            seed=seed, max_features=max_features)
 
     def _reset(self) -> None:
         super()._reset()
@@ -716,16 +791,40 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         return y.item() if isinstance(y, np.generic) else y
 
     def _check_targets(self, ys: list[Any]) -> None:
+        """Valid labels whose new classes fit ``max_classes`` and ``max_label_length``, or
+        ``ValueError`` (:class:`~streamdas.features.LimitError` for a bound)."""
         for y in ys:
             check_label(y)
+        new = self._new_classes(ys)
+        if not new:
+            return
+        n = len(self._classes) + len(new)
+        if self.max_classes is not None and n > self.max_classes:
+            raise LimitError(f"too many classes: {len(new)} new label(s) would make {n}, "
+                             f"max_classes={self.max_classes}", "too_many_classes")
+        for c in new:
+            length = _label_length(c)
+            if length > self.max_label_length:
+                size = "" if length == float("inf") else f" ({length:.0f} characters)"
+                raise LimitError(f"label too long{size}: max_label_length={self.max_label_length} "
+                                 f"characters of str(label)", "label_too_long")
 
-    def _encode_targets(self, ys: list[Any]) -> list[Any]:
-        new: list[Any] = []
+    def _new_classes(self, ys: list[Any]) -> list[Any]:
+        """The classes ``ys`` would add, in order (a boolean label adds both booleans)."""
+        new: dict[Any, None] = {}
+        pos = self._class_pos
         for y in ys:
             y = self._normalize(y)
-            if y not in self._class_pos and y not in new:
-                new.extend([False, True] if isinstance(y, bool) else [y])
-        new = [c for c in dict.fromkeys(new) if c not in self._class_pos]
+            if y in pos or y in new:
+                continue
+            if isinstance(y, bool):
+                new.update(dict.fromkeys((False, True)))
+            else:
+                new[y] = None
+        return [c for c in new if c not in pos]
+
+    def _encode_targets(self, ys: list[Any]) -> list[Any]:
+        new = self._new_classes(ys)
         if new:
             if not self._classes and any(isinstance(c, bool) for c in new):
                 new.sort()  # River's binary convention: {False, True}
@@ -791,6 +890,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         return {"classes": list(self._classes)}
 
     _EXTRA_KEYS: ClassVar[tuple[str, ...]] = ("classes",)
+    _PARAM_NAMES: ClassVar[tuple[str, ...]] = (*_DASEstimator._PARAM_NAMES, "max_classes", "max_label_length")
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         classes = checkpoint.plain(state["classes"], "classes")
@@ -883,6 +983,9 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         ``"cpu"`` or ``"cuda"``.
     seed
         Random seed.
+    max_features
+        Most features the model may learn; ``None``: no bound. Beyond it learning raises
+        :class:`streamdas.LimitError` and changes nothing (see :class:`DASClassifier`).
 
     Examples
     --------
@@ -922,6 +1025,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         drift_detector: base.DriftDetector | None = None,
         device: str = "cpu",
         seed: int | None = None,
+        max_features: int | None = 10_000,
     ) -> None:
         super().__init__(
             hidden_sizes=hidden_sizes, batch_size=batch_size, grow_every=grow_every, alpha=alpha,
@@ -930,7 +1034,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
             max_units=max_units, grow=grow, prune=prune, prune_horizon=prune_horizon,
             grow_init=grow_init, activation=activation, standardize=standardize, clip_sd=clip_sd,
             average_horizon=average_horizon, drift_detector=drift_detector, device=device,
-            seed=seed)
+            seed=seed, max_features=max_features)
 
     def _reset(self) -> None:
         super()._reset()
@@ -952,6 +1056,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         return torch.from_numpy(self._y_stats.transform(y, True).astype(np.float32))
 
     def _to_target(self, out: np.ndarray) -> np.ndarray:
+        """Network outputs in target units (in float64 when ``out`` is, as in predict_many)."""
         return out / self._y_stats.inv_std[0] + self._y_stats.center[0]
 
     def _target_mean(self) -> float:
@@ -968,7 +1073,11 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         if self._trainer is None:
             return self._target_mean()
         assert self._fwd is not None
-        return float(self._to_target(self._fwd(self._predict_input(x)))[0])
+        out = self._fwd(self._predict_input(x))
+        y = float(self._to_target(out)[0])
+        if not math.isfinite(y):  # past float32 (targets near its limit): again in float64
+            y = float(self._to_target(out.astype(np.float64))[0])
+        return y
 
     def predict_many(self, X: pd.DataFrame) -> pd.Series:
         if self._trainer is None:

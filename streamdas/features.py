@@ -32,10 +32,17 @@ class LimitError(ValueError):
     """A record that would take a model past one of its bounds (``max_classes``,
     ``max_label_length``, ``max_features``). Raised before anything changes: the model is
     exactly as it was, and the record can be set aside (the service dead-letters it).
+    ``reason`` names the bound: ``"too_many_classes"``, ``"label_too_long"`` or
+    ``"too_many_features"``.
 
-    >>> issubclass(LimitError, ValueError)
-    True
+    >>> error = LimitError("too many classes", "too_many_classes")
+    >>> isinstance(error, ValueError), error.reason, str(error)
+    (True, 'too_many_classes', 'too many classes')
     """
+
+    def __init__(self, message: str, reason: str = "limit") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def check_value(name: Hashable, value: Any, subject: str | None = None) -> float:
