@@ -99,7 +99,7 @@ def test_bad_records_go_to_dead_letter_topic_and_sigterm_is_graceful(
         "missing_feature": b'{"x": {"a": 0.5}, "y": 1}',
         "unknown_feature": b'{"x": {"a": 0.5, "b": 0.1, "c": 9}}',
     }
-    # good records first so the model's schema is {a, b}; bad ones interleaved after
+    # the schema is configured (--features a,b); bad ones interleaved after good ones
     values: list[bytes | None] = list(good[:100])
     keys: list[bytes | None] = [None] * 100
     for i, (reason, value) in enumerate(bad.items()):
@@ -110,7 +110,7 @@ def test_bad_records_go_to_dead_letter_topic_and_sigterm_is_graceful(
     assert produce(bs, "in", values, keys=keys) == len(values)
 
     metrics = free_port()
-    service = ServiceProcess(service_args(bs, tmp_path, max_record_bytes=2048,
+    service = ServiceProcess(service_args(bs, tmp_path, max_record_bytes=2048, features="a,b",
                                           metrics_port=metrics), tmp_path / "svc.log")
     try:
         dead = read_topic(bs, "dlq", lambda r: len(r) >= len(bad), timeout=60)
