@@ -64,3 +64,104 @@ def test_out_of_range_values_name_the_feature_even_with_warnings_as_errors():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="'a' is out of float32 range"):
             index.values({"a": 1e39})
+
+
+# ---------------------------------------------------------------- robust warm-up (clip)
+def _normal(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, 1)).astype(np.float32)
+
+
+def _feed(s: RunningStandardizer, data: np.ndarray, batch: int) -> RunningStandardizer:
+    for i in range(0, len(data), batch):
+        s.update(data[i : i + batch])
+    return s
+
+
+def _sd(s: RunningStandardizer) -> np.ndarray:
+    return np.sqrt(s.m2 / s.count)
+
+
+@pytest.mark.parametrize("value", [1e30, -3.4e38])
+@pytest.mark.parametrize("batch", [1, 8])
+@pytest.mark.parametrize("at", [0, 4, 11, 29])
+def test_one_far_out_value_among_the_first_cannot_rule_the_statistics(at: int, batch: int, value: float):
+    """Clipping used to start after the warm-up: one 1e30 among a feature's first 30 values set
+    its mean near 3e28 for good. Now it enters at the edge of the others' window."""
+    data = _normal(2000)
+    poisoned = data.copy()
+    poisoned[at] = value
+    clean = _feed(RunningStandardizer(clip=10.0), data[:30], batch)
+    s = _feed(RunningStandardizer(clip=10.0), poisoned[:30], batch)
+    assert abs(s.mean[0] - clean.mean[0]) < 0.5 and _sd(s)[0] < 2.5 * _sd(clean)[0]
+    _feed(clean, data[30:], batch)
+    _feed(s, poisoned[30:], batch)
+    assert abs(s.mean[0] - clean.mean[0]) < 0.02 and abs(_sd(s)[0] / _sd(clean)[0] - 1) < 0.05
+
+
+def test_a_far_out_value_at_each_end_and_a_late_feature_with_gaps():
+    """One far-out value at each end of the first values is clipped; a feature that appears
+    after the others are past their warm-up has its own, missing values skipped."""
+    rng = np.random.default_rng(1)
+    first = rng.normal(size=(100, 1)).astype(np.float32)
+    b = (5 + 2 * rng.normal(size=(1000, 1))).astype(np.float32)
+    b[rng.uniform(size=1000) < 0.3] = np.nan
+    rows = np.hstack([rng.normal(size=(1000, 1)).astype(np.float32), b])
+    poisoned = rows.copy()
+    poisoned[[2, 9], 1] = [3e38, -1e30]
+    clean, s = RunningStandardizer(clip=10.0), RunningStandardizer(clip=10.0)
+    for stats, data in ((clean, rows), (s, poisoned)):
+        stats.update(first)
+        assert stats._ready
+        _feed(stats, data, 7)
+    assert abs(s.mean[1] - clean.mean[1]) < 0.1 and _sd(s)[1] < 1.25 * _sd(clean)[1]
+
+
+@pytest.mark.parametrize("gaps", [False, True])
+def test_while_nothing_is_clipped_the_arithmetic_is_unchanged(gaps: bool):
+    """Clean data: the statistics with clip equal those without, to the last bit."""
+    data = (np.random.default_rng(2).normal(size=(200, 3)) * [1, 1e3, 1e-2] + [0, 1e4, 5]).astype(np.float32)
+    if gaps:
+        data[np.random.default_rng(3).uniform(size=data.shape) < 0.2] = np.nan
+    for batch in (1, 5, 16):
+        a = _feed(RunningStandardizer(clip=10.0), data, batch)
+        b = _feed(RunningStandardizer(), data, batch)
+        for name in ("count", "mean", "m2"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+
+
+@pytest.mark.parametrize("seen", [[[3.4e38]] * 20, [[3.4e38], [-3.4e38]] * 10, [[1.0], [2.0]] * 10])
+def test_any_float32_input_standardizes_to_a_finite_bounded_value(seen):
+    """Values whose squares or differences overflow float32 (3.4e38) gave inf and NaN inputs."""
+    s = RunningStandardizer(clip=10.0)
+    s.update(np.array(seen, dtype=np.float32))
+    probe = np.array([[3.4e38], [-3.4e38], [0.0], [1e-45], [np.nan]], dtype=np.float32)
+    with np.errstate(over="ignore"):
+        z = s.transform(probe, standardize=True)
+    assert np.isfinite(z).all() and (np.abs(z) <= 10).all()
+    assert np.isfinite(s.mean).all() and np.isfinite(s.m2).all()
+
+
+def test_the_warm_up_is_kept_in_checkpoint_states():
+    data = _normal(60)
+    data[3] = 1e30
+    s = _feed(RunningStandardizer(clip=10.0), data[:15], 4)
+    state = s.state()
+    assert len(state["early"][0]) == 15 and state["early"][0][3] == float(np.float32(1e30))
+    restored = RunningStandardizer.from_state(state, clip=10.0)
+    _feed(s, data[15:], 4)
+    _feed(restored, data[15:], 4)
+    for name in ("count", "mean", "m2"):
+        np.testing.assert_array_equal(getattr(s, name), getattr(restored, name))
+    assert s.state()["early"] == [[]]  # past the warm-up: nothing kept
+    old = _feed(RunningStandardizer(clip=10.0), data[:15], 4).state()
+    del old["early"]  # written before the warm-up values were kept: loads
+    assert RunningStandardizer.from_state(old, clip=10.0).count.tolist() == [15.0]
+
+
+@pytest.mark.parametrize("early", [[], [[1.0] * 14], [[1.0] * 15, []], [[float("nan")] * 15], [[1e39] * 15],
+                                   [["1"] * 15], "x"])
+def test_bad_warm_up_values_in_a_state_are_refused(early):
+    state = _feed(RunningStandardizer(clip=10.0), _normal(15), 4).state()
+    state["early"] = early
+    with pytest.raises(ValueError, match="early"):
+        RunningStandardizer.from_state(state, clip=10.0)
