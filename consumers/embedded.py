@@ -1,9 +1,10 @@
 """Embedded mode: the service's predict-then-learn loop over a local source, no broker.
 
 Records come from :func:`consumers.sources.open_source` in batches of ``max_poll_records``
-(from stdin, ``--source -``, a batch is whatever has arrived, up to that many: a live pipe gets
-each prediction back as soon as its record is in, and SIGTERM or SIGINT ends the run with
-status 0 even while the pipe is still open);
+(and at most about :data:`BATCH_BYTES`, as a Kafka fetch is bounded in bytes; from stdin,
+``--source -``, a batch is whatever has arrived, up to that many: a live pipe gets each
+prediction back as soon as its record is in, and SIGTERM or SIGINT ends the run with status 0
+even while the pipe is still open);
 predictions (same JSON as the output topic, with ``topic`` set to the source and ``offset`` to
 the record's index) go to ``--output`` (JSONL, ``-`` for stdout) and dead letters to
 ``--dead-letter-output`` (default stderr), one standard JSON object per line, bounded as the
@@ -14,7 +15,6 @@ metrics carry ``model="<source>-0"`` (``stdin-0`` for ``-``), as the service's c
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import sys
@@ -42,10 +42,15 @@ def _open(target: str | None, default: IO[str], stack: ExitStack) -> IO[str]:
 
 _END = object()
 
+#: A batch ends once its values hold this many bytes (as a Kafka fetch is bounded in bytes).
+BATCH_BYTES = 32 * 1024 * 1024
+
 
 def batches(values: Iterable[bytes], size: int, live: bool = False,
-            stop: threading.Event | None = None) -> Iterator[list[bytes]]:
-    """Group ``values`` into lists of at most ``size``.
+            stop: threading.Event | None = None, max_bytes: int = BATCH_BYTES
+            ) -> Iterator[list[bytes]]:
+    """Group ``values`` into lists of at most ``size`` values and about ``max_bytes`` bytes (a
+    batch ends with the value that reaches ``max_bytes``).
 
     With ``live`` (a pipe), a batch is whatever has arrived, up to ``size``: a reader thread
     feeds a queue, the first value of a batch is waited for and the rest taken only if already
@@ -55,12 +60,21 @@ def batches(values: Iterable[bytes], size: int, live: bool = False,
     --------
     >>> [len(b) for b in batches(iter([b"1"] * 5), 2)]
     [2, 2, 1]
+    >>> [len(b) for b in batches(iter([b"12"] * 5), 4, max_bytes=3)]
+    [2, 2, 1]
     >>> sum(len(b) for b in batches(iter([b"1"] * 5), 2, live=True))
     5
     """
     values = iter(values)
     if not live:
-        while batch := list(itertools.islice(values, size)):
+        batch, held = [], 0
+        for value in values:
+            batch.append(value)
+            held += len(value)
+            if len(batch) >= size or held >= max_bytes:
+                yield batch
+                batch, held = [], 0
+        if batch:
             yield batch
         return
     stop = stop or threading.Event()
@@ -97,6 +111,7 @@ def batches(values: Iterable[bytes], size: int, live: bool = False,
             except queue.Empty:
                 continue
             batch: list[bytes] = []
+            held = 0
             while True:
                 if item is _END:
                     done = True
@@ -104,7 +119,8 @@ def batches(values: Iterable[bytes], size: int, live: bool = False,
                 if isinstance(item, BaseException):
                     raise item
                 batch.append(item)
-                if len(batch) >= size:
+                held += len(item)
+                if len(batch) >= size or held >= max_bytes:
                     break
                 try:
                     item = inbox.get_nowait()
