@@ -166,7 +166,7 @@ class KafkaService:
         self.spec = ModelSpec(task=cfg.task, kind=cfg.model, params=dict(cfg.model_params),
                               seed=cfg.seed)
         self.store = CheckpointStore(cfg.checkpoint_dir, keep=cfg.checkpoint_keep, kind=cfg.model,
-                                     on_fallback=self.telemetry.checkpoint_fallback)
+                                     on_fallback=self.telemetry.checkpoint_fallback, params=cfg.model_params)
         self.states: dict[TopicPartition, PartitionState] = {}
         self._parked: dict[TopicPartition, PartitionState] = {}
         self._start_offsets: dict[TopicPartition, int] = {}

@@ -3,8 +3,10 @@
 Layout: ``<dir>/<topic>/<partition>/<next_offset:020d>.ckpt``. Each file is written
 atomically by :func:`streamdas.checkpoint.save_estimator` (temp file, fsync, rename) and holds
 the estimator *and* ``extra["offsets"]`` -- so the model state and the position it corresponds
-to can never disagree. Loading takes the file with the highest offset that reads cleanly (a
-corrupt newest file falls back to the previous one); older files beyond ``keep`` are pruned.
+to can never disagree. Loading takes the file with the highest offset that reads cleanly and
+works (a corrupt newest file falls back to the previous one); older files beyond ``keep`` are
+pruned. Temporary files of a save killed midway are removed at start and before each save, once
+``stale_after_s`` old (a younger one may be another replica's save in progress).
 Offsets in file names also make writes monotonic across instances: a stale writer can only add
 an older file, never hide a newer one.
 
@@ -15,6 +17,17 @@ table, plain parameters, weights as a ``{feature: float}`` dict) by :func:`linea
 store built with ``kind`` refuses a checkpoint of another model kind. Every unreadable file is a
 :class:`~streamdas.CheckpointError`: :meth:`CheckpointStore.load` then falls back to the next
 older file, then to ``None`` (a fresh model), logging and reporting each fallback.
+
+A file that reads is not yet a model that works: after validating it (see
+:mod:`streamdas.checkpoint`), the store predicts and takes one learning step on a copy of the
+model (:func:`streamdas.checkpoint.self_check`); any failure there -- a native panic, a
+non-finite output -- makes the file unreadable too.
+
+Configured model parameters (``--model-param``) and a checkpoint's: the checkpoint's win, since
+they shape the state it holds (architecture, optimizer, limits), except the hyperparameters a
+DAS estimator may change while learning (its ``_mutable_attributes``: ``alpha``, ``lr``, ``tau``,
+``grow_every``), where the configured value is applied. Every difference is logged with both
+values and which one is used.
 """
 
 from __future__ import annotations
@@ -25,7 +38,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +165,13 @@ def linear_from_state(state: Any) -> Any:
     return est
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists (configured values come from JSON), for comparing."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _kind_of(estimator: Any) -> str:
     return "das" if type(estimator).__name__ in checkpoint.ESTIMATORS else "linear"
 
@@ -164,9 +184,10 @@ def _save(estimator: Any, path: Path, extra: dict[str, Any]) -> None:
     checkpoint.save(payload, path)
 
 
-def _load(path: Path, kind: str | None) -> tuple[Any, dict[str, Any]]:
-    """``(estimator, extra)`` from ``path``; :class:`CheckpointError` for anything wrong."""
-    payload = checkpoint.load(path)
+def _load(path: Path, kind: str | None, limits: checkpoint.Limits) -> tuple[Any, dict[str, Any]]:
+    """``(estimator, extra)`` from ``path``; :class:`CheckpointError` for anything wrong (the
+    caller then runs the model's trial)."""
+    payload = checkpoint.load(path, limits)
     fmt = payload.get("format")
     if fmt == _LEGACY_PICKLE_FORMAT:
         raise CheckpointError(f"{path}: pickled checkpoints are never loaded (not data but code)")
@@ -174,10 +195,11 @@ def _load(path: Path, kind: str | None) -> tuple[Any, dict[str, Any]]:
     if kind is not None and found != kind:
         raise CheckpointError(f"{path} holds a {found!r} model, the service runs {kind!r}")
     if found == "das":
-        return checkpoint.load_estimator(path)
+        return checkpoint.load_estimator(path, limits, check=False)
     extra = payload.get("extra", {})
     if not isinstance(extra, dict):
         raise CheckpointError(f"{path}: extra data is not a dict")
+    checkpoint.guarded(lambda: checkpoint.plain_tree(extra, "extra data"), str(path))
     estimator = checkpoint.guarded(lambda: linear_from_state(payload.get("baseline")), str(path))
     return estimator, extra
 
@@ -214,13 +236,26 @@ class CheckpointStore:
     """
 
     def __init__(self, root: str | os.PathLike[str], keep: int = 2, kind: str | None = None,
-                 on_fallback: Callable[[str], None] | None = None) -> None:
+                 on_fallback: Callable[[str], None] | None = None,
+                 params: Mapping[str, Any] | None = None, limits: checkpoint.Limits | None = None,
+                 stale_after_s: float = 600.0) -> None:
         if kind not in (None, "das", "linear"):
             raise ValueError(f"kind must be 'das', 'linear' or None, got {kind!r}")
         self.root = Path(root)
         self.keep = max(1, int(keep))
         self.kind = kind
         self.on_fallback = on_fallback
+        self.params = dict(params or {})
+        self.limits = limits or checkpoint.DEFAULT_LIMITS
+        self.stale_after_s = float(stale_after_s)
+        if self.root.is_dir():
+            for folder in sorted(self.root.glob("*/*")):
+                self._remove_stale(folder)
+
+    def _remove_stale(self, folder: Path) -> None:
+        if folder.is_dir():
+            for path in checkpoint.remove_stale_temp_files(folder, self.stale_after_s):
+                log.warning("removed %s, left by a checkpoint save that did not finish", path)
 
     def folder(self, topic: str, partition: int) -> Path:
         """The folder holding ``topic``/``partition``'s checkpoints."""
@@ -247,6 +282,7 @@ class CheckpointStore:
         if state.next_offset is None:
             raise ValueError("cannot checkpoint a partition state without next_offset")
         offset = int(state.next_offset)
+        self._remove_stale(self.folder(topic, partition))
         path = self.folder(topic, partition) / f"{offset:020d}.ckpt"
         extra = {
             "offsets": {f"{topic}:{int(partition)}": offset},
@@ -262,22 +298,52 @@ class CheckpointStore:
             old.unlink(missing_ok=True)
         return path
 
+    def _reconcile(self, estimator: Any, where: str) -> None:
+        """Log every configured parameter that differs from the checkpoint's, and apply the
+        configured value where a DAS estimator may change it while learning."""
+        current = estimator._get_params()
+        mutable = estimator._mutable_attributes if _kind_of(estimator) == "das" else set()
+        apply = {}
+        for key, configured in sorted(self.params.items()):
+            if key not in current or _plain(current[key]) == _plain(configured):
+                continue
+            try:  # nested River objects (optimizers, detectors) are not compared
+                checkpoint.plain(_plain(current[key]), key)
+            except ValueError:
+                continue
+            use = "configured" if key in mutable else "checkpoint's"
+            log.warning("checkpoint %s: parameter %s is %r in the checkpoint and %r in the "
+                        "configuration; using the %s value", where, key, _plain(current[key]),
+                        _plain(configured), use)
+            if key in mutable:
+                apply[key] = configured
+        if apply:
+            try:
+                estimator.mutate(apply)
+            except (TypeError, ValueError) as exc:  # validated at configuration: not expected
+                log.warning("checkpoint %s: the configured %s cannot be applied (%s); the "
+                            "checkpoint's values stay", where, sorted(apply), exc)
+
     def _fallback(self, to: str) -> None:
         if self.on_fallback is not None:
             self.on_fallback(to)
 
     def load(self, topic: str, partition: int) -> Loaded | None:
-        """Load the newest readable checkpoint of a partition (``None`` when there is none,
-        or when none of its files can be read: the caller starts a fresh model)."""
+        """Load the newest readable checkpoint of a partition whose model passes its trial
+        (``None`` when there is none, or when none of its files can be read: the caller starts
+        a fresh model)."""
         files = self._files(topic, partition)
         for i, (offset, path) in enumerate(files):
             try:
-                estimator, extra = _load(path, self.kind)
+                estimator, extra = _load(path, self.kind, self.limits)
                 features = extra.get("features")
                 n_records = extra.get("n_records", 0)
                 checkpoint.require(features is None or (isinstance(features, list) and all(
                     type(f) is str for f in features)), "features are not a list of names")
                 checkpoint.require(type(n_records) is int and n_records >= 0, "bad n_records")
+                self._reconcile(estimator, f"{topic}:{partition} ({path.name})")
+                x, y = checkpoint.trial_input(estimator, features)
+                checkpoint.self_check(estimator, x, y, str(path))
             except (CheckpointError, ValueError) as exc:
                 to = "an older checkpoint" if i + 1 < len(files) else "a fresh model"
                 log.error("checkpoint fallback: %s:%d skips unreadable %s, falls back to %s: %s",
