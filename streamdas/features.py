@@ -31,7 +31,7 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 class LimitError(ValueError):
     """A record that would take a model past one of its bounds (``max_classes``,
     ``max_label_length``, ``max_features``). Raised before anything changes: the model is
-    exactly as it was, and the record can be set aside (the service dead-letters it).
+    exactly as it was, and the caller may set the record aside and go on.
     ``reason`` names the bound: ``"too_many_classes"``, ``"label_too_long"`` or
     ``"too_many_features"``.
 
