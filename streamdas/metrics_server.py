@@ -155,8 +155,14 @@ class BoundedWSGIServer:
         self.timeout_s = float(timeout_s)
         self.max_head_bytes = int(max_head_bytes)
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
-        self._listener = socket.create_server((address, int(port)), family=family,
-                                              backlog=self.max_connections)
+        self._listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._listener.bind((address, int(port)))
+            self._listener.listen(self.max_connections)
+        except BaseException:
+            self._listener.close()
+            raise
         self._listener.setblocking(False)
         self.address = address
         self.port: int = self._listener.getsockname()[1]
