@@ -1,7 +1,9 @@
 """The ``streamdas`` command: ``simulate``, ``consume``, ``bench`` and ``info``.
 
 Each subcommand hands the rest of the command line to its own module's ``main(argv)``, so
-``streamdas simulate --help`` and ``python -m simulations --help`` are the same program.
+``streamdas simulate --help`` and ``python -m simulations --help`` are the same program. Every
+error is one line on stderr, ``streamdas ...: error: ...``, with exit status 2
+(see :mod:`streamdas.arguments`).
 
 >>> main(["info"])  # doctest: +ELLIPSIS
 streamdas ...
@@ -13,6 +15,7 @@ streamdas ...
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
@@ -44,9 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streamdas {__version__}")
         return 0
     if command == "info":
-        import argparse
+        from streamdas.arguments import ArgumentParser
 
-        argparse.ArgumentParser(
+        ArgumentParser(
             prog="streamdas info", description="Print the versions of streamdas, torch and River."
         ).parse_args(rest)
         import river
@@ -57,15 +60,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streamdas {__version__} (torch {torch.__version__}, river {river.__version__})")
         return 0
     if command not in COMMANDS:
-        print(f"{USAGE}\nstreamdas: error: unknown command {command!r}; choose from "
-              f"simulate, consume, bench, info", file=sys.stderr)
+        print(f"streamdas: error: unknown command {command!r}; choose from simulate, consume, "
+              f"bench, info (see streamdas --help)", file=sys.stderr)
         return 2
     # Tiny networks: one torch and one BLAS thread are far faster than several fighting over
     # the cores (see streamdas.threads for the measurements); STREAMDAS_THREADS overrides.
+    from streamdas.arguments import integer
+    from streamdas.params import usage_error
     from streamdas.threads import limit_threads
 
+    try:
+        threads = integer(1, 1024)(os.environ.get("STREAMDAS_THREADS", "1"))
+    except argparse.ArgumentTypeError as exc:
+        usage_error("streamdas", f"environment variable STREAMDAS_THREADS: {exc}")
     module = importlib.import_module(COMMANDS[command][0])
-    with limit_threads(int(os.environ.get("STREAMDAS_THREADS", "1"))):
+    with limit_threads(threads):
         return int(module.main(rest) or 0)
 
 
