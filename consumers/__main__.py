@@ -58,7 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from consumers.telemetry import Telemetry
         from streamdas.threads import limit_threads
 
-        telemetry = Telemetry(cfg)
+        try:
+            telemetry = Telemetry(cfg)
+        except OSError as exc:  # the metrics port is taken, or the address is not this host's
+            usage_error("streamdas consume", f"argument --metrics-port: cannot serve metrics on "
+                        f"{cfg.metrics_address}:{cfg.metrics_port}: {exc.strerror or exc}")
         with limit_threads(max(1, cfg.torch_threads)):  # torch and BLAS: see streamdas.threads
             if cfg.source is not None:
                 from consumers.embedded import run_embedded

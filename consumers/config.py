@@ -17,10 +17,20 @@ import argparse
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+
+from streamdas.arguments import (
+    PORT_MAX,
+    check_output_file,
+    check_output_folder,
+    choice,
+    integer,
+    number,
+)
 
 try:
     import tomllib
@@ -86,25 +96,17 @@ class ServiceConfig:
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
-        if self.task not in ("classification", "regression"):
-            raise ConfigError(f"argument --task: expected classification or regression, "
-                              f"got {self.task!r}")
-        if self.model not in ("das", "linear"):
-            raise ConfigError(f"argument --model: expected das or linear, got {self.model!r}")
-        if not self.topics:
-            raise ConfigError("argument --topics: at least one input topic is needed")
-        for name, low in (("checkpoint_every", 1), ("max_poll_records", 1),
-                          ("max_record_bytes", 1), ("checkpoint_keep", 1), ("torch_threads", 1),
-                          ("dead_letter_value_bytes", 0)):
-            if getattr(self, name) < low:
-                raise ConfigError(f"argument --{name.replace('_', '-')}: expected an integer "
-                                  f">= {low}, got {getattr(self, name)!r}")
-        if self.checkpoint_interval_s <= 0:
-            raise ConfigError("argument --checkpoint-interval-s: expected a number > 0, got "
-                              f"{self.checkpoint_interval_s!r}")
-        if self.limit is not None and self.limit < 0:
-            raise ConfigError(f"argument --limit: expected an integer >= 0, got {self.limit!r}")
-
+        for name, convert in _TYPES.items():
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    setattr(self, name, convert(value))
+                except argparse.ArgumentTypeError as exc:
+                    raise ConfigError(f"argument --{name.replace('_', '-')}: {exc}") from None
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ConfigError(f"argument --heartbeat-interval-ms: expected less than the session "
+                              f"timeout ({self.session_timeout_ms} ms), got "
+                              f"{self.heartbeat_interval_ms}")
 
 _HELP: dict[str, str] = {
     "bootstrap_servers": "Kafka bootstrap servers, comma-separated",
@@ -113,7 +115,8 @@ _HELP: dict[str, str] = {
     "dead_letter_topic": "topic receiving unusable records with the reason",
     "group_id": "consumer group; instances sharing it split the partitions",
     "client_id": "Kafka client id",
-    "auto_offset_reset": "where to start a partition with no checkpoint and no commit",
+    "auto_offset_reset": "where to start a partition with no checkpoint and no commit: "
+                         "earliest or latest",
     "session_timeout_ms": "consumer-group session timeout",
     "heartbeat_interval_ms": "consumer-group heartbeat interval",
     "request_timeout_ms": "Kafka request timeout (the consumer uses at least session timeout "
@@ -143,11 +146,111 @@ _HELP: dict[str, str] = {
     "output": "embedded mode: where predictions go (JSONL file, '-' for stdout)",
     "dead_letter_output": "embedded mode: where dead letters go (JSONL file; default stderr)",
     "limit": "stop after this many input records (embedded mode; also caps generated streams)",
-    "log_level": "logging level",
+    "log_level": "logging level: DEBUG, INFO, WARNING, ERROR or CRITICAL",
 }
 
 _LISTS = {"topics", "features"}
 _DICTS = {"kafka", "model_params"}
+
+INT32_MAX = 2**31 - 1
+"""Largest value of a Kafka protocol setting (milliseconds, record counts and sizes)."""
+
+SECONDS_MAX = 1e9
+"""Largest duration setting, in seconds (longer waits overflow the platform's timers)."""
+
+_TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _topic(value: Any) -> str:
+    if not isinstance(value, str) or not _TOPIC_RE.fullmatch(value) or value in (".", ".."):
+        raise argparse.ArgumentTypeError(
+            f"expected a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -), got {value!r}")
+    return value
+
+
+def _names(value: Any, what: str = "names") -> list[str]:
+    """A comma-separated string or a list: at least one name, no name twice."""
+    if isinstance(value, str):
+        names = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        names = [str(v) for v in value]
+    else:
+        raise argparse.ArgumentTypeError(f"expected a list or comma-separated {what}, got {value!r}")
+    if not names or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"expected distinct comma-separated {what}, got {value!r}")
+    return names
+
+
+def _topics(value: Any) -> list[str]:
+    return [_topic(t) for t in _names(value, "topic names")]
+
+
+def _servers(value: Any) -> str:
+    """``HOST[:PORT]`` entries, comma-separated (IPv6 hosts in brackets when given a port)."""
+    bad = argparse.ArgumentTypeError(
+        f"expected HOST:PORT entries, comma-separated (e.g. broker-1:9092), got {value!r}")
+    if not isinstance(value, str):
+        raise bad
+    entries = [e.strip() for e in value.split(",")]
+    for entry in entries:
+        host, port = entry, None
+        if entry.startswith("["):
+            host, _, rest = entry[1:].partition("]")
+            if rest:
+                port = rest[1:] if rest.startswith(":") else ""
+        elif entry.count(":") == 1:
+            host, port = entry.split(":")
+        if not host or (port is not None and not port.isdigit()) or (
+                port is not None and not 1 <= int(port) <= PORT_MAX):
+            raise bad
+    return ",".join(entries)
+
+
+_SECONDS = number(above=0, high=SECONDS_MAX)
+
+#: Field -> argument type: used for flags (argparse ``type=``), environment variables, TOML
+#: values and :class:`ServiceConfig` itself.
+_TYPES: dict[str, Callable[[Any], Any]] = {
+    "bootstrap_servers": _servers,
+    "topics": _topics,
+    "output_topic": _topic,
+    "dead_letter_topic": _topic,
+    "group_id": _text,
+    "client_id": _text,
+    "auto_offset_reset": choice("earliest", "latest"),
+    "session_timeout_ms": integer(1, INT32_MAX),
+    "heartbeat_interval_ms": integer(1, INT32_MAX),
+    "request_timeout_ms": integer(1, INT32_MAX),
+    "max_poll_records": integer(1, INT32_MAX),
+    "poll_timeout_ms": integer(0, INT32_MAX),
+    "task": choice("classification", "regression"),
+    "model": choice("das", "linear"),
+    "seed": integer(0, 2**32 - 1),
+    "torch_threads": integer(1, 1024),
+    "features": _names,
+    "checkpoint_dir": _text,
+    "checkpoint_every": integer(1, INT32_MAX),
+    "checkpoint_interval_s": _SECONDS,
+    "checkpoint_keep": integer(1, 1000),
+    "max_record_bytes": integer(1, INT32_MAX),
+    "dead_letter_value_bytes": integer(0, INT32_MAX),
+    "flush_timeout_s": _SECONDS,
+    "retry_backoff_max_s": _SECONDS,
+    "metrics_address": _text,
+    "metrics_port": integer(0, PORT_MAX),
+    "stall_seconds": _SECONDS,
+    "source": _text,
+    "output": _text,
+    "dead_letter_output": _text,
+    "limit": integer(1, None),
+    "log_level": choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", upper=True),
+}
 
 
 def _field_types() -> dict[str, Any]:
@@ -155,37 +258,31 @@ def _field_types() -> dict[str, Any]:
 
 
 def _coerce(name: str, value: Any, where: str | None = None) -> Any:
-    """Convert a string (flag or env value) to the type of field ``name``.
+    """Convert a flag, environment or TOML value to field ``name`` through its argument type.
 
-    Raises :class:`ConfigError` naming ``where`` (default: the flag) and the expected type.
+    Raises :class:`ConfigError` naming ``where`` (default: the flag) and what is accepted.
 
     >>> _coerce("limit", "abc")
     Traceback (most recent call last):
     ...
-    consumers.config.ConfigError: argument --limit: expected an integer, got 'abc'
+    consumers.config.ConfigError: argument --limit: expected an integer >= 1, got 'abc'
+    >>> _coerce("metrics_port", "99999", "environment variable STREAMDAS_METRICS_PORT")
+    Traceback (most recent call last):
+    ...
+    consumers.config.ConfigError: environment variable STREAMDAS_METRICS_PORT: expected an integer in ...
     """
     if value is None:
         return None
-    kind = str(_field_types()[name])
     where = where or f"argument --{name.replace('_', '-')}"
-    if name in _LISTS:
-        if isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list or comma-separated names, got {value!r}")
-        return [str(v) for v in value]
-    for prefix, convert, what in (("int", int, "an integer"), ("float", float, "a number")):
-        if kind.startswith(prefix):
-            if isinstance(value, bool) or (not isinstance(value, (str, int, float))):
-                raise ConfigError(f"{where}: expected {what}, got {value!r}")
-            try:
-                return convert(value)
-            except ValueError:
-                raise ConfigError(f"{where}: expected {what}, got {value!r}") from None
-    if kind.startswith("str") and not isinstance(value, str):
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
-    return value
-
+    convert = _TYPES.get(name)
+    if convert is None:
+        if str(_field_types()[name]).startswith("str") and not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    try:
+        return convert(value)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 def _json_or_str(text: str) -> Any:
     try:
@@ -200,13 +297,23 @@ def _pairs(items: Sequence[str] | None, what: str) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"argument --{what}: expected NAME=VALUE, got {item!r}")
         key, value = item.split("=", 1)
+        if not key.strip():
+            raise ConfigError(f"argument --{what}: expected NAME=VALUE, got {item!r}")
         out[key.strip().replace("-", "_")] = _json_or_str(value)
     return out
 
 
+class _Parser(argparse.ArgumentParser):
+    """Its errors are :class:`ConfigError` (``streamdas consume`` prints them as one line)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``streamdas consume`` argument parser (every default is ``None``: unset)."""
-    parser = argparse.ArgumentParser(
+    """The ``streamdas consume`` argument parser (every default is ``None``: unset); its errors
+    raise :class:`ConfigError`."""
+    parser = _Parser(
         prog="streamdas consume",
         description="Kafka consumer service: predict every record, learn the labelled ones "
         "(minibatches), checkpoint and commit at least once. With --source it runs without a "
@@ -217,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name in _DICTS:
             continue
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                            help=_HELP.get(f.name))
+                            type=_TYPES.get(f.name), help=_HELP.get(f.name))
     parser.add_argument("--kafka", action="append", metavar="OPTION=VALUE",
                         help="extra kafka-python option (repeatable), e.g. security_protocol=SSL")
     parser.add_argument("--model-param", action="append", metavar="NAME=VALUE",
@@ -256,12 +363,16 @@ def load_config(
         if tomllib is None:
             raise ConfigError("argument --config: TOML config files need Python 3.11+ (tomllib)")
         try:
-            data = tomllib.loads(Path(config_path).read_text())
+            data = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"argument --config: cannot read {config_path!r}: "
                               f"{exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"argument --config: {config_path!r} is not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"argument --config: {config_path!r} is not valid TOML: {exc}") from None
+        if not isinstance(data.get("consume", {}), Mapping):
+            raise ConfigError(f"{config_path}: 'consume' must be a table, got {data['consume']!r}")
         merged = {k: v for k, v in data.items() if k != "consume"}
         merged.update(data.get("consume", {}))
         for key, value in _from_mapping(merged, config_path).items():
@@ -275,6 +386,8 @@ def load_config(
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
             continue
         rest = key[len(ENV_PREFIX):].lower()
+        if rest in ("kafka_", "model_param_"):
+            raise ConfigError(f"environment variable {key}: expected {key}<NAME>")
         if rest.startswith("kafka_"):
             values["kafka"][rest[len("kafka_"):]] = _json_or_str(value)
         elif rest.startswith("model_param_"):
@@ -287,15 +400,64 @@ def load_config(
             continue
         value = getattr(args, name, None)
         if value is not None:
-            values[name] = _coerce(name, value)
+            values[name] = value  # already converted by the flag's argument type
     values["kafka"].update(_pairs(args.kafka, "kafka"))
     values["model_params"].update(_pairs(args.model_param, "model-param"))
     return ServiceConfig(**values)
 
 
+def _check_path(flag: str, path: str, check: Callable[[str], None]) -> None:
+    try:
+        check(path)
+    except ValueError as exc:
+        raise ConfigError(f"argument {flag}: {exc}") from None
+
+
+#: Options the service gives kafka-python itself: flag (or ``None``: fixed by the service).
+_OWN_KAFKA_OPTIONS = {
+    "bootstrap_servers": "--bootstrap-servers", "client_id": "--client-id",
+    "group_id": "--group-id", "request_timeout_ms": "--request-timeout-ms",
+    "auto_offset_reset": "--auto-offset-reset", "session_timeout_ms": "--session-timeout-ms",
+    "heartbeat_interval_ms": "--heartbeat-interval-ms", "max_poll_records": "--max-poll-records",
+    "bootstrap_timeout_ms": None, "enable_auto_commit": None,
+}
+
+#: What :func:`consumers.service.consumer_request_timeout_ms` adds to the session timeout.
+_COORDINATOR_MARGIN_MS = 5000
+
+
+def _check_kafka_options(cfg: ServiceConfig) -> None:
+    from kafka import KafkaConsumer, KafkaProducer
+
+    known = set(KafkaConsumer.DEFAULT_CONFIG) | set(KafkaProducer.DEFAULT_CONFIG)
+    for option in cfg.kafka:
+        if option in _OWN_KAFKA_OPTIONS:
+            flag = _OWN_KAFKA_OPTIONS[option]
+            raise ConfigError(f"argument --kafka: {option} is " + (
+                f"set with {flag}" if flag else "set by the service"))
+        if option not in known:
+            raise ConfigError(f"argument --kafka: unknown option {option!r}; expected a "
+                              "KafkaConsumer or KafkaProducer option of kafka-python "
+                              "(e.g. security_protocol)")
+    # kafka-python refuses a consumer whose request timeout is not between these two
+    defaults = KafkaConsumer.DEFAULT_CONFIG
+    idle = cfg.kafka.get("connections_max_idle_ms", defaults["connections_max_idle_ms"])
+    wait = cfg.kafka.get("fetch_max_wait_ms", defaults["fetch_max_wait_ms"])
+    timeout = max(cfg.request_timeout_ms, cfg.session_timeout_ms + _COORDINATOR_MARGIN_MS)
+    if isinstance(idle, int) and isinstance(wait, int) and not wait < timeout < idle:
+        raise ConfigError(
+            f"argument --request-timeout-ms: the consumer's request timeout ({timeout} ms: the "
+            f"larger of --request-timeout-ms and --session-timeout-ms + "
+            f"{_COORDINATOR_MARGIN_MS}) must lie between fetch_max_wait_ms ({wait}) and "
+            f"connections_max_idle_ms ({idle})")
+
+
 def check_config(cfg: ServiceConfig) -> None:
-    """Check what :func:`load_config` cannot see by itself: that ``--source`` can be opened and
-    that ``--model-param`` builds an estimator. Raises :class:`ConfigError`.
+    """Check what :func:`load_config` cannot see by itself, before any work starts: that
+    ``--source`` can be opened, that the outputs (embedded mode) or the checkpoint folder
+    (Kafka mode) can be written, that the ``--kafka`` options are kafka-python's and leave the
+    service's own settings alone, and that ``--model-param`` builds an estimator. Raises
+    :class:`ConfigError`.
 
     >>> check_config(ServiceConfig(source="sim:nope"))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -309,6 +471,12 @@ def check_config(cfg: ServiceConfig) -> None:
             check_source(cfg.source)
         except ValueError as exc:
             raise ConfigError(f"argument --source: {exc}") from None
+        for flag, path in (("--output", cfg.output), ("--dead-letter-output", cfg.dead_letter_output)):
+            if path is not None:
+                _check_path(flag, path, check_output_file)
+    else:
+        _check_path("--checkpoint-dir", cfg.checkpoint_dir, check_output_folder)
+    _check_kafka_options(cfg)
     if cfg.model == "das":
         from streamdas import DASClassifier, DASRegressor
         from streamdas.params import check_params

@@ -107,7 +107,10 @@ def _river_source(name: str, seed: int, limit: int | None) -> Iterator[bytes]:
 def _simulation_source(name: str, seed: int, limit: int | None) -> Iterator[bytes]:
     from simulations.scenarios import make_scenario
 
-    for x, y in make_scenario(_scenario_name(name), n_samples=limit, seed=seed):
+    # a scenario is at least 10 samples long: cut it to the limit
+    n_samples = None if limit is None else max(limit, 10)
+    stream = make_scenario(_scenario_name(name), n_samples=n_samples, seed=seed)
+    for x, y in itertools.islice(stream, limit):
         yield _encode(x, y)
 
 
