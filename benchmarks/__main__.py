@@ -10,7 +10,6 @@ thread (``torch.set_num_threads(1)``) unless ``--threads`` says otherwise.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 import time
@@ -18,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.common import PRESETS, Section, machine_description, setup_torch, warm_up
+from streamdas.arguments import ArgumentParser, check_output_folder, integer
 
 __all__ = ["BENCHMARKS", "main", "run_suite"]
 
@@ -65,16 +65,24 @@ def run_suite(preset: str = "full", only: list[str] | None = None, repeats: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="streamdas bench", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="streamdas bench", description=__doc__.splitlines()[0])
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="shorter runs (minutes, not tens of minutes)")
     size.add_argument("--smoke", action="store_true", help="tiny runs that only check the suite works")
     parser.add_argument("--only", action="append", choices=list(BENCHMARKS), metavar="NAME",
                         help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
-    parser.add_argument("--repeats", type=int, default=None, help="timed repeats (best reported)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--repeats", type=integer(low=1), default=None,
+                        help="timed repeats (best reported)")
+    parser.add_argument("--threads", type=integer(1, 1024), default=1, help="torch threads (default 1)")
     parser.add_argument("--out", type=Path, default=None, help="write the markdown report here")
     args = parser.parse_args(argv)
+    if args.out is not None:  # before the run, not after it
+        try:
+            check_output_folder(str(args.out.parent))
+            if args.out.is_dir():
+                raise ValueError(f"cannot write '{args.out}': it is a folder")
+        except ValueError as exc:
+            parser.error(f"argument --out: {exc}")
     setup_torch(args.threads)
     preset = "smoke" if args.smoke else "quick" if args.quick else "full"
     report, _ = run_suite(preset, args.only, args.repeats, progress=True)
