@@ -151,10 +151,10 @@ class _DASEstimator:
         self.drift_detector = drift_detector
         self.device = device
         self.seed = seed
-        self.max_features = max_features
+        _check_bound("max_features", max_features)
+        self.max_features = None if max_features is None else int(max_features)
         if int(batch_size) < 1:
             raise ValueError("batch_size must be >= 1")
-        _check_bound("max_features", max_features)
         # Validate the configs now, so a bad argument fails at construction; and pay torch's
         # one-time optimizer costs here rather than on the first step inside the stream.
         preload_optimizer(self._train_config())
@@ -758,8 +758,8 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     ) -> None:
         _check_bound("max_classes", max_classes)
         _check_bound("max_label_length", max_label_length, none=False)
-        self.max_classes = max_classes
-        self.max_label_length = max_label_length
+        self.max_classes = None if max_classes is None else int(max_classes)
+        self.max_label_length = int(max_label_length)
         super().__init__(
             hidden_sizes=hidden_sizes, batch_size=batch_size, grow_every=grow_every, alpha=alpha,
             lr=lr, optimizer=optimizer, regularizer=regularizer, tau=tau,
