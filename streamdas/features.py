@@ -509,6 +509,8 @@ class RunningStandardizer:
         if not (np.isfinite(s.mean).all() and np.isfinite(s.m2).all() and np.isfinite(s.count).all()
                 and (s.count >= 0).all() and (s.m2 >= 0).all()):
             raise ValueError("standardizer state holds non-finite or negative values")
+        if not (np.abs(s.mean) <= _FLOAT32_MAX).all():  # the centres are float32
+            raise ValueError("standardizer means are out of float32 range")
         s._restore_early(state.get("early"))
         s._refresh()
         return s

@@ -314,6 +314,7 @@ BROKEN = {
         {"output.bias": _nan_at_first(s["estimator"]["trainer"]["polyak"]["output.bias"])}),
     "nan_sizer_average": lambda s: s["estimator"]["trainer"]["averages"].update(
         {"hidden.0.bias": _nan_at_first(s["estimator"]["trainer"]["averages"]["hidden.0.bias"])}),
+    "huge_standardizer_mean": lambda s: s["estimator"]["stats"]["mean"].__setitem__(0, 1e300),
     "inf_buffered_row": lambda s: s["estimator"]["buffer_x"].__setitem__(
         0, s["estimator"]["buffer_x"][0] + float("inf")),
     "rng_wrong_size": lambda s: s["estimator"]["trainer"].update(rng=torch.zeros(7, dtype=torch.uint8)),
