@@ -329,7 +329,8 @@ def serve(
     """Serve ``/metrics``, ``/healthz`` and the paths in ``checks`` from background threads.
 
     The server has a fixed number of threads, whatever its clients do: slow or idle
-    connections hold none of the ``workers`` and are closed after ``timeout_s`` (see
+    connections hold none of the ``workers`` and are closed after ``timeout_s``, and the health
+    endpoints have a thread of their own, so slow scrapes never delay them (see
     :class:`~streamdas.metrics_server.BoundedWSGIServer`); the exposition itself is
     ``prometheus_client``'s WSGI application.
 
@@ -349,7 +350,8 @@ def serve(
     checks
         More such endpoints, ``{path: check}`` (e.g. ``{"/livez": ..., "/readyz": ...}``).
     workers
-        Threads answering requests (the most answered at the same time).
+        Threads answering ``/metrics`` (the most scrapes answered at the same time); the
+        health endpoints have one more.
     max_connections
         Connections still sending their request at most (the oldest is closed for a new
         one), and as many complete requests waiting for a worker (beyond that: 503).
@@ -385,7 +387,8 @@ def serve(
     reg = prometheus_client.REGISTRY if registry is None else registry
     routes: dict[str, HealthCheck | None] = {"/healthz": health, **dict(checks or {})}
     server = BoundedWSGIServer(address, int(port), _make_app(reg, routes), workers=workers,
-                               max_connections=max_connections, timeout_s=timeout_s)
+                               fast_paths=routes, max_connections=max_connections,
+                               timeout_s=timeout_s)
     return MetricsServer(address=address, port=server.port, _server=server)
 
 

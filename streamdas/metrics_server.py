@@ -8,6 +8,9 @@ the health checks, see :func:`streamdas.metrics.serve`) so that no client can ma
   slowly, or nothing at all, hold no worker;
 * a fixed pool of ``workers`` threads runs the application; the thread count never depends on
   the number of clients;
+* requests for the ``fast_paths`` (health checks: cheap, and what an orchestrator restarts the
+  process on) have a worker of their own, so slow requests for other paths (a scrape waiting
+  for the models' lock) cannot delay them;
 * at most ``max_connections`` connections wait for their head (the oldest is closed to admit a
   new one) and as many complete requests wait for a worker (beyond that: ``503``);
 * every connection has ``timeout_s`` seconds, from its accept to its last byte sent, and at
@@ -46,6 +49,17 @@ log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 _HEAD_ENDS = (b"\r\n\r\n", b"\n\n")
+
+#: A complete request for a worker: connection, request head, client address, deadline.
+_Job = tuple[socket.socket, bytes, Any, float]
+
+
+def _path(head: bytes) -> str:
+    """The path of a request head's request line, without its query (``""`` if malformed)."""
+    parts = head.split(b"\n", 1)[0].split()
+    if len(parts) < 2:
+        return ""
+    return parts[1].split(b"?", 1)[0].decode("latin-1")
 
 
 def _refuse(conn: socket.socket, status: str) -> None:
@@ -125,7 +139,9 @@ class BoundedWSGIServer:
     app
         The WSGI application.
     workers
-        Threads running ``app``: the most requests answered at the same time.
+        Threads running ``app`` for paths other than ``fast_paths``.
+    fast_paths
+        Paths answered by one more thread of their own (``PATH_INFO``, the query aside).
     max_connections
         Connections whose request head is still arriving, and complete requests waiting for
         a worker, at most (each).
@@ -143,14 +159,15 @@ class BoundedWSGIServer:
     """
 
     def __init__(self, address: str, port: int, app: WSGIApp, *, workers: int = 4,
-                 max_connections: int = 64, timeout_s: float = 10.0,
-                 max_head_bytes: int = 16384) -> None:
+                 fast_paths: Iterable[str] = (), max_connections: int = 64,
+                 timeout_s: float = 10.0, max_head_bytes: int = 16384) -> None:
         if not 0 <= int(port) <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port}")
         if workers < 1 or max_connections < 1 or max_head_bytes < 1 or not timeout_s > 0:
             raise ValueError("workers, max_connections, max_head_bytes and timeout_s must be > 0")
         self.app = app
         self.workers = int(workers)
+        self.fast_paths = frozenset(fast_paths)
         self.max_connections = int(max_connections)
         self.timeout_s = float(timeout_s)
         self.max_head_bytes = int(max_head_bytes)
@@ -171,12 +188,17 @@ class BoundedWSGIServer:
                              "CONTENT_LENGTH": "", "SCRIPT_NAME": ""}
         self._pending: dict[socket.socket, _Pending] = {}  # insertion order: oldest first
         # Only the reader thread adds jobs, and it checks their number first.
-        self._jobs: queue.Queue[tuple[socket.socket, bytes, Any, float] | None] = queue.Queue()
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._fast_jobs: queue.Queue[_Job | None] = queue.Queue()
         self._stop = threading.Event()
         self._reader = threading.Thread(target=self._read_loop, name="streamdas-metrics",
                                         daemon=True)
-        self._workers = [threading.Thread(target=self._work, name=f"streamdas-metrics-{i}",
-                                          daemon=True) for i in range(self.workers)]
+        self._workers = [threading.Thread(target=self._work, args=(self._jobs,),
+                                          name=f"streamdas-metrics-{i}", daemon=True)
+                         for i in range(self.workers)]
+        if self.fast_paths:
+            self._workers.append(threading.Thread(target=self._work, args=(self._fast_jobs,),
+                                                  name="streamdas-metrics-health", daemon=True))
         for thread in [self._reader, *self._workers]:
             thread.start()
 
@@ -230,10 +252,12 @@ class BoundedWSGIServer:
         if any(end in pending.head for end in _HEAD_ENDS):
             selector.unregister(conn)
             del self._pending[conn]
-            if self._jobs.qsize() >= self.max_connections:
+            head = bytes(pending.head)
+            jobs = self._fast_jobs if _path(head) in self.fast_paths else self._jobs
+            if jobs.qsize() >= self.max_connections:
                 _refuse(conn, "503 Service Unavailable")
             else:
-                self._jobs.put((conn, bytes(pending.head), pending.address, pending.deadline))
+                jobs.put((conn, head, pending.address, pending.deadline))
         elif len(pending.head) > self.max_head_bytes:
             selector.unregister(conn)
             del self._pending[conn]
@@ -251,9 +275,9 @@ class BoundedWSGIServer:
         conn.close()
 
     # -- the workers -----------------------------------------------------------------------
-    def _work(self) -> None:
+    def _work(self, jobs: queue.Queue[_Job | None]) -> None:
         while True:
-            job = self._jobs.get()
+            job = jobs.get()
             if job is None:
                 return
             conn, head, address, deadline = job
@@ -276,15 +300,17 @@ class BoundedWSGIServer:
         """Stop serving, close every connection and release the port."""
         self._stop.set()
         self._reader.join(timeout=5)
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                job[0].close()
-        for _ in self._workers:
+        for jobs in (self._jobs, self._fast_jobs):
+            while True:
+                try:
+                    job = jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].close()
+        for _ in range(self.workers):
             self._jobs.put(None)
+        self._fast_jobs.put(None)
         for thread in self._workers:
             thread.join(timeout=5)
 

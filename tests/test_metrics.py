@@ -433,6 +433,46 @@ def test_slow_clients_hold_no_thread_and_the_endpoints_still_answer() -> None:
                 client.close()
 
 
+class _WaitingLock:
+    """The loop's lock, counting the scrapes that wait for it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting = threading.Semaphore(0)
+
+    def __enter__(self) -> None:
+        self.waiting.release()
+        self.lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+
+def test_scrapes_waiting_for_the_models_do_not_delay_the_health_checks() -> None:
+    """While the loop holds the models (a batch being learned), scrapes wait for them; more such
+    scrapes than workers must not keep /livez and /readyz from answering."""
+    reg = prometheus_client.CollectorRegistry()
+    lock = _WaitingLock()
+    ModelCollector({"m": FakeModel()}, registry=reg, lock=lock)  # type: ignore[arg-type]
+    m = ServiceMetrics(registry=reg, stall_seconds=30)
+    m.heartbeat()
+    checks = {"/livez": m.alive, "/readyz": m.ready}
+    codes: list[int] = []
+    with serve(port=0, registry=reg, health=m.ready, checks=checks, workers=2) as server:
+        with lock.lock:  # the loop holds the models
+            scrapes = [threading.Thread(target=lambda: codes.append(_get(server.url + "/metrics")[0]))
+                       for _ in range(4)]
+            for scrape in scrapes:
+                scrape.start()
+            for _ in range(2):  # both workers are now waiting for the models
+                assert lock.waiting.acquire(timeout=30)
+            for path in ("/livez", "/readyz", "/healthz"):
+                assert _get(server.url + path)[0] == 200, path
+        for scrape in scrapes:
+            scrape.join(timeout=30)
+    assert codes == [200] * 4
+
+
 def test_a_connection_that_sends_nothing_is_closed_after_the_timeout() -> None:
     with serve(port=0, registry=prometheus_client.CollectorRegistry(), timeout_s=0.5) as server:
         silent, unfinished = _silent_clients(server.port, 1) + _silent_clients(
