@@ -366,15 +366,16 @@ def load(path: str | os.PathLike[str], limits: Limits | None = None) -> dict[str
     return payload
 
 
-def _tensor_fault(t: torch.Tensor) -> str | None:
-    """Why ``t`` may not come from a checkpoint, or None: only dense, contiguous CPU tensors
-    of a plain dtype whose memory is their storage's (no stride-0 expansion, no meta)."""
+def _tensor_fault(t: torch.Tensor, devices: tuple[str, ...] = ("cpu",)) -> str | None:
+    """Why ``t`` may not come from a checkpoint, or None: only dense, contiguous tensors on
+    one of ``devices``, of a plain dtype, whose memory is their storage's (no stride-0
+    expansion, no meta tensor)."""
     if type(t) is not torch.Tensor:
         return f"is a {type(t).__name__}, not a plain tensor"
     if t.layout is not torch.strided or t.is_nested or t.is_quantized:
         return f"is not dense (layout {t.layout})"
-    if t.device.type != "cpu":
-        return f"is on device {t.device}, not the CPU"
+    if t.device.type not in devices:
+        return f"is on device {t.device}, not {' or '.join(devices)}"
     if t.dtype not in _DTYPES:
         return f"has dtype {t.dtype}"
     if t.requires_grad:
@@ -504,8 +505,9 @@ def plain_tree(value: Any, what: str, max_depth: int = 16, max_nodes: int = 1_00
 def check_tensor(t: Any, what: str, *, dtype: torch.dtype | None = None,
                  shape: tuple[int, ...] | torch.Size | None = None, finite: bool = True,
                  nonnegative: bool = False) -> torch.Tensor:
-    """``t`` if it is a tensor a checkpoint may hold (dense, contiguous, on the CPU, its memory
-    its storage's) with the given ``dtype`` and ``shape``, finite (NaN and inf refused unless
+    """``t`` if it is a tensor a checkpoint may hold (dense, contiguous, its memory its
+    storage's; on the CPU, as files are read, or on a GPU, as a trainer's state in memory may
+    be) with the given ``dtype`` and ``shape``, finite (NaN and inf refused unless
     ``finite=False``) and, with ``nonnegative``, nothing below zero; else ``ValueError``.
 
     >>> check_tensor(torch.ones(2, 3), "w", dtype=torch.float32, shape=(2, 3)).shape
@@ -520,7 +522,7 @@ def check_tensor(t: Any, what: str, *, dtype: torch.dtype | None = None,
     ValueError: w holds non-finite values
     """
     require(isinstance(t, torch.Tensor), f"{what} is not a tensor")
-    fault = _tensor_fault(t)
+    fault = _tensor_fault(t, ("cpu", "cuda"))
     require(fault is None, f"{what} {fault}")
     require(dtype is None or t.dtype == dtype, f"{what} has dtype {t.dtype}, not {dtype}")
     require(shape is None or tuple(t.shape) == tuple(shape),
