@@ -342,7 +342,7 @@ class CheckpointStore:
                     type(f) is str for f in features)), "features are not a list of names")
                 checkpoint.require(type(n_records) is int and n_records >= 0, "bad n_records")
                 self._reconcile(estimator, f"{topic}:{partition} ({path.name})")
-                x, y = checkpoint.trial_input(estimator, features)
+                x, y = checkpoint.trial_input(estimator)  # features the model knows: within its limits
                 checkpoint.self_check(estimator, x, y, str(path))
             except (CheckpointError, ValueError) as exc:
                 to = "an older checkpoint" if i + 1 < len(files) else "a fresh model"
