@@ -193,7 +193,16 @@ def guarded(fn: Callable[[], Any], where: str) -> Any:
     except _NOT_CONTAINED:
         raise
     except BaseException as exc:  # native panics are BaseExceptions
-        raise CheckpointError(f"{where}: {type(exc).__name__}: {exc}") from exc
+        raise CheckpointError(f"{where}: {type(exc).__name__}: {_message(exc)}") from exc
+
+
+def _message(exc: BaseException, limit: int = 1000) -> str:
+    """``str(exc)``, at most ``limit`` characters (a crafted value may fill a message)."""
+    try:
+        text_ = str(exc)
+    except Exception:  # a message that cannot be written out
+        return "(no message)"
+    return text_ if len(text_) <= limit else text_[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------------- files
@@ -327,7 +336,7 @@ def _read_pickle(body: bytes, path: Path, limits: Limits) -> None:
     try:
         for op, arg, _ in pickletools.genops(data):
             if (op.name == "GLOBAL" and arg not in PICKLE_GLOBALS) or op.name in _PICKLE_REFUSED:
-                raise CheckpointError(f"checkpoint {path}: its pickle uses {op.name} {arg or ''}, "
+                raise CheckpointError(f"checkpoint {path}: its pickle uses {op.name} {_short(arg or '')}, "
                                       "which a checkpoint never needs")
     except CheckpointError:
         raise
