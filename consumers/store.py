@@ -48,6 +48,7 @@ from river import linear_model, optim, utils
 from consumers.model import PartitionState
 from streamdas import checkpoint
 from streamdas.checkpoint import CheckpointError
+from streamdas.trainer import check_architecture
 
 __all__ = ["CheckpointStore", "Loaded", "linear_from_state", "linear_to_state"]
 
@@ -294,6 +295,13 @@ class CheckpointStore:
         }
         _save(state.estimator, path, extra)
         state.dirty = 0
+        trainer = getattr(state.estimator, "trainer", None) if _kind_of(state.estimator) == "das" else None
+        if trainer is not None:
+            try:
+                check_architecture(trainer.net.config, trainer.sizing, self.limits)
+            except ValueError as exc:  # said now, not first at the next start
+                log.error("checkpoint %s will be refused at load: its model outgrew the bounds a "
+                          "checkpoint may hold (streamdas.checkpoint.Limits): %s", path, exc)
         for _, old in self._files(topic, partition)[self.keep :]:
             old.unlink(missing_ok=True)
         return path

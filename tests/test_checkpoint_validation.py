@@ -458,6 +458,15 @@ def test_stale_temp_files_are_removed_at_start_and_before_a_save(tmp_path: Path,
     assert sorted(p.name for p in folder.iterdir()) == [f"{40:020d}.ckpt", f"{60:020d}.ckpt"]
 
 
+def test_a_model_beyond_the_limits_is_reported_when_it_is_saved(tmp_path: Path, caplog) -> None:
+    small = CheckpointStore(tmp_path, limits=ckpt.Limits(max_parameters=50))
+    with caplog.at_level(logging.ERROR, logger="consumers.store"):
+        small.save("in", 0, _state(40))
+    assert any("will be refused at load" in r.getMessage() for r in caplog.records)
+    assert small.load("in", 0) is None
+    assert CheckpointStore(tmp_path).load("in", 0) is not None
+
+
 def test_parameter_mismatch_is_logged_with_both_values(tmp_path: Path, caplog) -> None:
     """The checkpoint's architecture is kept; the hyperparameters that may change while
     learning take the configured values; each difference is logged with both."""
