@@ -73,6 +73,8 @@ REASONS: dict[str, str] = {
     "model_error": "the estimator rejected the record",
     "output_too_large": "the prediction would exceed the largest message the producer may send",
     "internal_error": "handling the record raised an unexpected error (named in the detail)",
+    "undeliverable": "(counted, not written) the broker refused the dead letter even without "
+                     "the value's prefix",
 }
 
 
