@@ -463,18 +463,14 @@ def process_batch(
     return result
 
 
+_LIMIT_REASONS = ("too_many_classes", "label_too_long", "too_many_features")
+
+
 def _limit_reason(exc: BaseException) -> str:
-    """The dead-letter reason of a limit the estimator enforced itself (``LimitError``)."""
-    if type(exc).__name__ != "LimitError":
-        return "model_error"
-    text = str(exc).lower()
-    if "label" in text and ("long" in text or "length" in text):
-        return "label_too_long"
-    if "class" in text:
-        return "too_many_classes"
-    if "feature" in text:
-        return "too_many_features"
-    return "model_error"
+    """The dead-letter reason of a failed learn: the bound a ``streamdas.LimitError`` names
+    (its ``reason``), else ``model_error``."""
+    reason = getattr(exc, "reason", None)
+    return reason if isinstance(exc, ValueError) and reason in _LIMIT_REASONS else "model_error"
 
 
 def _learn(

@@ -410,3 +410,23 @@ def test_records_that_made_oversized_messages_are_bounded_dead_letters_on_tansu(
     assert len(preds) == len(good)  # once each: no rewind, no replay
     assert sorted(_strict(m.value)["id"] for m in preds) == list(range(300))
     assert max(len(m.value) for m in preds) < 10_000
+
+
+def test_a_limit_the_estimator_enforces_itself_is_that_records_dead_letter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the pre-check (an estimator that does not list its features), learning raises
+    ``streamdas.LimitError``: the record was predicted, then dead-lettered with the bound."""
+    import consumers.model
+
+    monkeypatch.setattr(consumers.model, "_known_features", lambda est: None)
+    service = _service(tmp_path)
+    service._assign({TP})
+    est = service.states[TP].estimator
+    half = getattr(est, "max_features", 10_000) // 2 + 1
+    values = [json.dumps({"x": {f"{p}{i}": 1.0 for i in range(half)}, "y": 1}).encode()
+              for p in "pq"] + _good(3)
+    service._handle(TP, _msgs(values))
+    assert [(d["offset"], d["reason"]) for d in _sent(service, DLQ)] == [(1, "too_many_features")]
+    assert [(p["offset"], p["learned"]) for p in _sent(service, OUT)] == [
+        (0, True), (1, False), (2, True), (3, True), (4, True)]
