@@ -4,6 +4,7 @@ Run it as ``streamdas consume`` (or ``python -m consumers``); see ``docs/service
 
 Modules: :mod:`~consumers.config` (flags, env, TOML), :mod:`~consumers.records` (validation
 and dead-letter reasons), :mod:`~consumers.model` (predict-then-learn per batch),
+:mod:`~consumers.messages` (bounded, standard-JSON predictions and dead letters),
 :mod:`~consumers.store` (per-partition checkpoints), :mod:`~consumers.service` (the Kafka
 loop), :mod:`~consumers.embedded` and :mod:`~consumers.sources` (no-broker mode),
 :mod:`~consumers.telemetry` (metrics, health), :mod:`~consumers.broker` (the Tansu test broker).
