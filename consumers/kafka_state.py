@@ -803,6 +803,7 @@ class KafkaStateStore:
         self._producer: Any = None
         self._consumer: Any = None
         self._lock = threading.Lock()
+        self._topic_checked = False
 
     # ------------------------------------------------------------------ clients
     def _request_timeout_ms(self) -> int:
@@ -818,7 +819,7 @@ class KafkaStateStore:
                 bootstrap_servers=self.bootstrap_servers, acks="all",
                 # kafka-python 3.0's idempotent producer can stall for good after a delivery
                 # timeout (see consumers/service.py); order matters only across flushes here.
-                enable_idempotence=False, linger_ms=0,
+                enable_idempotence=False, linger_ms=0, allow_auto_create_topics=False,
                 max_request_size=max(1_048_576, self.max_message_bytes),
                 request_timeout_ms=request_ms, delivery_timeout_ms=max(timeout_ms, request_ms),
                 max_block_ms=timeout_ms, **self.client_options)
@@ -830,10 +831,11 @@ class KafkaStateStore:
 
             self._consumer = KafkaConsumer(
                 bootstrap_servers=self.bootstrap_servers, group_id=None, enable_auto_commit=False,
-                auto_offset_reset="earliest", fetch_max_wait_ms=100,
+                auto_offset_reset="earliest", fetch_max_wait_ms=100, allow_auto_create_topics=False,
                 max_partition_fetch_bytes=max(1_048_576, 2 * self.max_message_bytes),
                 request_timeout_ms=self._request_timeout_ms(), **self.client_options)
             self._consumer.assign([TopicPartition(self.topic, 0)])
+            self._topic_checked = False
         return self._consumer
 
     def _drop_clients(self) -> None:
@@ -896,6 +898,20 @@ class KafkaStateStore:
 
         tp = TopicPartition(self.topic, 0)
         consumer = self._get_consumer()
+        while not self._topic_checked:  # a missing topic is an error, not an empty state
+            try:
+                partitions = consumer.partitions_for_topic(self.topic)
+            except Exception as exc:
+                partitions, error = None, exc
+            else:
+                error = None
+            if partitions and 0 in partitions:
+                self._topic_checked = True
+            elif time.monotonic() > deadline:
+                raise StateUnavailableError(f"topic {self.topic!r} does not exist (or is not "
+                                            f"readable): create it with ensure_topic()") from error
+            else:
+                time.sleep(0.1)
         while True:
             try:
                 return int(consumer.end_offsets([tp])[tp])
@@ -1044,6 +1060,8 @@ class KafkaStateStore:
         """
         mine = {key: offset for offset, (key, value) in ours.items() if value is not None}
         epoch, version = plan.manifest.epoch, plan.manifest.version
+        newer: list[Manifest] = []  # manifests of a higher epoch written meanwhile
+        clashes: list[str] = []
 
         def foreign(offset: int, key: bytes | None, value: bytes | None) -> None:
             if offset in ours:
@@ -1059,22 +1077,33 @@ class KafkaStateStore:
                 except CheckpointError:
                     return
                 if other.epoch > epoch:
-                    raise StaleEpochError(f"state {view.name!r}: a writer with epoch {other.epoch} "
-                                          f"saved version {other.version} during this save "
-                                          f"(epoch {epoch}); not publishing")
-                if other.version >= version:
-                    raise ConcurrentWriteError(f"state {view.name!r}: another writer saved version "
-                                               f"{other.version} during this save; not publishing")
+                    newer.append(other)
+                elif other.version >= version:
+                    clashes.append(f"another writer saved version {other.version}")
             elif key in mine and offset > mine[key]:
-                raise ConcurrentWriteError(f"state {view.name!r}: another write to {key.decode()} "
-                                           f"at offset {offset} during this save; not publishing")
+                clashes.append(f"another write to {key.decode()} at offset {offset}")
 
+        position = self._read_around(start, ours, deadline, foreign)
+        if newer:
+            other = max(newer, key=lambda m: m.rank)
+            raise StaleEpochError(f"state {view.name!r}: a writer with epoch {other.epoch} saved "
+                                  f"version {other.version} during this save (epoch {epoch}); "
+                                  f"not publishing")
+        if clashes:
+            raise ConcurrentWriteError(f"state {view.name!r}: {clashes[0]} during this save "
+                                       f"({len(clashes)} conflicting records); not publishing")
+        return position
+
+    def _read_around(self, start: int, ours: dict[int, tuple[bytes, bytes | None]], deadline: float,
+                     on_record: Callable[[int, bytes | None, bytes | None], None]) -> int:
+        """Read the records from ``start`` to the end that are not ``ours`` (the gaps between
+        our offsets, then what follows the last), without fetching ours again where possible."""
         last = max(ours, default=start - 1)
         gap_start: int | None = None
         for offset in range(start, last + 1):
             if offset not in ours and gap_start is None:
                 gap_start = offset
             elif offset in ours and gap_start is not None:
-                self._read(gap_start, offset, deadline, foreign)
+                self._read(gap_start, offset, deadline, on_record)
                 gap_start = None
-        return self._read(max(start, last + 1), None, deadline, foreign)
+        return self._read(max(start, last + 1), None, deadline, on_record)
