@@ -18,8 +18,9 @@ Layout on the topic (message key -> value)::
 into the slot that the current manifest does *not* reference, tombstones (value ``None``) the
 chunk keys of that slot beyond the new count (left by a longer state), waits until every one of
 those messages is acknowledged (``acks="all"``), and only then writes the manifest and waits for
-it. A crash or broker failure before the manifest's acknowledgement leaves the previous manifest
-and its slot untouched: readers keep loading the previous version. Compaction keeps the newest
+it. A crash or broker failure before the manifest is sent leaves the previous manifest and its
+slot untouched: readers keep loading the previous version; one while the manifest is in flight
+publishes either nothing or the complete new version. Compaction keeps the newest
 value per key, and the newest value of every key the current manifest references is the one it
 was written with (the next write to that slot starts only after a newer manifest), so compaction
 never breaks the current version either.
@@ -45,9 +46,11 @@ executed or constructed by name. Every failure is a :class:`~streamdas.checkpoin
 * :class:`ConcurrentWriteError` -- another writer wrote to the same name during this save; the
   manifest was not written.
 * :class:`StateUnavailableError` -- the broker did not answer or acknowledge in time (the
-  :mod:`kafka.errors` exception is chained). Nothing is silently lost: a save that raises has
-  not published its manifest, or its publication is unknown; the previous version stays
-  loadable; the caller retries.
+  :mod:`kafka.errors` exception is chained), or the topic does not exist (the clients never
+  create topics: a missing topic is not an empty state). Nothing is silently lost: a save that
+  raises has not published its manifest, or (failing while the manifest was in flight) may
+  have published it complete; either way a reader gets a complete version and the caller
+  retries.
 
 Invalid arguments (a bad name, a negative epoch, a blob over ``max_state_bytes``, meta that is not
 plain JSON) raise ``ValueError``.
@@ -158,6 +161,8 @@ MAX_META_BYTES = 256 * 1024
 MAX_CHUNK_BYTES = 64 * 1024 * 1024
 #: Largest epoch and version (they fit a signed 64-bit integer).
 MAX_COUNTER = 2**63 - 1
+#: A save flushes its producer after this many queued bytes (kafka-python 3.0 has no buffer cap).
+SEND_WINDOW_BYTES = 16 * 1024 * 1024
 #: How many manifests (by epoch, version) a :class:`StateLog` keeps as fallback candidates.
 KEEP_MANIFESTS = 4
 
@@ -456,7 +461,9 @@ class StoredState:
 
 
 # ---------------------------------------------------------------------------------- the log view
-_MISSING = object()
+def _payload_bytes(value: bytes | None) -> int:
+    """Bytes of a kept chunk value that count toward the memory bound (headers aside)."""
+    return max(0, len(value) - CHUNK_HEADER_BYTES) if value else 0
 
 
 class StateLog:
@@ -539,7 +546,7 @@ class StateLog:
         else:
             kept = value
         self._chunks[where] = (offset, kept)
-        self._chunk_bytes += len(kept or b"") - (len(old[1] or b"") if old else 0)
+        self._chunk_bytes += _payload_bytes(kept) - (_payload_bytes(old[1]) if old else 0)
         if self._chunk_bytes > 2 * (self.max_state_bytes + self.max_message_bytes):
             raise CheckpointError(f"more chunk data under {self.name!r} than two states of "
                                   f"max_state_bytes={self.max_state_bytes}: refusing to read on")
@@ -774,7 +781,8 @@ class KafkaStateStore:
         Extra settings given to every kafka-python client (producer, consumer, admin), e.g.
         ``security_protocol``, ``sasl_*``, ``ssl_*``, ``client_id``.
 
-    Not thread-safe per se: one lock serializes its operations.
+    Safe to share between threads: one lock serializes its operations. The clients are made
+    on first use and remade after a Kafka error.
     """
 
     def __init__(self, bootstrap_servers: str | list[str], topic: str, *,
@@ -1014,8 +1022,14 @@ class KafkaStateStore:
                 raise AssertionError(f"message {key!r} of {size} bytes over the bound")
         producer = self._get_producer()
         try:
-            futures = [producer.send(self.topic, key=key, value=value, partition=0)
-                       for key, value in records]
+            futures = []
+            queued = 0
+            for key, value in records:
+                futures.append(producer.send(self.topic, key=key, value=value, partition=0))
+                queued += len(value or b"")
+                if queued >= SEND_WINDOW_BYTES:  # bound what waits in the producer
+                    producer.flush(timeout=max(0.001, deadline - time.monotonic()))
+                    queued = 0
             producer.flush(timeout=max(0.001, deadline - time.monotonic()))
             return [int(f.get(timeout=max(0.001, deadline - time.monotonic())).offset)
                     for f in futures]

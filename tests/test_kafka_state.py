@@ -465,10 +465,14 @@ def test_random_damage_never_yields_a_wrong_blob(seed):
 
 
 def test_the_view_refuses_more_chunk_data_than_two_states():
-    view = StateLog("s", keep_values=True, max_state_bytes=100, max_message_bytes=10)
+    view = StateLog("s", keep_values=True, max_state_bytes=100, max_message_bytes=100)
+    value = b"x" * (CHUNK_HEADER_BYTES + 10)  # 10 payload bytes; headers do not count
+    for i in range(40):  # 400 payload bytes: the bound, 2 * (100 + 100)
+        view.apply(i, chunk_key("s", i % 2, i), value)
+    for i in range(40):  # replacing a value does not add up
+        view.apply(100 + i, chunk_key("s", i % 2, i), value)
     with pytest.raises(CheckpointError, match="more chunk data"):
-        for i in range(100):
-            view.apply(i, chunk_key("s", 0, i), b"x" * 10)
+        view.apply(200, chunk_key("s", 0, 999), value)
 
 
 def test_an_oversized_chunk_value_is_kept_as_damage_not_as_data():
