@@ -171,9 +171,8 @@ def model_limits(est: Any) -> Limits:
 def _known_features(est: Any) -> Collection[Any] | None:
     """The feature names ``est`` has learned (``None``: it does not say; its own limit check at
     learning then decides)."""
-    index = getattr(est, "_index", None)  # DASClassifier / DASRegressor's FeatureIndex
-    names = getattr(index, "_pos", None)
-    if isinstance(names, dict):
+    names = getattr(est, "feature_names", None)  # DASClassifier / DASRegressor
+    if names is not None:
         return names
     weights = getattr(est, "weights", None)  # River's linear models
     return weights if isinstance(weights, dict) else None

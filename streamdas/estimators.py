@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Hashable
+from collections.abc import Collection, Hashable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -272,6 +272,11 @@ class _DASEstimator:
     def n_features(self) -> int:
         """Features known (input columns), at most ``max_features``."""
         return len(self._index)
+
+    @property
+    def feature_names(self) -> Collection[Hashable]:
+        """The features known, in input-column order (a read-only view: ``name in`` is cheap)."""
+        return self._index.view()
 
     @property
     def n_nonfinite_skipped(self) -> int:

@@ -9,7 +9,7 @@ in any order build identical columns. Missing features are imputed with their ru
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, KeysView, Mapping
 from typing import Any
 
 import numpy as np
@@ -150,6 +150,17 @@ class FeatureIndex:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._pos
+
+    def view(self) -> KeysView[Hashable]:
+        """The indexed names in column order, as a live read-only view.
+
+        >>> FeatureIndex(["b", "a"]).view()
+        dict_keys(['b', 'a'])
+        """
+        return self._pos.keys()
 
     def _add(self, name: Hashable) -> None:
         self._pos[name] = len(self.names)
