@@ -485,6 +485,9 @@ def check_config(cfg: ServiceConfig) -> None:
         try:
             checked = check_params(cls, {"seed": cfg.seed, **cfg.model_params})
             cfg.model_params = {k: checked[k] for k in cfg.model_params}
+            from consumers.model import check_checkpointable
+
+            check_checkpointable(cls(**checked))
         except ValueError as exc:
             raise ConfigError(f"argument --model-param: {exc}") from None
     else:

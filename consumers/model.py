@@ -84,7 +84,9 @@ def make_estimator(spec: ModelSpec) -> Any:
 
         cls = DASClassifier if spec.task == "classification" else DASRegressor
         params = {"seed": spec.seed, **spec.params}
-        return cls(**params)
+        est = cls(**params)
+        check_checkpointable(est)
+        return est
     if spec.kind == "linear":
         from river import linear_model
 
@@ -92,6 +94,44 @@ def make_estimator(spec: ModelSpec) -> Any:
             return linear_model.LogisticRegression(**spec.params)
         return linear_model.LinearRegression(**spec.params)
     raise ValueError(f"model kind must be 'das' or 'linear', got {spec.kind!r}")
+
+
+def check_checkpointable(est: Any) -> None:
+    """``ValueError`` unless the largest network ``est`` may grow into can be checkpointed.
+
+    A service reloads its models from checkpoints, which refuse networks beyond
+    :class:`streamdas.checkpoint.Limits`; a model allowed to outgrow them would be saved but
+    never loaded again. The bound counts every hidden layer at ``max_units``, ``max_features``
+    inputs and ``max_classes`` outputs, so all three must be bounded.
+
+    >>> from streamdas import DASClassifier
+    >>> check_checkpointable(DASClassifier())
+    >>> check_checkpointable(DASClassifier(max_units=None))
+    Traceback (most recent call last):
+    ...
+    ValueError: max_units=None: the service needs max_units, max_features (and max_classes) ...
+    >>> check_checkpointable(DASClassifier(max_units=4000, max_features=10_000))
+    Traceback (most recent call last):
+    ...
+    ValueError: a network of 10000 inputs, 2 hidden layers of up to 4000 units and 1000 outputs ...
+    """
+    from streamdas.checkpoint import DEFAULT_LIMITS
+
+    width, inputs = est.max_units, est.max_features
+    outputs = getattr(est, "max_classes", 1)
+    for name, value in (("max_units", width), ("max_features", inputs), ("max_classes", outputs)):
+        if value is None:
+            raise ValueError(f"{name}=None: the service needs max_units, max_features (and "
+                             f"max_classes) bounded, so that every model it saves can be loaded")
+    depth = len(est.hidden_sizes)
+    n = inputs * width + width + (depth - 1) * (width * width + width) + width * outputs + outputs
+    limits = DEFAULT_LIMITS
+    if width > limits.max_units or n > limits.max_parameters:
+        raise ValueError(
+            f"a network of {inputs} inputs, {depth} hidden layers of up to {width} units and "
+            f"{outputs} outputs may reach {n:,} parameters; a checkpoint holds at most "
+            f"{limits.max_units} units a layer and {limits.max_parameters:,} parameters: lower "
+            f"max_units, max_features or max_classes")
 
 
 #: Feature bound of estimators that have none of their own (River's linear baselines).

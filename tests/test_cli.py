@@ -33,6 +33,7 @@ BAD = [
     (["consume", "--model-param", "nosuch=1"], "--model-param", "alpha"),
     (["consume", "--model-param", "hidden_sizes=[0]"], "--model-param", "hidden_sizes"),
     (["consume", "--model-param", "lr"], "--model-param", "NAME=VALUE"),
+    (["consume", "--model-param", "max_units=5000"], "--model-param", "max_units"),
     (["consume", "--checkpoint-every", "abc"], "--checkpoint-every", "an integer"),
     (["consume", "--limit", "-1"], "--limit", ">= 1"),
     (["consume", "--task", "ranking"], "--task", "regression"),
