@@ -36,7 +36,8 @@ incompatible or hostile file, a panic in an extension module included -- raises
 :class:`CheckpointError` and nothing else; the object being loaded into is never half-changed,
 because loading builds a new object and only returns it once everything fitted.
 
-The public surface: :func:`save` / :func:`load` (files), :func:`save_estimator` /
+The public surface: :func:`save` / :func:`load` (files), :func:`dumps` / :func:`loads` (the
+same bytes in memory), :func:`save_estimator` /
 :func:`load_estimator` (an estimator with its architecture, weights and optimizer),
 :func:`estimator_to_state` / :func:`estimator_from_state` (an estimator to plain data and back,
 no file), :func:`detector_to_state` / :func:`detector_from_state`, :func:`self_check`,
@@ -84,6 +85,7 @@ __all__ = [
     "choice",
     "detector_from_state",
     "detector_to_state",
+    "dumps",
     "estimator_from_state",
     "estimator_params",
     "estimator_to_state",
@@ -92,6 +94,7 @@ __all__ = [
     "integer",
     "load",
     "load_estimator",
+    "loads",
     "number",
     "plain",
     "plain_tree",
@@ -307,7 +310,7 @@ def _read_body(path: Path, limits: Limits) -> bytes:
     raise CheckpointError(f"{path} is not a checkpoint (no {MAGIC[:-2].decode()} header)")
 
 
-def _read_pickle(body: bytes, path: Path, limits: Limits) -> None:
+def _read_pickle(body: bytes, path: Path | str, limits: Limits) -> None:
     """Check the zip around the pickle: stored entries within the file, CRCs, one bounded
     pickle that names allowed globals only."""
     try:
@@ -344,7 +347,7 @@ def _read_pickle(body: bytes, path: Path, limits: Limits) -> None:
         raise CheckpointError(f"cannot read checkpoint {path}: damaged pickle: {exc}") from exc
 
 
-def _require_file(condition: bool, path: Path, message: str) -> None:
+def _require_file(condition: bool, path: Path | str, message: str) -> None:
     if not condition:
         raise CheckpointError(f"checkpoint {path}: {message}")
 
@@ -365,14 +368,64 @@ def load(path: str | os.PathLike[str], limits: Limits | None = None) -> dict[str
     limits = limits or DEFAULT_LIMITS
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    body = _read_body(path, limits)
-    _read_pickle(body, path, limits)
+    return _decode_body(_read_body(path, limits), path, limits)
+
+
+def _decode_body(body: bytes, where: Path | str, limits: Limits) -> dict[str, Any]:
+    """The payload of a checkpoint's verified body: the zip and pickle checks, then
+    ``torch.load(weights_only=True)`` and the plain-data walk."""
+    _read_pickle(body, where, limits)
     payload = guarded(lambda: torch.load(io.BytesIO(body), map_location="cpu", weights_only=True),
-                      f"cannot read checkpoint {path}")
+                      f"cannot read checkpoint {where}")
     if not isinstance(payload, dict):
-        raise CheckpointError(f"checkpoint {path} holds {type(payload).__name__}, not a dict")
-    _check_tree(payload, f"checkpoint {path}", limits)
+        raise CheckpointError(f"checkpoint {where} holds {type(payload).__name__}, not a dict")
+    _check_tree(payload, f"checkpoint {where}", limits)
     return payload
+
+
+def dumps(payload: dict[str, Any]) -> bytes:
+    """The bytes :func:`save` writes to a file -- header (magic, length, SHA-256) and body --
+    for a checkpoint kept elsewhere (e.g. in Kafka messages).
+
+    >>> loads(dumps({"answer": 42}))
+    {'answer': 42}
+    >>> dumps({"answer": 42}).startswith(MAGIC)
+    True
+    """
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    body = buffer.getbuffer()
+    return _HEADER.pack(MAGIC, len(body), hashlib.sha256(body).digest()) + bytes(body)
+
+
+def loads(data: bytes, limits: Limits | None = None, where: str = "checkpoint") -> dict[str, Any]:
+    """Read what :func:`dumps` wrote, with every check :func:`load` makes on a file (size,
+    header and SHA-256 first); :class:`CheckpointError` naming ``where`` on any fault.
+
+    >>> data = bytearray(dumps({"answer": 42}))
+    >>> data[-5] ^= 1
+    >>> loads(bytes(data), where="blob")
+    Traceback (most recent call last):
+    ...
+    streamdas.checkpoint.CheckpointError: blob is damaged: its SHA-256 does not match
+    """
+    limits = limits or DEFAULT_LIMITS
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise CheckpointError(f"{where} is {type(data).__name__}, not bytes")
+    if len(data) > limits.max_bytes:
+        raise CheckpointError(f"{where} is {len(data)} bytes, more than the {limits.max_bytes} "
+                              f"a checkpoint may have")
+    data = bytes(data)
+    if len(data) < _HEADER.size or not data.startswith(MAGIC):
+        raise CheckpointError(f"{where} is not a checkpoint (no {MAGIC[:-2].decode()} header)")
+    _, length, digest = _HEADER.unpack_from(data)
+    body = data[_HEADER.size:]
+    if length != len(body):
+        raise CheckpointError(f"{where} is truncated or extended: its header says {length} bytes "
+                              f"follow, {len(body)} do")
+    if hashlib.sha256(body).digest() != digest:
+        raise CheckpointError(f"{where} is damaged: its SHA-256 does not match")
+    return _decode_body(body, where, limits)
 
 
 def _tensor_fault(t: torch.Tensor, devices: tuple[str, ...] = ("cpu",)) -> str | None:
