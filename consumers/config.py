@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from streamdas.arguments import (
     PORT_MAX,
@@ -37,7 +37,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10: TOML files need 3.11+
     tomllib = None  # type: ignore[assignment]
 
-__all__ = ["ENV_PREFIX", "ConfigError", "ServiceConfig", "build_parser", "check_config",
+__all__ = ["ENV_PREFIX", "ConfigError", "InternalTopics", "ServiceConfig", "build_parser", "check_config",
            "load_config"]
 
 ENV_PREFIX = "STREAMDAS_"
@@ -71,6 +71,12 @@ class ServiceConfig:
     request_timeout_ms: int = 30000
     max_poll_records: int = 1000
     poll_timeout_ms: int = 200
+    model_scope: str = "shared"
+    train_topic: str = ""
+    state_topic: str = ""
+    snapshot_topic: str = ""
+    publish_every: int = 500
+    publish_interval_ms: int = 100
     task: str = "classification"
     model: str = "das"
     model_params: dict[str, Any] = field(default_factory=dict)
@@ -108,6 +114,27 @@ class ServiceConfig:
                               f"timeout ({self.session_timeout_ms} ms), got "
                               f"{self.heartbeat_interval_ms}")
 
+    def topic_names(self) -> InternalTopics:
+        """The shared scope's topics: those configured, else named after the group.
+
+        >>> ServiceConfig(group_id="fraud", state_topic="fraud-state").topic_names()
+        InternalTopics(train='fraud.train', state='fraud-state', snapshots='fraud.snapshots')
+        """
+        group = self.group_id
+        return InternalTopics(self.train_topic or f"{group}.train",
+                              self.state_topic or f"{group}.state",
+                              self.snapshot_topic or f"{group}.snapshots")
+
+
+class InternalTopics(NamedTuple):
+    """The topics of the shared scope: the learner's input (1 partition) and its two compacted
+    state topics (:class:`consumers.kafka_state.KafkaStateStore`)."""
+
+    train: str
+    state: str
+    snapshots: str
+
+
 _HELP: dict[str, str] = {
     "bootstrap_servers": "Kafka bootstrap servers, comma-separated",
     "topics": "input topic(s), comma-separated",
@@ -123,14 +150,25 @@ _HELP: dict[str, str] = {
                           "+ 5 s, so a SyncGroup the coordinator holds can complete)",
     "max_poll_records": "largest poll batch (records); each partition's share is one minibatch",
     "poll_timeout_ms": "how long one poll waits for records",
+    "model_scope": "shared (one model for the whole stream, learned by one elected instance, its "
+                   "state in Kafka) or partition (one model per input partition, checkpointed in "
+                   "--checkpoint-dir); see docs/service.md",
+    "train_topic": "shared scope: topic of the labelled records for the learner (1 partition; "
+                   "default <group-id>.train)",
+    "state_topic": "shared scope: compacted topic of the learner's state (default <group-id>.state)",
+    "snapshot_topic": "shared scope: compacted topic of the model snapshots predictions use "
+                      "(default <group-id>.snapshots)",
+    "publish_every": "shared scope: the learner publishes a snapshot after this many learned records",
+    "publish_interval_ms": "... or this many milliseconds after learning one, whichever comes first",
     "task": "classification or regression",
     "model": "das (DASClassifier/DASRegressor) or linear (River linear baseline)",
     "seed": "seed of every fresh model",
     "torch_threads": "torch intra-op and NumPy BLAS threads (1 is fastest for minibatches of small nets)",
     "features": "fixed feature schema, comma-separated (default: none; records bring any "
                 "features, up to the model's max_features)",
-    "checkpoint_dir": "folder of per-partition checkpoints (shared by a group's instances)",
-    "checkpoint_every": "checkpoint after this many records",
+    "checkpoint_dir": "partition scope: folder of per-partition checkpoints (shared by a group's "
+                      "instances); unused in the shared scope",
+    "checkpoint_every": "checkpoint after this many records (shared scope: the learner's state)",
     "checkpoint_interval_s": "... or after this many seconds, whichever comes first",
     "checkpoint_keep": "checkpoint files kept per partition",
     "max_record_bytes": "larger values are dead-lettered as oversized",
@@ -191,6 +229,11 @@ def _topics(value: Any) -> list[str]:
     return [_topic(t) for t in _names(value, "topic names")]
 
 
+def _topic_or_default(value: Any) -> str:
+    """A topic name, or ``""``: the default."""
+    return "" if value == "" else _topic(value)
+
+
 def _servers(value: Any) -> str:
     """``HOST[:PORT]`` entries, comma-separated (IPv6 hosts in brackets when given a port)."""
     bad = argparse.ArgumentTypeError(
@@ -229,6 +272,12 @@ _TYPES: dict[str, Callable[[Any], Any]] = {
     "request_timeout_ms": integer(1, INT32_MAX),
     "max_poll_records": integer(1, INT32_MAX),
     "poll_timeout_ms": integer(0, INT32_MAX),
+    "model_scope": choice("shared", "partition"),
+    "train_topic": _topic_or_default,
+    "state_topic": _topic_or_default,
+    "snapshot_topic": _topic_or_default,
+    "publish_every": integer(1, INT32_MAX),
+    "publish_interval_ms": integer(1, INT32_MAX),
     "task": choice("classification", "regression"),
     "model": choice("das", "linear"),
     "seed": integer(0, 2**32 - 1),
@@ -452,10 +501,40 @@ def _check_kafka_options(cfg: ServiceConfig) -> None:
             f"connections_max_idle_ms ({idle})")
 
 
+def _check_topics(cfg: ServiceConfig) -> None:
+    """The shared scope's topics are valid names, distinct from each other and from the topics
+    the service reads and writes.
+
+    >>> _check_topics(ServiceConfig(group_id="my group"))
+    Traceback (most recent call last):
+    ...
+    consumers.config.ConfigError: argument --train-topic: the default 'my group.train' (from ...
+    >>> _check_topics(ServiceConfig(topics=["a"], train_topic="a"))
+    Traceback (most recent call last):
+    ...
+    consumers.config.ConfigError: argument --train-topic: 'a' is also an input topic
+    """
+    names = cfg.topic_names()
+    others = {**{t: "an input topic" for t in cfg.topics}, cfg.output_topic: "the output topic",
+              cfg.dead_letter_topic: "the dead-letter topic"}
+    for name, value in zip(("train_topic", "state_topic", "snapshot_topic"), names, strict=True):
+        flag = "--" + name.replace("_", "-")
+        if not getattr(cfg, name):
+            try:
+                _topic(value)
+            except argparse.ArgumentTypeError:
+                raise ConfigError(f"argument {flag}: the default {value!r} (from --group-id) is "
+                                  f"not a Kafka topic name; set {flag}") from None
+        if value in others:
+            raise ConfigError(f"argument {flag}: {value!r} is also {others[value]}")
+        others[value] = f"the {name.replace('_', ' ')}"
+
+
 def check_config(cfg: ServiceConfig) -> None:
     """Check what :func:`load_config` cannot see by itself, before any work starts: that
     ``--source`` can be opened, that the outputs (embedded mode) or the checkpoint folder
-    (Kafka mode) can be written, that the ``--kafka`` options are kafka-python's and leave the
+    (Kafka mode, partition scope) can be written, that the shared scope's topics are valid and
+    distinct, that the ``--kafka`` options are kafka-python's and leave the
     service's own settings alone, and that ``--model-param`` builds an estimator. Raises
     :class:`ConfigError`.
 
@@ -474,8 +553,10 @@ def check_config(cfg: ServiceConfig) -> None:
         for flag, path in (("--output", cfg.output), ("--dead-letter-output", cfg.dead_letter_output)):
             if path is not None:
                 _check_path(flag, path, check_output_file)
-    else:
+    elif cfg.model_scope == "partition":
         _check_path("--checkpoint-dir", cfg.checkpoint_dir, check_output_folder)
+    else:
+        _check_topics(cfg)
     _check_kafka_options(cfg)
     if cfg.model == "das":
         from streamdas import DASClassifier, DASRegressor

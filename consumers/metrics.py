@@ -72,6 +72,12 @@ class ServiceMetrics:
     ``streamdas_broker_up``                          gauge      model
     ``streamdas_last_heartbeat_timestamp_seconds``   gauge      model
     ``streamdas_start_time_seconds``                 gauge      model
+    ``streamdas_snapshot_epoch``                     gauge      model (shared scope)
+    ``streamdas_snapshot_version``                   gauge      model (shared scope)
+    ``streamdas_snapshot_records_learned``           gauge      model (shared scope)
+    ``streamdas_snapshot_age_seconds``               gauge      model (shared scope)
+    ``streamdas_learner``                            gauge      model (shared scope)
+    ``streamdas_learner_records_learned``            gauge      model (shared scope)
     ===============================================  =========  ===================
 
     Parameters
@@ -187,6 +193,27 @@ class ServiceMetrics:
             _name("start_time_seconds"), "Unix time the service started.", ["model"],
             registry=reg)
         self.start_time.labels(self.model).set(self._started)
+        self.snapshot_epoch = prometheus_client.Gauge(
+            _name("snapshot_epoch"), "Epoch (learner term) of the model snapshot predictions use.",
+            ["model"], registry=reg)
+        self.snapshot_version = prometheus_client.Gauge(
+            _name("snapshot_version"), "Version of the model snapshot predictions use.",
+            ["model"], registry=reg)
+        self.snapshot_learned = prometheus_client.Gauge(
+            _name("snapshot_records_learned"),
+            "Records the model of the snapshot in use had learned.", ["model"], registry=reg)
+        self.snapshot_age = prometheus_client.Gauge(
+            _name("snapshot_age_seconds"),
+            "Seconds since the learner published the snapshot in use (its clock against ours).",
+            ["model"], registry=reg)
+        self.learner = prometheus_client.Gauge(
+            _name("learner"), "1 while this instance is the group's elected learner.", ["model"],
+            registry=reg)
+        self.learner_learned = prometheus_client.Gauge(
+            _name("learner_records_learned"),
+            "Records learned by this instance's learner's model (0 unless it is the learner).",
+            ["model"], registry=reg)
+        self._snapshot_published: float | None = None
         # Pre-create the bounded label sets so rates exist from the first scrape.
         for outcome in OUTCOMES:
             self.records.labels(self.model, outcome)
@@ -314,19 +341,22 @@ class ServiceMetrics:
     def observe_prequential(self, y_true: Any, y_pred: Any) -> None:
         """Update the rolling test-then-train accuracy (or absolute error) with one record.
 
-        A missing prediction (``None``, e.g. before the first class is seen) counts as
-        wrong for classifiers and is ignored for regressors.
+        A missing prediction (``None``: a model that has learned nothing yet) is ignored, as
+        River's evaluation ignores it: it says nothing about the model's accuracy.
+
+        >>> m = ServiceMetrics(registry=prometheus_client.CollectorRegistry())
+        >>> m.observe_prequential(1, None); m.observe_prequential(1, 1)
+        >>> m.window_samples.labels(m.model)._value.get()
+        1.0
         """
+        if y_pred is None:
+            return
         task = self.task
         if task is None:
-            if y_pred is None:
-                return
             task = self.task = _infer_task(y_true, y_pred)
         if task == "classification":
-            value = 1.0 if (y_pred is not None and y_pred == y_true) else 0.0
+            value = 1.0 if y_pred == y_true else 0.0
         else:
-            if y_pred is None:
-                return
             value = abs(float(y_true) - float(y_pred))
             if not math.isfinite(value):
                 return
@@ -344,6 +374,45 @@ class ServiceMetrics:
         gauge = self.accuracy if task == "classification" else self.mae
         gauge.labels(self.model).set(mean)
         self.window_samples.labels(self.model).set(size)
+
+    # -- shared scope ----------------------------------------------------------------------
+    def set_snapshot(self, epoch: int, version: int, n_learned: int, published_at: float) -> None:
+        """Record the snapshot predictions now use; its age is computed at each scrape.
+
+        Examples
+        --------
+        >>> reg = prometheus_client.CollectorRegistry()
+        >>> m = ServiceMetrics(registry=reg)
+        >>> m.set_snapshot(2, 17, 8500, published_at=time.time() - 3)
+        >>> reg.get_sample_value("streamdas_snapshot_version", {"model": "default"})
+        17.0
+        >>> 2.5 < reg.get_sample_value("streamdas_snapshot_age_seconds", {"model": "default"}) < 60
+        True
+        """
+        self.snapshot_epoch.labels(self.model).set(epoch)
+        self.snapshot_version.labels(self.model).set(version)
+        self.snapshot_learned.labels(self.model).set(n_learned)
+        if self._snapshot_published is None:
+            self.snapshot_age.labels(self.model).set_function(self._snapshot_age)
+        self._snapshot_published = float(published_at)
+
+    def _snapshot_age(self) -> float:
+        published = self._snapshot_published
+        return 0.0 if published is None else max(0.0, time.time() - published)
+
+    def watch_learner(self, is_learner: Any, n_learned: Any) -> None:
+        """Read the learner's state at each scrape: ``is_learner()`` and ``n_learned()``.
+
+        Examples
+        --------
+        >>> reg = prometheus_client.CollectorRegistry()
+        >>> m = ServiceMetrics(registry=reg)
+        >>> m.watch_learner(lambda: True, lambda: 1200)
+        >>> reg.get_sample_value("streamdas_learner", {"model": "default"})
+        1.0
+        """
+        self.learner.labels(self.model).set_function(lambda: 1.0 if is_learner() else 0.0)
+        self.learner_learned.labels(self.model).set_function(lambda: float(n_learned()))
 
     # -- health ----------------------------------------------------------------------------
     def set_broker_up(self, up: bool, why: str | None = None) -> None:

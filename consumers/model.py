@@ -277,11 +277,15 @@ class BatchResult:
     ``predictions`` holds ``(index, payload)`` pairs, ``rejections`` ``(index, Rejection)``
     pairs, where ``index`` points into the input batch; every index appears in exactly one
     of the two lists (and also in ``rejections`` when learning failed after predicting).
+    ``labels`` holds ``(label, prediction)`` of the labelled predicted records (prequential
+    scores), ``labelled`` their ``(index, record)``: what the shared scope forwards to its
+    learner.
     """
 
     predictions: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     rejections: list[tuple[int, Rejection]] = field(default_factory=list)
     labels: list[tuple[Any, Any]] = field(default_factory=list)
+    labelled: list[tuple[int, Record]] = field(default_factory=list)
     n_learned: int = 0
     predict_seconds: float = 0.0
     learn_seconds: float = 0.0
@@ -402,6 +406,7 @@ def process_batch(
     learn: bool = True,
     keys: Sequence[bytes | None] | None = None,
     max_key_bytes: int | None = None,
+    check_labels: bool | None = None,
 ) -> BatchResult:
     """Validate, predict and (for labelled records) learn one batch from one partition.
 
@@ -417,6 +422,10 @@ def process_batch(
         Larger values are rejected as ``oversized``.
     learn
         Set ``False`` to predict only.
+    check_labels
+        Check labelled records against the model's limits on classes, label length and new
+        features, as learning them would (default: ``learn``). The shared scope predicts only
+        and checks them, since its learner learns what it forwards.
     keys
         The messages' keys (optional): with ``max_key_bytes``, a record with a longer key is
         rejected as ``oversized_key``.
@@ -443,7 +452,7 @@ def process_batch(
     result = BatchResult()
     seen_before = state.n_records
     est = state.estimator
-    admission = _Admission(state, task, learn)
+    admission = _Admission(state, task, learn if check_labels is None else check_labels)
     valid: list[tuple[int, Record]] = []
     for i, raw in enumerate(values):
         try:
@@ -486,6 +495,7 @@ def process_batch(
         if rec.y is not None:
             labelled.append(pos)
             result.labels.append((rec.y, pred))
+            result.labelled.append((i, rec))
 
     if learn and labelled:
         t0 = time.perf_counter()
@@ -609,6 +619,7 @@ def process_guarded(
         result.predictions += [(i, p) for _, p in part.predictions]
         result.rejections += [(i, r) for _, r in part.rejections]
         result.labels += part.labels
+        result.labelled += [(i, rec) for _, rec in part.labelled]
         result.n_learned += part.n_learned
         result.predict_seconds += part.predict_seconds
         result.learn_seconds += part.learn_seconds

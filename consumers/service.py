@@ -1,40 +1,40 @@
-"""The Kafka consumer service: predict, learn, checkpoint, commit -- at least once.
+"""The Kafka consumer service: predict every record, learn the labelled ones -- at least once.
 
-One model per input partition (:class:`~consumers.model.PartitionState`), checkpointed with that
-partition's next offset in one atomic file (:class:`~consumers.store.CheckpointStore`).
+The loop is the same in both model scopes; what differs is behind its ``scope``:
+:class:`~consumers.predictor.SharedScope` (``--model-scope shared``, the default: one model for
+the whole stream, learned by the elected learner, predictions from its snapshots, the position
+committed to Kafka) or :class:`~consumers.partitions.PartitionScope` (``--model-scope
+partition``: one model per input partition, checkpointed with its offset in a folder).
 
 Loop, per poll:
 
-1. each partition's records go through :func:`~consumers.model.process_batch` (predict all valid
-   records, then learn the labelled ones as one minibatch); predictions go to the output topic,
-   unusable records to the dead-letter topic;
-2. every ``checkpoint_every`` records or ``checkpoint_interval_s`` seconds: flush the producer
-   (every prediction and dead letter so far is acknowledged), write each changed partition's
-   checkpoint, then commit the same offsets to the group.
+1. take the newest model the scope has (shared: the newest snapshot read);
+2. each partition's records go through the scope's ``process`` (predict all valid records; the
+   partition scope then learns the labelled ones as one minibatch), the shared scope forwards
+   the labelled ones to the learner, predictions go to the output topic and unusable records to
+   the dead-letter topic;
+3. every ``checkpoint_every`` records or ``checkpoint_interval_s`` seconds: flush the producers
+   (everything sent so far is acknowledged), save each changed partition (partition scope: its
+   checkpoint file), then commit the same offsets to the group.
 
-On assignment a partition's newest checkpoint is loaded and the consumer seeks to its offset; on
-revocation (rebalance, shutdown) the partitions are checkpointed and committed first, within a
-time budget (half the session timeout) so the rebalance listener never holds the group; a
-partition not saved in time is handed back at its last checkpoint and replayed by its next owner.
-If the producer loses a message, or cannot be flushed, nothing is checkpointed past it: the
-service rewinds every partition of the failed poll to its checkpoint (or to the first offset it
-polled, when it has none), builds a fresh producer, and replays, so a record can be predicted
-twice but never zero times. A message the broker refuses because of the message itself (too
-large) is not a lost delivery: the record is dead-lettered instead (``output_too_large``), and a
-dead letter refused that way is sent again without the value's prefix, then logged and counted.
+On revocation (rebalance, shutdown) the partitions are saved and committed first, within a time
+budget (half the session timeout) so the rebalance listener never holds the group; a partition
+not saved in time is handed back at its last save and replayed by its next owner. If a producer
+loses a message, or cannot be flushed, nothing is saved past it: the service rewinds every
+partition of the failed poll (to its checkpoint or last commit, or to the first offset it polled
+from it), builds fresh producers, and replays, so a record can be predicted twice but never zero
+times. A message the broker refuses because of the message itself (too large) is not a lost
+delivery: the record is dead-lettered instead (``output_too_large``), and a dead letter refused
+that way is sent again without the value's prefix, then logged and counted.
 
 No record can stop the loop: :func:`~consumers.model.process_guarded` turns any failure of one
 record into its dead letter, and should handling a partition's records still raise, the records
 involved are counted (per ``(partition, offset)``, in memory, at most
-:data:`MAX_TRACKED_FAILURES` entries), every partition rewinds to its checkpoint, and those
-records are then handled one at a time; a record that fails :data:`MAX_ATTEMPTS` times is
-dead-lettered (``internal_error``) without being handled again. Liveness follows progress:
-``/livez`` fails when no new offset was handled for ``stall_seconds`` while there were records to
-handle, so a loop that only replays the same records is not live.
-
-The producer is at-least-once without idempotence
-(``enable_idempotence=False``): kafka-python 3.0's idempotent producer stops sending for good
-after a delivery timeout (its producer-id reset leaves the transaction manager waiting).
+:data:`MAX_TRACKED_FAILURES` entries), every partition rewinds, and those records are then
+handled one at a time; a record that fails :data:`MAX_ATTEMPTS` times is dead-lettered
+(``internal_error``) without being handled again. Liveness follows progress: ``/livez`` fails
+when no new offset was handled for ``stall_seconds`` while there were records to handle, so a
+loop that only replays the same records is not live. Kafka clients: :mod:`consumers.clients`.
 """
 
 from __future__ import annotations
@@ -56,9 +56,16 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 
+from consumers.clients import (
+    CONNECT_ERRORS,
+    COORDINATOR_MARGIN_MS,
+    consumer_request_timeout_ms,
+    make_consumer,
+    only_known,
+    producer_options,
+)
 from consumers.config import ServiceConfig
 from consumers.messages import (
-    MAX_KEY_BYTES,
     Origin,
     Outgoing,
     dead_letter,
@@ -69,46 +76,16 @@ from consumers.messages import (
     prediction_payload,
     render,
 )
-from consumers.model import (
-    BatchResult,
-    ModelSpec,
-    PartitionState,
-    make_estimator,
-    process_guarded,
-)
+from consumers.model import BatchResult, PartitionState
+from consumers.partitions import PartitionScope
+from consumers.predictor import SharedScope
 from consumers.records import Rejection, clip
-from consumers.store import CheckpointStore
 from consumers.telemetry import Telemetry
 
 __all__ = ["MAX_ATTEMPTS", "MAX_TRACKED_FAILURES", "KafkaService", "dead_letter_payload",
            "prediction_payload"]
 
 log = logging.getLogger(__name__)
-
-
-#: Added to the session timeout for the consumer's request timeout (see below).
-COORDINATOR_MARGIN_MS = 5000
-
-
-def consumer_request_timeout_ms(cfg: ServiceConfig) -> int:
-    """The consumer's request timeout: ``request_timeout_ms``, raised to cover a SyncGroup.
-
-    A group coordinator may legitimately hold a follower's SyncGroup until the leader's
-    assignment arrives or the leader's session expires (up to ``session_timeout_ms``; Tansu
-    also pauses group requests for about 3 s). kafka-python 3.0 extends only JoinGroup's
-    timeout, so with a request timeout below that the follower aborts its SyncGroup, closes
-    the coordinator connection and rejoins, and a group whose leader died can keep electing
-    that dead leader (each rejoin starts a new generation before the dead member's session
-    expires): the consumer never gets an assignment. The consumer's request timeout is
-    therefore at least ``session_timeout_ms + COORDINATOR_MARGIN_MS``; the producer keeps
-    ``request_timeout_ms`` as given (its delivery timeout is bounded by it).
-
-    >>> consumer_request_timeout_ms(ServiceConfig(session_timeout_ms=6000, request_timeout_ms=2000))
-    11000
-    >>> consumer_request_timeout_ms(ServiceConfig(session_timeout_ms=6000, request_timeout_ms=30000))
-    30000
-    """
-    return max(cfg.request_timeout_ms, cfg.session_timeout_ms + COORDINATOR_MARGIN_MS)
 
 
 #: Times a record may be part of a failed attempt before it is dead-lettered unhandled.
@@ -119,13 +96,9 @@ MAX_TRACKED_FAILURES = 10_000
 MESSAGE_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
-def _only_known(options: dict[str, Any], client: type) -> dict[str, Any]:
-    known = getattr(client, "DEFAULT_CONFIG", {})
-    return {k: v for k, v in options.items() if k in known}
-
-
 class _Listener(AsyncConsumerRebalanceListener):
-    """Checkpoint on revoke, load-and-seek on assign (runs on kafka-python's IO thread)."""
+    """Save and commit on revoke, load (and seek) on assign (runs on kafka-python's IO
+    thread)."""
 
     def __init__(self, service: KafkaService) -> None:
         self.service = service
@@ -139,8 +112,8 @@ class _Listener(AsyncConsumerRebalanceListener):
             if commit is not None:
                 try:
                     await commit(offsets, timeout_ms=5000)
-                except Exception as exc:  # the checkpoint already holds the offsets
-                    log.warning("commit on revoke failed (checkpoint kept): %s", exc)
+                except Exception as exc:  # a replay by the next owner, at worst
+                    log.warning("commit on revoke failed: %s", exc)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.service._assign(assigned)
@@ -158,17 +131,24 @@ class KafkaService:
         Service configuration.
     telemetry
         Metrics and health (see :class:`consumers.telemetry.Telemetry`).
+    **scope_options
+        Passed to the shared scope (:class:`~consumers.predictor.SharedScope`: its follower,
+        learner and train producer factories).
     """
 
-    def __init__(self, cfg: ServiceConfig, telemetry: Telemetry | None = None) -> None:
+    def __init__(self, cfg: ServiceConfig, telemetry: Telemetry | None = None,
+                 **scope_options: Any) -> None:
         self.cfg = cfg
         self.telemetry = telemetry or Telemetry(cfg)
-        self.spec = ModelSpec(task=cfg.task, kind=cfg.model, params=dict(cfg.model_params),
-                              seed=cfg.seed)
-        self.store = CheckpointStore(cfg.checkpoint_dir, keep=cfg.checkpoint_keep, kind=cfg.model,
-                                     on_fallback=self.telemetry.checkpoint_fallback, params=cfg.model_params)
+        self.lock = threading.RLock()  # held while the models change; scrapes read under it
+        self.scope: PartitionScope | SharedScope
+        if cfg.model_scope == "partition":
+            self.scope = PartitionScope(cfg, self.telemetry, self.lock)
+            self.store = self.scope.store
+        else:
+            self.scope = SharedScope(cfg, self.telemetry, self.lock,
+                                     on_send_error=self._on_send_error, **scope_options)
         self.states: dict[TopicPartition, PartitionState] = {}
-        self._parked: dict[TopicPartition, PartitionState] = {}
         self._start_offsets: dict[TopicPartition, int] = {}
         self._stop = threading.Event()
         self._send_failed = False
@@ -186,12 +166,10 @@ class KafkaService:
                         self.value_bytes, cfg.dead_letter_value_bytes, self.limit)
         self._flush_failing = False
         self._last_checkpoint = time.monotonic()
-        self.lock = threading.RLock()  # held while the models change; scrapes read under it
         self._last_lag = 0.0
         self.consumer: Any = None
         self.producer: Any = None
-        self.producer_factory: Callable[[], Any] = lambda: KafkaProducer(
-            **self._common_options(), **self._producer_options())
+        self.producer_factory: Callable[[], Any] = lambda: KafkaProducer(**producer_options(cfg))
         self.telemetry.watch_models(self._models, lock=self.lock)
         self.telemetry.assigned(False)  # not ready until the group has assigned partitions
 
@@ -202,29 +180,10 @@ class KafkaService:
 
     def _models(self) -> dict[str, Any]:
         with self.lock:  # the metrics thread reads while the loop holds no lock
-            return {f"{tp.topic}-{tp.partition}": st.estimator
-                    for tp, st in list(self.states.items())}
-
-    def _producer_options(self) -> dict[str, Any]:
-        cfg = self.cfg
-        # At least once needs no idempotent producer, and kafka-python 3.0's jams for good
-        # after a delivery timeout; a user may still turn it on through cfg.kafka.
-        options: dict[str, Any] = {
-            "acks": "all", "linger_ms": 5, "batch_size": 256 * 1024,
-            "enable_idempotence": False,
-            "max_block_ms": max(cfg.request_timeout_ms, 10000)}
-        options.update(_only_known(cfg.kafka, KafkaProducer))
-        return options
-
-    def _common_options(self) -> dict[str, Any]:
-        cfg = self.cfg
-        return {"bootstrap_servers": cfg.bootstrap_servers.split(","),
-                "client_id": cfg.client_id,
-                "request_timeout_ms": cfg.request_timeout_ms,
-                "bootstrap_timeout_ms": min(cfg.request_timeout_ms, 10000)}
+            return self.scope.models(self.states)
 
     def _new_producer(self) -> bool:
-        """Replace the producer (what it still held is replayed); ``False`` if unreachable."""
+        """Replace the producers (what they still held is replayed); ``False`` if unreachable."""
         old, self.producer = self.producer, None
         if old is not None:
             try:
@@ -233,20 +192,23 @@ class KafkaService:
                 log.debug("closing the old producer: %s", exc)
         try:
             self.producer = self.producer_factory()
-        except (KafkaError, OSError) as exc:
+        except CONNECT_ERRORS as exc:
             log.warning("cannot create a producer yet (%s)", exc)
             return False
-        return True
+        return self.scope.renew()
 
     def _connect(self) -> bool:
-        """Create producer and consumer, retrying with backoff until connected or stopped."""
+        """Prepare the scope, create producer and consumer, retrying with backoff until
+        connected or stopped."""
         cfg = self.cfg
         delay = 0.5
-        unknown = set(cfg.kafka) - set(_only_known(cfg.kafka, KafkaConsumer)) - set(
-            _only_known(cfg.kafka, KafkaProducer))
+        unknown = set(cfg.kafka) - set(only_known(cfg.kafka, KafkaConsumer)) - set(
+            only_known(cfg.kafka, KafkaProducer))
         if unknown:
             log.warning("ignoring Kafka options no kafka-python client accepts: %s",
                         sorted(unknown))
+        if not self.scope.start(self._stop, self.limit):
+            return False
         while not self._stop.is_set():
             try:
                 self.producer = self.producer_factory()
@@ -255,20 +217,13 @@ class KafkaService:
                     log.info("consumer request timeout raised to %d ms (session timeout + "
                              "%d ms) so a held SyncGroup can complete", consumer_timeout,
                              COORDINATOR_MARGIN_MS)
-                self.consumer = KafkaConsumer(
-                    **{**self._common_options(), "request_timeout_ms": consumer_timeout},
-                    group_id=cfg.group_id, enable_auto_commit=False,
-                    auto_offset_reset=cfg.auto_offset_reset,
-                    session_timeout_ms=cfg.session_timeout_ms,
-                    heartbeat_interval_ms=cfg.heartbeat_interval_ms,
-                    max_poll_records=cfg.max_poll_records,
-                    **_only_known(cfg.kafka, KafkaConsumer))
+                self.consumer = make_consumer(cfg, cfg.group_id)
                 self.consumer.subscribe(cfg.topics, listener=_Listener(self))
                 self.telemetry.broker_up(True)
-                log.info("connected to %s; subscribed to %s as group %r",
-                         cfg.bootstrap_servers, cfg.topics, cfg.group_id)
+                log.info("connected to %s; subscribed to %s as group %r (model scope: %s)",
+                         cfg.bootstrap_servers, cfg.topics, cfg.group_id, cfg.model_scope)
                 return True
-            except (KafkaError, OSError) as exc:
+            except CONNECT_ERRORS as exc:
                 self._close_clients()
                 self.telemetry.broker_up(False, "cannot connect")
                 log.warning("broker unreachable (%s); retrying in %.1f s", exc, delay)
@@ -289,6 +244,7 @@ class KafkaService:
     def run(self) -> int:
         """Connect, then loop until stopped; returns the process exit status (0)."""
         if not self._connect():
+            self.scope.close()
             return 0
         backoff = 0.5
         while not self._stop.is_set():
@@ -312,11 +268,13 @@ class KafkaService:
             self.telemetry.heartbeat()
             if not any(batch.values()):
                 self.telemetry.progress()  # nothing to do is no lack of progress
+            self.scope.refresh(self.states)
             self._process_poll(batch)
             self._report()
-        log.info("stopping: final checkpoint, commit, leaving the group")
+        log.info("stopping: final save, commit, leaving the group")
         self._checkpoint_and_commit(list(self.states))
         self._close_clients()  # close() revokes (no-op: nothing dirty) and leaves the group
+        self.scope.close()
         log.info("stopped")
         return 0
 
@@ -325,8 +283,8 @@ class KafkaService:
         """Handle one poll's records; rewind on a lost message, else checkpoint when due.
 
         Records of a partition that is not assigned here (any more) are left to its owner: a
-        fresh model started in the middle of a partition would checkpoint past records it
-        never learned.
+        fresh model started in the middle of a partition would save past records it never
+        learned.
         """
         batch_all = batch
         stray = [tp for tp in batch if tp not in self.states]
@@ -362,15 +320,6 @@ class KafkaService:
     @property
     def _must_rewind(self) -> bool:
         return self._send_failed or self._handle_failed
-
-    def _fresh_state(self) -> PartitionState:
-        return self._configured(PartitionState(make_estimator(self.spec)))
-
-    def _configured(self, state: PartitionState) -> PartitionState:
-        """``state`` with the configured schema (``--features``, or none): a schema stored in
-        an older checkpoint, fixed by its first record, is not kept."""
-        state.features = list(self.cfg.features) if self.cfg.features else None
-        return state
 
     def _handle(self, tp: TopicPartition, messages: list[Any]) -> None:
         """Process and send one partition's messages of a poll.
@@ -436,11 +385,10 @@ class KafkaService:
                 state.dirty += 1
             result = BatchResult(rejections=[(0, rejection)])
         else:
-            with self.lock:
-                result = process_guarded(state, [m.value for m in messages], task=cfg.task,
-                                         max_bytes=cfg.max_record_bytes,
-                                         keys=[m.key for m in messages],
-                                         max_key_bytes=MAX_KEY_BYTES)
+            result = self.scope.process(state, [m.value for m in messages],
+                                        [m.key for m in messages])
+            if not self.scope.forward(result, origins):
+                return False
         outgoing = render(result, origins, limit=self.limit, value_bytes=self.value_bytes,
                           extra={"consumer": cfg.client_id})
         for message in outgoing:
@@ -540,10 +488,10 @@ class KafkaService:
         self, tps: Iterable[TopicPartition], flush_timeout_s: float | None = None,
         deadline: float | None = None,
     ) -> dict[TopicPartition, OffsetAndMetadata] | None:
-        """Flush the producer, then save every changed partition; ``None`` if postponed.
+        """Flush the producers, then save every changed partition; ``None`` if postponed.
 
         With a ``deadline`` (``time.monotonic()``), partitions are saved until it passes; the
-        others keep their older checkpoint and are left out of the returned offsets.
+        others keep their older save and are left out of the returned offsets.
         """
         dirty = [tp for tp in tps if tp in self.states and self.states[tp].dirty > 0
                  and self.states[tp].next_offset is not None]
@@ -557,29 +505,32 @@ class KafkaService:
             while self._refused and not self._send_failed:  # at most three rounds (see above)
                 self._resend_refused()
                 self.producer.flush(timeout=timeout)
+            self.scope.flush(timeout)
         except KafkaTimeoutError:
             self._flush_failing = True
             self.telemetry.broker_up(False, "producer flush timing out")
-            log.warning("producer flush timed out after %.1f s: checkpoint postponed", timeout)
+            log.warning("producer flush timed out after %.1f s: save and commit postponed",
+                        timeout)
             return None
         self._flush_failing = False
         if self._must_rewind:
             return None
         offsets = {}
+        checkpointed = False
         for tp in dirty:
             if deadline is not None and time.monotonic() >= deadline:
-                log.warning("checkpoint time budget spent: %d partition(s) handed back at "
-                            "their previous checkpoint", len(dirty) - len(offsets))
+                log.warning("save time budget spent: %d partition(s) handed back at their "
+                            "previous save", len(dirty) - len(offsets))
                 break
             state = self.states[tp]
-            with self.lock:
-                self.store.save(tp.topic, tp.partition, state)
+            checkpointed = self.scope.save(tp, state) or checkpointed
+            state.dirty = 0
             offsets[tp] = OffsetAndMetadata(state.next_offset, "", -1)
-        if self._pending() == 0:  # a partial checkpoint (revoke) keeps the others' countdown
+        if self._pending() == 0:  # a partial save (revoke) keeps the others' countdown
             self._last_checkpoint = time.monotonic()
-        self.telemetry.checkpointed()
-        log.debug("checkpointed %s", {f"{t.topic}:{t.partition}": o.offset
-                                      for t, o in offsets.items()})
+        if checkpointed:
+            self.telemetry.checkpointed()
+        log.debug("saved %s", {f"{t.topic}:{t.partition}": o.offset for t, o in offsets.items()})
         return offsets
 
     def _checkpoint_and_commit(self, tps: Iterable[TopicPartition]) -> None:
@@ -591,26 +542,25 @@ class KafkaService:
         if offsets and self.consumer is not None:
             try:
                 self.consumer.commit(offsets)
-            except KafkaError as exc:  # the checkpoint already holds the offsets
-                log.warning("offset commit failed (checkpoint kept): %s", exc)
+            except KafkaError as exc:  # a replay from the previous commit, at worst
+                log.warning("offset commit failed: %s", exc)
 
     def _rewind(self) -> None:
-        """Reload every assigned partition from its checkpoint and seek there (replay).
+        """Reload every assigned partition from its last save and seek there (replay).
 
-        A partition without a checkpoint goes back to the first offset polled from it since it
-        was assigned (recorded before any of its records was handled), with a fresh model. The
-        producer is rebuilt: whatever it still held will be produced again by the replay.
+        Partition scope: its checkpoint; shared scope: the last offset committed here. A
+        partition without one goes back to the first offset polled from it since it was
+        assigned (recorded before any of its records was handled), with a fresh model. The
+        producers are rebuilt: whatever they still held will be produced again by the replay.
         """
         tps = sorted(set(self.states) | set(self._start_offsets))
-        log.warning("rewinding %d partition(s) to their checkpoints", len(tps))
+        log.warning("rewinding %d partition(s) to their last save", len(tps))
         self._new_producer()
         self._send_failed = self._handle_failed = False
         with self.lock:
             for tp in tps:
-                loaded = self.store.load(tp.topic, tp.partition)
-                state = self._configured(loaded.state) if loaded else self._fresh_state()
+                state, offset = self.scope.reload(tp, self._start_offsets.get(tp))
                 self.states[tp] = state
-                offset = state.next_offset if loaded else self._start_offsets.get(tp)
                 if offset is not None:
                     self.consumer.seek(tp, offset)
 
@@ -621,23 +571,20 @@ class KafkaService:
         offsets = self._checkpoint(revoked, flush_timeout_s=min(self.cfg.flush_timeout_s, budget),
                                    deadline=deadline)
         for tp in revoked:
-            state = self.states.pop(tp, None)
-            if state is not None and offsets is not None:
-                self._parked[tp] = state
+            self.scope.revoked(tp, self.states.pop(tp, None), offsets is not None)
             self._start_offsets.pop(tp, None)
         if not self.states:  # nothing left that could depend on the lost message
             self._send_failed = self._handle_failed = False
-        log.info("revoked %s (checkpointed: %s)", sorted(map(tuple, revoked)),
-                 offsets is not None)
+        log.info("revoked %s (saved: %s)", sorted(map(tuple, revoked)), offsets is not None)
         return offsets or {}
 
     def _lose(self, lost: set[TopicPartition]) -> None:
         self.telemetry.assigned(False)
         for tp in lost:
             self.states.pop(tp, None)
-            self._parked.pop(tp, None)
+            self.scope.lost(tp)
             self._start_offsets.pop(tp, None)
-        log.warning("lost %s without a checkpoint (group membership expired)",
+        log.warning("lost %s without a save (group membership expired)",
                     sorted(map(tuple, lost)))
 
     def _assign(self, assigned: set[TopicPartition]) -> None:
@@ -646,14 +593,7 @@ class KafkaService:
 
     def _assign_locked(self, assigned: set[TopicPartition]) -> None:
         for tp in sorted(assigned):
-            parked = self._parked.pop(tp, None)
-            latest = self.store.latest_offset(tp.topic, tp.partition)
-            if parked is not None and parked.dirty == 0 and latest == parked.next_offset:
-                state, source = parked, "memory"
-            else:
-                loaded = self.store.load(tp.topic, tp.partition)
-                state = self._configured(loaded.state) if loaded else self._fresh_state()
-                source = str(loaded.path) if loaded else "fresh model"
+            state, source = self.scope.assign(tp)
             self.states[tp] = state
             if state.next_offset is not None:
                 self.consumer.seek(tp, state.next_offset)
@@ -661,7 +601,7 @@ class KafkaService:
                      state.next_offset, source)
         if not assigned:
             log.info("assigned no partitions (the group gave them all to other members)")
-        self._parked.clear()
+        self.scope.assigned()
         self.telemetry.partitions([tp.partition for tp in self.states])
         self.telemetry.assigned(True)
 

@@ -150,6 +150,26 @@ class Telemetry:
         """An unreadable checkpoint was skipped (``to``: ``"older"`` or ``"fresh"``)."""
         self.metrics.checkpoint_fallback(to)
 
+    def snapshot(self, snapshot: Any) -> None:
+        """The shared scope predicts with ``snapshot`` from now on (its epoch, version, records
+        learned and publication time become gauges; its age is computed at each scrape)."""
+        self.metrics.set_snapshot(snapshot.epoch, snapshot.version, snapshot.n_learned,
+                                  snapshot.published_at)
+
+    def watch_learner(self, learner: Callable[[], Any]) -> None:
+        """Export whether ``learner()`` (the shared scope's learner, or ``None``) is the elected
+        one, and the records it has learned, read at each scrape."""
+
+        def elected() -> bool:
+            current = learner()
+            return bool(current is not None and current.is_learner)
+
+        def learned() -> int:
+            current = learner()
+            return int(current.n_learned) if elected() else 0
+
+        self.metrics.watch_learner(elected, learned)
+
     def lag(self, partition: int, lag: int) -> None:
         """Consumer lag of one partition, in messages."""
         self._lags[partition] = lag

@@ -175,7 +175,8 @@ def service_args(bootstrap: str, tmp_path: Path, **overrides: Any) -> list[str]:
         "output-topic": "out",
         "dead-letter-topic": "dlq",
         "group-id": "test",
-        "checkpoint-dir": str(tmp_path / "ckpt"),
+        "model-scope": "partition",  # per-partition models in a folder; tests of the shared
+        "checkpoint-dir": str(tmp_path / "ckpt"),  # scope pass model_scope="shared"
         "session-timeout-ms": 6000,
         "heartbeat-interval-ms": 1000,
         "request-timeout-ms": 5000,

@@ -472,7 +472,7 @@ def test_parameter_mismatch_is_logged_with_both_values(tmp_path: Path, caplog) -
     learning take the configured values; each difference is logged with both."""
     from kafka import TopicPartition
 
-    cfg = ServiceConfig(checkpoint_dir=str(tmp_path / "ckpt"),
+    cfg = ServiceConfig(checkpoint_dir=str(tmp_path / "ckpt"), model_scope="partition",
                         model_params={"hidden_sizes": [16], "lr": 0.05, "batch_size": 8})
     CheckpointStore(cfg.checkpoint_dir).save("in", 0, _state(40, lr=0.01))
     service = KafkaService(cfg)

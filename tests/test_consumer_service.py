@@ -12,6 +12,7 @@ import pytest
 from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError
 
+from consumers.clients import producer_options
 from consumers.config import ServiceConfig
 from consumers.service import KafkaService
 from consumers.store import CheckpointStore
@@ -84,7 +85,7 @@ class FakeConsumer:
 def _service(tmp_path: Path, **overrides: Any) -> KafkaService:
     settings: dict[str, Any] = {"checkpoint_every": 10, "model_params": {"hidden_sizes": [8]}}
     settings.update(overrides)
-    cfg = ServiceConfig(checkpoint_dir=str(tmp_path / "ckpt"), **settings)
+    cfg = ServiceConfig(checkpoint_dir=str(tmp_path / "ckpt"), model_scope="partition", **settings)
     service = KafkaService(cfg)
     service.consumer, service.producer = FakeConsumer(), FakeProducer()
     service.producer_factory = FakeProducer
@@ -317,11 +318,11 @@ def test_revoke_spends_bounded_time_and_hands_back_what_it_could_not_save(
 
 
 def test_producer_is_at_least_once_without_idempotence(tmp_path: Path) -> None:
-    service = _service(tmp_path)
-    assert service._producer_options()["enable_idempotence"] is False
-    assert service._producer_options()["acks"] == "all"
+    options = producer_options(_service(tmp_path).cfg)
+    assert options["enable_idempotence"] is False
+    assert options["acks"] == "all"
     forced = _service(tmp_path, kafka={"enable_idempotence": True})
-    assert forced._producer_options()["enable_idempotence"] is True  # the user's choice
+    assert producer_options(forced.cfg)["enable_idempotence"] is True  # the user's choice
 
 
 def test_liveness_ignores_the_broker_and_readiness_needs_broker_and_assignment(

@@ -151,11 +151,11 @@ def test_config_precedence_toml_env_flags(tmp_path: Path) -> None:
 def test_security_settings_reach_kafka_python_clients() -> None:
     from kafka import KafkaConsumer, KafkaProducer
 
-    from consumers.service import _only_known
+    from consumers.clients import only_known
 
     options = {"security_protocol": "SSL", "ssl_cafile": "/ca.pem", "fetch_max_bytes": 1024}
-    assert _only_known(options, KafkaConsumer) == options
-    assert _only_known(options, KafkaProducer) == {"security_protocol": "SSL",
+    assert only_known(options, KafkaConsumer) == options
+    assert only_known(options, KafkaProducer) == {"security_protocol": "SSL",
                                                    "ssl_cafile": "/ca.pem"}
 
 
@@ -224,7 +224,12 @@ def test_consumer_request_timeout_covers_a_held_sync_group_but_producer_keeps_it
 ) -> None:
     """A follower's SyncGroup may be held up to the leader's session timeout; a shorter consumer
     request timeout made a member restarted behind a dead leader rejoin forever (chaos test)."""
-    from consumers.service import COORDINATOR_MARGIN_MS, KafkaService, consumer_request_timeout_ms
+    from consumers.clients import (
+        COORDINATOR_MARGIN_MS,
+        common_options,
+        consumer_request_timeout_ms,
+    )
+    from consumers.service import KafkaService
 
     built: dict[str, object] = {}
 
@@ -235,17 +240,17 @@ def test_consumer_request_timeout_covers_a_held_sync_group_but_producer_keeps_it
         def subscribe(self, topics: list[str], listener: object) -> None:
             pass
 
-    monkeypatch.setattr("consumers.service.KafkaConsumer", FakeConsumer)
+    monkeypatch.setattr("consumers.clients.KafkaConsumer", FakeConsumer)
     for session, request in [(6000, 2000), (6000, 5000), (45000, 30000), (6000, 30000)]:
         cfg = load_config(["--bootstrap-servers", "localhost:1", "--topics", "in",
                            "--output-topic", "out", "--session-timeout-ms", str(session),
-                           "--request-timeout-ms", str(request)])
+                           "--request-timeout-ms", str(request), "--model-scope", "partition"])
         timeout = consumer_request_timeout_ms(cfg)
         assert timeout >= session + COORDINATOR_MARGIN_MS
         assert timeout >= request
         assert timeout in (request, session + COORDINATOR_MARGIN_MS)
         service = KafkaService(cfg)
-        assert service._common_options()["request_timeout_ms"] == request  # the producer's
+        assert common_options(cfg)["request_timeout_ms"] == request  # the producer's
         built.clear()
         service.producer_factory = object  # no broker: connect builds only the fakes
         assert service._connect()

@@ -148,7 +148,7 @@ def test_records_bring_their_own_features_as_the_library_takes_them(tmp_path: Pa
 
 def test_a_schema_stored_by_an_older_version_is_not_enforced(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path / "ckpt")
-    old = PartitionState(make_estimator(_service(tmp_path).spec),
+    old = PartitionState(make_estimator(_service(tmp_path).scope.spec),
                          features=[f"k{i}" for i in range(60_000)], next_offset=1, n_records=1)
     store.save("in", 0, old)
     service = _service(tmp_path)

@@ -226,9 +226,10 @@ def test_checkpoint_time() -> None:
 def test_prequential_accuracy_is_rolling() -> None:
     reg = prometheus_client.CollectorRegistry()
     m = ServiceMetrics(registry=reg, window=4)
-    for y_true, y_pred in [("a", "a"), ("a", "b"), ("b", "b"), ("b", None)]:
-        m.observe_prequential(y_true, y_pred)
-    assert sample(reg, "streamdas_prequential_accuracy", model="default") == 0.5
+    for y_true, y_pred in [("a", "a"), ("a", "b"), ("b", None), ("b", "b"), ("a", "b")]:
+        m.observe_prequential(y_true, y_pred)  # no prediction (a model that learned nothing)
+    assert sample(reg, "streamdas_prequential_accuracy", model="default") == 0.5  # is ignored
+    assert sample(reg, "streamdas_prequential_window_samples", model="default") == 4
     for _ in range(4):  # the window forgets the old mistakes
         m.observe_prequential(True, True)
     assert sample(reg, "streamdas_prequential_accuracy", model="default") == 1.0

@@ -125,7 +125,8 @@ class _Consumer:
 
 
 def test_service_falls_back_to_older_then_fresh_and_counts_it(tmp_path: Path, caplog):
-    cfg = ServiceConfig(checkpoint_dir=str(tmp_path / "ckpt"), model_params={"hidden_sizes": [8]})
+    cfg = ServiceConfig(checkpoint_dir=str(tmp_path / "ckpt"), model_params={"hidden_sizes": [8]},
+                        model_scope="partition")
     store = CheckpointStore(cfg.checkpoint_dir)
     good = store.save("in", 0, _state("das", 40))
     _hostile_copy(good, store.folder("in", 0) / f"{80:020d}.ckpt")
