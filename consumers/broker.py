@@ -46,6 +46,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _all_stopped(tasks: Path) -> bool:
+    """Whether every thread listed in ``tasks`` (``/proc/<pid>/task``) is stopped (state T)."""
+    states = []
+    for task in tasks.iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # a thread that just ended
+            continue
+        states.append(stat.rsplit(")", 1)[1].split()[0])
+    return bool(states) and all(state in "Tt" for state in states)
+
+
 class TansuBroker:
     """A Tansu broker process on ``127.0.0.1:port`` with in-memory storage.
 
@@ -95,10 +107,24 @@ class TansuBroker:
         self.stop()
         raise TimeoutError(f"tansu did not listen on {self.port} within {timeout} s")
 
-    def pause(self) -> None:
-        """Freeze the broker (SIGSTOP): connections stay open, nothing answers."""
+    def pause(self, timeout: float = 10.0) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open, nothing answers.
+
+        Returns once every thread of the broker is stopped: SIGSTOP stops a multi-threaded
+        process only as each thread next runs, and until then a thread can still answer a
+        request. Where ``/proc`` is not available, returns after sending the signal.
+        """
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        if not tasks.is_dir():
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if _all_stopped(tasks):
+                return
+            time.sleep(0.001)
+        raise TimeoutError(f"tansu did not stop within {timeout} s")
 
     def resume(self) -> None:
         """Unfreeze the broker (SIGCONT)."""

@@ -408,3 +408,22 @@ def test_service_resumes_after_its_predictions_expired_while_the_broker_was_froz
         assert service.wait(timeout=30) == 0
     finally:
         service.stop()
+
+
+def test_a_paused_broker_has_every_thread_stopped_when_pause_returns(tansu: TansuBroker) -> None:
+    """SIGSTOP stops each thread of a process only as it next runs; the chaos tests count on
+    a broker that answers nothing once ``pause()`` returned."""
+    import os
+
+    assert tansu.process is not None
+    tasks = f"/proc/{tansu.process.pid}/task"
+    if not os.path.isdir(tasks):
+        pytest.skip("needs /proc")
+    for _ in range(3):
+        tansu.pause()
+        states = set()
+        for task in os.listdir(tasks):
+            with open(f"{tasks}/{task}/stat") as f:
+                states.add(f.read().rsplit(")", 1)[1].split()[0])
+        tansu.resume()
+        assert states <= {"T", "t"}, states
