@@ -254,7 +254,12 @@ class SharedScope:
             if payload is None:  # not predicted (dead-lettered): not learned either
                 continue
             o = origins[i]
-            value = encode_training_record(o.topic, o.partition, o.offset, rec.x, rec.y)
+            try:
+                value = encode_training_record(o.topic, o.partition, o.offset, rec.x, rec.y)
+            except (TypeError, ValueError) as exc:  # validated records encode: a defect
+                result.rejections.append((i, Rejection(
+                    "internal_error", f"training record: {type(exc).__name__}: {exc}")))
+                continue
             try:
                 if self._limit and len(value) > self._limit:
                     raise MessageSizeTooLargeError(f"{len(value)} bytes > {self._limit}")
