@@ -200,6 +200,8 @@ def exported_names() -> set[str]:
         metrics.observe_prequential(truth, pred)
         metrics.set_broker_up(True)
         metrics.heartbeat()
+        metrics.set_snapshot(1, 1, 100, published_at=0.0)  # the shared model scope's
+        metrics.watch_learner(lambda: True, lambda: 100)
         names |= _sample_names(registry)
     return names
 
