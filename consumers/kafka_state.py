@@ -30,8 +30,10 @@ offset observed at the start, keeping only the newest value per key of that name
 two states, whatever the topic's history; bounded by ``2 * (max_state_bytes +
 max_message_bytes)``), then picks the manifest with the highest ``(epoch, version)`` and checks
 every chunk (header: token, version, index, count, CRC-32), the total length and the SHA-256.
-Manifests are JSON parsed within bounds (size, types, ranges, no NaN); nothing is imported,
-executed or constructed by name. Every failure is a :class:`~streamdas.checkpoint.CheckpointError`:
+A reader that asks often follows the topic instead (:class:`StateFollower`): it reads each
+record once and verifies each new manifest as it arrives. Manifests are JSON parsed within
+bounds (size, types, ranges, no NaN); nothing is imported, executed or constructed by name.
+Every failure is a :class:`~streamdas.checkpoint.CheckpointError`:
 
 * :class:`DamagedStateError` -- the newest version cannot be used (a chunk missing, from another
   write, failing its checksum; an unreadable manifest). Its ``previous`` attribute holds the
@@ -74,10 +76,12 @@ plain JSON) raise ``ValueError``.
    then stays available through :class:`DamagedStateError`). A broker-side fence (Kafka
    transactions) would close that window; kafka-python 3.0's idempotent and transactional
    producer is not used (see ``consumers/service.py``).
-4. Epochs are the caller's: a new learner calls :meth:`~KafkaStateStore.latest_epoch` and saves
-   with ``epoch + 1`` (or uses another increasing number, e.g. a consumer-group generation).
-   Saves with an *equal* epoch are allowed (the same learner, or its restart), so two writers
-   must never share an epoch.
+4. Epochs are the caller's: a new learner calls :meth:`~KafkaStateStore.claim`, which saves
+   with one more than the highest epoch seen and makes sure no other writer claimed the same
+   epoch first (the first manifest of an epoch in the log owns it), or saves with an
+   increasing number of its own (e.g. a consumer-group generation). Saves with an *equal*
+   epoch are allowed (the same learner, or its restart), so two writers must never share an
+   epoch.
 
 **Messages and the broker's size limit.** Every message (key, value and the record batch's
 overhead, as kafka-python estimates it) is at most ``max_message_bytes`` (default 1,000,000),
@@ -133,6 +137,7 @@ __all__ = [
     "Manifest",
     "SavePlan",
     "StaleEpochError",
+    "StateFollower",
     "StateLog",
     "StateUnavailableError",
     "StoredState",
@@ -565,6 +570,11 @@ class StateLog:
         """``(offset, manifest)`` kept, best first (highest epoch, version, then offset)."""
         return sorted(self._manifests.items(), key=lambda item: (*item[1].rank, item[0]),
                       reverse=True)
+
+    def first_manifest_offset(self, epoch: int) -> int | None:
+        """Offset of the first manifest of ``epoch`` read (``None``: none): the first claimant
+        of an epoch owns it (see :meth:`KafkaStateStore.claim`)."""
+        return self._epoch_first.get(epoch)
 
     def fenced(self, offset: int, manifest: Manifest) -> bool:
         """Whether ``manifest`` (at ``offset``) was written after a higher epoch's first manifest:
@@ -1051,20 +1061,51 @@ class KafkaStateStore:
         _counter(epoch, "epoch")
         with self._lock:
             deadline = self._deadline()
+            return self._save(name, blob, epoch, meta, self._refresh(name, deadline), deadline)[0]
+
+    def _save(self, name: str, blob: bytes, epoch: int, meta: dict[str, Any] | None,
+              view: StateLog, deadline: float) -> tuple[int, int]:
+        """:meth:`save` with the lock held and ``view`` refreshed: ``(version, manifest offset)``."""
+        plan = plan_save(view, blob, epoch=epoch, meta=meta, chunk_bytes=self.chunk_bytes,
+                         token=os.urandom(16))
+        start = view.next_offset
+        offsets = self._send(plan.records, deadline)
+        ours = dict(zip(offsets, plan.records, strict=True))
+        for offset, (key, value) in ours.items():
+            view.apply(offset, key, value)
+        view.next_offset = self._check_alone(view, plan, start, ours, deadline)
+        (manifest_offset,) = self._send([(manifest_key(name), plan.manifest.encode())], deadline)
+        view.apply(manifest_offset, manifest_key(name), plan.manifest.encode())
+        if manifest_offset == view.next_offset:
+            view.next_offset = manifest_offset + 1
+        return plan.manifest.version, manifest_offset
+
+    def claim(self, name: str, blob: bytes, *, min_epoch: int = 0,
+              meta: dict[str, Any] | None = None) -> tuple[int, int]:
+        """Save ``blob`` with a new epoch that no other writer holds; return ``(epoch, version)``.
+
+        The epoch is one more than the highest of any manifest of ``name`` (at least
+        ``min_epoch``). Two writers may compute the same epoch at the same time; the first
+        manifest of an epoch in the log owns it, so after its manifest is acknowledged the
+        claim reads on to the end: if another writer's manifest of that epoch came first, it
+        raises :class:`ConcurrentWriteError` (the winner's next save supersedes this version;
+        the loser must not write with that epoch again). Raises what :meth:`save` raises.
+        """
+        _check_name(name)
+        _counter(min_epoch, "min_epoch")
+        with self._lock:
+            deadline = self._deadline()
             view = self._refresh(name, deadline)
-            plan = plan_save(view, blob, epoch=epoch, meta=meta, chunk_bytes=self.chunk_bytes,
-                             token=os.urandom(16))
-            start = view.next_offset
-            offsets = self._send(plan.records, deadline)
-            ours = dict(zip(offsets, plan.records, strict=True))
-            for offset, (key, value) in ours.items():
-                view.apply(offset, key, value)
-            view.next_offset = self._check_alone(view, plan, start, ours, deadline)
-            (manifest_offset,) = self._send([(manifest_key(name), plan.manifest.encode())], deadline)
-            view.apply(manifest_offset, manifest_key(name), plan.manifest.encode())
-            if manifest_offset == view.next_offset:
-                view.next_offset = manifest_offset + 1
-            return plan.manifest.version
+            highest = view.highest_epoch
+            epoch = min_epoch if highest is None else max(min_epoch, highest + 1)
+            version, offset = self._save(name, blob, epoch, meta, view, deadline)
+            view = self._refresh(name, deadline)
+            first = view.first_manifest_offset(epoch)
+            if first is not None and first < offset:
+                raise ConcurrentWriteError(f"state {name!r}: epoch {epoch} was claimed first by "
+                                           f"another writer (offset {first}); this claim "
+                                           f"(version {version}) lost")
+            return epoch, version
 
     def _check_alone(self, view: StateLog, plan: SavePlan, start: int,
                      ours: dict[int, tuple[bytes, bytes | None]], deadline: float) -> int:
@@ -1121,3 +1162,175 @@ class KafkaStateStore:
                 self._read(gap_start, offset, deadline, on_record)
                 gap_start = None
         return self._read(max(start, last + 1), None, deadline, on_record)
+
+
+# ---------------------------------------------------------------------------------- following
+class StateFollower:
+    """Follow one name on a state topic, reading each record once: :meth:`poll` returns the
+    newest verified state whenever it ranks above the last one returned.
+
+    For readers that ask often (instances following model snapshots), where
+    :meth:`KafkaStateStore.load` would read the whole partition on every call: the follower
+    keeps its own consumer's position and a :class:`StateLog` with values of what it read
+    (so the same memory bound, about two states), and each :meth:`poll` applies only the
+    records appended since the last. A version's chunks precede its manifest in the log, so a
+    manifest can be verified as soon as it is read.
+
+    * Nothing is returned before the follower has read up to the end offset it saw at its
+      first poll: a new reader starts from the newest state, not from each older one in turn.
+    * Only a state of a higher ``(epoch, version)`` than the last one returned is returned
+      (:attr:`returned`): a superseded writer's manifest that reaches the log after a higher
+      epoch's is never returned after it.
+    * A newest version that does not verify is logged and counted (:attr:`n_damaged`); the
+      newest older one that verifies is returned instead if it still ranks above
+      :attr:`returned`.
+    * Broker errors are logged and retried at the next poll (the clients are remade); a
+      missing topic reads as an empty one. Nothing here raises for what the topic holds.
+
+    Parameters
+    ----------
+    bootstrap_servers, topic, name
+        Where the state is: brokers, the (1-partition) topic, the state's name.
+    max_state_bytes, max_message_bytes
+        As for :class:`KafkaStateStore`.
+    request_timeout_ms
+        The consumer's request timeout (the first poll's end-offset request waits at most
+        this long).
+    client_options
+        Extra kafka-python consumer settings (security, ``client_id``...).
+    """
+
+    def __init__(self, bootstrap_servers: str | list[str], topic: str, name: str, *,
+                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 request_timeout_ms: int = 30000,
+                 client_options: dict[str, Any] | None = None) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.name = _check_name(name)
+        self.max_state_bytes = max_state_bytes
+        self.max_message_bytes = max_message_bytes
+        self.request_timeout_ms = max(1000, int(request_timeout_ms))
+        self.client_options = dict(client_options or {})
+        #: ``(epoch, version)`` of the last state returned (``None``: none yet).
+        self.returned: tuple[int, int] | None = None
+        #: Newest versions that did not verify.
+        self.n_damaged = 0
+        self._view = self._new_view()
+        self._consumer: Any = None
+        self._position = 0  # the offset after the last record applied
+        self._end: int | None = None  # read up to here before offering a first state
+        self._next_end_try = 0.0
+        self._tried = -1  # offset of the newest manifest record already looked at
+        self._lock = threading.Lock()
+
+    def _new_view(self) -> StateLog:
+        return StateLog(self.name, keep_values=True, max_state_bytes=self.max_state_bytes,
+                        max_message_bytes=self.max_message_bytes)
+
+    @property
+    def caught_up(self) -> bool:
+        """Whether the follower has read up to the end offset seen at its first poll."""
+        return self._end is not None and self._position >= self._end
+
+    def _get_consumer(self) -> Any:
+        if self._consumer is None:
+            from kafka import KafkaConsumer, TopicPartition
+
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=self.bootstrap_servers, group_id=None, enable_auto_commit=False,
+                auto_offset_reset="earliest", fetch_max_wait_ms=100, allow_auto_create_topics=False,
+                max_partition_fetch_bytes=max(1_048_576, 2 * self.max_message_bytes),
+                request_timeout_ms=self.request_timeout_ms, **self.client_options)
+            tp = TopicPartition(self.topic, 0)
+            self._consumer.assign([tp])
+            self._consumer.seek(tp, self._position)
+        return self._consumer
+
+    def close(self) -> None:
+        """Close the consumer (a later :meth:`poll` makes a new one and goes on from where
+        this one stopped)."""
+        with self._lock:
+            self._drop_consumer()
+
+    def _drop_consumer(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close(autocommit=False)
+            except Exception:  # closing a broken client must not hide what happened
+                log.debug("closing the follower's consumer failed", exc_info=True)
+            self._consumer = None
+
+    def poll(self, timeout_s: float = 0.0) -> StoredState | None:
+        """Read what was appended since the last call (waiting up to ``timeout_s`` seconds
+        for a newer state); return the newest verified state if it ranks above
+        :attr:`returned`, else ``None``."""
+        deadline = time.monotonic() + max(0.0, float(timeout_s))
+        with self._lock:
+            while True:
+                self._read(deadline)
+                found = self._newer()
+                if found is not None or time.monotonic() >= deadline:
+                    return found
+
+    def _read(self, deadline: float) -> None:
+        from kafka import TopicPartition
+        from kafka.errors import KafkaError
+
+        tp = TopicPartition(self.topic, 0)
+        try:
+            consumer = self._get_consumer()
+            if self._end is None and time.monotonic() >= self._next_end_try:
+                self._next_end_try = time.monotonic() + 1.0
+                try:
+                    self._end = int(consumer.end_offsets([tp], timeout_ms=self.request_timeout_ms)[tp])
+                except KafkaError as exc:  # no topic yet, or no answer: asked again later
+                    log.debug("no end offset for %s yet: %s", self.topic, exc)
+            wait_ms = int(max(0.0, min(deadline - time.monotonic(), 0.5)) * 1000)
+            batch = consumer.poll(timeout_ms=wait_ms, max_records=100_000)
+        except KafkaError as exc:
+            log.warning("following %s failed (%s: %s); retrying at the next poll",
+                        self.topic, type(exc).__name__, exc)
+            self._drop_consumer()
+            if deadline > time.monotonic():
+                time.sleep(min(0.5, deadline - time.monotonic()))
+            return
+        for message in batch.get(tp, []):
+            if message.offset < self._position:  # a record read before (after a reconnect)
+                continue
+            self._position = message.offset + 1
+            try:
+                self._view.apply(message.offset, message.key, message.value)
+            except CheckpointError as exc:  # more chunk data than two states: start over here
+                log.error("state %r on %s: %s; forgetting what was read before offset %d",
+                          self.name, self.topic, exc, message.offset)
+                self._view = self._new_view()
+                self._tried = message.offset
+        if not batch and self._end is not None and self._position < self._end:
+            try:  # a compacted log may end in removed offsets: trust the consumer's position
+                self._position = max(self._position, int(consumer.position(tp, timeout_ms=0) or 0))
+            except Exception:  # the position is not known yet
+                log.debug("no position on %s yet", self.topic, exc_info=True)
+
+    def _newer(self) -> StoredState | None:
+        view = self._view
+        if not self.caught_up or view.last_manifest_offset <= self._tried:
+            return None
+        self._tried = view.last_manifest_offset
+        best = view.best
+        if best is None or (self.returned is not None and best.rank <= self.returned):
+            return None
+        try:
+            found = choose(view)
+        except DamagedStateError as exc:
+            self.n_damaged += 1
+            log.error("state %r on %s: %s", self.name, self.topic, exc)
+            found = exc.previous
+        except CheckpointError as exc:  # not expected from choose; never stops the reader
+            self.n_damaged += 1
+            log.error("state %r on %s: %s", self.name, self.topic, exc)
+            found = None
+        if found is None or (self.returned is not None and (found.epoch, found.version) <= self.returned):
+            return None
+        self.returned = (found.epoch, found.version)
+        return found
