@@ -280,7 +280,9 @@ def _worker(base: Path, seed: int, n: int, out: Path) -> None:
         finally:
             watching[0] = False
         path.unlink()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, the worker's own peak: ru_maxrss would carry pytest's peak over the exec.
+    status = Path("/proc/self/status").read_text().splitlines()
+    peak = int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024
     out.write_text(json.dumps({"counts": counts, "findings": findings, "violations": violations,
                                "peak_rss_mib": peak}))
 
