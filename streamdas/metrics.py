@@ -11,6 +11,9 @@
 What only the Kafka service knows (records by outcome, its queues, checkpoints and its
 connection) lives with the service, in :mod:`consumers.metrics`.
 
+It needs ``prometheus_client``, which the ``service`` extra installs
+(``pip install 'streamdas[service]'``); the estimators do not import this module.
+
 Naming follows Prometheus conventions: the ``streamdas_`` prefix, base units
 (``_seconds``, ``_bytes``), ``_total`` on counters, and only bounded labels.
 

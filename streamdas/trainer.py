@@ -597,8 +597,11 @@ class DASTrainer:
         x, y = x.to(self.device), y.to(self.device)
         epochs_iter: Any = range(epochs)
         if progress:
-            from tqdm.auto import tqdm
-
+            try:
+                from tqdm.auto import tqdm
+            except ModuleNotFoundError as exc:
+                raise ModuleNotFoundError("fit(progress=True) needs tqdm: pip install tqdm "
+                                          "(or 'streamdas[sim]')") from exc
             epochs_iter = tqdm(epochs_iter, desc="epochs")
         for _ in epochs_iter:
             if self.sizing_active:
