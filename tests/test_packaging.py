@@ -155,3 +155,41 @@ def test_bench_outside_a_checkout_is_one_line(monkeypatch: pytest.MonkeyPatch, t
     err = capsys.readouterr().err
     assert err.startswith("streamdas bench: error: ") and "source checkout" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flag", ["--version", "--help"])
+def test_version_and_help_import_neither_torch_nor_river(flag: str) -> None:
+    """``streamdas --version`` and ``--help`` answer without the heavy imports (the import
+    table of ``-X importtime`` lists every module the process loaded)."""
+    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "streamdas.cli", flag],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("streamdas 0" if flag == "--version" else "usage: streamdas")
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()
+              if line.startswith("import time:")}
+    assert "streamdas" in loaded  # the package ran its __init__ (cli itself runs as __main__)
+    top_level = {name.split(".")[0] for name in loaded}
+    assert not top_level & {"torch", "river", "numpy", "pandas"}, sorted(top_level)
+
+
+def test_the_package_s_names_load_on_first_use() -> None:
+    code = """
+import sys
+import streamdas
+assert "torch" not in sys.modules
+assert sorted(set(streamdas.__all__) - set(dir(streamdas))) == []
+from streamdas import DASClassifier, save_estimator
+from streamdas.estimators import DASClassifier as defined
+assert DASClassifier is defined and save_estimator.__module__ == "streamdas.checkpoint"
+assert streamdas.threads.limit_threads  # a submodule, imported on first use
+try:
+    streamdas.no_such_name
+except AttributeError as exc:
+    assert "no_such_name" in str(exc)
+else:
+    raise AssertionError("no AttributeError")
+print("ok")
+"""
+    out = _run(code)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["ok"]
