@@ -2,9 +2,8 @@
 
 Used by the trainer's CPU fast path together with :mod:`streamdas.backprop`. On a stream's tiny
 minibatches a torch optimizer step is mostly dispatch overhead, and alternating torch and NumPy
-code in one step slows both (we measured fused Adam at 41 us a step alone and 87 us when a NumPy
-backward pass ran between its calls; the NumPy update measured 44 us in the same loop). The update
-here is torch's own (``_single_tensor_adam``, non-capturable) written out elementwise:
+code in one step slows both (docs/benchmarks.md, "The CPU fast path"). The update here is
+torch's own (``_single_tensor_adam``, non-capturable) written out elementwise:
 
     m = m + (1 - beta1) * (g - m)
     v = beta2 * v + (1 - beta2) * g * g
@@ -14,7 +13,7 @@ It reads and writes the tensors in ``optimizer.state`` through NumPy views (``ex
 ``exp_avg_sq``, ``step``), so the torch optimizer stays the single source of truth: checkpoints,
 ``edit_parameter`` (resizing) and ``optimizer.step()`` keep working and agree with it.
 
-Each elementwise NumPy call costs ~1 us of overhead whatever its size, and a small network's
+Each elementwise NumPy call has a fixed overhead whatever its size, and a small network's
 parameters are a few hundred to a few thousand floats, so the update runs on one flat buffer per
 moment instead of one call per parameter and operation: when the state tensors change (the first
 step, every resize, a load) and every parameter is at the same step count, they are moved into

@@ -32,9 +32,8 @@ Views = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 #: Key of a parameter's average in :attr:`ParameterAverages.state`.
 POLYAK_KEY = "das_polyak"
-#: The average spans at most this fraction of the samples seen (see :meth:`ParameterAverages.span`).
-#: Measured with a development prototype (docs/benchmarks.md): 0.3 against none gained +0.7
-#: (ImageSegments) and +0.4 (Phishing), the short datasets, and changed the others by <= 0.1.
+#: The average spans at most this fraction of the samples seen, so that the random start leaves
+#: it soon (see :meth:`ParameterAverages.span`; docs/benchmarks.md, "Accuracy suite").
 WARMUP_FRACTION = 0.3
 
 

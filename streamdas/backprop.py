@@ -1,21 +1,19 @@
 """Minibatch loss and gradients of a CPU MLP in NumPy, without autograd.
 
-A streaming learner takes an optimizer step every few samples on a tiny minibatch (16 rows of
-10 features by default). At that size torch's autograd costs far more in per-operator dispatch
-than in arithmetic: a forward and backward pass of a 10-34-33-2 MLP measured ~225 us through
-autograd against ~60 us written out in NumPy on *views* of the same parameter storage
-(``Tensor.numpy()`` shares memory). :class:`NumpyBackprop` computes exactly what autograd
-would (tested to float32 rounding) for the networks it supports: CPU, float32, fully connected,
-no dropout, an activation with NumPy forms in :data:`streamdas.activations.ACTIVATIONS`,
-cross-entropy or MSE loss. Everything else (convolutions, dropout, GPUs, other activations)
-keeps the autograd path.
+A streaming learner takes an optimizer step every few samples on a tiny minibatch. At that
+size torch's autograd costs far more in per-operator dispatch than in arithmetic, so the pass
+is written out in NumPy on *views* of the same parameter storage (``Tensor.numpy()`` shares
+memory; docs/benchmarks.md, "The CPU fast path"). :class:`NumpyBackprop` computes exactly what
+autograd would (tested to float32 rounding) for the networks it supports: CPU, float32, fully
+connected, no dropout, an activation with NumPy forms in
+:data:`streamdas.activations.ACTIVATIONS`, cross-entropy or MSE loss. Everything else
+(convolutions, dropout, GPUs, other activations) keeps the autograd path.
 
 The gradients are returned in the order of :attr:`streamdas.DASNet.layers` (weight then bias of
 each hidden layer, then of the output layer). They are written into buffers that persist until
 the network changes shape, and :attr:`NumpyBackprop.grad_tensors` are torch views of the same
 memory: set once as the parameters' ``.grad``, the optimizer sees every new gradient without a
-copy (fresh ``.grad`` tensors every step measured ~80 us slower a step, in the setter and in
-fused Adam).
+copy (fresh ``.grad`` tensors every step would cost time in the setter and in fused Adam).
 """
 
 from __future__ import annotations

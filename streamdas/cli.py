@@ -76,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streamdas: error: unknown command {command!r}; choose from simulate, consume, "
               f"bench, info (see streamdas --help)", file=sys.stderr)
         return 2
-    # Tiny networks: one torch and one BLAS thread are far faster than several fighting over
-    # the cores (see streamdas.threads for the measurements); STREAMDAS_THREADS overrides.
+    # Tiny networks: one torch and one BLAS thread are faster than several fighting over the
+    # cores (streamdas.threads); STREAMDAS_THREADS overrides.
     from streamdas.arguments import integer
     from streamdas.params import usage_error
     from streamdas.threads import limit_threads

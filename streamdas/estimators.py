@@ -627,7 +627,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     The network is built at the first optimizer step; before it, predictions are uniform over
     the labels seen so far (so predicting never changes what the model learns).
 
-    The defaults are tuned for prequential accuracy on drifting streams (issue 11): ReLU, a
+    The defaults are tuned for prequential accuracy on drifting streams: ReLU, a
     (64, 64) start, one Adam step per 8 samples at ``lr = tau = 1e-2``, ``alpha = 3e-5``, and
     predictions with weights averaged over 130 samples (``average_horizon``). Table 7c of
     docs/benchmarks.md (``python -m benchmarks --only accuracy``) gives the accuracy after each
@@ -692,7 +692,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         Predict with running averages of the weights over about this many samples (Polyak
         averaging, :mod:`streamdas.averaging`): learning keeps the high learning rate that
         follows drift, predictions lose its jitter. ``0`` predicts with the live weights, as
-        the paper does. Not in the paper; measured in docs/benchmarks.md.
+        the paper does. Not in the paper (docs/benchmarks.md, table 7c).
     drift_detector
         Optional River drift detector fed with the minibatch loss; when it fires, a sizing
         cycle runs at once (never while ``fine_tune`` is on; off by default). Checkpoints
@@ -931,10 +931,8 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     Its defaults are its own, measured on TrumpApproval, ChickWeights and a drifting Friedman
     stream (``python -m benchmarks.accuracy --kind regression``; docs/benchmarks.md, "Regressor
     defaults"): one Adam step per sample (``batch_size=1``) at the paper's ``lr=1e-3``, ReLU
-    (the paper: SELU), a (64, 64) start. Against the former shared defaults (SELU, (32, 32),
-    batch 16, ``lr=3e-3``) MAE fell from 0.764 to 0.561 on TrumpApproval and from 23.4 to 21.6
-    on ChickWeights (6 seeds), at several times the cost a sample (one step per sample instead
-    of one per 16): set ``batch_size=16, lr=3e-3`` for speed.
+    (the paper: SELU), a (64, 64) start. One step per sample costs more than one per 16: set
+    ``batch_size=16, lr=3e-3`` for speed, at a higher error (same section).
 
     Parameters
     ----------

@@ -5,9 +5,9 @@ prediction the MLP is evaluated in NumPy on *views* of the parameters' storage
 (``Tensor.numpy()`` shares memory), so in-place optimizer steps are seen at no cost; the views
 are rebuilt only when a parameter is resized (``DASNet.structure_version``).
 
-On vectors of a few dozen floats a NumPy call costs ~0.35 us with array operands and ~0.7 us
-with a Python scalar operand (type resolution), so SELU, the default, runs on per-layer constant
-arrays and preallocated buffers: 7.9 us against 11 us for a 10-34-33-2 forward pass.
+On vectors of a few dozen floats a NumPy call with a Python scalar operand costs about twice
+one with array operands (type resolution), so SELU runs on per-layer constant arrays and
+preallocated buffers (docs/benchmarks.md, "The CPU fast path").
 """
 
 from __future__ import annotations

@@ -193,8 +193,8 @@ def prunable_units(
         w_avg = averages.state.get(layer.weight, {}).get(AVERAGE_KEY)
         b_avg = averages.state.get(layer.bias, {}).get(AVERAGE_KEY)
     if layer.weight.device.type == "cpu":
-        # NumPy, which the CPU learning path keeps warm: in a running stream this test took
-        # 141 us a layer in torch ops against ~50 us in isolation; it runs every cycle.
+        # NumPy, which the CPU learning path keeps warm (torch's small ops are slow once they
+        # are not): the test runs every cycle.
         now_np = _peak_np(layer.weight, layer.bias)
         if w_avg is not None and b_avg is not None:
             return torch.from_numpy((_peak_np(w_avg, b_avg) < tau) & (now_np < 10 * tau))

@@ -12,7 +12,7 @@ minibatch, exactly as the paper does with batches of 128. The expected gradient 
 ``E[grad mean_loss] + alpha * grad Omega``, therefore does not depend on the batch size: at any
 batch size (1 included) SGD and Adam are driven towards the same regularized optimum, so a given
 alpha means the same thing in a stream with ``batch_size=1`` as in the paper's epochs. Only the
-gradient noise changes with the batch size. ``tests/test_trainer.py`` measures that final sizes
+gradient noise changes with the batch size. ``tests/test_trainer.py`` checks that final sizes
 stay monotone in alpha at several batch sizes.
 
 Learning rate and tau
@@ -21,8 +21,8 @@ With Adam, a weight whose gradient is dominated by the L1 term does not settle a
 oscillates around it with an amplitude of about ``lr / 2`` (more when the loss gradient is
 noisy). Pruning needs *all* incoming parameters of a unit below ``tau`` at once, so keep
 ``lr`` at most about ``tau`` (the defaults: ``lr = tau = 1e-3``, Adam's usual rate and the
-paper's threshold). With ``lr = 3e-3`` we measured the last hidden layer growing without bound
-on a streaming task, because its dead units never got all their weights under ``tau``.
+paper's threshold): with ``lr`` well above ``tau`` the dead units of a layer may never get all
+their weights under ``tau`` at once, and the layer grows until ``max_units``.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ class TrainConfig:
         ``"cross_entropy"`` (classification) or ``"mse"`` (regression).
     numpy_backprop
         Compute the loss and gradients of CPU MLPs in NumPy (:mod:`streamdas.backprop`) instead
-        of autograd: the same numbers (to float32 rounding), 2-4x faster on the small
-        minibatches of a stream. Networks it does not cover use autograd either way.
+        of autograd: the same numbers (to float32 rounding), faster on the small minibatches
+        of a stream. Networks it does not cover use autograd either way.
     sync_free
         Autograd steps without a host round trip: the loss, the penalty gradient and the
         non-finite flag stay on the device, a non-finite batch is skipped on the device
@@ -139,8 +139,7 @@ class TrainConfig:
             return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum,
                                    weight_decay=self.weight_decay)
         cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
-        # fused: one kernel for all tensors; measured 2.5x faster than foreach on CPU for
-        # small nets (57 vs 139 us a step, 10-40-40-2 MLP, torch 2.13).
+        # fused: one kernel for all tensors, faster than foreach on the CPU for small nets.
         return cls(params, lr=self.lr, weight_decay=self.weight_decay, fused=True)
 
 
@@ -150,9 +149,9 @@ _PRELOADED: set[str] = set()
 def preload_optimizer(train: TrainConfig) -> None:
     """Pay torch's one-time optimizer costs now, once per process and optimizer kind.
 
-    Building the first ``torch.optim`` optimizer of a process imports ``torch._dynamo`` (torch
-    2.13: about 0.8 s and 77 MB, far more under load), and its first step has first-call costs
-    of its own. The estimators call this when they are constructed, so those costs are paid
+    Building the first ``torch.optim`` optimizer of a process imports ``torch._dynamo`` (a
+    large import: docs/benchmarks.md, "Start-up spike"), and its first step has first-call
+    costs of its own. The estimators call this when they are constructed, so those costs are paid
     where the model is built and not inside the stream, on the sample whose optimizer step
     comes first (``python -m benchmarks.startup`` measures both).
 
