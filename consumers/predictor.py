@@ -349,17 +349,19 @@ class SharedScope:
         self._close(follower)
 
     def _learn(self, stop: threading.Event) -> None:
-        """Run the learner until stopped; should it raise, log it and start a new one."""
+        """Run the learner until stopped; should it raise (or return), log it and run it again
+        (the same one: it registered its metrics, and takes over from the saved state)."""
         delay = 1.0
         while not stop.is_set():
             try:
-                self.learner = self.learner_factory()
+                if self.learner is None:
+                    self.learner = self.learner_factory()
                 self.learner.run(stop)
             except Exception:
-                log.exception("the learner stopped; a new one starts in %.0f s", delay)
+                log.exception("the learner stopped; it starts again in %.0f s", delay)
             else:
                 if not stop.is_set():
-                    log.error("the learner returned; a new one starts in %.0f s", delay)
+                    log.error("the learner returned; it starts again in %.0f s", delay)
             stop.wait(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
 
