@@ -31,7 +31,8 @@ accepted by readers (they only move to a higher ``(epoch, version)``), and the s
 refuses its later saves.
 
 **Revocation.** When the group takes the partition away (a rebalance, or this instance
-stopping), the learner saves its state first, within half the session timeout, then stops. A
+stopping), the learner first publishes what it learned since its last snapshot and saves its
+state, within half the session timeout, then stops. A
 learner that dies saves nothing: its successor resumes from the last saved state and reads the
 training topic again from that state's position; the source offsets in the state make every
 record read again a skipped duplicate, so no labelled record is lost and none is learned
@@ -310,8 +311,7 @@ class Learner:
 
     def _shutdown(self) -> None:
         with self._lock:
-            if self.is_learner and self._dirty:
-                self._checkpoint()
+            self._hand_over()
         self._close()
         log.info("learner: stopped (%d records learned)", self.n_learned)
 
@@ -503,6 +503,15 @@ class Learner:
         log.debug("learner: saved state version %d (%d records learned)", version, state.n_learned)
         return True
 
+    def _hand_over(self) -> bool:
+        """Before giving the partition up: publish what was learned since the last snapshot,
+        save the state if it changed; ``True`` if the saved state is the one in memory."""
+        if not self.is_learner:
+            return False
+        if self._unpublished:
+            self._publish()
+        return self._dirty == 0 or self._checkpoint()
+
     # ------------------------------------------------------------------ the group's decisions
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._assigned = self.tp in assigned
@@ -522,7 +531,7 @@ class Learner:
             return
         try:
             if self.is_learner:
-                saved = self._dirty == 0 or self._checkpoint()
+                saved = self._hand_over()
                 self._parked = self.state if saved and self.is_learner else None
                 self._n_learned = self.n_learned
                 self.state = None
