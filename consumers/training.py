@@ -136,6 +136,9 @@ def _bounded_int(digits: str) -> int | float:
     return int(digits)
 
 
+_JSON = json.JSONDecoder(parse_int=_bounded_int)
+
+
 def _count(value: Any, high: int) -> bool:
     return type(value) is int and 0 <= value <= high
 
@@ -172,7 +175,7 @@ def _decode(value: bytes | None, task: str, max_bytes: int) -> TrainingRecord | 
     except UnicodeDecodeError as exc:
         return Rejection("undecodable", str(exc))
     try:
-        obj = json.loads(text, parse_int=_bounded_int)
+        obj = _JSON.decode(text)
     except (ValueError, RecursionError) as exc:
         return Rejection("invalid_json", str(exc)[:200])
     if type(obj) is not dict:
