@@ -234,6 +234,8 @@ class Learner:
         self._first_unpublished = 0.0
         self._last_checkpoint = time.monotonic()
         self._n_learned = 0
+        self._retry_at = {"publish": 0.0, "checkpoint": 0.0}  # after a failed save, not before
+        self._backoff = {"publish": 0.5, "checkpoint": 0.5}
 
     # ------------------------------------------------------------------ public state
     @property
@@ -318,7 +320,8 @@ class Learner:
     def _poll_ms(self) -> int:
         wait = self.cfg.poll_timeout_ms / 1000
         if self.is_learner and self._unpublished:
-            wait = min(wait, max(0.0, self._first_unpublished + self.publish_interval_s - time.monotonic()))
+            due = max(self._first_unpublished + self.publish_interval_s, self._retry_at["publish"])
+            wait = min(wait, max(0.0, due - time.monotonic()))
         if self._assigned and not self.is_learner:
             wait = min(wait, max(0.0, self._claim_at - time.monotonic()))
         return int(wait * 1000)
@@ -449,19 +452,29 @@ class Learner:
 
     def _save(self, operation: str, fn: Any) -> Any:
         """``fn()``; on a fencing error the learner is deposed, on other errors it goes on
-        (``None``)."""
+        (``None``) and tries again after a backoff."""
         try:
-            return fn()
+            result = fn()
         except (StaleEpochError, ConcurrentWriteError) as exc:
             self._deposed(operation, exc)
         except (CheckpointError, ValueError) as exc:
-            log.warning("learner: %s failed (%s); trying again later", operation, exc)
+            backoff = self._backoff[operation]
+            log.warning("learner: %s failed (%s); trying again in %.1f s", operation, exc, backoff)
             self.metrics.state_errors.labels(operation=operation).inc()
+            self._retry_at[operation] = time.monotonic() + backoff
+            self._backoff[operation] = min(backoff * 2, self.cfg.retry_backoff_max_s)
+        else:
+            self._retry_at[operation], self._backoff[operation] = 0.0, 0.5
+            return result
         return None
 
+    def _due(self, operation: str) -> bool:
+        return time.monotonic() >= self._retry_at[operation]
+
     def _maybe_publish(self) -> None:
-        if self._unpublished and (self._unpublished >= self.publish_every or
-                                  time.monotonic() - self._first_unpublished >= self.publish_interval_s):
+        if self._unpublished and self._due("publish") and (
+                self._unpublished >= self.publish_every or
+                time.monotonic() - self._first_unpublished >= self.publish_interval_s):
             self._publish()
 
     def _publish(self) -> bool:
@@ -482,8 +495,9 @@ class Learner:
         return True
 
     def _maybe_checkpoint(self) -> None:
-        if self._dirty and (self._dirty >= self.cfg.checkpoint_every or
-                            time.monotonic() - self._last_checkpoint >= self.cfg.checkpoint_interval_s):
+        if self._dirty and self._due("checkpoint") and (
+                self._dirty >= self.cfg.checkpoint_every or
+                time.monotonic() - self._last_checkpoint >= self.cfg.checkpoint_interval_s):
             self._checkpoint()
 
     def _checkpoint(self) -> bool:

@@ -62,6 +62,7 @@ __all__ = [
     "TRAINING_REASONS",
     "LearnReport",
     "LearnerState",
+    "ModelStateError",
     "TrainingRecord",
     "decode_training_record",
     "encode_training_record",
@@ -225,6 +226,18 @@ class LearnReport:
     rejected: Counter[str] = field(default_factory=Counter)
 
 
+class ModelStateError(RuntimeError):
+    """Learning failed after the model had already changed: its state is not known to match
+    the records it was given, so the learner's state must be restored from its last save."""
+
+
+def _progress(est: Any) -> tuple[int, int] | None:
+    """What a streamdas estimator has taken in (``None`` for other models)."""
+    if not hasattr(est, "n_samples_buffered"):
+        return None
+    return (int(est.n_samples_learned), int(est.n_samples_buffered))
+
+
 def _limit_reason(exc: BaseException) -> str:
     reason = getattr(exc, "reason", None)
     return reason if isinstance(exc, ValueError) and reason in _LIMIT_REASONS else "model_error"
@@ -328,9 +341,9 @@ class LearnerState:
     # ------------------------------------------------------------------ learning
     def learn(self, messages: Iterable[tuple[int, bytes | None]]) -> LearnReport:
         """Learn ``(training-topic offset, value)`` pairs, in order: decode, skip redeliveries,
-        check, learn. A failure of one record is that record's rejection; only a failure of the
-        model outside any record (not expected) raises, and the caller then restores the last
-        saved state."""
+        check, learn. A record the model refuses without changing (a limit, a bad value) is
+        that record's rejection; a failure after the model changed (not expected) raises
+        :class:`ModelStateError`, and the caller then restores the last saved state."""
         report = LearnReport()
         pending: list[TrainingRecord] = []
         learned = self.learned
@@ -390,6 +403,7 @@ class LearnerState:
             stop, columns = _frame_end(records, start, est.feature_names)
             part = records[start:stop]
             start = stop
+            before = _progress(est)
             try:
                 X = _frame(part, columns)
                 y = pd.Series([r.y for r in part])
@@ -399,6 +413,9 @@ class LearnerState:
             except BaseException as exc:
                 if isinstance(exc, _STOP):
                     raise
+                if _progress(est) != before:
+                    raise ModelStateError(f"learning failed midway: {type(exc).__name__}: "
+                                          f"{clip(str(exc), 300)}") from exc
                 log.debug("a frame of %d records was refused (%s); learning them one by one",
                           len(part), exc)
             self._learn_each(part, report)  # nothing was learned: as learn_one would, one by one
@@ -406,12 +423,16 @@ class LearnerState:
     def _learn_each(self, records: list[TrainingRecord], report: LearnReport) -> None:
         est = self.estimator
         for rec in records:
+            before = _progress(est)
             try:
                 est.learn_one(dict(rec.x), rec.y)
                 report.n_learned += 1
             except BaseException as exc:
                 if isinstance(exc, _STOP):
                     raise
+                if _progress(est) != before:
+                    raise ModelStateError(f"learning failed midway: {type(exc).__name__}: "
+                                          f"{clip(str(exc), 300)}") from exc
                 reason = _limit_reason(exc)
                 if reason == "model_error":
                     log.warning("the model refused a training record from %s:%d@%d: %s: %s",

@@ -406,10 +406,14 @@ def test_an_unreachable_state_topic_delays_saving_and_taking_over_without_losing
     learner.turns(1)
     assert learner.is_learner
     down[0] = True
-    learner.turns(8)  # saving fails after 200 records: learning goes on
+    learner.turns(8)  # saving fails after 200 records: learning goes on, saving waits a backoff
     assert learner.is_learner and learner.n_learned == 300 and learner._dirty == 300
+    errors = learner.registry.get_sample_value
+    assert errors("streamdas_learner_state_errors_total", {"operation": "checkpoint"}) == 1
     down[0] = False
-    learner._last_checkpoint = 0.0
+    learner.turns(1)
+    assert learner._dirty == 300  # not before the backoff
+    time.sleep(0.6)
     learner.turns(1)
     assert learner._dirty == 0 and stored(logs, STATE, LEARNER_NAME).meta["n_learned"] == 300
 

@@ -306,3 +306,21 @@ def test_a_model_that_loads_but_cannot_learn_is_refused() -> None:
     payload["model"]["state"]["estimator"]["trainer"]["model"]["hidden.0.weight"].fill_(float("nan"))
     with pytest.raises(CheckpointError):
         LearnerState.from_blob(checkpoint.dumps(payload), task="classification")
+
+
+def test_a_failure_after_the_model_changed_asks_for_the_saved_state() -> None:
+    """A frame that fails after an optimizer step was taken cannot be retried record by record
+    (those records would be learned twice): ModelStateError, and the caller restores."""
+    est = DASClassifier(seed=1, batch_size=8)
+    state = LearnerState(est)
+    step, calls = est._step, []
+
+    def second_step_fails(*args: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("a fault in the middle of learning")
+        step(*args)
+
+    est._step = second_step_fails  # type: ignore[method-assign]
+    with pytest.raises(training.ModelStateError):
+        state.learn([(i, encode_training_record("in", 0, i, {"a": float(i)}, i % 2)) for i in range(24)])
