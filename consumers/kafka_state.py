@@ -1184,8 +1184,10 @@ class StateFollower:
     * A newest version that does not verify is logged and counted (:attr:`n_damaged`); the
       newest older one that verifies is returned instead if it still ranks above
       :attr:`returned`.
-    * Broker errors are logged and retried at the next poll (the clients are remade); a
-      missing topic reads as an empty one. Nothing here raises for what the topic holds.
+    * Broker errors are logged and retried after a backoff (0.5 s doubling to 30 s: a poll
+      before then does no I/O), with a new consumer; a missing topic reads as an empty one
+      (its end offset is asked again after a backoff too). Nothing here raises for what the
+      topic holds or for the broker.
 
     Parameters
     ----------
@@ -1221,6 +1223,9 @@ class StateFollower:
         self._position = 0  # the offset after the last record applied
         self._end: int | None = None  # read up to here before offering a first state
         self._next_end_try = 0.0
+        self._end_backoff = 0.5
+        self._retry_at = 0.0  # no broker I/O before then (after an error)
+        self._backoff = 0.25
         self._tried = -1  # offset of the newest manifest record already looked at
         self._lock = threading.Lock()
 
@@ -1278,23 +1283,31 @@ class StateFollower:
         from kafka.errors import KafkaError
 
         tp = TopicPartition(self.topic, 0)
+        now = time.monotonic()
+        if now < self._retry_at:  # after a broker error: no I/O before the backoff ends
+            time.sleep(max(0.0, min(self._retry_at, deadline) - now))
+            return
         try:
             consumer = self._get_consumer()
-            if self._end is None and time.monotonic() >= self._next_end_try:
-                self._next_end_try = time.monotonic() + 1.0
+            if self._end is None and now >= self._next_end_try:
+                # bounded: a caller polling with no timeout must not wait long on a missing topic
+                wait_ms = min(self.request_timeout_ms, max(500, int((deadline - now) * 1000)))
                 try:
-                    self._end = int(consumer.end_offsets([tp], timeout_ms=self.request_timeout_ms)[tp])
+                    self._end = int(consumer.end_offsets([tp], timeout_ms=wait_ms)[tp])
                 except KafkaError as exc:  # no topic yet, or no answer: asked again later
+                    self._end_backoff = min(2 * self._end_backoff, 30.0)
+                    self._next_end_try = time.monotonic() + self._end_backoff
                     log.debug("no end offset for %s yet: %s", self.topic, exc)
             wait_ms = int(max(0.0, min(deadline - time.monotonic(), 0.5)) * 1000)
             batch = consumer.poll(timeout_ms=wait_ms, max_records=100_000)
         except KafkaError as exc:
-            log.warning("following %s failed (%s: %s); retrying at the next poll",
-                        self.topic, type(exc).__name__, exc)
+            self._backoff = min(2 * self._backoff, 30.0)
+            self._retry_at = time.monotonic() + self._backoff
+            log.warning("following %s failed (%s: %s); retrying in %.1f s",
+                        self.topic, type(exc).__name__, exc, self._backoff)
             self._drop_consumer()
-            if deadline > time.monotonic():
-                time.sleep(min(0.5, deadline - time.monotonic()))
             return
+        self._backoff = 0.25
         for message in batch.get(tp, []):
             if message.offset < self._position:  # a record read before (after a reconnect)
                 continue

@@ -189,7 +189,7 @@ def test_forged_chunks_beyond_the_memory_bound_are_forgotten_not_fatal() -> None
     assert [s.blob for s in poll_until_caught_up(follower)] == [b"good"]
 
 
-def test_a_broker_error_is_retried_at_the_next_poll_from_where_it_was() -> None:
+def test_a_broker_error_is_retried_after_a_backoff_from_where_it_was() -> None:
     log = MemoryLog()
     log.save(NAME, b"one", epoch=0)
     follower = Follower(log)
@@ -198,7 +198,8 @@ def test_a_broker_error_is_retried_at_the_next_poll_from_where_it_was() -> None:
     log.save(NAME, b"two", epoch=0)
     assert follower.poll() is None and follower._consumer is None
     follower.fail = lambda: False
-    assert follower.poll().blob == b"two" and follower.consumers == 2
+    assert follower.poll() is None and follower.consumers == 1  # no I/O before the backoff ends
+    assert follower.poll(2.0).blob == b"two" and follower.consumers == 2
 
 
 # ---------------------------------------------------------------------------------- snapshots
