@@ -8,6 +8,9 @@ and dead-letter reasons), :mod:`~consumers.model` (predict-then-learn per batch)
 :mod:`~consumers.store` (per-partition checkpoints), :mod:`~consumers.service` (the Kafka
 loop), :mod:`~consumers.embedded` and :mod:`~consumers.sources` (no-broker mode),
 :mod:`~consumers.telemetry` (metrics, health), :mod:`~consumers.broker` (the Tansu test broker).
+The shared model scope: :mod:`~consumers.training` (training records, exactly-once learning),
+:mod:`~consumers.learner` (the elected learner), :mod:`~consumers.snapshots` (model snapshots
+and their follower), :mod:`~consumers.kafka_state` (chunked, fenced states in Kafka).
 """
 
 __all__ = ["__version__"]
