@@ -383,7 +383,7 @@ class Learner:
             min_epoch = 0 if snapshot_epoch is None else snapshot_epoch + 1
             epoch, version = self.state_store.claim(LEARNER_NAME, state.to_blob(), min_epoch=min_epoch,
                                                     meta=self._meta(state))
-        except CheckpointError as exc:  # the broker did not answer, or another claimant won
+        except (CheckpointError, ValueError) as exc:  # no answer, another claimant won, too large
             log.warning("learner: cannot take over yet (%s); retrying in %.1f s", exc, self._claim_backoff)
             self.metrics.state_errors.labels(operation="claim").inc()
             self._retry_later()
