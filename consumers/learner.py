@@ -412,8 +412,9 @@ class Learner:
         parked, self._parked = self._parked, None
         if parked is not None and self._saved_version is not None:
             head = self.state_store.head(LEARNER_NAME)
-            ours = head is not None and head.meta.get("owner") == self.owner
-            if ours and head.version == self._saved_version:
+            unchanged = head is not None and (head.version, head.meta.get("owner")) == (
+                self._saved_version, self.owner)
+            if unchanged:
                 return parked
         try:
             stored = self.state_store.load(LEARNER_NAME)

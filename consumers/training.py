@@ -35,7 +35,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 import numpy as np
 import pandas as pd
@@ -140,7 +140,7 @@ def _bounded_int(digits: str) -> int | float:
 _JSON = json.JSONDecoder(parse_int=_bounded_int)
 
 
-def _count(value: Any, high: int) -> bool:
+def _count(value: Any, high: int) -> TypeGuard[int]:
     return type(value) is int and 0 <= value <= high
 
 
@@ -351,7 +351,7 @@ class LearnerState:
             report.n_records += 1
             self.train_offset = offset + 1
             rec = decode_training_record(value, task=self.task, max_bytes=self.max_bytes)
-            if type(rec) is not TrainingRecord:
+            if isinstance(rec, Rejection):
                 self._reject(report, rec.reason)
                 continue
             key = (rec.topic, rec.partition)
@@ -523,7 +523,8 @@ def _reconcile(estimator: Any, params: dict[str, Any], where: str) -> None:
         current = estimator._get_params()
     except Exception:  # a model that does not say its parameters: nothing to compare
         return
-    mutable = getattr(estimator, "_mutable_attributes", set()) if model_kind(estimator) == "das" else set()
+    mutable: set[str] = (getattr(estimator, "_mutable_attributes", set())
+                         if model_kind(estimator) == "das" else set())
     apply = {}
     for key, configured in sorted(params.items()):
         if key not in current or _plain(current[key]) == _plain(configured):
