@@ -881,6 +881,10 @@ ESTIMATOR_FORMAT = "streamdas-estimator"
 #: The estimator classes a checkpoint may name, by class name (filled by :func:`checkpointable`).
 ESTIMATORS: dict[str, type] = {}
 
+#: The library's own estimators (public names of the ``streamdas`` package): a checkpoint may
+#: name one before its module was imported (the package imports its names on first use).
+LIBRARY_ESTIMATORS = ("DASClassifier", "DASRegressor")
+
 _T = TypeVar("_T", bound=type)
 
 
@@ -911,11 +915,22 @@ def estimator_from_state(payload: Any, where: str = "checkpoint", limits: Limits
     if not isinstance(payload, dict) or payload.get("format") != ESTIMATOR_FORMAT:
         raise CheckpointError(f"{where} is not a streamdas estimator checkpoint")
     name = payload.get("class")
-    cls = ESTIMATORS.get(name) if isinstance(name, str) else None
+    cls = _estimator_class(name) if isinstance(name, str) else None
     if cls is None:
         raise CheckpointError(f"{where}: unknown estimator class {_short(name)}")
     return guarded(lambda: cls.from_state(payload["estimator"], limits=limits or DEFAULT_LIMITS),
                    f"{where}: checkpoint does not fit {name}")
+
+
+def _estimator_class(name: str) -> type | None:
+    """The registered class named ``name``; one of :data:`LIBRARY_ESTIMATORS` is first
+    registered by importing it from the package, as ``from streamdas import DASClassifier``
+    would (the package, not a module: serialization stays below what it serializes)."""
+    if name not in ESTIMATORS and name in LIBRARY_ESTIMATORS:
+        import streamdas
+
+        getattr(streamdas, name)
+    return ESTIMATORS.get(name)
 
 
 def save_estimator(estimator: Any, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:

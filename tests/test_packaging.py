@@ -193,3 +193,27 @@ print("ok")
     out = _run(code)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["ok"]
+
+
+def test_a_fresh_process_loads_a_checkpoint_through_the_checkpoint_module(tmp_path: Path) -> None:
+    """The estimators register with the checkpoint module when imported; a process that imports
+    only ``streamdas.checkpoint`` (as the service's store does) still loads their files."""
+    path = tmp_path / "m.ckpt"
+    save = f"""
+from streamdas import DASRegressor, save_estimator
+model = DASRegressor(seed=0)
+for i in range(5):
+    model.learn_one({{"a": float(i)}}, float(i))
+save_estimator(model, {str(path)!r})
+"""
+    assert _run(save).returncode == 0
+    load = f"""
+import sys
+from streamdas.checkpoint import load_estimator
+assert "streamdas.estimators" not in sys.modules
+model, _ = load_estimator({str(path)!r})
+print(type(model).__name__, model.n_samples_learned)
+"""
+    out = _run(load)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["DASRegressor", "5"]
