@@ -1,14 +1,26 @@
 """Load benchmark of the consumer service: sustained end-to-end messages/s and consumer lag.
 
 Starts a Tansu broker on loopback (unless ``--bootstrap`` is given), loads a backlog of labelled
-records into the input topic, starts ONE service process (``python -m consumers``), and samples
-its ``/metrics`` once a second: records handled so far, hence throughput and lag (messages
-produced but not yet handled). With ``--rate`` the input is produced *while* the service runs,
-at that rate, and the report shows whether lag stays bounded. Finally it reads the output topic
-back and checks that every input record got a prediction.
+records into the input topic, starts ``--instances`` service processes (``python -m
+consumers``, one group, ``--model-scope``), and samples their ``/metrics`` once a second:
+records handled so far, hence throughput and lag (messages produced but not yet handled). With
+``--rate`` the input is produced *while* the services run, at that rate, and the report shows
+whether lag stays bounded. Finally it reads the output topic back and checks that every input
+record got a prediction.
+
+In the shared scope it also reports how fresh the predictions' model was, from what the topics
+hold: the snapshot manifests (each says when it was published and how many records its model
+had learned), the state manifests (the learner's checkpoints) and each prediction's snapshot and
+timestamp. **Behind**: the records the learner had learned when the prediction was made
+(interpolated between the snapshots published just before and just after it) less those its
+snapshot had learned; **age**: the prediction's time less its snapshot's publication; with the
+sizes of the snapshots and checkpoints. On Tansu the services fetch with
+``fetch_max_wait_ms=20`` (Tansu holds every fetch for the whole wait; Kafka answers as soon as
+there are records).
 
     python -m benchmarks.kafka_load --messages 200000 --partitions 3
     python -m benchmarks.kafka_load --messages 150000 --rate 5000
+    python -m benchmarks.kafka_load --messages 150000 --rate 10000 --instances 2
 
 This is a benchmark, not a test: it prints a report (and ``--json`` writes one).
 """
@@ -77,6 +89,75 @@ def _produce_rest(bootstrap: str, n: int, first: int, n_features: int, seed: int
     _produce(bootstrap, "load-in", n, n_features, seed, rate, counter, first=first)
 
 
+def _read(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
+    """Every message of ``topic`` (all partitions), until three empty polls in a row."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024,
+                             max_partition_fetch_bytes=64 * 1024 * 1024)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        out: list[Any] = []
+        idle, deadline = 0, time.monotonic() + timeout
+        while idle < 3 and time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=500)
+            idle = 0 if batch else idle + 1
+            for messages in batch.values():
+                out += messages
+        return out
+    finally:
+        consumer.close(autocommit=False)
+
+
+def _quantiles(values: list[float]) -> dict[str, float | None]:
+    values = sorted(values)
+    if not values:
+        return {"p50": None, "p99": None}
+    return {"p50": values[len(values) // 2], "p99": values[min(len(values) - 1,
+                                                                 int(0.99 * len(values)))]}
+
+
+def _manifests(messages: list[Any], name: str) -> list[dict[str, Any]]:
+    key = f"{name}/manifest".encode()
+    return [json.loads(m.value) for m in messages if m.key == key and m.value]
+
+
+def freshness(bootstrap: str, group: str, output: str = "load-out") -> dict[str, Any]:
+    """How far behind the learner the predictions' snapshots were, how old, and the sizes."""
+    import bisect
+
+    snaps = sorted((m["meta"]["published_at"], m["meta"]["n_learned"], m["epoch"], m["version"],
+                    m["length"]) for m in _manifests(_read(bootstrap, f"{group}.snapshots"),
+                                                     "snapshot"))
+    states = _manifests(_read(bootstrap, f"{group}.state"), "learner")
+    published = {(e, v): (t, n) for t, n, e, v, _ in snaps}
+    times = [t for t, *_ in snaps]
+    behind, age = [], []
+    for m in _read(bootstrap, output):
+        p = json.loads(m.value)
+        tag = p.get("snapshot")
+        if tag is None or (tag["epoch"], tag["version"]) not in published:
+            continue
+        t = m.timestamp / 1000
+        k = bisect.bisect_right(times, t)
+        if k == 0 or k == len(times):
+            continue  # the learner's count is known between two snapshots only
+        (t0, n0), (t1, n1) = snaps[k - 1][:2], snaps[k][:2]
+        learned = n0 + (n1 - n0) * (t - t0) / (t1 - t0) if t1 > t0 else n0
+        behind.append(learned - p["model_records"])
+        age.append(t - published[(tag["epoch"], tag["version"])][0])
+    sizes = sorted(size for *_, size in snaps)
+    return {"snapshots": len(snaps),
+            "behind_records": _quantiles(behind),
+            "age_s": _quantiles(age),
+            "snapshot_bytes": _quantiles(sizes)["p50"],
+            "checkpoint_bytes": states[-1]["length"] if states else None}
+
+
 def _scrape(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     from prometheus_client.parser import text_string_to_metric_families
@@ -126,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=None,
                         help="produce while the service runs, at this many messages/s")
     parser.add_argument("--model", default="das", choices=["das", "linear"])
+    parser.add_argument("--instances", type=int, default=1, help="service processes (one group)")
+    parser.add_argument("--model-scope", default="shared", choices=["shared", "partition"])
     parser.add_argument("--max-poll-records", type=int, default=2000)
     parser.add_argument("--bootstrap", default=None, help="use this broker instead of Tansu")
     parser.add_argument("--seed", type=int, default=0)
@@ -142,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         bootstrap = args.bootstrap
     workdir = Path(tempfile.mkdtemp(prefix="streamdas-load-"))
-    service = None
+    services: list[subprocess.Popen[bytes]] = []
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         admin.create_topics([NewTopic("load-in", args.partitions, 1),
@@ -156,22 +239,35 @@ def main(argv: list[str] | None = None) -> int:
         t = time.monotonic()
         _produce(bootstrap, "load-in", backlog, args.features, args.seed, None, produced)
         print(f"backlog of {backlog} messages loaded in {time.monotonic() - t:.1f} s")
-        metrics_port = free_port()
-        cmd = [sys.executable, "-m", "consumers", "--bootstrap-servers", bootstrap,
-               "--topics", "load-in", "--output-topic", "load-out",
-               "--dead-letter-topic", "load-dlq", "--group-id", "load",
-               "--checkpoint-dir", str(workdir / "ckpt"), "--model", args.model,
-               "--max-poll-records", str(args.max_poll_records),
-               "--session-timeout-ms", "6000", "--heartbeat-interval-ms", "1000",
-               "--metrics-port", str(metrics_port), "--log-level", "WARNING"]
+        ports = [free_port() for _ in range(args.instances)]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        service = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=open(workdir / "service.log", "wb"))  # noqa: SIM115
+        for k, metrics_port in enumerate(ports):
+            cmd = [sys.executable, "-m", "consumers", "--bootstrap-servers", bootstrap,
+                   "--topics", "load-in", "--output-topic", "load-out",
+                   "--dead-letter-topic", "load-dlq", "--group-id", "load",
+                   "--client-id", f"load-{k}", "--model-scope", args.model_scope,
+                   "--checkpoint-dir", str(workdir / "ckpt"), "--model", args.model,
+                   "--max-poll-records", str(args.max_poll_records),
+                   "--session-timeout-ms", "6000", "--heartbeat-interval-ms", "1000",
+                   "--metrics-port", str(metrics_port), "--log-level", "WARNING"]
+            if broker is not None:  # Tansu holds every fetch for fetch_max_wait_ms
+                cmd += ["--kafka", "fetch_max_wait_ms=20"]
+            services.append(subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                stderr=open(workdir / f"service-{k}.log", "wb")))  # noqa: SIM115
+
+        def handled() -> dict[str, float]:
+            total = {"handled": 0.0, "predicted": 0.0, "learned": 0.0}
+            for port in ports:
+                for key, value in _scrape(port).items():
+                    total[key] += value
+            return total
+
         if args.rate is not None:
             while True:
                 time.sleep(0.5)
                 try:
-                    if _scrape(metrics_port)["handled"] >= backlog:
+                    if handled()["handled"] >= backlog:
                         break
                 except OSError:
                     pass
@@ -185,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         while time.monotonic() - t_start < 900:
             time.sleep(1.0)
             try:
-                m = _scrape(metrics_port)
+                m = handled()
             except OSError:
                 continue
             now = time.monotonic()
@@ -205,25 +301,32 @@ def main(argv: list[str] | None = None) -> int:
         window = busy[1:-1] or busy
         steady = ((window[-1]["handled"] - window[0]["handled"]) / (window[-1]["t"] - window[0]["t"])
                   if len(window) > 1 else rate)
-        service.send_signal(signal.SIGTERM)
-        service.wait(timeout=60)
+        for service in services:
+            service.send_signal(signal.SIGTERM)
+        for service in services:
+            service.wait(timeout=60)
         covered, widths = _count_topic(bootstrap, "load-out", args.messages, timeout=120)
         report = {
             "messages": args.messages, "partitions": args.partitions, "features": args.features,
-            "model": args.model, "rate_target": args.rate,
+            "model": args.model, "instances": args.instances, "model_scope": args.model_scope,
+            "rate_target": args.rate,
             "max_poll_records": args.max_poll_records,
             "handled": end["handled"], "throughput_msgs_per_s": rate,
             "steady_msgs_per_s": steady, "max_lag": max(s["lag"] for s in samples),
             "final_lag": end["lag"], "predictions_in_output_topic": covered,
-            "service_exit": service.returncode, "final_hidden_sizes": widths,
+            "service_exit": [service.returncode for service in services],
+            "final_hidden_sizes": widths,
         }
+        if args.model_scope == "shared":
+            report["freshness"] = freshness(bootstrap, "load")
         print(json.dumps(report, indent=2))
         if args.json:
             Path(args.json).write_text(json.dumps({**report, "samples": samples}, indent=2))
         return 0 if covered == args.messages else 1
     finally:
-        if service is not None and service.poll() is None:
-            service.kill()
+        for service in services:
+            if service.poll() is None:
+                service.kill()
         if broker is not None:
             broker.stop()
 
