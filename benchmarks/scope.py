@@ -1,7 +1,7 @@
 """Model scopes compared: the service's prequential accuracy against one ``learn_one`` loop.
 
 Records whose key says nothing about their concept are spread round-robin over the input
-partitions (the common case), offered at a few thousand records a second to two service
+partitions (the common case), offered at 2,000 records a second (``--rate``) to two service
 instances (``python -m consumers``, one group, a Tansu broker on loopback). For each stream and
 partition count the service runs once per model scope:
 
@@ -174,7 +174,7 @@ def _read_predictions(bootstrap: str, n: int, timeout: float) -> dict[int, dict[
 
 
 def run_service(data: Data, *, partitions: int, scope: str, instances: int = 2,
-                rate: float = 3000.0, workdir: Path, log_level: str = "WARNING") -> dict[str, Any]:
+                rate: float = 2000.0, workdir: Path, log_level: str = "WARNING") -> dict[str, Any]:
     """Run ``instances`` services of ``scope`` over ``data`` (round-robin over ``partitions``);
     the prequential accuracy of their predictions over the second half, and more."""
     from kafka import KafkaAdminClient
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", default="rbf,agrawal,rbf-fast")
     parser.add_argument("--partitions", default="4,12")
     parser.add_argument("--instances", type=int, default=2)
-    parser.add_argument("--rate", type=float, default=3000.0, help="records offered per second")
+    parser.add_argument("--rate", type=float, default=2000.0, help="records offered per second")
     parser.add_argument("--n", type=int, default=None, help="records per stream (default: full)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", default=None, help="write the results to this file")
