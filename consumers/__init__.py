@@ -6,9 +6,12 @@ Modules: :mod:`~consumers.config` (flags, env, TOML), :mod:`~consumers.records` 
 and dead-letter reasons), :mod:`~consumers.model` (predict-then-learn per batch),
 :mod:`~consumers.messages` (bounded, standard-JSON predictions and dead letters),
 :mod:`~consumers.store` (per-partition checkpoints), :mod:`~consumers.service` (the Kafka
-loop), :mod:`~consumers.embedded` and :mod:`~consumers.sources` (no-broker mode),
+loop of both model scopes), :mod:`~consumers.clients` (Kafka clients and the internal topics),
+:mod:`~consumers.partitions` (the partition scope), :mod:`~consumers.embedded` and
+:mod:`~consumers.sources` (no-broker mode),
 :mod:`~consumers.telemetry` (metrics, health), :mod:`~consumers.broker` (the Tansu test broker).
-The shared model scope: :mod:`~consumers.training` (training records, exactly-once learning),
+The shared model scope: :mod:`~consumers.predictor` (predicting with snapshots, forwarding
+labelled records), :mod:`~consumers.training` (training records, exactly-once learning),
 :mod:`~consumers.learner` (the elected learner), :mod:`~consumers.snapshots` (model snapshots
 and their follower), :mod:`~consumers.kafka_state` (chunked, fenced states in Kafka).
 """

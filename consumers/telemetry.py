@@ -2,8 +2,10 @@
 
 A :class:`~consumers.metrics.ServiceMetrics` (records by outcome, dead letters by reason,
 latencies, lag, checkpoints, prequential score, broker reachability, loop heartbeat) and a
-:class:`~streamdas.metrics.ModelCollector` over the live per-partition models (label
-``model="<topic>-<partition>"``), served by :func:`streamdas.metrics.serve` when
+:class:`~streamdas.metrics.ModelCollector` over the live models (label
+``model="<topic>-<partition>"`` in the partition scope, ``model="snapshot"`` for the snapshot in
+use in the shared scope, with its version and age and the learner's gauges), served by
+:func:`streamdas.metrics.serve` when
 ``metrics_port`` is set: ``/metrics``; ``/livez`` (liveness: 503 when the loop has not turned,
 or has made no progress -- handled no new offset while it had records to handle -- for
 ``stall_seconds``, so a loop that only replays the same records is not live); ``/readyz`` and
