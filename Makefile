@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench docs broker clean
+.PHONY: setup demo test typecheck lint bench docs broker clean
 
 setup: $(VENV)/.installed
 
@@ -21,8 +21,12 @@ $(VENV)/.installed: pyproject.toml requirements-broker.txt
 demo: setup
 	$(VENV)/bin/streamdas simulate
 
-test: setup
+# The type check first (mypy, configured in pyproject.toml), then the whole suite.
+test: typecheck
 	$(PY) -m pytest
+
+typecheck: setup
+	$(VENV)/bin/mypy
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -40,4 +44,4 @@ broker: setup
 	scripts/tansu.sh
 
 clean:
-	rm -rf $(VENV) results .pytest_cache .ruff_cache
+	rm -rf $(VENV) results .pytest_cache .ruff_cache .mypy_cache

@@ -26,6 +26,7 @@ are bitwise those of the per-parameter update (which remains for unequal step co
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +62,9 @@ class NumpyAdam:
         self.optimizer = optimizer
         self._views: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._flat: _Flat | None = None
-        self._seen: list[tuple[object, ...]] = []
+        # (param, its state dict, exp_avg, exp_avg_sq, step) the views were made from
+        self._seen: list[tuple[torch.nn.Parameter, dict[str, Any], torch.Tensor, torch.Tensor,
+                               torch.Tensor]] = []
 
     def __getstate__(self) -> dict[str, object]:  # views and caches are rebuilt
         return {"optimizer": self.optimizer, "_views": [], "_flat": None, "_seen": []}
@@ -91,10 +94,10 @@ class NumpyAdam:
         self._seen, self._views, self._flat = [], [], None
         tensors = []
         for p in params:
-            st = state.get(p)
-            if not st or "exp_avg" not in st:
+            entry = state.get(p)
+            if not entry or "exp_avg" not in entry:
                 return None
-            quad = (p, st["exp_avg"], st["exp_avg_sq"], st["step"])
+            quad = (p, entry["exp_avg"], entry["exp_avg_sq"], entry["step"])
             if any(t.device.type != "cpu" or t.dtype != torch.float32 for t in quad):
                 return None
             tensors.append(quad)
@@ -171,7 +174,7 @@ class _Flat:
 
     @classmethod
     def adopt(cls, params: list[torch.nn.Parameter], states: list[tuple[torch.Tensor, ...]],
-              state: dict) -> _Flat | None:
+              state: dict[Any, dict[str, Any]]) -> _Flat | None:
         """Move the ``(exp_avg, exp_avg_sq, step)`` of ``params`` into flat buffers and make
         ``state``'s tensors views of them; None (nothing changed) unless every step count is
         the same single number."""

@@ -18,12 +18,16 @@ with the live weights; :attr:`~streamdas.TrainConfig.average_horizon` ``= 0`` do
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from streamdas import checkpoint
+
+if TYPE_CHECKING:
+    from streamdas.model import DASNet
 
 __all__ = ["POLYAK_KEY", "WARMUP_FRACTION", "ParameterAverages", "lerp", "numpy_views"]
 
@@ -61,12 +65,12 @@ def lerp(averages: list[Tensor] | Views, params: list[nn.Parameter] | None, weig
     """
     if params is None:
         w = np.float32(weight)
-        for p, avg, delta in averages:  # type: ignore[misc]
+        for p, avg, delta in cast(Views, averages):
             np.subtract(p, avg, out=delta)
             delta *= w
             avg += delta
         return
-    tensors = list(averages)  # type: ignore[arg-type]
+    tensors = list(cast("list[Tensor]", averages))
     if skip is None:
         torch._foreach_lerp_(tensors, [p.detach() for p in params], weight)
         return
@@ -168,7 +172,7 @@ class ParameterAverages:
         lerp([self.get(p) for p in params], params, weight, skip)
 
     @torch.no_grad()
-    def adopt_new_outputs(self, net: nn.Module, n_new: int) -> None:
+    def adopt_new_outputs(self, net: DASNet, n_new: int) -> None:
         """Start the averages of ``n_new`` output units just appended (new classes) at their
         values: a zero row would give a new class logit 0 against the others' learned ones."""
         if n_new <= 0:

@@ -63,7 +63,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from river import base, drift
@@ -878,14 +878,23 @@ def detector_from_state(state: Any) -> Any:
 # ---------------------------------------------------------------------- estimators
 ESTIMATOR_FORMAT = "streamdas-estimator"
 
+class Checkpointable(Protocol):
+    """What a :func:`checkpointable` estimator class provides."""
+
+    def to_state(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], limits: Limits | None = None) -> Any: ...
+
+
 #: The estimator classes a checkpoint may name, by class name (filled by :func:`checkpointable`).
-ESTIMATORS: dict[str, type] = {}
+ESTIMATORS: dict[str, type[Checkpointable]] = {}
 
 #: The library's own estimators (public names of the ``streamdas`` package): a checkpoint may
 #: name one before its module was imported (the package imports its names on first use).
 LIBRARY_ESTIMATORS = ("DASClassifier", "DASRegressor")
 
-_T = TypeVar("_T", bound=type)
+_T = TypeVar("_T", bound=type[Checkpointable])
 
 
 def checkpointable(cls: _T) -> _T:
@@ -922,7 +931,7 @@ def estimator_from_state(payload: Any, where: str = "checkpoint", limits: Limits
                    f"{where}: checkpoint does not fit {name}")
 
 
-def _estimator_class(name: str) -> type | None:
+def _estimator_class(name: str) -> type[Checkpointable] | None:
     """The registered class named ``name``; one of :data:`LIBRARY_ESTIMATORS` is first
     registered by importing it from the package, as ``from streamdas import DASClassifier``
     would (the package, not a module: serialization stays below what it serializes)."""

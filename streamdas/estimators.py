@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Collection, Hashable
+from collections.abc import Collection, Hashable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -241,7 +241,8 @@ class _DASEstimator:
         if self._trainer is None:
             return 0
         t = self._trainer
-        holders = [t.optimizer.state, t.averages.state, {} if t.polyak is None else t.polyak.state]
+        holders: list[Mapping[Any, Any]] = [t.optimizer.state, t.averages.state,
+                                            {} if t.polyak is None else t.polyak.state]
         state = sum(v.numel() * v.element_size() for h in holders for s in h.values()
                     for v in s.values() if isinstance(v, torch.Tensor))
         return t.net.n_bytes() + state
@@ -300,7 +301,7 @@ class _DASEstimator:
                              f"{len(self._index) + len(names)}, max_features={self.max_features}",
                              "too_many_features")
 
-    def _learn_vector(self, x: dict) -> np.ndarray:
+    def _learn_vector(self, x: dict[base.typing.FeatureName, Any]) -> np.ndarray:
         """Validated row of ``x`` (NaN = missing); new features grow the index, stats and net
         (``LimitError`` beyond ``max_features``, before anything changes)."""
         index = self._index
@@ -317,7 +318,7 @@ class _DASEstimator:
         out[cols] = vals
         return out
 
-    def _predict_input(self, x: dict) -> np.ndarray:
+    def _predict_input(self, x: dict[base.typing.FeatureName, Any]) -> np.ndarray:
         vec, complete = self._index.dense(x)
         return self._stats.transform(vec, self.standardize, missing=not complete)
 
@@ -385,7 +386,7 @@ class _DASEstimator:
         """Whether ``y`` is valid and already encoded (learn_one then skips both steps)."""
         return False
 
-    def learn_one(self, x: dict, y: Any) -> None:
+    def learn_one(self, x: dict[base.typing.FeatureName, Any], y: Any) -> None:
         known = self._known_target(y)
         if not known:
             self._check_targets([y])
@@ -850,7 +851,9 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         pos = self._class_pos
         return torch.from_numpy(np.array([pos[self._normalize(y)] for y in targets], dtype=np.int64))
 
-    def predict_proba_one(self, x: dict) -> dict[Any, float]:
+    def predict_proba_one(self, x: dict[base.typing.FeatureName, Any],
+                          **kwargs: Any) -> dict[base.typing.ClfTarget, float]:
+        """The probability of each label seen so far (``kwargs``: River's interface, unused)."""
         if not self._classes:
             return {}
         if self._trainer is None:  # no step yet: the labels seen so far, uniformly
@@ -861,8 +864,10 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         p = e / e.sum()
         return dict(zip(self._classes, p.tolist(), strict=True))
 
-    def predict_one(self, x: dict) -> Any:
-        """The most likely label: argmax of the logits (no softmax, no probability dict)."""
+    def predict_one(self, x: dict[base.typing.FeatureName, Any],
+                    **kwargs: Any) -> base.typing.ClfTarget | None:
+        """The most likely label: argmax of the logits (no softmax, no probability dict;
+        ``kwargs``: River's interface, unused)."""
         if not self._classes:
             return None
         if self._trainer is None:
@@ -1072,7 +1077,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         count = n + len(self._buf_y)
         return total / count if count else 0.0
 
-    def predict_one(self, x: dict) -> float:
+    def predict_one(self, x: dict[base.typing.FeatureName, Any]) -> float:
         if self._trainer is None:
             return self._target_mean()
         assert self._fwd is not None

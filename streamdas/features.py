@@ -550,7 +550,8 @@ class RunningStandardizer:
             if self._early is not None:
                 self._early[: len(values), j] = kept
         cols = np.flatnonzero(self._tracked & (self.count > 0) & (self.count < self.warmup))
-        if self._early is not None and len(cols):  # as _admit_early left it: clipped or not
+        if self._early is not None and self.clip is not None and len(cols):
+            # as _admit_early left it: clipped or not
             kept = self._early[:, cols]
             lo, hi = _warmup_window(kept, self.count[cols], self.clip)
             self._clipped[cols] = ((kept < lo) | (kept > hi)).any(0)

@@ -63,6 +63,9 @@ PREFIX = "streamdas"
 
 _MIN_UNITS_ATTRS = ("min_units", "min_hidden_size", "min_layer_size", "min_size")
 
+#: A metric family the model collector fills.
+_Family = GaugeMetricFamily | CounterMetricFamily
+
 HealthCheck = Callable[[], "tuple[bool, str]"]
 
 
@@ -185,7 +188,7 @@ class ModelCollector(Collector):
         return models
 
     @staticmethod
-    def _families() -> dict[str, Metric]:
+    def _families() -> dict[str, _Family]:
         gauge, counter = GaugeMetricFamily, CounterMetricFamily
         return {
             "hidden_units": gauge(
@@ -234,7 +237,7 @@ class ModelCollector(Collector):
             self._fill(fam)
         yield from fam.values()
 
-    def _fill(self, fam: dict[str, Metric]) -> None:
+    def _fill(self, fam: dict[str, _Family]) -> None:
         for name, model in list(self.models().items()):
             label = str(name)
             sizes = _per_layer(_read(model, "layer_sizes"))

@@ -82,8 +82,8 @@ class _Pending:
     head: bytearray = field(default_factory=bytearray)
 
 
-class _Writer(io.RawIOBase):
-    """The response stream: every write must finish before the connection's deadline."""
+class _Writer(io.BufferedIOBase):
+    """The response stream: every write is sent whole, before the connection's deadline."""
 
     def __init__(self, conn: socket.socket, deadline: float) -> None:
         self._conn, self._deadline = conn, deadline
@@ -284,7 +284,11 @@ class BoundedWSGIServer:
             try:
                 if deadline > time.monotonic():
                     conn.setblocking(True)
-                    _Handler((conn, head, deadline), address, self)
+                    # wsgiref's handler unpacks this request in setup() and asks its server
+                    # only for get_app() and base_environ: both duck-typed.
+                    request: Any = (conn, head, deadline)
+                    server: Any = self
+                    _Handler(request, address, server)
             except Exception as exc:  # a client that went away or ran out of time
                 log.debug("metrics server: request from %s failed: %s", address, exc)
             finally:

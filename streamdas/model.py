@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, cast
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from streamdas.activations import ACTIVATIONS
 __all__ = [
     "ACTIVATIONS",
     "DASNet",
+    "Layer",
     "NetConfig",
     "edit_parameter",
     "lecun_normal_",
@@ -77,10 +78,30 @@ class StateHolder(Protocol):
     def state(self) -> MutableMapping[Any, Any]: ...
 
 
-#: What resizing keeps aligned: an optimizer, another state holder, several, or nothing.
-Aligned: TypeAlias = (
-    "torch.optim.Optimizer | StateHolder | Sequence[torch.optim.Optimizer | StateHolder | None] | None"
-)
+class Layer(Protocol):
+    """A layer of a :class:`DASNet` (``nn.Linear`` or ``nn.Conv2d``): units along dim 0 of its
+    weight, and a bias. Both are parameters (torch annotates them as plain tensors, or not at
+    all)."""
+
+    weight: nn.Parameter
+    bias: nn.Parameter
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+
+class Layers(Protocol):
+    """The ``nn.ModuleList`` of a :class:`DASNet`'s hidden layers, as its :class:`Layer` s."""
+
+    def __getitem__(self, index: int) -> Layer: ...
+
+    def __iter__(self) -> Iterator[Layer]: ...
+
+    def __len__(self) -> int: ...
+
+
+#: What resizing keeps aligned: an optimizer, another state holder, several (nested), or nothing.
+Aligned: TypeAlias = "torch.optim.Optimizer | StateHolder | Sequence[Aligned] | None"
+
 
 
 def _holders(aligned: Aligned) -> Sequence[Any]:
@@ -88,7 +109,7 @@ def _holders(aligned: Aligned) -> Sequence[Any]:
         return ()
     if hasattr(aligned, "state"):
         return (aligned,)
-    return tuple(h for item in aligned for h in _holders(item))  # type: ignore[union-attr]
+    return tuple(h for item in aligned for h in _holders(item))
 
 
 class _Version:
@@ -223,7 +244,8 @@ class NetConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NetConfig:
         tuples = {"hidden_sizes", "conv_strides", "dropout", "input_hw"}
-        kw = {k: (tuple(v) if k in tuples and v is not None else v) for k, v in d.items()}
+        kw: dict[str, Any] = {k: (tuple(v) if k in tuples and v is not None else v)
+                              for k, v in d.items()}
         return cls(**kw)
 
     @classmethod
@@ -285,31 +307,34 @@ class DASNet(nn.Module):
     (8, 2)
     """
 
+    hidden: Layers
+    output: Layer
+
     def __init__(self, config: NetConfig, generator: torch.Generator | None = None) -> None:
         super().__init__()
         self._config = config
         self.act = make_activation(config.activation)
         n_conv = len(config.conv_strides)
-        self.hidden = nn.ModuleList()
+        hidden = nn.ModuleList()
         fan = config.n_inputs
         hw = config.input_hw
         for i, width in enumerate(config.hidden_sizes):
             if i < n_conv:
                 assert hw is not None
                 k, s = config.kernel_size, config.conv_strides[i]
-                layer: nn.Module = nn.Conv2d(fan, width, k, stride=s, padding=k // 2)
+                hidden.append(nn.Conv2d(fan, width, k, stride=s, padding=k // 2))
                 hw = (_conv_out(hw[0], k, s), _conv_out(hw[1], k, s))
             else:
                 in_features = fan * (hw[0] * hw[1] if (i == n_conv and hw is not None) else 1)
-                layer = nn.Linear(in_features, width)
-            self.hidden.append(layer)
+                hidden.append(nn.Linear(in_features, width))
             fan = width
+        self.hidden = cast(Layers, hidden)
         self.flat_hw: int = hw[0] * hw[1] if (n_conv and hw) else 1
-        self.output = nn.Linear(fan, config.n_outputs)
+        self.output = cast(Layer, nn.Linear(fan, config.n_outputs))
         rates = config.dropout or (0.0,) * len(config.hidden_sizes)
         self.dropouts = nn.ModuleList(nn.Dropout(r) if r > 0 else nn.Identity() for r in rates)
         self.n_conv = n_conv
-        for layer in [*self.hidden, self.output]:
+        for layer in self.layers:
             self._init_layer(layer, generator)
         self._resizes = _Version()
         self._attach_version()
@@ -327,11 +352,11 @@ class DASNet(nn.Module):
 
     # ------------------------------------------------------------------ structure
     @staticmethod
-    def fan_in(layer: nn.Module) -> int:
+    def fan_in(layer: Layer) -> int:
         """Number of incoming parameters per unit, bias excluded."""
         return int(math.prod(layer.weight.shape[1:]))
 
-    def _init_layer(self, layer: nn.Module, generator: torch.Generator | None) -> None:
+    def _init_layer(self, layer: Layer, generator: torch.Generator | None) -> None:
         lecun_normal_(layer.weight, max(self.fan_in(layer), 1), generator)
         with torch.no_grad():
             layer.bias.zero_()
@@ -345,7 +370,7 @@ class DASNet(nn.Module):
         return self._resizes.value
 
     @property
-    def layers(self) -> list[nn.Module]:
+    def layers(self) -> list[Layer]:
         """Hidden layers then the output layer."""
         return [*self.hidden, self.output]
 
@@ -387,7 +412,7 @@ class DASNet(nn.Module):
         """Input columns of the layer after hidden layer ``index`` that one unit owns."""
         return self.flat_hw if index == self.n_conv - 1 else 1
 
-    def _next_layer(self, index: int) -> nn.Module:
+    def _next_layer(self, index: int) -> Layer:
         return self.layers[index + 1]
 
     # ------------------------------------------------------------------ resizing
@@ -475,7 +500,7 @@ class DASNet(nn.Module):
         edit_parameter(self.output.bias, 0, append=torch.zeros(n_new, dtype=w.dtype), optimizer=optimizer)
         self._sync_shapes()
 
-    def _sync_shapes(self, *changed: nn.Module) -> None:
+    def _sync_shapes(self, *changed: Layer) -> None:
         """Keep the modules' size attributes in line with their tensors (for repr and torch):
         those of ``changed`` (all layers if none given). Every resize ends here: the
         network's version is bumped (also if a parameter lost its link to it)."""
@@ -486,7 +511,7 @@ class DASNet(nn.Module):
             if isinstance(layer, nn.Linear):
                 if (layer.out_features, layer.in_features) != (out, inp):
                     layer.out_features, layer.in_features = int(out), int(inp)
-            elif (layer.out_channels, layer.in_channels) != (out, inp):
+            elif isinstance(layer, nn.Conv2d) and (layer.out_channels, layer.in_channels) != (out, inp):
                 layer.out_channels, layer.in_channels = int(out), int(inp)
 
     # ------------------------------------------------------------------ forward

@@ -12,10 +12,14 @@ regularizer gives both the penalty value (for reporting and autograd) and a fast
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor, nn  # noqa: F401  (nn: doctests)
+
+if TYPE_CHECKING:
+    from streamdas.model import Layer
 
 __all__ = [
     "L1",
@@ -36,7 +40,7 @@ WEIGHT_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-def _unit_abs_sums(layer: nn.Module) -> Tensor:
+def _unit_abs_sums(layer: Layer) -> Tensor:
     """Per unit: sum of |incoming weights| + |bias|."""
     return layer.weight.abs().flatten(1).sum(1) + layer.bias.abs()
 
@@ -64,11 +68,11 @@ class Regularizer:
     def _clear_cache(self) -> None:
         """Forget anything computed from :attr:`alpha` (subclasses that cache override this)."""
 
-    def penalty(self, layers: Sequence[nn.Module]) -> Tensor:
+    def penalty(self, layers: Sequence[Layer]) -> Tensor:
         """The regularization term over ``layers`` (differentiable)."""
         return torch.zeros(())
 
-    def add_grad(self, layers: Sequence[nn.Module]) -> None:
+    def add_grad(self, layers: Sequence[Layer]) -> None:
         """Add the (sub)gradient of :meth:`penalty` to each parameter's ``.grad`` in place."""
 
     def add_grad_arrays(self, params: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -103,11 +107,11 @@ class L1(Regularizer):
 
     name = "l1"
 
-    def penalty(self, layers: Sequence[nn.Module]) -> Tensor:
-        return self.alpha * sum(_unit_abs_sums(layer).sum() for layer in layers)
+    def penalty(self, layers: Sequence[Layer]) -> Tensor:
+        return self.alpha * sum((_unit_abs_sums(layer).sum() for layer in layers), torch.zeros(()))
 
     @torch.no_grad()
-    def add_grad(self, layers: Sequence[nn.Module]) -> None:
+    def add_grad(self, layers: Sequence[Layer]) -> None:
         if self.alpha == 0:
             return
         for layer in layers:
@@ -178,7 +182,7 @@ class WeightedL1(Regularizer):
             self._cache[key] = coef
         return coef
 
-    def penalty(self, layers: Sequence[nn.Module]) -> Tensor:
+    def penalty(self, layers: Sequence[Layer]) -> Tensor:
         total = torch.zeros(())
         for layer in layers:
             sums = _unit_abs_sums(layer)
@@ -186,7 +190,7 @@ class WeightedL1(Regularizer):
         return total
 
     @torch.no_grad()
-    def add_grad(self, layers: Sequence[nn.Module]) -> None:
+    def add_grad(self, layers: Sequence[Layer]) -> None:
         if self.alpha == 0:
             return
         for layer in layers:
@@ -241,14 +245,14 @@ class GroupL21(Regularizer):
     name = "l21"
 
     @staticmethod
-    def _norms(layer: nn.Module) -> Tensor:
+    def _norms(layer: Layer) -> Tensor:
         return (layer.weight.pow(2).flatten(1).sum(1) + layer.bias.pow(2)).sqrt()
 
-    def penalty(self, layers: Sequence[nn.Module]) -> Tensor:
-        return self.alpha * sum(self._norms(layer).sum() for layer in layers)
+    def penalty(self, layers: Sequence[Layer]) -> Tensor:
+        return self.alpha * sum((self._norms(layer).sum() for layer in layers), torch.zeros(()))
 
     @torch.no_grad()
-    def add_grad(self, layers: Sequence[nn.Module]) -> None:
+    def add_grad(self, layers: Sequence[Layer]) -> None:
         if self.alpha == 0:
             return
         for layer in layers:
@@ -297,4 +301,4 @@ def make_regularizer(name: str | Regularizer, alpha: float = 2e-5, **kwargs: obj
         raise ValueError(f"unknown regularizer {name!r}; choose one of {sorted(_REGISTRY)}")
     if name == "none":
         return NoRegularizer()
-    return _REGISTRY[name](alpha, **kwargs)  # type: ignore[arg-type]
+    return _REGISTRY[name](alpha, **kwargs)

@@ -41,7 +41,7 @@ from streamdas.adam import NumpyAdam
 from streamdas.averaging import ParameterAverages
 from streamdas.backprop import NumpyBackprop
 from streamdas.cudagraph import StepGraph
-from streamdas.model import DASNet, NetConfig, _conv_out, make_activation
+from streamdas.model import DASNet, Layer, NetConfig, _conv_out, make_activation
 from streamdas.regularizers import Regularizer, make_regularizer
 from streamdas.sizing import (
     AVERAGE_KEY,
@@ -373,7 +373,7 @@ class DASTrainer:
             self.polyak.adopt_new_outputs(self.net, n_new)
 
     # ------------------------------------------------------------------ learning
-    def _hidden_layers(self) -> list[nn.Module]:
+    def _hidden_layers(self) -> list[Layer]:
         return list(self.net.hidden)
 
     def loss(self, x: Tensor, y: Tensor) -> Tensor:
@@ -921,13 +921,14 @@ def _load_averages(trainer: DASTrainer, averages: Any) -> None:
         return
     checkpoint.require(isinstance(averages, dict), "averages is not a dict")
     for name, value in averages.items():
-        p = params.get(name)
-        checkpoint.require(p is not None, f"average of unknown parameter {name!r}")
+        param = params.get(name)
+        if param is None:
+            raise ValueError(f"average of unknown parameter {name!r}")
         try:
-            checkpoint.check_tensor(value, f"average of {name!r}", dtype=p.dtype, shape=p.shape)
+            checkpoint.check_tensor(value, f"average of {name!r}", dtype=param.dtype, shape=param.shape)
         except ValueError as exc:
             raise ValueError(f"average of {name!r} does not fit: {exc}") from None
-        trainer.averages.state[p] = {AVERAGE_KEY: value.to(p.device).clone()}
+        trainer.averages.state[param] = {AVERAGE_KEY: value.to(param.device).clone()}
 
 
 def _check_group(trainer: DASTrainer, group: Any, n_params: int) -> None:

@@ -59,6 +59,17 @@ def test_setup_and_ci_install_every_extra() -> None:
     assert makefile.index("pip install -q -e '.[all,dev]'") > torch_at
 
 
+def test_make_test_type_checks_the_library_first() -> None:
+    """``make test`` (what CI runs) runs mypy over ``streamdas/`` before pytest."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\ntest: typecheck\n\t$(PY) -m pytest\n" in makefile
+    assert "\ntypecheck: setup\n\t$(VENV)/bin/mypy\n" in makefile
+    mypy = PYPROJECT["tool"]["mypy"]
+    assert "streamdas" in mypy["files"]
+    assert mypy["disallow_untyped_defs"] and mypy["check_untyped_defs"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
 def test_the_library_works_without_the_optional_packages() -> None:
     """The estimators learn, predict, save and load with every extra's package absent (as in
     ``pip install streamdas``: River's own optional imports fall back as they do there)."""
