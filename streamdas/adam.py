@@ -63,8 +63,9 @@ class NumpyAdam:
         self._views: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         self._flat: _Flat | None = None
         # (param, its state dict, exp_avg, exp_avg_sq, step) the views were made from
-        self._seen: list[tuple[torch.nn.Parameter, dict[str, Any], torch.Tensor, torch.Tensor,
-                               torch.Tensor]] = []
+        self._seen: list[
+            tuple[torch.nn.Parameter, dict[str, Any], torch.Tensor, torch.Tensor, torch.Tensor]
+        ] = []
 
     def __getstate__(self) -> dict[str, object]:  # views and caches are rebuilt
         return {"optimizer": self.optimizer, "_views": [], "_flat": None, "_seen": []}
@@ -74,11 +75,18 @@ class NumpyAdam:
         if type(opt) is not torch.optim.Adam or len(opt.param_groups) != 1:
             return False
         g = opt.param_groups[0]
-        return not (g["amsgrad"] or g["maximize"] or g["weight_decay"] or g["capturable"]
-                    or g["differentiable"] or isinstance(g["lr"], torch.Tensor))
+        return not (
+            g["amsgrad"]
+            or g["maximize"]
+            or g["weight_decay"]
+            or g["capturable"]
+            or g["differentiable"]
+            or isinstance(g["lr"], torch.Tensor)
+        )
 
-    def _views_for(self, params: list[torch.nn.Parameter]
-                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None:
+    def _views_for(
+        self, params: list[torch.nn.Parameter]
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None:
         """NumPy views of (param, exp_avg, exp_avg_sq, step) per parameter, cached while the
         parameters, their state dicts and state tensors stay the same objects (resizing and
         loading replace them)."""
@@ -86,8 +94,13 @@ class NumpyAdam:
         seen = self._seen
         if len(seen) == len(params):
             for p, (q, st, m, v, s) in zip(params, seen, strict=True):
-                if (p is not q or state.get(p) is not st or st.get("exp_avg") is not m
-                        or st.get("exp_avg_sq") is not v or st.get("step") is not s):
+                if (
+                    p is not q
+                    or state.get(p) is not st
+                    or st.get("exp_avg") is not m
+                    or st.get("exp_avg_sq") is not v
+                    or st.get("step") is not s
+                ):
                     break
             else:
                 return self._views
@@ -125,8 +138,14 @@ class NumpyAdam:
         return True
 
     @staticmethod
-    def _update(views: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-                grads: list[np.ndarray], lr: float, beta1: float, beta2: float, eps: float) -> None:
+    def _update(
+        views: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+        grads: list[np.ndarray],
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+    ) -> None:
         """One parameter at a time (each at its own step count)."""
         for (p, m, v, s), g in zip(views, grads, strict=True):
             t = float(s) + 1.0
@@ -134,8 +153,17 @@ class NumpyAdam:
             p -= _moments_and_delta(g, m, v, np.empty_like(g), t, lr, beta1, beta2, eps)
 
 
-def _moments_and_delta(g: np.ndarray, m: np.ndarray, v: np.ndarray, tmp: np.ndarray, t: float,
-                       lr: float, beta1: float, beta2: float, eps: float) -> np.ndarray:
+def _moments_and_delta(
+    g: np.ndarray,
+    m: np.ndarray,
+    v: np.ndarray,
+    tmp: np.ndarray,
+    t: float,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+) -> np.ndarray:
     """Update the moments ``m`` and ``v`` with ``g`` in place for step ``t`` and return the
     parameter decrement, written into ``tmp``: torch's non-capturable single-tensor Adam in
     float32, the same operations whatever the arrays' shapes."""
@@ -166,15 +194,21 @@ class _Flat:
         self.steps = torch.zeros(len(shapes))
         self.grad: np.ndarray | None = None  # gathered gradients, when they are not flat
         self.tmp = np.empty(total, np.float32)
-        self.tmp_views = [self.tmp[a:b].reshape(shape)
-                          for a, b, shape in zip(self.offsets[:-1], self.offsets[1:], shapes, strict=True)]
+        self.tmp_views = [
+            self.tmp[a:b].reshape(shape)
+            for a, b, shape in zip(self.offsets[:-1], self.offsets[1:], shapes, strict=True)
+        ]
         self._m, self._v, self._steps = self.m.numpy(), self.v.numpy(), self.steps.numpy()
         self._grads: list[np.ndarray] = []  # the last gradient arrays found to be flat (held)
         self._grad_base: np.ndarray | None = None
 
     @classmethod
-    def adopt(cls, params: list[torch.nn.Parameter], states: list[tuple[torch.Tensor, ...]],
-              state: dict[Any, dict[str, Any]]) -> _Flat | None:
+    def adopt(
+        cls,
+        params: list[torch.nn.Parameter],
+        states: list[tuple[torch.Tensor, ...]],
+        state: dict[Any, dict[str, Any]],
+    ) -> _Flat | None:
         """Move the ``(exp_avg, exp_avg_sq, step)`` of ``params`` into flat buffers and make
         ``state``'s tensors views of them; None (nothing changed) unless every step count is
         the same single number."""
@@ -202,12 +236,22 @@ class _Flat:
             assert self._grad_base is not None
             return self._grad_base
         base = grads[0].base if grads else None
-        if (isinstance(base, np.ndarray) and base.ndim == 1 and base.dtype == np.float32
-                and base.size == self.offsets[-1] and base.flags.c_contiguous):
+        if (
+            isinstance(base, np.ndarray)
+            and base.ndim == 1
+            and base.dtype == np.float32
+            and base.size == self.offsets[-1]
+            and base.flags.c_contiguous
+        ):
             start = base.__array_interface__["data"][0]
-            if all(g.base is base and g.dtype == np.float32 and g.flags.c_contiguous
-                   and g.size == b - a and g.__array_interface__["data"][0] == start + 4 * a
-                   for g, a, b in zip(grads, self.offsets[:-1], self.offsets[1:], strict=True)):
+            if all(
+                g.base is base
+                and g.dtype == np.float32
+                and g.flags.c_contiguous
+                and g.size == b - a
+                and g.__array_interface__["data"][0] == start + 4 * a
+                for g, a, b in zip(grads, self.offsets[:-1], self.offsets[1:], strict=True)
+            ):
                 self._grads, self._grad_base = list(grads), base
                 return base
         if self.grad is None:
@@ -216,8 +260,15 @@ class _Flat:
             self.grad[a:b] = g.reshape(-1)
         return self.grad
 
-    def update(self, views: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-               grads: list[np.ndarray], lr: float, beta1: float, beta2: float, eps: float) -> None:
+    def update(
+        self,
+        views: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+        grads: list[np.ndarray],
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+    ) -> None:
         """:meth:`NumpyAdam._update` on the flat buffers (the same float32 operations)."""
         t = float(self._steps[0]) + 1.0
         self._steps[...] = t

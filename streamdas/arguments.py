@@ -33,8 +33,7 @@ from typing import Any, NoReturn
 
 from streamdas.params import usage_error
 
-__all__ = ["ArgumentParser", "check_output_file", "check_output_folder", "choice", "integer",
-           "number"]
+__all__ = ["ArgumentParser", "check_output_file", "check_output_folder", "choice", "integer", "number"]
 
 #: Largest port number (``port = integer(0, PORT_MAX)``).
 PORT_MAX = 65535
@@ -72,9 +71,11 @@ def _describe(kind: str, low: float | None, high: float | None, above: float | N
 
     if low is not None and high is not None:
         return f"{kind} in {text(low)}..{text(high)}"
-    parts = [f"> {text(above)}" if above is not None else None,
-             f">= {text(low)}" if low is not None else None,
-             f"<= {text(high)}" if high is not None else None]
+    parts = [
+        f"> {text(above)}" if above is not None else None,
+        f">= {text(low)}" if low is not None else None,
+        f"<= {text(high)}" if high is not None else None,
+    ]
     return " ".join([kind, " and ".join(p for p in parts if p)]).strip()
 
 
@@ -115,8 +116,9 @@ def integer(low: int | None = None, high: int | None = None) -> Callable[[Any], 
     return convert
 
 
-def number(low: float | None = None, high: float | None = None, *,
-           above: float | None = None) -> Callable[[Any], float]:
+def number(
+    low: float | None = None, high: float | None = None, *, above: float | None = None
+) -> Callable[[Any], float]:
     """An argument type: a finite number ``>= low`` (or ``> above``) and ``<= high``.
 
     Examples
@@ -138,8 +140,12 @@ def number(low: float | None = None, high: float | None = None, *,
             result = float(value)
         except (ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}") from None
-        if (not math.isfinite(result) or (low is not None and result < low)
-                or (above is not None and result <= above) or (high is not None and result > high)):
+        if (
+            not math.isfinite(result)
+            or (low is not None and result < low)
+            or (above is not None and result <= above)
+            or (high is not None and result > high)
+        ):
             raise argparse.ArgumentTypeError(f"expected {what}, got {value!r}")
         return result
 
@@ -213,8 +219,7 @@ def check_output_file(path: str) -> None:
     try:
         _probe(folder)
     except OSError as exc:
-        raise ValueError(f"{where}: cannot create files in '{folder}' "
-                         f"({exc.strerror or exc})") from None
+        raise ValueError(f"{where}: cannot create files in '{folder}' ({exc.strerror or exc})") from None
 
 
 def check_output_folder(path: str) -> None:
@@ -248,5 +253,4 @@ def check_output_folder(path: str) -> None:
         else:
             os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".streamdas-probe-"))
     except OSError as exc:
-        raise ValueError(f"{where}: cannot create files in '{existing}' "
-                         f"({exc.strerror or exc})") from None
+        raise ValueError(f"{where}: cannot create files in '{existing}' ({exc.strerror or exc})") from None

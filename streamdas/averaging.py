@@ -46,13 +46,19 @@ def numpy_views(params: list[nn.Parameter], averages: list[Tensor]) -> Views | N
     ``averages``; None where NumPy does not apply. Valid until a resize replaces a tensor."""
     if not all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params):
         return None
-    return [(p.detach().numpy(), a.numpy(), np.empty(tuple(p.shape), np.float32))
-            for p, a in zip(params, averages, strict=True)]
+    return [
+        (p.detach().numpy(), a.numpy(), np.empty(tuple(p.shape), np.float32))
+        for p, a in zip(params, averages, strict=True)
+    ]
 
 
 @torch.no_grad()
-def lerp(averages: list[Tensor] | Views, params: list[nn.Parameter] | None, weight: float,
-         skip: Tensor | None = None) -> None:
+def lerp(
+    averages: list[Tensor] | Views,
+    params: list[nn.Parameter] | None,
+    weight: float,
+    skip: Tensor | None = None,
+) -> None:
     """``avg += (p - avg) * weight`` for every pair, in place (float32 arithmetic either way).
 
     ``averages`` is either :func:`numpy_views` (``params`` None: three NumPy calls a tensor, no
@@ -115,7 +121,8 @@ class ParameterAverages:
             raise ValueError(f"horizon must be > 0, got {horizon}")
         self.horizon = float(horizon)
         self.state: dict[nn.Parameter, dict[str, Tensor]] = {
-            p: {POLYAK_KEY: p.detach().clone()} for p in net.parameters()}
+            p: {POLYAK_KEY: p.detach().clone()} for p in net.parameters()
+        }
         self._cached: tuple[int, Views] | None = None
 
     def __getstate__(self) -> dict[str, object]:

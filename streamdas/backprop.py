@@ -89,8 +89,14 @@ class NumpyBackprop:
     def __getstate__(self) -> dict[str, object]:
         # The views share memory with *this* net's tensors: a copy rebuilds its own on first use.
         state = self.__dict__.copy()
-        state.update(_version=-1, _weights=[], _biases=[], _grads=[], grad_tensors=[],
-                     flat_grad=np.zeros(0, dtype=np.float32))
+        state.update(
+            _version=-1,
+            _weights=[],
+            _biases=[],
+            _grads=[],
+            grad_tensors=[],
+            flat_grad=np.zeros(0, dtype=np.float32),
+        )
         return state
 
     def parameters(self) -> list[torch.nn.Parameter]:
@@ -123,13 +129,16 @@ class NumpyBackprop:
             return y_dtype == torch.int64 and tuple(y_shape) == (x_shape[0],)
         return y_dtype == torch.float32 and tuple(y_shape) == (x_shape[0], self.net.output.weight.shape[0])
 
-    def hidden_pairs(self, grads: list[np.ndarray]
-                     ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
+    def hidden_pairs(
+        self, grads: list[np.ndarray]
+    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]]:
         """``(weight, bias)`` views of each hidden layer, and the matching pairs of ``grads``
         (as returned by the last call): what a regularizer's ``add_grad_arrays`` takes."""
         n = len(self._weights) - 1
-        return (list(zip(self._weights[:n], self._biases[:n], strict=True)),
-                list(zip(grads[0 : 2 * n : 2], grads[1 : 2 * n : 2], strict=True)))
+        return (
+            list(zip(self._weights[:n], self._biases[:n], strict=True)),
+            list(zip(grads[0 : 2 * n : 2], grads[1 : 2 * n : 2], strict=True)),
+        )
 
     def grads_finite(self) -> bool:
         """Whether every gradient of the last call is finite (one pass over :attr:`flat_grad`)."""

@@ -162,15 +162,34 @@ _ZIP_MAGIC = b"PK\x03\x04"
 #: The only globals a checkpoint's pickle may name: dense tensors rebuilt from storages in
 #: the file, and the ordered dicts that torch attaches to them. ``torch.save`` of plain data
 #: and tensors writes nothing else.
-PICKLE_GLOBALS = frozenset({
-    "collections OrderedDict",
-    "torch._utils _rebuild_tensor_v2",
-    *(f"torch {kind}Storage" for kind in ("Float", "Double", "Long", "Int", "Byte", "Bool")),
-})
+PICKLE_GLOBALS = frozenset(
+    {
+        "collections OrderedDict",
+        "torch._utils _rebuild_tensor_v2",
+        *(f"torch {kind}Storage" for kind in ("Float", "Double", "Long", "Int", "Byte", "Bool")),
+    }
+)
 # Opcodes that build objects other than through REDUCE of an allowed global: never in a torch.save.
-_PICKLE_REFUSED = frozenset({"STACK_GLOBAL", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "BUILD", "EXT1",
-                             "EXT2", "EXT4", "PERSID", "BYTEARRAY8", "NEXT_BUFFER",
-                             "READONLY_BUFFER", "FROZENSET", "EMPTY_SET", "ADDITEMS"})
+_PICKLE_REFUSED = frozenset(
+    {
+        "STACK_GLOBAL",
+        "INST",
+        "OBJ",
+        "NEWOBJ",
+        "NEWOBJ_EX",
+        "BUILD",
+        "EXT1",
+        "EXT2",
+        "EXT4",
+        "PERSID",
+        "BYTEARRAY8",
+        "NEXT_BUFFER",
+        "READONLY_BUFFER",
+        "FROZENSET",
+        "EMPTY_SET",
+        "ADDITEMS",
+    }
+)
 _DTYPES = frozenset({torch.float32, torch.float64, torch.int64, torch.int32, torch.uint8, torch.bool})
 _NOT_CONTAINED = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
@@ -284,16 +303,20 @@ def _read_body(path: Path, limits: Limits) -> bytes:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > limits.max_bytes:
-                raise CheckpointError(f"checkpoint {path} is {size} bytes, more than the "
-                                      f"{limits.max_bytes} a checkpoint may have")
+                raise CheckpointError(
+                    f"checkpoint {path} is {size} bytes, more than the "
+                    f"{limits.max_bytes} a checkpoint may have"
+                )
             head = f.read(_HEADER.size)
             if head.startswith(MAGIC):
                 if len(head) < _HEADER.size:
                     raise CheckpointError(f"checkpoint {path} is truncated (in its header)")
                 _, length, digest = _HEADER.unpack(head)
                 if length != size - _HEADER.size:
-                    raise CheckpointError(f"checkpoint {path} is truncated or extended: its header "
-                                          f"says {length} bytes follow, {size - _HEADER.size} do")
+                    raise CheckpointError(
+                        f"checkpoint {path} is truncated or extended: its header "
+                        f"says {length} bytes follow, {size - _HEADER.size} do"
+                    )
                 body = f.read(length)
                 if len(body) != length or f.read(1):
                     raise CheckpointError(f"checkpoint {path} changed while it was read")
@@ -324,12 +347,20 @@ def _read_pickle(body: bytes, path: Path | str, limits: Limits) -> None:
     prefix = pickles[0].filename[: -len("data.pkl")]
     _require_file(len(set(names)) == len(names), path, "names a zip entry twice")
     for info in infos:
-        _require_file(info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 1
-                     and info.compress_size == info.file_size and info.filename.startswith(prefix),
-                     path, f"zip entry {info.filename!r} is compressed, encrypted or misplaced")
+        _require_file(
+            info.compress_type == zipfile.ZIP_STORED
+            and not info.flag_bits & 1
+            and info.compress_size == info.file_size
+            and info.filename.startswith(prefix),
+            path,
+            f"zip entry {info.filename!r} is compressed, encrypted or misplaced",
+        )
     _require_file(sum(i.file_size for i in infos) <= len(body), path, "declares more data than it holds")
-    _require_file(pickles[0].file_size <= limits.max_pickle_bytes, path,
-                 f"pickle is {pickles[0].file_size} bytes, more than {limits.max_pickle_bytes}")
+    _require_file(
+        pickles[0].file_size <= limits.max_pickle_bytes,
+        path,
+        f"pickle is {pickles[0].file_size} bytes, more than {limits.max_pickle_bytes}",
+    )
     try:
         bad = archive.testzip()
         data = archive.read(pickles[0])
@@ -339,8 +370,10 @@ def _read_pickle(body: bytes, path: Path | str, limits: Limits) -> None:
     try:
         for op, arg, _ in pickletools.genops(data):
             if (op.name == "GLOBAL" and arg not in PICKLE_GLOBALS) or op.name in _PICKLE_REFUSED:
-                raise CheckpointError(f"checkpoint {path}: its pickle uses {op.name} {_short(arg or '')}, "
-                                      "which a checkpoint never needs")
+                raise CheckpointError(
+                    f"checkpoint {path}: its pickle uses {op.name} {_short(arg or '')}, "
+                    "which a checkpoint never needs"
+                )
     except CheckpointError:
         raise
     except Exception as exc:  # pickletools raises ValueError for malformed opcodes and more
@@ -375,8 +408,10 @@ def _decode_body(body: bytes, where: Path | str, limits: Limits) -> dict[str, An
     """The payload of a checkpoint's verified body: the zip and pickle checks, then
     ``torch.load(weights_only=True)`` and the plain-data walk."""
     _read_pickle(body, where, limits)
-    payload = guarded(lambda: torch.load(io.BytesIO(body), map_location="cpu", weights_only=True),
-                      f"cannot read checkpoint {where}")
+    payload = guarded(
+        lambda: torch.load(io.BytesIO(body), map_location="cpu", weights_only=True),
+        f"cannot read checkpoint {where}",
+    )
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint {where} holds {type(payload).__name__}, not a dict")
     _check_tree(payload, f"checkpoint {where}", limits)
@@ -413,16 +448,18 @@ def loads(data: bytes, limits: Limits | None = None, where: str = "checkpoint") 
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise CheckpointError(f"{where} is {type(data).__name__}, not bytes")
     if len(data) > limits.max_bytes:
-        raise CheckpointError(f"{where} is {len(data)} bytes, more than the {limits.max_bytes} "
-                              f"a checkpoint may have")
+        raise CheckpointError(
+            f"{where} is {len(data)} bytes, more than the {limits.max_bytes} a checkpoint may have"
+        )
     data = bytes(data)
     if len(data) < _HEADER.size or not data.startswith(MAGIC):
         raise CheckpointError(f"{where} is not a checkpoint (no {MAGIC[:-2].decode()} header)")
     _, length, digest = _HEADER.unpack_from(data)
-    body = data[_HEADER.size:]
+    body = data[_HEADER.size :]
     if length != len(body):
-        raise CheckpointError(f"{where} is truncated or extended: its header says {length} bytes "
-                              f"follow, {len(body)} do")
+        raise CheckpointError(
+            f"{where} is truncated or extended: its header says {length} bytes follow, {len(body)} do"
+        )
     if hashlib.sha256(body).digest() != digest:
         raise CheckpointError(f"{where} is damaged: its SHA-256 does not match")
     return _decode_body(body, where, limits)
@@ -564,9 +601,15 @@ def plain_tree(value: Any, what: str, max_depth: int = 16, max_nodes: int = 1_00
     return value
 
 
-def check_tensor(t: Any, what: str, *, dtype: torch.dtype | None = None,
-                 shape: tuple[int, ...] | torch.Size | None = None, finite: bool = True,
-                 nonnegative: bool = False) -> torch.Tensor:
+def check_tensor(
+    t: Any,
+    what: str,
+    *,
+    dtype: torch.dtype | None = None,
+    shape: tuple[int, ...] | torch.Size | None = None,
+    finite: bool = True,
+    nonnegative: bool = False,
+) -> torch.Tensor:
     """``t`` if it is a tensor a checkpoint may hold (dense, contiguous, its memory its
     storage's; on the CPU, as files are read, or on a GPU, as a trainer's state in memory may
     be) with the given ``dtype`` and ``shape``, finite (NaN and inf refused unless
@@ -587,8 +630,10 @@ def check_tensor(t: Any, what: str, *, dtype: torch.dtype | None = None,
     fault = _tensor_fault(t, ("cpu", "cuda"))
     require(fault is None, f"{what} {fault}")
     require(dtype is None or t.dtype == dtype, f"{what} has dtype {t.dtype}, not {dtype}")
-    require(shape is None or tuple(t.shape) == tuple(shape),
-            f"{what} has shape {tuple(t.shape)}, not {tuple(shape or ())}")
+    require(
+        shape is None or tuple(t.shape) == tuple(shape),
+        f"{what} has shape {tuple(t.shape)}, not {tuple(shape or ())}",
+    )
     if finite and t.is_floating_point():
         require(bool(torch.isfinite(t).all()), f"{what} holds non-finite values")
     if nonnegative:
@@ -624,16 +669,22 @@ class Rule:
         """``value`` if it follows the rule, else ``ValueError`` naming ``what``."""
         if value is None and self.none:
             return value
-        require(type(value) in self.types, f"{what} is {_short(value)}, not of type "
-                f"{' or '.join(t.__name__ for t in self.types)}")
+        require(
+            type(value) in self.types,
+            f"{what} is {_short(value)}, not of type {' or '.join(t.__name__ for t in self.types)}",
+        )
         if self.choices is not None:
             require(value in self.choices, f"{what} is {_short(value)}, not one of {list(self.choices)}")
         if self.pattern is not None:
-            require(len(value) <= 64 and re.fullmatch(self.pattern, value) is not None,
-                    f"{what} is {_short(value)}, which is not allowed")
+            require(
+                len(value) <= 64 and re.fullmatch(self.pattern, value) is not None,
+                f"{what} is {_short(value)}, which is not allowed",
+            )
         if self.items is not None:
-            require(self.min_len <= len(value) <= self.max_len,
-                    f"{what} has {len(value)} items, not {self.min_len} to {self.max_len}")
+            require(
+                self.min_len <= len(value) <= self.max_len,
+                f"{what} has {len(value)} items, not {self.min_len} to {self.max_len}",
+            )
             for i, item in enumerate(value):
                 self.items.check(item, f"{what}[{i}]")
         if type(value) in (int, float):
@@ -646,8 +697,7 @@ class Rule:
         return value
 
 
-def number(lo: float, hi: float, *, open_lo: bool = False, open_hi: bool = False,
-           none: bool = False) -> Rule:
+def number(lo: float, hi: float, *, open_lo: bool = False, open_hi: bool = False, none: bool = False) -> Rule:
     """A finite ``int`` or ``float`` in ``[lo, hi]``.
 
     >>> number(0, 1, open_lo=True).check(0.5, "delta")
@@ -827,8 +877,10 @@ def detector_to_state(detector: Any) -> dict[str, Any] | None:
         return None
     name = next((n for n, c in DRIFT_DETECTORS.items() if type(detector) is c), None)
     if name is None:
-        raise ValueError(f"drift detector {type(detector).__name__} cannot be checkpointed: not on "
-                         f"the allow-list {sorted(DRIFT_DETECTORS)}")
+        raise ValueError(
+            f"drift detector {type(detector).__name__} cannot be checkpointed: not on "
+            f"the allow-list {sorted(DRIFT_DETECTORS)}"
+        )
     params = {}
     for key, value in detector._get_params().items():
         if hasattr(value, "maxlen"):  # KSWIN's initial window (a deque): its values
@@ -855,20 +907,26 @@ def detector_from_state(state: Any) -> Any:
     if state is None:
         return None
     require(isinstance(state, dict), "drift detector entry is not a dict")
-    require(set(state) <= {"module", "class", "params"}, f"drift detector entry has keys "
-            f"{sorted(map(str, state))}")
+    require(
+        set(state) <= {"module", "class", "params"},
+        f"drift detector entry has keys {sorted(map(str, state))}",
+    )
     name = state.get("class")
     cls = DRIFT_DETECTORS.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(f"drift detector {_short(name)} is not on the allow-list {sorted(DRIFT_DETECTORS)}")
     if "module" in state:  # files before the allow-list also named the module: it must agree
-        require(state["module"] == cls.__module__, f"drift detector module {_short(state['module'])} "
-                f"is not {cls.__module__!r}")
+        require(
+            state["module"] == cls.__module__,
+            f"drift detector module {_short(state['module'])} is not {cls.__module__!r}",
+        )
     params = check_params(state.get("params", {}), DETECTOR_PARAMS[name], name)
     if name == "KSWIN":
         size = params.get("window_size", 100)
-        require(params.get("stat_size", 30) < size and len(params.get("window") or ()) <= size,
-                "KSWIN needs stat_size < window_size and a window within window_size")
+        require(
+            params.get("stat_size", 30) < size and len(params.get("window") or ()) <= size,
+            "KSWIN needs stat_size < window_size and a window within window_size",
+        )
     try:
         return guarded(lambda: cls(**params), f"building drift detector {name}")
     except CheckpointError as exc:
@@ -877,6 +935,7 @@ def detector_from_state(state: Any) -> Any:
 
 # ---------------------------------------------------------------------- estimators
 ESTIMATOR_FORMAT = "streamdas-estimator"
+
 
 class Checkpointable(Protocol):
     """What a :func:`checkpointable` estimator class provides."""
@@ -927,8 +986,10 @@ def estimator_from_state(payload: Any, where: str = "checkpoint", limits: Limits
     cls = _estimator_class(name) if isinstance(name, str) else None
     if cls is None:
         raise CheckpointError(f"{where}: unknown estimator class {_short(name)}")
-    return guarded(lambda: cls.from_state(payload["estimator"], limits=limits or DEFAULT_LIMITS),
-                   f"{where}: checkpoint does not fit {name}")
+    return guarded(
+        lambda: cls.from_state(payload["estimator"], limits=limits or DEFAULT_LIMITS),
+        f"{where}: checkpoint does not fit {name}",
+    )
 
 
 def _estimator_class(name: str) -> type[Checkpointable] | None:
@@ -961,8 +1022,9 @@ def save_estimator(estimator: Any, path: str | os.PathLike[str], extra: dict[str
     return save(payload, path)
 
 
-def load_estimator(path: str | os.PathLike[str], limits: Limits | None = None,
-                   check: bool = True) -> tuple[Any, dict[str, Any]]:
+def load_estimator(
+    path: str | os.PathLike[str], limits: Limits | None = None, check: bool = True
+) -> tuple[Any, dict[str, Any]]:
     """Load what :func:`save_estimator` wrote: ``(estimator, extra)``.
 
     With ``check`` (the default) the estimator has predicted and taken an optimizer step on
@@ -1009,8 +1071,10 @@ def _check_output(estimator: Any, x: dict[Any, float]) -> None:
         proba = estimator.predict_proba_one(x)
         require(isinstance(proba, dict), "predict_proba_one did not return a dict")
         values = list(proba.values())
-        require(all(type(p) in (float, int) and math.isfinite(p) and 0 <= p <= 1 for p in values),
-                f"predicted probabilities are not finite numbers in [0, 1]: {_short(values)}")
+        require(
+            all(type(p) in (float, int) and math.isfinite(p) and 0 <= p <= 1 for p in values),
+            f"predicted probabilities are not finite numbers in [0, 1]: {_short(values)}",
+        )
         require(not values or abs(sum(values) - 1) < 1e-3, "predicted probabilities do not sum to 1")
     else:
         y = estimator.predict_one(x)
@@ -1028,6 +1092,7 @@ def self_check(estimator: Any, x: dict[Any, float], y: Any, where: str) -> None:
     >>> model.weights
     {}
     """
+
     def trial() -> None:
         copied = copy.deepcopy(estimator)
         _check_output(copied, x)

@@ -42,9 +42,11 @@ EXTRAS = {
     "consume": ("service", ("kafka", "prometheus_client")),
 }
 
-USAGE = "usage: streamdas [--version] {simulate,consume,bench,info} [args...]\n\n" + "\n".join(
-    f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items()
-) + "\n  info      print versions\n\nRun `streamdas COMMAND --help` for a command's options."
+USAGE = (
+    "usage: streamdas [--version] {simulate,consume,bench,info} [args...]\n\n"
+    + "\n".join(f"  {name:<9} {help_}" for name, (_, help_) in COMMANDS.items())
+    + "\n  info      print versions\n\nRun `streamdas COMMAND --help` for a command's options."
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,8 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"streamdas {__version__} (torch {torch.__version__}, river {river.__version__})")
         return 0
     if command not in COMMANDS:
-        print(f"streamdas: error: unknown command {command!r}; choose from simulate, consume, "
-              f"bench, info (see streamdas --help)", file=sys.stderr)
+        print(
+            f"streamdas: error: unknown command {command!r}; choose from simulate, consume, "
+            f"bench, info (see streamdas --help)",
+            file=sys.stderr,
+        )
         return 2
     # Tiny networks: one torch and one BLAS thread are faster than several fighting over the
     # cores (streamdas.threads); STREAMDAS_THREADS overrides.
@@ -105,8 +110,11 @@ def _command_module(command: str) -> ModuleType:
             if str(checkout) not in sys.path:
                 sys.path.insert(0, str(checkout))
         elif importlib.util.find_spec("benchmarks") is None:
-            _usage_error(prog, "the benchmark suite runs from a source checkout of streamdas "
-                               "(python -m benchmarks in the repository)")
+            _usage_error(
+                prog,
+                "the benchmark suite runs from a source checkout of streamdas "
+                "(python -m benchmarks in the repository)",
+            )
     return importlib.import_module(COMMANDS[command][0])
 
 

@@ -90,8 +90,13 @@ class StepGraph:
     (2, 4)
     """
 
-    def __init__(self, body: Body, prepare: Callable[[], Callable[[], None]], warmup: int = 3,
-                 api: GraphAPI | None = None) -> None:
+    def __init__(
+        self,
+        body: Body,
+        prepare: Callable[[], Callable[[], None]],
+        warmup: int = 3,
+        api: GraphAPI | None = None,
+    ) -> None:
         self.body = body
         self.prepare = prepare
         self.warmup = warmup
@@ -121,10 +126,15 @@ class StepGraph:
         t0 = time.perf_counter()
         self._graph = None  # free the old graph's pool before capturing a new one
         api = self.api
-        same = (self.static_x is not None and self.static_y is not None
-                and self.static_x.shape == x.shape and self.static_x.dtype == x.dtype
-                and self.static_x.device == x.device and self.static_y.shape == y.shape
-                and self.static_y.dtype == y.dtype)
+        same = (
+            self.static_x is not None
+            and self.static_y is not None
+            and self.static_x.shape == x.shape
+            and self.static_x.dtype == x.dtype
+            and self.static_x.device == x.device
+            and self.static_y.shape == y.shape
+            and self.static_y.dtype == y.dtype
+        )
         if not same:
             self.static_x, self.static_y = torch.empty_like(x), torch.empty_like(y)
         assert self.static_x is not None and self.static_y is not None

@@ -164,15 +164,28 @@ class _DASEstimator:
 
     # ------------------------------------------------------------------ configs
     def _train_config(self) -> TrainConfig:
-        return TrainConfig(optimizer=self.optimizer, lr=self.lr, regularizer=self.regularizer,
-                           alpha=self.alpha, loss=self._loss, average_horizon=self.average_horizon)
+        return TrainConfig(
+            optimizer=self.optimizer,
+            lr=self.lr,
+            regularizer=self.regularizer,
+            alpha=self.alpha,
+            loss=self._loss,
+            average_horizon=self.average_horizon,
+        )
 
     def _sizing_config(self) -> SizingConfig:
-        return SizingConfig(tau=self.tau, growth_percentage=self.growth_percentage,
-                            min_growth=self.min_growth, min_units=self.min_units,
-                            max_units=self.max_units, every=self.grow_every,
-                            grow=self.grow, prune=self.prune, prune_horizon=self.prune_horizon,
-                            grow_init=self.grow_init)
+        return SizingConfig(
+            tau=self.tau,
+            growth_percentage=self.growth_percentage,
+            min_growth=self.min_growth,
+            min_units=self.min_units,
+            max_units=self.max_units,
+            every=self.grow_every,
+            grow=self.grow,
+            prune=self.prune,
+            prune_horizon=self.prune_horizon,
+            grow_init=self.grow_init,
+        )
 
     def _reset(self) -> None:
         self._index = FeatureIndex()
@@ -190,10 +203,15 @@ class _DASEstimator:
 
     def _build(self) -> DASTrainer:
         if self._trainer is None:
-            config = NetConfig(n_inputs=len(self._index), hidden_sizes=tuple(self.hidden_sizes),
-                               n_outputs=max(self._n_outputs(), 1), activation=self.activation)
-            self._trainer = DASTrainer(config, self._train_config(), self._sizing_config(),
-                                       seed=self.seed, device=self.device)
+            config = NetConfig(
+                n_inputs=len(self._index),
+                hidden_sizes=tuple(self.hidden_sizes),
+                n_outputs=max(self._n_outputs(), 1),
+                activation=self.activation,
+            )
+            self._trainer = DASTrainer(
+                config, self._train_config(), self._sizing_config(), seed=self.seed, device=self.device
+            )
             self._fwd = NumpyForward(self._trainer.net, self._trainer.polyak)
         return self._trainer
 
@@ -241,10 +259,18 @@ class _DASEstimator:
         if self._trainer is None:
             return 0
         t = self._trainer
-        holders: list[Mapping[Any, Any]] = [t.optimizer.state, t.averages.state,
-                                            {} if t.polyak is None else t.polyak.state]
-        state = sum(v.numel() * v.element_size() for h in holders for s in h.values()
-                    for v in s.values() if isinstance(v, torch.Tensor))
+        holders: list[Mapping[Any, Any]] = [
+            t.optimizer.state,
+            t.averages.state,
+            {} if t.polyak is None else t.polyak.state,
+        ]
+        state = sum(
+            v.numel() * v.element_size()
+            for h in holders
+            for s in h.values()
+            for v in s.values()
+            if isinstance(v, torch.Tensor)
+        )
         return t.net.n_bytes() + state
 
     @property
@@ -297,9 +323,11 @@ class _DASEstimator:
         """:class:`~streamdas.features.LimitError` if ``names`` (new features) would take the
         model past ``max_features``."""
         if self.max_features is not None and len(self._index) + len(names) > self.max_features:
-            raise LimitError(f"too many features: {len(names)} new (first {_short(names[0])}) would make "
-                             f"{len(self._index) + len(names)}, max_features={self.max_features}",
-                             "too_many_features")
+            raise LimitError(
+                f"too many features: {len(names)} new (first {_short(names[0])}) would make "
+                f"{len(self._index) + len(names)}, max_features={self.max_features}",
+                "too_many_features",
+            )
 
     def _learn_vector(self, x: dict[base.typing.FeatureName, Any]) -> np.ndarray:
         """Validated row of ``x`` (NaN = missing); new features grow the index, stats and net
@@ -474,10 +502,30 @@ class _DASEstimator:
         pass
 
     _PARAM_NAMES: ClassVar[tuple[str, ...]] = (
-        "hidden_sizes", "batch_size", "grow_every", "alpha", "lr", "optimizer", "regularizer",
-        "tau", "growth_percentage", "min_growth", "min_units", "max_units", "grow", "prune",
-        "prune_horizon", "grow_init", "activation", "standardize", "clip_sd", "average_horizon",
-        "device", "seed", "max_features")
+        "hidden_sizes",
+        "batch_size",
+        "grow_every",
+        "alpha",
+        "lr",
+        "optimizer",
+        "regularizer",
+        "tau",
+        "growth_percentage",
+        "min_growth",
+        "min_units",
+        "max_units",
+        "grow",
+        "prune",
+        "prune_horizon",
+        "grow_init",
+        "activation",
+        "standardize",
+        "clip_sd",
+        "average_horizon",
+        "device",
+        "seed",
+        "max_features",
+    )
 
     def _plain_params(self) -> dict[str, Any]:
         params = {k: getattr(self, k) for k in self._PARAM_NAMES}
@@ -523,44 +571,71 @@ class _DASEstimator:
         """
         require = checkpoint.require
         require(isinstance(state, dict), "estimator state is not a dict")
-        keys = {"params", "features", "stats", "trainer", "buffer_x", "buffer_y",
-                "n_drifts_detected", *cls._EXTRA_KEYS}
-        require(set(state) == keys, f"estimator state has keys {sorted(map(str, state))}, "
-                f"expected {sorted(keys)}")
+        keys = {
+            "params",
+            "features",
+            "stats",
+            "trainer",
+            "buffer_x",
+            "buffer_y",
+            "n_drifts_detected",
+            *cls._EXTRA_KEYS,
+        }
+        require(
+            set(state) == keys, f"estimator state has keys {sorted(map(str, state))}, expected {sorted(keys)}"
+        )
         params = state["params"]
         require(isinstance(params, dict), "params are not a dict")
         expected = {*cls._PARAM_NAMES, "drift_detector"}
         # a subset: parameters added since the file was written take their defaults
         require(set(params) <= expected, f"params have keys {sorted(map(str, params))}")
         rules = checkpoint.estimator_params(limits)
-        params = {k: (v if k == "drift_detector" else rules[k].check(v, f"parameter {k!r}")
-                      if k in rules else checkpoint.plain(v, f"parameter {k!r}"))
-                  for k, v in params.items()}
+        params = {
+            k: (
+                v
+                if k == "drift_detector"
+                else rules[k].check(v, f"parameter {k!r}")
+                if k in rules
+                else checkpoint.plain(v, f"parameter {k!r}")
+            )
+            for k, v in params.items()
+        }
         if "hidden_sizes" in params:
             params["hidden_sizes"] = tuple(params["hidden_sizes"])
         params["drift_detector"] = checkpoint.detector_from_state(params.get("drift_detector"))
         est = cls(**params)
         features = checkpoint.plain(state["features"], "features")
-        require(isinstance(features, list) and all(type(f) in (str, int) for f in features)
-                and len(set(features)) == len(features), "features are not distinct str/int names")
+        require(
+            isinstance(features, list)
+            and all(type(f) in (str, int) for f in features)
+            and len(set(features)) == len(features),
+            "features are not distinct str/int names",
+        )
         est._index = FeatureIndex(list(features))
         est._stats = RunningStandardizer.from_state(state["stats"], clip=est.clip_sd)
-        require(len(est._stats.count) == len(est._index),
-                "feature statistics do not match the feature index")
+        require(len(est._stats.count) == len(est._index), "feature statistics do not match the feature index")
         if state["trainer"] is not None:
             est._trainer = DASTrainer.from_state_dict(state["trainer"], device=est.device, limits=limits)
             if est._trainer.train_config.average_horizon != est.average_horizon:
                 est._trainer._set_average_horizon(est.average_horizon)  # older files: start now
             est._fwd = NumpyForward(est._trainer.net, est._trainer.polyak)
-            require(est._trainer.net.n_inputs == len(est._index),
-                    "network inputs do not match the feature index")
+            require(
+                est._trainer.net.n_inputs == len(est._index), "network inputs do not match the feature index"
+            )
         buf_x, buf_y = state["buffer_x"], state["buffer_y"]
-        require(isinstance(buf_x, list) and isinstance(buf_y, list) and len(buf_x) == len(buf_y)
-                and len(buf_x) < est.batch_size, "the sample buffer does not fit batch_size")
+        require(
+            isinstance(buf_x, list)
+            and isinstance(buf_y, list)
+            and len(buf_x) == len(buf_y)
+            and len(buf_x) < est.batch_size,
+            "the sample buffer does not fit batch_size",
+        )
         for t in buf_x:  # NaN: a missing feature; nothing infinite
             checkpoint.check_tensor(t, "a buffered sample", dtype=torch.float32, finite=False)
-            require(t.dim() == 1 and t.numel() <= len(est._index) and not bool(torch.isinf(t).any()),
-                    "a buffered sample is not a float32 row of finite values or NaN")
+            require(
+                t.dim() == 1 and t.numel() <= len(est._index) and not bool(torch.isinf(t).any()),
+                "a buffered sample is not a float32 row of finite values or NaN",
+            )
         est._buf_x = [t.numpy().copy() for t in buf_x]
         est._buf_y = list(checkpoint.plain(buf_y, "buffered labels"))
         n_drifts = state["n_drifts_detected"]
@@ -570,9 +645,16 @@ class _DASEstimator:
         max_features = getattr(est, "max_features", None)
         require(max_features is None or len(est._index) <= max_features, "more features than max_features")
         if est._trainer is None:  # the network its first step builds must fit the limits too
-            check_architecture(NetConfig(n_inputs=len(est._index), hidden_sizes=tuple(est.hidden_sizes),
-                                         n_outputs=max(est._n_outputs(), 1), activation=est.activation),
-                               est._sizing_config(), limits)
+            check_architecture(
+                NetConfig(
+                    n_inputs=len(est._index),
+                    hidden_sizes=tuple(est.hidden_sizes),
+                    n_outputs=max(est._n_outputs(), 1),
+                    activation=est.activation,
+                ),
+                est._sizing_config(),
+                limits,
+            )
         return est
 
     def __getstate__(self) -> dict[str, Any]:
@@ -767,13 +849,31 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         self.max_classes = None if max_classes is None else int(max_classes)
         self.max_label_length = int(max_label_length)
         super().__init__(
-            hidden_sizes=hidden_sizes, batch_size=batch_size, grow_every=grow_every, alpha=alpha,
-            lr=lr, optimizer=optimizer, regularizer=regularizer, tau=tau,
-            growth_percentage=growth_percentage, min_growth=min_growth, min_units=min_units,
-            max_units=max_units, grow=grow, prune=prune, prune_horizon=prune_horizon,
-            grow_init=grow_init, activation=activation, standardize=standardize, clip_sd=clip_sd,
-            average_horizon=average_horizon, drift_detector=drift_detector, device=device,
-            seed=seed, max_features=max_features)
+            hidden_sizes=hidden_sizes,
+            batch_size=batch_size,
+            grow_every=grow_every,
+            alpha=alpha,
+            lr=lr,
+            optimizer=optimizer,
+            regularizer=regularizer,
+            tau=tau,
+            growth_percentage=growth_percentage,
+            min_growth=min_growth,
+            min_units=min_units,
+            max_units=max_units,
+            grow=grow,
+            prune=prune,
+            prune_horizon=prune_horizon,
+            grow_init=grow_init,
+            activation=activation,
+            standardize=standardize,
+            clip_sd=clip_sd,
+            average_horizon=average_horizon,
+            drift_detector=drift_detector,
+            device=device,
+            seed=seed,
+            max_features=max_features,
+        )
 
     def _reset(self) -> None:
         super()._reset()
@@ -806,14 +906,19 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
             return
         n = len(self._classes) + len(new)
         if self.max_classes is not None and n > self.max_classes:
-            raise LimitError(f"too many classes: {len(new)} new label(s) would make {n}, "
-                             f"max_classes={self.max_classes}", "too_many_classes")
+            raise LimitError(
+                f"too many classes: {len(new)} new label(s) would make {n}, max_classes={self.max_classes}",
+                "too_many_classes",
+            )
         for c in new:
             length = _label_length(c)
             if length > self.max_label_length:
                 size = "" if length == float("inf") else f" ({length:.0f} characters)"
-                raise LimitError(f"label too long{size}: max_label_length={self.max_label_length} "
-                                 f"characters of str(label)", "label_too_long")
+                raise LimitError(
+                    f"label too long{size}: max_label_length={self.max_label_length} "
+                    f"characters of str(label)",
+                    "label_too_long",
+                )
 
     def _new_classes(self, ys: list[Any]) -> list[Any]:
         """The classes ``ys`` would add, in order (a boolean label adds both booleans)."""
@@ -851,8 +956,9 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         pos = self._class_pos
         return torch.from_numpy(np.array([pos[self._normalize(y)] for y in targets], dtype=np.int64))
 
-    def predict_proba_one(self, x: dict[base.typing.FeatureName, Any],
-                          **kwargs: Any) -> dict[base.typing.ClfTarget, float]:
+    def predict_proba_one(
+        self, x: dict[base.typing.FeatureName, Any], **kwargs: Any
+    ) -> dict[base.typing.ClfTarget, float]:
         """The probability of each label seen so far (``kwargs``: River's interface, unused)."""
         if not self._classes:
             return {}
@@ -864,8 +970,9 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         p = e / e.sum()
         return dict(zip(self._classes, p.tolist(), strict=True))
 
-    def predict_one(self, x: dict[base.typing.FeatureName, Any],
-                    **kwargs: Any) -> base.typing.ClfTarget | None:
+    def predict_one(
+        self, x: dict[base.typing.FeatureName, Any], **kwargs: Any
+    ) -> base.typing.ClfTarget | None:
         """The most likely label: argmax of the logits (no softmax, no probability dict;
         ``kwargs``: River's interface, unused)."""
         if not self._classes:
@@ -904,19 +1011,26 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         classes = checkpoint.plain(state["classes"], "classes")
-        checkpoint.require(isinstance(classes, list) and None not in classes
-                           and not any(isinstance(c, float) and c != c for c in classes),
-                           "classes are not a list of labels")
+        checkpoint.require(
+            isinstance(classes, list)
+            and None not in classes
+            and not any(isinstance(c, float) and c != c for c in classes),
+            "classes are not a list of labels",
+        )
         max_classes, max_length = getattr(self, "max_classes", None), getattr(self, "max_label_length", None)
-        checkpoint.require(max_classes is None or len(classes) <= max_classes,
-                           "more classes than max_classes")
-        checkpoint.require(max_length is None or all(len(str(c)) <= max_length for c in classes),
-                           "a label is longer than max_label_length")
+        checkpoint.require(
+            max_classes is None or len(classes) <= max_classes, "more classes than max_classes"
+        )
+        checkpoint.require(
+            max_length is None or all(len(str(c)) <= max_length for c in classes),
+            "a label is longer than max_label_length",
+        )
         self._classes = list(classes)
         self._class_pos = {c: i for i, c in enumerate(self._classes)}
         checkpoint.require(len(self._class_pos) == len(self._classes), "classes repeat")
-        checkpoint.require(all(y in self._class_pos for y in self._buf_y),
-                           "a buffered label is not among the classes")
+        checkpoint.require(
+            all(y in self._class_pos for y in self._buf_y), "a buffered label is not among the classes"
+        )
         if self._trainer is not None and self._trainer.net.n_outputs != max(len(self._classes), 1):
             raise ValueError("network outputs do not match the classes")
 
@@ -1036,13 +1150,31 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         max_features: int | None = 10_000,
     ) -> None:
         super().__init__(
-            hidden_sizes=hidden_sizes, batch_size=batch_size, grow_every=grow_every, alpha=alpha,
-            lr=lr, optimizer=optimizer, regularizer=regularizer, tau=tau,
-            growth_percentage=growth_percentage, min_growth=min_growth, min_units=min_units,
-            max_units=max_units, grow=grow, prune=prune, prune_horizon=prune_horizon,
-            grow_init=grow_init, activation=activation, standardize=standardize, clip_sd=clip_sd,
-            average_horizon=average_horizon, drift_detector=drift_detector, device=device,
-            seed=seed, max_features=max_features)
+            hidden_sizes=hidden_sizes,
+            batch_size=batch_size,
+            grow_every=grow_every,
+            alpha=alpha,
+            lr=lr,
+            optimizer=optimizer,
+            regularizer=regularizer,
+            tau=tau,
+            growth_percentage=growth_percentage,
+            min_growth=min_growth,
+            min_units=min_units,
+            max_units=max_units,
+            grow=grow,
+            prune=prune,
+            prune_horizon=prune_horizon,
+            grow_init=grow_init,
+            activation=activation,
+            standardize=standardize,
+            clip_sd=clip_sd,
+            average_horizon=average_horizon,
+            drift_detector=drift_detector,
+            device=device,
+            seed=seed,
+            max_features=max_features,
+        )
 
     def _reset(self) -> None:
         super()._reset()
@@ -1109,5 +1241,3 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     @classmethod
     def _unit_test_params(cls) -> Any:
         yield {"hidden_sizes": (16, 16), "grow_every": 100, "batch_size": 8}
-
-

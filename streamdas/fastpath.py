@@ -21,6 +21,7 @@ from streamdas.model import DASNet, NetConfig  # noqa: F401  (NetConfig: doctest
 
 __all__ = ["NumpyForward"]
 
+
 class NumpyForward:
     """Evaluate a CPU MLP :class:`DASNet` on one float32 row with NumPy.
 
@@ -37,10 +38,7 @@ class NumpyForward:
         self.averages = averages
         act = ACTIVATIONS.get(net._config.activation)
         self.supported = (
-            net.n_conv == 0
-            and act is not None
-            and act.numpy
-            and next(net.parameters()).device.type == "cpu"
+            net.n_conv == 0 and act is not None and act.numpy and next(net.parameters()).device.type == "cpu"
         )
         #: SELU and ReLU (the classifier's default) run inlined on per-layer constant arrays;
         #: others use the registry's form
@@ -61,15 +59,22 @@ class NumpyForward:
         version = self.net.structure_version  # read first: an edit during the rebuild shows
         avg = self.averages
         self._layers = [
-            (layer.weight.detach().numpy(), layer.bias.detach().numpy()) if avg is None
+            (layer.weight.detach().numpy(), layer.bias.detach().numpy())
+            if avg is None
             else (avg.get(layer.weight).numpy(), avg.get(layer.bias).numpy())
             for layer in self.net.layers
         ]
         self._selu = []
         for w, _ in self._layers[:-1]:
             n = w.shape[0]
-            self._selu.append((np.zeros(n, np.float32), np.full(n, SELU_ALPHA * SELU_SCALE, np.float32),
-                               np.full(n, SELU_SCALE, np.float32), np.empty(n, np.float32)))
+            self._selu.append(
+                (
+                    np.zeros(n, np.float32),
+                    np.full(n, SELU_ALPHA * SELU_SCALE, np.float32),
+                    np.full(n, SELU_SCALE, np.float32),
+                    np.empty(n, np.float32),
+                )
+            )
         self._zeros = [zeros for zeros, *_ in self._selu]
         self._version = version
 
@@ -80,8 +85,11 @@ class NumpyForward:
                 self.net.eval()
                 row = torch.from_numpy(x)[None]
                 if self.averages is not None:
-                    return torch.func.functional_call(
-                        self.net, self.averages.named(self.net), (row,)).cpu().numpy()[0]
+                    return (
+                        torch.func.functional_call(self.net, self.averages.named(self.net), (row,))
+                        .cpu()
+                        .numpy()[0]
+                    )
                 return self.net(row).cpu().numpy()[0]
         if self._version != self.net.structure_version:
             self._refresh()
@@ -112,4 +120,3 @@ class NumpyForward:
         out = np.dot(w_out, h)
         out += b_out
         return out
-

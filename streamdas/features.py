@@ -14,8 +14,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EMPTY_RECORD", "FeatureIndex", "LimitError", "RunningStandardizer", "check_label",
-           "check_target", "check_value"]
+__all__ = [
+    "EMPTY_RECORD",
+    "FeatureIndex",
+    "LimitError",
+    "RunningStandardizer",
+    "check_label",
+    "check_target",
+    "check_value",
+]
 
 #: The message for a record with no features (the library and the service both refuse it).
 EMPTY_RECORD = "x has no features: a record needs at least one"
@@ -212,9 +219,11 @@ class FeatureIndex:
             vals = np.fromiter(raw, dtype=np.float32, count=len(keys))
         except (TypeError, ValueError, OverflowError, RuntimeWarning):  # the last: under -W error
             vals = None
-        if (vals is None or not np.isfinite(vals).all()
-                or not (_NUMERIC_TYPES.issuperset(map(type, raw))
-                        or all(isinstance(v, _NUMERIC) for v in raw))):
+        if (
+            vals is None
+            or not np.isfinite(vals).all()
+            or not (_NUMERIC_TYPES.issuperset(map(type, raw)) or all(isinstance(v, _NUMERIC) for v in raw))
+        ):
             for k, v in x.items():
                 check_value(k, v)
             raise AssertionError("unreachable")  # pragma: no cover
@@ -493,8 +502,12 @@ class RunningStandardizer:
         if self._early is not None:
             for j in np.flatnonzero(self._tracked & (self.count < self.warmup)):
                 early[j] = self._early[: int(self.count[j]), j].tolist()
-        return {"count": self.count.tolist(), "mean": self.mean.tolist(), "m2": self.m2.tolist(),
-                "early": early}
+        return {
+            "count": self.count.tolist(),
+            "mean": self.mean.tolist(),
+            "m2": self.m2.tolist(),
+            "early": early,
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any], clip: float | None = None) -> RunningStandardizer:
@@ -517,8 +530,13 @@ class RunningStandardizer:
         s._ready = False
         if not len(s.count) == len(s.mean) == len(s.m2):
             raise ValueError("standardizer state has mismatched lengths")
-        if not (np.isfinite(s.mean).all() and np.isfinite(s.m2).all() and np.isfinite(s.count).all()
-                and (s.count >= 0).all() and (s.m2 >= 0).all()):
+        if not (
+            np.isfinite(s.mean).all()
+            and np.isfinite(s.m2).all()
+            and np.isfinite(s.count).all()
+            and (s.count >= 0).all()
+            and (s.m2 >= 0).all()
+        ):
             raise ValueError("standardizer state holds non-finite or negative values")
         if not (np.abs(s.mean) <= _FLOAT32_MAX).all():  # the centres are float32
             raise ValueError("standardizer means are out of float32 range")

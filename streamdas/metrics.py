@@ -192,35 +192,36 @@ class ModelCollector(Collector):
         gauge, counter = GaugeMetricFamily, CounterMetricFamily
         return {
             "hidden_units": gauge(
-                _name("model_hidden_units"), "Hidden units per layer, now.",
-                labels=["model", "layer"]),
+                _name("model_hidden_units"), "Hidden units per layer, now.", labels=["model", "layer"]
+            ),
             "hidden_layers": gauge(
-                _name("model_hidden_layers"), "Number of hidden layers.", labels=["model"]),
+                _name("model_hidden_layers"), "Number of hidden layers.", labels=["model"]
+            ),
             "min_hidden_units": gauge(
                 _name("model_min_hidden_units"),
-                "Smallest width a hidden layer may be pruned to.", labels=["model"]),
-            "parameters": gauge(
-                _name("model_parameters"), "Trainable parameters, now.", labels=["model"]),
+                "Smallest width a hidden layer may be pruned to.",
+                labels=["model"],
+            ),
+            "parameters": gauge(_name("model_parameters"), "Trainable parameters, now.", labels=["model"]),
             "size_bytes": gauge(
-                _name("model_size_bytes"), "Bytes held by the model's parameters.",
-                labels=["model"]),
+                _name("model_size_bytes"), "Bytes held by the model's parameters.", labels=["model"]
+            ),
             "grown": counter(
-                _name("model_units_grown"), "Hidden units added, per layer.",
-                labels=["model", "layer"]),
+                _name("model_units_grown"), "Hidden units added, per layer.", labels=["model", "layer"]
+            ),
             "pruned": counter(
-                _name("model_units_pruned"), "Hidden units removed, per layer.",
-                labels=["model", "layer"]),
+                _name("model_units_pruned"), "Hidden units removed, per layer.", labels=["model", "layer"]
+            ),
             "samples": counter(
-                _name("model_samples_learned"), "Samples the model has learned from.",
-                labels=["model"]),
-            "cycles": counter(
-                _name("model_sizing_cycles"), "Grow/prune cycles run.", labels=["model"]),
+                _name("model_samples_learned"), "Samples the model has learned from.", labels=["model"]
+            ),
+            "cycles": counter(_name("model_sizing_cycles"), "Grow/prune cycles run.", labels=["model"]),
             "nonfinite": counter(
                 _name("model_nonfinite_skipped"),
                 "Updates skipped because the loss or gradients were not finite.",
-                labels=["model"]),
-            "drifts": counter(
-                _name("model_drifts_detected"), "Concept drifts detected.", labels=["model"]),
+                labels=["model"],
+            ),
+            "drifts": counter(_name("model_drifts_detected"), "Concept drifts detected.", labels=["model"]),
         }
 
     def describe(self) -> Iterable[Metric]:
@@ -295,9 +296,7 @@ class MetricsServer:
         self.shutdown()
 
 
-def _make_app(
-    registry: CollectorRegistry, routes: Mapping[str, HealthCheck | None]
-) -> Callable[..., Any]:
+def _make_app(registry: CollectorRegistry, routes: Mapping[str, HealthCheck | None]) -> Callable[..., Any]:
     metrics_app = prometheus_client.make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -313,8 +312,7 @@ def _make_app(
                 ok, reason = False, "health check failed (see the log)"
             body = json.dumps({"status": "ok" if ok else "unhealthy", "reason": reason})
             status = "200 OK" if ok else "503 Service Unavailable"
-            start_response(status, [("Content-Type", "application/json"),
-                                    ("Cache-Control", "no-store")])
+            start_response(status, [("Content-Type", "application/json"), ("Cache-Control", "no-store")])
             return [body.encode() + b"\n"]
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [f"not found; try /metrics or {' or '.join(routes)}\n".encode()]
@@ -392,9 +390,15 @@ def serve(
     """
     reg = prometheus_client.REGISTRY if registry is None else registry
     routes: dict[str, HealthCheck | None] = {"/healthz": health, **dict(checks or {})}
-    server = BoundedWSGIServer(address, int(port), _make_app(reg, routes), workers=workers,
-                               fast_paths=routes, max_connections=max_connections,
-                               timeout_s=timeout_s)
+    server = BoundedWSGIServer(
+        address,
+        int(port),
+        _make_app(reg, routes),
+        workers=workers,
+        fast_paths=routes,
+        max_connections=max_connections,
+        timeout_s=timeout_s,
+    )
     return MetricsServer(address=address, port=server.port, _server=server)
 
 

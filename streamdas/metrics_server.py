@@ -67,9 +67,10 @@ def _refuse(conn: socket.socket, status: str) -> None:
     body = status.encode() + b"\n"
     with contextlib.suppress(OSError):
         conn.setblocking(False)
-        conn.send(b"HTTP/1.0 " + status.encode() + b"\r\nContent-Type: text/plain\r\n"
-                  b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
-                  + body)
+        conn.send(
+            b"HTTP/1.0 " + status.encode() + b"\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+        )
     conn.close()
 
 
@@ -158,9 +159,18 @@ class BoundedWSGIServer:
         For a port outside ``0..65535`` or a bound below 1.
     """
 
-    def __init__(self, address: str, port: int, app: WSGIApp, *, workers: int = 4,
-                 fast_paths: Iterable[str] = (), max_connections: int = 64,
-                 timeout_s: float = 10.0, max_head_bytes: int = 16384) -> None:
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        app: WSGIApp,
+        *,
+        workers: int = 4,
+        fast_paths: Iterable[str] = (),
+        max_connections: int = 64,
+        timeout_s: float = 10.0,
+        max_head_bytes: int = 16384,
+    ) -> None:
         if not 0 <= int(port) <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port}")
         if workers < 1 or max_connections < 1 or max_head_bytes < 1 or not timeout_s > 0:
@@ -183,22 +193,32 @@ class BoundedWSGIServer:
         self._listener.setblocking(False)
         self.address = address
         self.port: int = self._listener.getsockname()[1]
-        self.base_environ = {"SERVER_NAME": address, "SERVER_PORT": str(self.port),
-                             "GATEWAY_INTERFACE": "CGI/1.1", "REMOTE_HOST": "",
-                             "CONTENT_LENGTH": "", "SCRIPT_NAME": ""}
+        self.base_environ = {
+            "SERVER_NAME": address,
+            "SERVER_PORT": str(self.port),
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "REMOTE_HOST": "",
+            "CONTENT_LENGTH": "",
+            "SCRIPT_NAME": "",
+        }
         self._pending: dict[socket.socket, _Pending] = {}  # insertion order: oldest first
         # Only the reader thread adds jobs, and it checks their number first.
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._fast_jobs: queue.Queue[_Job | None] = queue.Queue()
         self._stop = threading.Event()
-        self._reader = threading.Thread(target=self._read_loop, name="streamdas-metrics",
-                                        daemon=True)
-        self._workers = [threading.Thread(target=self._work, args=(self._jobs,),
-                                          name=f"streamdas-metrics-{i}", daemon=True)
-                         for i in range(self.workers)]
+        self._reader = threading.Thread(target=self._read_loop, name="streamdas-metrics", daemon=True)
+        self._workers = [
+            threading.Thread(
+                target=self._work, args=(self._jobs,), name=f"streamdas-metrics-{i}", daemon=True
+            )
+            for i in range(self.workers)
+        ]
         if self.fast_paths:
-            self._workers.append(threading.Thread(target=self._work, args=(self._fast_jobs,),
-                                                  name="streamdas-metrics-health", daemon=True))
+            self._workers.append(
+                threading.Thread(
+                    target=self._work, args=(self._fast_jobs,), name="streamdas-metrics-health", daemon=True
+                )
+            )
         for thread in [self._reader, *self._workers]:
             thread.start()
 

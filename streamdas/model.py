@@ -36,6 +36,7 @@ __all__ = [
     "lecun_normal_",
 ]
 
+
 def make_activation(name: str) -> nn.Module:
     """Build a hidden-layer activation by name; reject those with ``f(0) != 0``.
 
@@ -101,7 +102,6 @@ class Layers(Protocol):
 
 #: What resizing keeps aligned: an optimizer, another state holder, several (nested), or nothing.
 Aligned: TypeAlias = "torch.optim.Optimizer | StateHolder | Sequence[Aligned] | None"
-
 
 
 def _holders(aligned: Aligned) -> Sequence[Any]:
@@ -244,8 +244,7 @@ class NetConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NetConfig:
         tuples = {"hidden_sizes", "conv_strides", "dropout", "input_hw"}
-        kw: dict[str, Any] = {k: (tuple(v) if k in tuples and v is not None else v)
-                              for k, v in d.items()}
+        kw: dict[str, Any] = {k: (tuple(v) if k in tuples and v is not None else v) for k, v in d.items()}
         return cls(**kw)
 
     @classmethod
@@ -418,7 +417,9 @@ class DASNet(nn.Module):
     # ------------------------------------------------------------------ resizing
     @torch.no_grad()
     def remove_units(
-        self, index: int, keep: Tensor | np.ndarray | Sequence[int],
+        self,
+        index: int,
+        keep: Tensor | np.ndarray | Sequence[int],
         optimizer: Aligned = None,
     ) -> None:
         """Keep only units ``keep`` (indices, any order) of hidden layer ``index``; drop the rest
@@ -461,7 +462,8 @@ class DASNet(nn.Module):
         # Drawn on the CPU (where the generator lives), moved by edit_parameter.
         rows = lecun_normal_(
             torch.empty((n_new, *w.shape[1:]), dtype=w.dtype),
-            max(self.fan_in(layer), 1), generator,
+            max(self.fan_in(layer), 1),
+            generator,
         ).mul_(scale)
         edit_parameter(w, 0, append=rows, optimizer=optimizer)
         edit_parameter(layer.bias, 0, append=torch.zeros(n_new, dtype=w.dtype), optimizer=optimizer)
@@ -470,7 +472,8 @@ class DASNet(nn.Module):
         new_fan = max(self.fan_in(nxt) + cols * (int(math.prod(nw.shape[2:])) if nw.dim() > 2 else 1), 1)
         out_cols = lecun_normal_(
             torch.empty((nw.shape[0], cols, *nw.shape[2:]), dtype=nw.dtype),
-            new_fan, generator,
+            new_fan,
+            generator,
         ).mul_(scale if out_scale is None else out_scale)
         edit_parameter(nw, 1, append=out_cols, optimizer=optimizer)
         self._sync_shapes(layer, nxt)
@@ -488,7 +491,9 @@ class DASNet(nn.Module):
 
     @torch.no_grad()
     def add_outputs(
-        self, n_new: int, generator: torch.Generator | None = None,
+        self,
+        n_new: int,
+        generator: torch.Generator | None = None,
         optimizer: Aligned = None,
     ) -> None:
         """Append ``n_new`` output units (e.g. new classes), LeCun-initialised, bias zero."""

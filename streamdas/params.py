@@ -62,7 +62,8 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         ok = isinstance(value, str)
     else:  # tuple
         ok = isinstance(value, (list, tuple)) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value)
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        )
         value = tuple(value) if ok else value
     if not ok:
         raise ValueError(f"{name}={value!r}: expected {expected[0]}, e.g. {expected[1]}")
@@ -91,13 +92,17 @@ def check_params(cls: type, params: Mapping[str, Any]) -> dict[str, Any]:
         validation message.
     """
     signature = inspect.signature(cls)
-    accepted = {n: p.default for n, p in signature.parameters.items()
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    accepted = {
+        n: p.default
+        for n, p in signature.parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
     out: dict[str, Any] = {}
     for name, value in params.items():
         if name not in accepted:
-            raise ValueError(f"unknown parameter {name!r}; {cls.__name__} accepts: "
-                             f"{', '.join(sorted(accepted))}")
+            raise ValueError(
+                f"unknown parameter {name!r}; {cls.__name__} accepts: {', '.join(sorted(accepted))}"
+            )
         out[name] = _coerce(name, value, accepted[name])
     try:
         cls(**out)

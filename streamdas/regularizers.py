@@ -75,8 +75,9 @@ class Regularizer:
     def add_grad(self, layers: Sequence[Layer]) -> None:
         """Add the (sub)gradient of :meth:`penalty` to each parameter's ``.grad`` in place."""
 
-    def add_grad_arrays(self, params: Sequence[tuple[np.ndarray, np.ndarray]],
-                        grads: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+    def add_grad_arrays(
+        self, params: Sequence[tuple[np.ndarray, np.ndarray]], grads: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> None:
         """:meth:`add_grad` on NumPy arrays: ``(weight, bias)`` of each hidden layer and their
         gradients, updated in place (the CPU fast path of :mod:`streamdas.backprop`)."""
 
@@ -118,8 +119,9 @@ class L1(Regularizer):
             for p in (layer.weight, layer.bias):
                 _accumulate(p, p.sign().mul_(self.alpha))
 
-    def add_grad_arrays(self, params: Sequence[tuple[np.ndarray, np.ndarray]],
-                        grads: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+    def add_grad_arrays(
+        self, params: Sequence[tuple[np.ndarray, np.ndarray]], grads: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> None:
         if self.alpha == 0:
             return
         alpha = np.float32(self.alpha)
@@ -199,8 +201,9 @@ class WeightedL1(Regularizer):
             _accumulate(w, w.sign().mul_(coef.view(-1, *([1] * (w.dim() - 1)))))
             _accumulate(b, b.sign().mul_(coef))
 
-    def add_grad_arrays(self, params: Sequence[tuple[np.ndarray, np.ndarray]],
-                        grads: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+    def add_grad_arrays(
+        self, params: Sequence[tuple[np.ndarray, np.ndarray]], grads: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> None:
         if self.alpha == 0:
             return
         for (w, b), (gw, gb) in zip(params, grads, strict=True):
@@ -262,8 +265,9 @@ class GroupL21(Regularizer):
             _accumulate(w, w * inv.view(-1, *([1] * (w.dim() - 1))))
             _accumulate(b, b * inv)
 
-    def add_grad_arrays(self, params: Sequence[tuple[np.ndarray, np.ndarray]],
-                        grads: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+    def add_grad_arrays(
+        self, params: Sequence[tuple[np.ndarray, np.ndarray]], grads: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> None:
         if self.alpha == 0:
             return
         for (w, b), (gw, gb) in zip(params, grads, strict=True):

@@ -24,9 +24,18 @@ import torch
 from streamdas.averaging import Views, lerp, numpy_views
 from streamdas.model import Aligned, DASNet, NetConfig, StateHolder
 
-__all__ = ["NetConfig", "RunningAverages", "SizingConfig", "grow", "growth_amount", "prunable_units",
-           "prune",
-           "reset_new_averages", "update_averages", "update_averages_masked"]
+__all__ = [
+    "NetConfig",
+    "RunningAverages",
+    "SizingConfig",
+    "grow",
+    "growth_amount",
+    "prunable_units",
+    "prune",
+    "reset_new_averages",
+    "update_averages",
+    "update_averages_masked",
+]
 
 
 #: How grown units are initialised (see :attr:`SizingConfig.grow_init`).
@@ -178,9 +187,7 @@ def _peak(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def prunable_units(
-    net: DASNet, index: int, tau: float, averages: StateHolder | None = None
-) -> torch.Tensor:
+def prunable_units(net: DASNet, index: int, tau: float, averages: StateHolder | None = None) -> torch.Tensor:
     """Boolean mask of the units of hidden layer ``index`` whose incoming parameters are all < tau.
 
     If ``averages`` (a :class:`RunningAverages`) holds running averages of the parameters (see
@@ -241,8 +248,7 @@ def update_averages(net: DASNet, averages: StateHolder, decay: float) -> None:
 
 
 @torch.no_grad()
-def update_averages_masked(net: DASNet, averages: StateHolder, decay: float,
-                           skip: torch.Tensor) -> None:
+def update_averages_masked(net: DASNet, averages: StateHolder, decay: float, skip: torch.Tensor) -> None:
     """:func:`update_averages` without a host round trip: ``skip`` (a 0-d float tensor on the
     parameters' device, 1 for a skipped batch) turns the update into a no-op on the device.
 
@@ -270,7 +276,9 @@ def reset_new_averages(net: DASNet, averages: StateHolder, old_sizes: list[int])
 
 @torch.no_grad()
 def prune(
-    net: DASNet, config: SizingConfig, optimizer: Aligned = None,
+    net: DASNet,
+    config: SizingConfig,
+    optimizer: Aligned = None,
     averages: RunningAverages | None = None,
 ) -> list[int]:
     """Remove prunable units from every hidden layer; return how many went from each.
@@ -295,8 +303,11 @@ def prune(
         floor = max(config.min_units, 1)
         if n - n_drop < floor:
             # Rescue the strongest prunable units until the floor is met.
-            peak = (_peak_np(layer.weight, layer.bias) if layer.weight.device.type == "cpu"
-                    else _peak(layer.weight, layer.bias).cpu().numpy())
+            peak = (
+                _peak_np(layer.weight, layer.bias)
+                if layer.weight.device.type == "cpu"
+                else _peak(layer.weight, layer.bias).cpu().numpy()
+            )
             candidates = np.flatnonzero(mask)
             order = np.argsort(-peak[candidates], kind="stable")
             mask[candidates[order[: floor - (n - n_drop)]]] = False
@@ -330,13 +341,12 @@ def grow(
     for i in range(len(net.hidden)):
         n_new = growth_amount(net.hidden_sizes[i], config)
         if config.grow_init == "silent":
-            net.add_units(i, n_new, scale=1.0, out_scale=0.0, generator=generator,
-                          optimizer=(optimizer, averages))
+            net.add_units(
+                i, n_new, scale=1.0, out_scale=0.0, generator=generator, optimizer=(optimizer, averages)
+            )
         else:
-            net.add_units(i, n_new, scale=config.tau, generator=generator,
-                          optimizer=(optimizer, averages))
+            net.add_units(i, n_new, scale=config.tau, generator=generator, optimizer=(optimizer, averages))
         added.append(n_new)
     if averages is not None:
         reset_new_averages(net, averages, old_sizes)
     return added
-

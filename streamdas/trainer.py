@@ -136,8 +136,7 @@ class TrainConfig:
 
     def make_optimizer(self, params: Any) -> torch.optim.Optimizer:
         if self.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum,
-                                   weight_decay=self.weight_decay)
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
         # fused: one kernel for all tensors, faster than foreach on the CPU for small nets.
         return cls(params, lr=self.lr, weight_decay=self.weight_decay, fused=True)
@@ -238,8 +237,9 @@ class DASTrainer:
         #: the sizer's state: running averages read by the pruning test (kept aligned on resizes)
         self.averages = RunningAverages()
         #: averages of all parameters that predictions use (None: the live ones, the paper's)
-        self.polyak = (ParameterAverages(self.net, train.average_horizon)
-                       if train.average_horizon > 0 else None)
+        self.polyak = (
+            ParameterAverages(self.net, train.average_horizon) if train.average_horizon > 0 else None
+        )
         self.loss_fn: nn.Module = nn.CrossEntropyLoss() if train.loss == "cross_entropy" else nn.MSELoss()
         self._backprop = NumpyBackprop(self.net, train.loss)
         self._adam = NumpyAdam(self.optimizer)
@@ -339,8 +339,7 @@ class DASTrainer:
         """Grow every hidden layer now (if growth is on) and record it."""
         if not self.sizing.grow:
             return [0] * len(self.net.hidden)
-        added = grow(self.net, self.sizing, self.generator, (self.optimizer, self.polyak),
-                     self.averages)
+        added = grow(self.net, self.sizing, self.generator, (self.optimizer, self.polyak), self.averages)
         self.n_grown = [a + b for a, b in zip(self.n_grown, added, strict=True)]
         self._record("grow")
         return added
@@ -367,8 +366,9 @@ class DASTrainer:
 
     def add_outputs(self, n_new: int) -> None:
         """New output units, e.g. classes (optimizer state kept)."""
-        self.net.add_outputs(n_new, generator=self.generator,
-                             optimizer=(self.optimizer, self.averages, self.polyak))
+        self.net.add_outputs(
+            n_new, generator=self.generator, optimizer=(self.optimizer, self.averages, self.polyak)
+        )
         if self.polyak is not None:
             self.polyak.adopt_new_outputs(self.net, n_new)
 
@@ -384,9 +384,13 @@ class DASTrainer:
         return data + self.regularizer.penalty(self._hidden_layers())
 
     def _uses_numpy(self, x: Tensor, y: Tensor) -> bool:
-        return (self.train_config.numpy_backprop and self._backprop.supported
-                and x.dtype == torch.float32 and x.device.type == "cpu"
-                and self._backprop.accepts(x.shape, y.shape, y.dtype))
+        return (
+            self.train_config.numpy_backprop
+            and self._backprop.supported
+            and x.dtype == torch.float32
+            and x.device.type == "cpu"
+            and self._backprop.accepts(x.shape, y.shape, y.dtype)
+        )
 
     def _skip_nonfinite(self) -> None:
         self._n_nonfinite += 1  # the batch is dropped; nothing was changed
@@ -463,12 +467,24 @@ class DASTrainer:
 
     def _graph_key(self, x: Tensor, y: Tensor) -> tuple[Any, ...]:
         """Everything a captured step bakes in (see :mod:`streamdas.cudagraph`)."""
-        groups = tuple((g["lr"], g["betas"], g["eps"], g["weight_decay"])
-                       for g in self.optimizer.param_groups)
-        return (self.net.structure_version, tuple(x.shape), x.dtype, tuple(y.shape), y.dtype,
-                self.fine_tune, id(self.optimizer), groups, id(self.regularizer),
-                self.regularizer.alpha, self.sizing.prune, self.sizing.prune_horizon,
-                self.train_config.average_horizon)
+        groups = tuple(
+            (g["lr"], g["betas"], g["eps"], g["weight_decay"]) for g in self.optimizer.param_groups
+        )
+        return (
+            self.net.structure_version,
+            tuple(x.shape),
+            x.dtype,
+            tuple(y.shape),
+            y.dtype,
+            self.fine_tune,
+            id(self.optimizer),
+            groups,
+            id(self.regularizer),
+            self.regularizer.alpha,
+            self.sizing.prune,
+            self.sizing.prune_horizon,
+            self.train_config.average_horizon,
+        )
 
     def _sync_free_step(self, x: Tensor, y: Tensor) -> Tensor:
         """One sync-free step (graph replay between resizes where enabled); counted as taken
@@ -586,8 +602,9 @@ class DASTrainer:
             self.last_cycle = self._n_samples - since % self.sizing.every
         return loss
 
-    def fit(self, x: Tensor, y: Tensor, epochs: int = 1, batch_size: int = 128,
-            progress: bool = False) -> list[float]:
+    def fit(
+        self, x: Tensor, y: Tensor, epochs: int = 1, batch_size: int = 128, progress: bool = False
+    ) -> list[float]:
         """Batch mode: Algorithm 1 exactly, per epoch: grow, train one shuffled epoch, prune.
 
         With :attr:`fine_tune` on, it trains statically. Returns the mean loss of each epoch.
@@ -599,8 +616,9 @@ class DASTrainer:
             try:
                 from tqdm.auto import tqdm
             except ModuleNotFoundError as exc:
-                raise ModuleNotFoundError("fit(progress=True) needs tqdm: pip install tqdm "
-                                          "(or 'streamdas[sim]')") from exc
+                raise ModuleNotFoundError(
+                    "fit(progress=True) needs tqdm: pip install tqdm (or 'streamdas[sim]')"
+                ) from exc
             epochs_iter = tqdm(epochs_iter, desc="epochs")
         for _ in epochs_iter:
             if self.sizing_active:
@@ -610,7 +628,7 @@ class DASTrainer:
             total: float | Tensor = 0.0
             count = 0
             for start in range(0, x.shape[0], batch_size):
-                idx = order[start:start + batch_size]
+                idx = order[start : start + batch_size]
                 value = self._optimizer_step(x[idx], y[idx])
                 if isinstance(value, Tensor):  # sync-free: skipped batches add 0, settled below
                     total += torch.where(value.isfinite(), value.double() * idx.numel(), 0.0)
@@ -653,27 +671,40 @@ class DASTrainer:
             "net": self.net.config.to_dict(),
             "model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
-            "averages": {name: avg.detach().cpu() for name, p in self.net.named_parameters()
-                         if (avg := self.averages.get(p)) is not None},
-            "polyak": None if self.polyak is None else {
-                name: avg.detach().cpu() for name, avg in self.polyak.named(self.net).items()},
+            "averages": {
+                name: avg.detach().cpu()
+                for name, p in self.net.named_parameters()
+                if (avg := self.averages.get(p)) is not None
+            },
+            "polyak": None
+            if self.polyak is None
+            else {name: avg.detach().cpu() for name, avg in self.polyak.named(self.net).items()},
             "train": asdict(self.train_config),
             "sizing": asdict(self.sizing),
             "seed": self.seed,
             "rng": self.generator.get_state(),
             "counters": {
-                "n_samples": self.n_samples, "n_steps": self.n_steps, "n_cycles": self.n_cycles,
-                "n_nonfinite": self.n_nonfinite, "last_cycle": self.last_cycle,
-                "started": self.started, "fine_tune": self.fine_tune,
-                "n_grown": list(self.n_grown), "n_pruned": list(self.n_pruned),
+                "n_samples": self.n_samples,
+                "n_steps": self.n_steps,
+                "n_cycles": self.n_cycles,
+                "n_nonfinite": self.n_nonfinite,
+                "last_cycle": self.last_cycle,
+                "started": self.started,
+                "fine_tune": self.fine_tune,
+                "n_grown": list(self.n_grown),
+                "n_pruned": list(self.n_pruned),
             },
             "history": [dict(e, sizes=list(e["sizes"])) for e in self.size_history],
             "history_limit": self.history_limit,
         }
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any], device: str | torch.device = "cpu",
-                        limits: checkpoint.Limits | None = None) -> DASTrainer:
+    def from_state_dict(
+        cls,
+        state: dict[str, Any],
+        device: str | torch.device = "cpu",
+        limits: checkpoint.Limits | None = None,
+    ) -> DASTrainer:
         """Rebuild a trainer from :meth:`state_dict`. Raises ``ValueError`` if it does not fit.
 
         Every field is checked before it is used: the settings against their ranges, the
@@ -690,20 +721,22 @@ class DASTrainer:
             raise ValueError(f"unsupported trainer state version {state.get('version')!r}")
         try:
             keys = set(state)
-            checkpoint.require(_STATE_KEYS <= keys <= _STATE_KEYS | {"averages", "polyak"},
-                               f"trainer state has keys {sorted(map(str, keys))}")
+            checkpoint.require(
+                _STATE_KEYS <= keys <= _STATE_KEYS | {"averages", "polyak"},
+                f"trainer state has keys {sorted(map(str, keys))}",
+            )
             config = _net_config(state["net"])
             train = TrainConfig(**checkpoint.check_params(state["train"], _TRAIN_RULES, "train"))
-            sizing = SizingConfig(**checkpoint.check_params(state["sizing"], _sizing_rules(limits),
-                                                            "sizing"))
+            sizing = SizingConfig(**checkpoint.check_params(state["sizing"], _sizing_rules(limits), "sizing"))
             check_architecture(config, sizing, limits)
             _check_shapes(config, state["model"])
             history_limit = _COUNT.check(state["history_limit"], "history_limit")
             checkpoint.require(history_limit > 0, "history_limit is 0")
             seed = checkpoint.estimator_params(limits)["seed"].check(state["seed"], "seed")
             counters = _counters(state["counters"], len(config.hidden_sizes))
-            trainer = cls(config, train=train, sizing=sizing, seed=seed, device=device,
-                          history_limit=history_limit)
+            trainer = cls(
+                config, train=train, sizing=sizing, seed=seed, device=device, history_limit=history_limit
+            )
             trainer.net.load_state_dict(state["model"], strict=True)
             legacy_averages = state.get("averages") is None  # then they ride in the optimizer state
             _check_optimizer_state(trainer, state["optimizer"], counters["n_steps"], legacy_averages)
@@ -712,22 +745,26 @@ class DASTrainer:
             polyak = state.get("polyak")  # absent in older checkpoints: start at the weights
             if trainer.polyak is not None and polyak is not None:
                 trainer.polyak.load(trainer.net, polyak)
-            rng = checkpoint.check_tensor(state["rng"], "rng state", dtype=torch.uint8,
-                                          shape=tuple(trainer.generator.get_state().shape))
+            rng = checkpoint.check_tensor(
+                state["rng"], "rng state", dtype=torch.uint8, shape=tuple(trainer.generator.get_state().shape)
+            )
             trainer.generator.set_state(rng)
             for key in ("n_samples", "n_steps", "n_cycles", "n_nonfinite", "last_cycle"):
                 setattr(trainer, key, counters[key])
             trainer.started, trainer.fine_tune = counters["started"], counters["fine_tune"]
             trainer.n_grown, trainer.n_pruned = list(counters["n_grown"]), list(counters["n_pruned"])
             history = state["history"]
-            checkpoint.require(isinstance(history, list) and len(history) <= history_limit,
-                               "history is not a list within its limit")
+            checkpoint.require(
+                isinstance(history, list) and len(history) <= history_limit,
+                "history is not a list within its limit",
+            )
             trainer.size_history = [_history_entry(e, limits) for e in history]
         except ValueError:
             raise
         except Exception as exc:  # a crafted state can raise anything: one type out
-            raise ValueError(f"trainer state does not fit its architecture: "
-                             f"{type(exc).__name__}: {exc}") from exc
+            raise ValueError(
+                f"trainer state does not fit its architecture: {type(exc).__name__}: {exc}"
+            ) from exc
         return trainer
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -772,8 +809,14 @@ class DASTrainer:
         """Change sizing settings at run time, e.g. ``with_sizing(grow=False)``."""
         self.sizing = replace(self.sizing, **changes)
 
-    def set_hyperparameters(self, *, alpha: float | None = None, lr: float | None = None,
-                            tau: float | None = None, every: int | None = None) -> None:
+    def set_hyperparameters(
+        self,
+        *,
+        alpha: float | None = None,
+        lr: float | None = None,
+        tau: float | None = None,
+        every: int | None = None,
+    ) -> None:
         """Change hyperparameters while learning; each takes effect at the next step.
 
         ``alpha`` reaches the regularizer (its cached coefficients are rebuilt), ``lr`` every
@@ -803,8 +846,22 @@ class DASTrainer:
                 group["lr"] = train.lr
 
 
-_STATE_KEYS = frozenset({"format", "version", "net", "model", "optimizer", "train", "sizing", "seed",
-                         "rng", "counters", "history", "history_limit"})
+_STATE_KEYS = frozenset(
+    {
+        "format",
+        "version",
+        "net",
+        "model",
+        "optimizer",
+        "train",
+        "sizing",
+        "seed",
+        "rng",
+        "counters",
+        "history",
+        "history_limit",
+    }
+)
 _COUNT = checkpoint.integer(0, 2**62)
 _WIDTH = checkpoint.integer(0, 2**31)
 
@@ -837,16 +894,30 @@ _GROUP_RULES: dict[str, checkpoint.Rule] = {
 }
 
 #: The state each optimizer keeps per parameter: exactly these keys.
-_OPTIMIZER_STATE_KEYS = {"adam": {"step", "exp_avg", "exp_avg_sq"},
-                         "adamw": {"step", "exp_avg", "exp_avg_sq"},
-                         "sgd": {"momentum_buffer"}}
+_OPTIMIZER_STATE_KEYS = {
+    "adam": {"step", "exp_avg", "exp_avg_sq"},
+    "adamw": {"step", "exp_avg", "exp_avg_sq"},
+    "sgd": {"momentum_buffer"},
+}
 
 
 def _sizing_rules(limits: checkpoint.Limits) -> dict[str, checkpoint.Rule]:
     """What a checkpoint may set in :class:`SizingConfig` (widths within ``limits``)."""
     params = checkpoint.estimator_params(limits)
-    rules = {k: params[k] for k in ("tau", "growth_percentage", "min_growth", "min_units",
-                                    "max_units", "grow", "prune", "prune_horizon", "grow_init")}
+    rules = {
+        k: params[k]
+        for k in (
+            "tau",
+            "growth_percentage",
+            "min_growth",
+            "min_units",
+            "max_units",
+            "grow",
+            "prune",
+            "prune_horizon",
+            "grow_init",
+        )
+    }
     rules["every"] = params["grow_every"]
     return rules
 
@@ -858,8 +929,9 @@ def _net_config(net: Any) -> NetConfig:
         "hidden_sizes": checkpoint.sequence(checkpoint.integer(1, 2**31), max_len=64, min_len=1),
         "n_outputs": checkpoint.integer(1, 2**31),
         "activation": checkpoint.text(r"[a-z_]{1,32}"),
-        "input_hw": checkpoint.Rule((list, tuple), items=checkpoint.integer(1, 4096), min_len=2,
-                                    max_len=2, none=True),
+        "input_hw": checkpoint.Rule(
+            (list, tuple), items=checkpoint.integer(1, 4096), min_len=2, max_len=2, none=True
+        ),
         "conv_strides": checkpoint.sequence(checkpoint.integer(1, 16), max_len=63),
         "kernel_size": checkpoint.integer(1, 31),
         "dropout": checkpoint.sequence(checkpoint.number(0, 1, open_hi=True), max_len=64),
@@ -871,8 +943,9 @@ def _n_parameters(config: NetConfig) -> int:
     return sum(math.prod(shape) for shape in _expected_shapes(config).values())
 
 
-def check_architecture(config: NetConfig, sizing: SizingConfig,
-                       limits: checkpoint.Limits | None = None) -> None:
+def check_architecture(
+    config: NetConfig, sizing: SizingConfig, limits: checkpoint.Limits | None = None
+) -> None:
     """``ValueError`` unless a network of ``config`` fits ``limits``: every hidden layer at
     most :attr:`~streamdas.checkpoint.Limits.max_units` wide, and at most
     :attr:`~streamdas.checkpoint.Limits.max_parameters` parameters once every layer has grown
@@ -887,22 +960,30 @@ def check_architecture(config: NetConfig, sizing: SizingConfig,
     """
     limits = limits or checkpoint.DEFAULT_LIMITS
     widths = [int(h) for h in config.hidden_sizes]
-    checkpoint.require(all(w <= limits.max_units for w in widths),
-                       f"hidden layers {widths} exceed the {limits.max_units} units allowed")
+    checkpoint.require(
+        all(w <= limits.max_units for w in widths),
+        f"hidden layers {widths} exceed the {limits.max_units} units allowed",
+    )
     grown = [w + growth_amount(w, sizing) for w in widths] if sizing.grow else widths
     n = _n_parameters(replace(config, hidden_sizes=tuple(grown)))
-    checkpoint.require(n <= limits.max_parameters,
-                       f"a network {config.n_inputs} -> {widths} -> {config.n_outputs} grown once to "
-                       f"{grown} has {n:,} parameters, more than the {limits.max_parameters:,} allowed")
+    checkpoint.require(
+        n <= limits.max_parameters,
+        f"a network {config.n_inputs} -> {widths} -> {config.n_outputs} grown once to "
+        f"{grown} has {n:,} parameters, more than the {limits.max_parameters:,} allowed",
+    )
     make_activation(config.activation)  # refuses unknown names and f(0) != 0
 
 
 def _counters(c: Any, n_hidden: int) -> dict[str, Any]:
     rules: dict[str, checkpoint.Rule] = {
-        k: _COUNT for k in ("n_samples", "n_steps", "n_cycles", "n_nonfinite", "last_cycle")}
-    rules |= {"started": checkpoint.flag(), "fine_tune": checkpoint.flag(),
-              "n_grown": checkpoint.sequence(_COUNT, max_len=n_hidden, min_len=n_hidden),
-              "n_pruned": checkpoint.sequence(_COUNT, max_len=n_hidden, min_len=n_hidden)}
+        k: _COUNT for k in ("n_samples", "n_steps", "n_cycles", "n_nonfinite", "last_cycle")
+    }
+    rules |= {
+        "started": checkpoint.flag(),
+        "fine_tune": checkpoint.flag(),
+        "n_grown": checkpoint.sequence(_COUNT, max_len=n_hidden, min_len=n_hidden),
+        "n_pruned": checkpoint.sequence(_COUNT, max_len=n_hidden, min_len=n_hidden),
+    }
     out = checkpoint.check_params(c, rules, "counters")
     checkpoint.require(set(out) == set(rules), f"counters have keys {sorted(out)}, not {sorted(rules)}")
     checkpoint.require(out["last_cycle"] <= out["n_samples"], "the last cycle is after the last sample")
@@ -935,11 +1016,15 @@ def _check_group(trainer: DASTrainer, group: Any, n_params: int) -> None:
     """The one parameter group: its parameter ids, hyperparameters in range, flags as built."""
     reference = trainer.optimizer.state_dict()["param_groups"][0]
     checkpoint.require(isinstance(group, dict), "optimizer parameter group is not a dict")
-    checkpoint.require({"params", "lr"} <= set(group) <= set(reference),
-                       f"optimizer parameter group has keys {sorted(map(str, group))}, "
-                       f"not those of {type(trainer.optimizer).__name__}: {sorted(reference)}")
-    checkpoint.require(group["params"] == list(range(n_params)),
-                       "optimizer parameter group does not list the network's parameters")
+    checkpoint.require(
+        {"params", "lr"} <= set(group) <= set(reference),
+        f"optimizer parameter group has keys {sorted(map(str, group))}, "
+        f"not those of {type(trainer.optimizer).__name__}: {sorted(reference)}",
+    )
+    checkpoint.require(
+        group["params"] == list(range(n_params)),
+        "optimizer parameter group does not list the network's parameters",
+    )
     for key, value in group.items():
         if key == "params":
             continue
@@ -947,12 +1032,15 @@ def _check_group(trainer: DASTrainer, group: Any, n_params: int) -> None:
         if rule is not None:
             rule.check(value, f"optimizer {key}")
         else:
-            checkpoint.require(type(value) is type(reference[key]) and value == reference[key],
-                               f"optimizer {key} is {value!r}, not {reference[key]!r}")
+            checkpoint.require(
+                type(value) is type(reference[key]) and value == reference[key],
+                f"optimizer {key} is {value!r}, not {reference[key]!r}",
+            )
 
 
-def _check_optimizer_state(trainer: DASTrainer, opt_state: Any, n_steps: int,
-                           legacy_averages: bool = False) -> None:
+def _check_optimizer_state(
+    trainer: DASTrainer, opt_state: Any, n_steps: int, legacy_averages: bool = False
+) -> None:
     """The optimizer state must be the one this trainer's optimizer keeps: one parameter group
     with the network's parameters and hyperparameters in range, and per parameter exactly the
     keys it uses (Adam: ``step``, ``exp_avg``, ``exp_avg_sq``; SGD: ``momentum_buffer``), each
@@ -960,36 +1048,44 @@ def _check_optimizer_state(trainer: DASTrainer, opt_state: Any, n_steps: int,
     whole numbers from 0 to the trainer's step count. torch checks none of it when loading,
     and a state that does not fit fails at the first step."""
     params = list(trainer.net.parameters())
-    checkpoint.require(isinstance(opt_state, dict) and set(opt_state) == {"state", "param_groups"},
-                       "optimizer state is not {state, param_groups}")
+    checkpoint.require(
+        isinstance(opt_state, dict) and set(opt_state) == {"state", "param_groups"},
+        "optimizer state is not {state, param_groups}",
+    )
     groups, per_param = opt_state["param_groups"], opt_state["state"]
-    checkpoint.require(isinstance(groups, list) and len(groups) == 1,
-                       "optimizer state does not have one parameter group")
+    checkpoint.require(
+        isinstance(groups, list) and len(groups) == 1, "optimizer state does not have one parameter group"
+    )
     _check_group(trainer, groups[0], len(params))
     checkpoint.require(isinstance(per_param, dict), "optimizer per-parameter state is not a dict")
     expected = _OPTIMIZER_STATE_KEYS[trainer.train_config.optimizer]
     for pid, pstate in per_param.items():
-        checkpoint.require(type(pid) is int and 0 <= pid < len(params),
-                           f"optimizer state for unknown parameter {pid!r}")
+        checkpoint.require(
+            type(pid) is int and 0 <= pid < len(params), f"optimizer state for unknown parameter {pid!r}"
+        )
         p = params[pid]
         checkpoint.require(isinstance(pstate, dict), f"optimizer state {pid} is not a dict")
         keys = set(pstate) - {AVERAGE_KEY} if legacy_averages else set(pstate)
-        checkpoint.require(keys == expected, f"optimizer state {pid} has keys {sorted(map(str, pstate))}, "
-                           f"not {sorted(expected)}")
+        checkpoint.require(
+            keys == expected,
+            f"optimizer state {pid} has keys {sorted(map(str, pstate))}, not {sorted(expected)}",
+        )
         for key, value in pstate.items():
             what = f"optimizer state {key!r} of parameter {pid}"
             if key == "step":
                 step = checkpoint.check_tensor(value, what, dtype=torch.float32, shape=())
                 s = float(step)
-                checkpoint.require(s == int(s) and 0 <= s <= n_steps,
-                                   f"{what} is {s}, not a step count from 0 to {n_steps}")
+                checkpoint.require(
+                    s == int(s) and 0 <= s <= n_steps, f"{what} is {s}, not a step count from 0 to {n_steps}"
+                )
             elif key == "momentum_buffer" and value is None:
                 continue
             elif key == AVERAGE_KEY:
                 checkpoint.check_tensor(value, f"average of parameter {pid}", dtype=p.dtype, shape=p.shape)
             else:
-                checkpoint.check_tensor(value, what, dtype=p.dtype, shape=p.shape,
-                                        nonnegative=key == "exp_avg_sq")
+                checkpoint.check_tensor(
+                    value, what, dtype=p.dtype, shape=p.shape, nonnegative=key == "exp_avg_sq"
+                )
 
 
 def _expected_shapes(config: NetConfig) -> dict[str, tuple[int, ...]]:
@@ -1029,6 +1125,8 @@ def _check_shapes(config: NetConfig, model_state: Any) -> None:
 def _history_entry(entry: Any, limits: checkpoint.Limits) -> dict[str, Any]:
     if not (isinstance(entry, dict) and set(entry) == {"n_samples", "event", "sizes"}):
         raise ValueError("a size-history entry is not {n_samples, event, sizes}")
-    return {"n_samples": _COUNT.check(entry["n_samples"], "history n_samples"),
-            "event": checkpoint.choice("init", "grow", "prune").check(entry["event"], "history event"),
-            "sizes": list(checkpoint.sequence(_WIDTH, max_len=64).check(entry["sizes"], "history sizes"))}
+    return {
+        "n_samples": _COUNT.check(entry["n_samples"], "history n_samples"),
+        "event": checkpoint.choice("init", "grow", "prune").check(entry["event"], "history event"),
+        "sizes": list(checkpoint.sequence(_WIDTH, max_len=64).check(entry["sizes"], "history sizes")),
+    }
