@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test typecheck lint bench docs broker clean
+.PHONY: setup demo test check lint bench docs broker clean
 
 setup: $(VENV)/.installed
 
@@ -21,11 +21,13 @@ $(VENV)/.installed: pyproject.toml requirements-broker.txt
 demo: setup
 	$(VENV)/bin/streamdas simulate
 
-# The type check first (mypy, configured in pyproject.toml), then the whole suite.
-test: typecheck
+# The static checks first, then the whole suite.
+test: check
 	$(PY) -m pytest
 
-typecheck: setup
+# Formatting (ruff format, on the library) and types (mypy; both configured in pyproject.toml).
+check: setup
+	$(VENV)/bin/ruff format --check streamdas
 	$(VENV)/bin/mypy
 
 lint: setup

@@ -59,11 +59,13 @@ def test_setup_and_ci_install_every_extra() -> None:
     assert makefile.index("pip install -q -e '.[all,dev]'") > torch_at
 
 
-def test_make_test_type_checks_the_library_first() -> None:
-    """``make test`` (what CI runs) runs mypy over ``streamdas/`` before pytest."""
+def test_make_test_checks_the_library_s_format_and_types_first() -> None:
+    """``make test`` (what CI runs) runs ruff format --check and mypy over ``streamdas/``
+    before pytest."""
     makefile = (ROOT / "Makefile").read_text()
-    assert "\ntest: typecheck\n\t$(PY) -m pytest\n" in makefile
-    assert "\ntypecheck: setup\n\t$(VENV)/bin/mypy\n" in makefile
+    assert "\ntest: check\n\t$(PY) -m pytest\n" in makefile
+    assert ("\ncheck: setup\n\t$(VENV)/bin/ruff format --check streamdas\n\t$(VENV)/bin/mypy\n"
+            in makefile)
     mypy = PYPROJECT["tool"]["mypy"]
     assert "streamdas" in mypy["files"]
     assert mypy["disallow_untyped_defs"] and mypy["check_untyped_defs"]
