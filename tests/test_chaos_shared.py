@@ -10,9 +10,10 @@ prediction, every malformed id is dead-lettered with its reason and no valid one
 final learner state -- read back from the state topic after a graceful stop -- has learned every
 labelled valid record exactly once: the records its model learned plus those waiting in its
 minibatch buffer equal the number of distinct labelled valid records, and its count of records
-learned says the same. A member is killed only while both groups (predictors and learners) are
-settled: Tansu 0.6.0 never re-forms a group whose leader left in the middle of a rebalance
-(``tests/test_chaos.py``).
+learned says the same. After each learner kill the other instance must be elected before the
+killed one comes back, so learning really moves between instances. A member is killed only
+while both groups (predictors and learners) are settled: Tansu 0.6.0 never re-forms a group
+whose leader left in the middle of a rebalance (``tests/test_chaos.py``).
 """
 
 from __future__ import annotations
@@ -131,9 +132,15 @@ def test_shared_scope_learns_exactly_once_through_learner_kills_and_a_frozen_bro
                 continue
         return None
 
-    def kill(name: str) -> None:
+    def kill(name: str, failover: bool = False) -> None:
+        """SIGKILL ``name`` and start it again; with ``failover``, only once the other
+        instance has been elected learner (else the restarted one could win the election
+        back before the group noticed the death)."""
         procs[name].signal(signal.SIGKILL)
         procs[name].wait(timeout=10)
+        if failover:
+            other = "b" if name == "a" else "a"
+            assert wait_for(lambda: learner() == other, timeout=90), procs[other].log()[-3000:]
         procs[name] = start(name)
         history.append(procs[name])
 
@@ -147,7 +154,7 @@ def test_shared_scope_learns_exactly_once_through_learner_kills_and_a_frozen_bro
             time.sleep(rng.uniform(0.5, 2.0))
             name = learner()
             assert name is not None
-            kill(name)
+            kill(name, failover=True)  # the other instance takes over from the saved state
             killed.append(f"learner {name}")
         settled()
         name = "a" if learner() == "b" else "b"
