@@ -527,6 +527,11 @@ class _DASEstimator:
         "max_features",
     )
 
+    @staticmethod
+    def _base_args(values: Mapping[str, Any]) -> dict[str, Any]:
+        """The arguments of the shared ``__init__`` out of a subclass ``__init__``'s ``locals()``."""
+        return {k: values[k] for k in (*_DASEstimator._PARAM_NAMES, "drift_detector")}
+
     def _plain_params(self) -> dict[str, Any]:
         params = {k: getattr(self, k) for k in self._PARAM_NAMES}
         params["hidden_sizes"] = [int(h) for h in params["hidden_sizes"]]
@@ -848,32 +853,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         _check_bound("max_label_length", max_label_length, none=False)
         self.max_classes = None if max_classes is None else int(max_classes)
         self.max_label_length = int(max_label_length)
-        super().__init__(
-            hidden_sizes=hidden_sizes,
-            batch_size=batch_size,
-            grow_every=grow_every,
-            alpha=alpha,
-            lr=lr,
-            optimizer=optimizer,
-            regularizer=regularizer,
-            tau=tau,
-            growth_percentage=growth_percentage,
-            min_growth=min_growth,
-            min_units=min_units,
-            max_units=max_units,
-            grow=grow,
-            prune=prune,
-            prune_horizon=prune_horizon,
-            grow_init=grow_init,
-            activation=activation,
-            standardize=standardize,
-            clip_sd=clip_sd,
-            average_horizon=average_horizon,
-            drift_detector=drift_detector,
-            device=device,
-            seed=seed,
-            max_features=max_features,
-        )
+        super().__init__(**self._base_args(locals()))
 
     def _reset(self) -> None:
         super()._reset()
@@ -1149,32 +1129,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         seed: int | None = None,
         max_features: int | None = 10_000,
     ) -> None:
-        super().__init__(
-            hidden_sizes=hidden_sizes,
-            batch_size=batch_size,
-            grow_every=grow_every,
-            alpha=alpha,
-            lr=lr,
-            optimizer=optimizer,
-            regularizer=regularizer,
-            tau=tau,
-            growth_percentage=growth_percentage,
-            min_growth=min_growth,
-            min_units=min_units,
-            max_units=max_units,
-            grow=grow,
-            prune=prune,
-            prune_horizon=prune_horizon,
-            grow_init=grow_init,
-            activation=activation,
-            standardize=standardize,
-            clip_sd=clip_sd,
-            average_horizon=average_horizon,
-            drift_detector=drift_detector,
-            device=device,
-            seed=seed,
-            max_features=max_features,
-        )
+        super().__init__(**self._base_args(locals()))
 
     def _reset(self) -> None:
         super()._reset()
