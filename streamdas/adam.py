@@ -33,6 +33,11 @@ import torch
 
 __all__ = ["NumpyAdam"]
 
+#: NumPy views of (param, exp_avg, exp_avg_sq, step), one tuple per parameter.
+_Views = list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+#: Adam's (lr, beta1, beta2, eps).
+_Hyper = tuple[float, float, float, float]
+
 
 class NumpyAdam:
     """Apply ``optimizer``'s Adam update in NumPy when it can do so exactly.
@@ -60,7 +65,7 @@ class NumpyAdam:
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
-        self._views: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self._views: _Views = []
         self._flat: _Flat | None = None
         # (param, its state dict, exp_avg, exp_avg_sq, step) the views were made from
         self._seen: list[
@@ -84,9 +89,7 @@ class NumpyAdam:
             or isinstance(g["lr"], torch.Tensor)
         )
 
-    def _views_for(
-        self, params: list[torch.nn.Parameter]
-    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None:
+    def _views_for(self, params: list[torch.nn.Parameter]) -> _Views | None:
         """NumPy views of (param, exp_avg, exp_avg_sq, step) per parameter, cached while the
         parameters, their state dicts and state tensors stay the same objects (resizing and
         loading replace them)."""
@@ -130,27 +133,21 @@ class NumpyAdam:
             return False
         group = self.optimizer.param_groups[0]
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        hyper = (lr, beta1, beta2, eps)
         with np.errstate(over="ignore"):  # |g| > 1.8e19: v = inf, as torch gives (silently)
             if self._flat is not None:
-                self._flat.update(views, grads, lr, beta1, beta2, eps)
+                self._flat.update(views, grads, hyper)
             else:
-                self._update(views, grads, lr, beta1, beta2, eps)
+                self._update(views, grads, hyper)
         return True
 
     @staticmethod
-    def _update(
-        views: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-        grads: list[np.ndarray],
-        lr: float,
-        beta1: float,
-        beta2: float,
-        eps: float,
-    ) -> None:
-        """One parameter at a time (each at its own step count)."""
+    def _update(views: _Views, grads: list[np.ndarray], hyper: _Hyper) -> None:
+        """One parameter at a time (each at its own step count); ``hyper`` is (lr, beta1, beta2, eps)."""
         for (p, m, v, s), g in zip(views, grads, strict=True):
             t = float(s) + 1.0
             s[...] = t
-            p -= _moments_and_delta(g, m, v, np.empty_like(g), t, lr, beta1, beta2, eps)
+            p -= _moments_and_delta(g, m, v, np.empty_like(g), t, *hyper)
 
 
 def _moments_and_delta(
@@ -260,18 +257,10 @@ class _Flat:
             self.grad[a:b] = g.reshape(-1)
         return self.grad
 
-    def update(
-        self,
-        views: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-        grads: list[np.ndarray],
-        lr: float,
-        beta1: float,
-        beta2: float,
-        eps: float,
-    ) -> None:
+    def update(self, views: _Views, grads: list[np.ndarray], hyper: _Hyper) -> None:
         """:meth:`NumpyAdam._update` on the flat buffers (the same float32 operations)."""
         t = float(self._steps[0]) + 1.0
         self._steps[...] = t
-        _moments_and_delta(self._flat_grad(grads), self._m, self._v, self.tmp, t, lr, beta1, beta2, eps)
+        _moments_and_delta(self._flat_grad(grads), self._m, self._v, self.tmp, t, *hyper)
         for (p, _m, _v, _s), d in zip(views, self.tmp_views, strict=True):
             p -= d
