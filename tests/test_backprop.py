@@ -291,7 +291,7 @@ def test_numpy_adam_flat_buffers_are_the_optimizer_state_and_bitwise_per_paramet
         assert adam.step(params, gathered)
         views = [(p.detach().numpy(), opt_twin.state[p]["exp_avg"].numpy(),
                   opt_twin.state[p]["exp_avg_sq"].numpy(), opt_twin.state[p]["step"].numpy()) for p in twins]
-        NumpyAdam._update(views, grads, 1e-2, 0.9, 0.999, 1e-8)
+        NumpyAdam._update(views, grads, (1e-2, 0.9, 0.999, 1e-8))
     m = opt.state[params[0]]["exp_avg"]
     assert all(opt.state[p]["exp_avg"].untyped_storage().data_ptr() == m.untyped_storage().data_ptr()
                for p in params)
