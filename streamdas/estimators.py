@@ -28,7 +28,7 @@ from streamdas.fastpath import NumpyForward
 from streamdas.features import FeatureIndex, LimitError, RunningStandardizer, check_label, check_target
 from streamdas.memory import deep_size
 from streamdas.model import NetConfig
-from streamdas.sizing import SizingConfig
+from streamdas.sizing import SHARED_FIELDS, SizingConfig
 from streamdas.trainer import DASTrainer, TrainConfig, check_architecture, preload_optimizer
 
 __all__ = ["DASClassifier", "DASRegressor"]
@@ -509,15 +509,7 @@ class _DASEstimator:
         "lr",
         "optimizer",
         "regularizer",
-        "tau",
-        "growth_percentage",
-        "min_growth",
-        "min_units",
-        "max_units",
-        "grow",
-        "prune",
-        "prune_horizon",
-        "grow_init",
+        *SHARED_FIELDS,
         "activation",
         "standardize",
         "clip_sd",

@@ -41,6 +41,20 @@ __all__ = [
 #: How grown units are initialised (see :attr:`SizingConfig.grow_init`).
 GROW_INITS = ("tau", "silent")
 
+#: The :class:`SizingConfig` fields an estimator takes under the same name (``every`` is its
+#: ``grow_every``), in the estimators' parameter order.
+SHARED_FIELDS = (
+    "tau",
+    "growth_percentage",
+    "min_growth",
+    "min_units",
+    "max_units",
+    "grow",
+    "prune",
+    "prune_horizon",
+    "grow_init",
+)
+
 
 @dataclass(frozen=True)
 class SizingConfig:

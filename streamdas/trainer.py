@@ -45,6 +45,7 @@ from streamdas.model import DASNet, Layer, NetConfig, _conv_out, make_activation
 from streamdas.regularizers import Regularizer, make_regularizer
 from streamdas.sizing import (
     AVERAGE_KEY,
+    SHARED_FIELDS,
     RunningAverages,
     SizingConfig,
     grow,
@@ -904,20 +905,7 @@ _OPTIMIZER_STATE_KEYS = {
 def _sizing_rules(limits: checkpoint.Limits) -> dict[str, checkpoint.Rule]:
     """What a checkpoint may set in :class:`SizingConfig` (widths within ``limits``)."""
     params = checkpoint.estimator_params(limits)
-    rules = {
-        k: params[k]
-        for k in (
-            "tau",
-            "growth_percentage",
-            "min_growth",
-            "min_units",
-            "max_units",
-            "grow",
-            "prune",
-            "prune_horizon",
-            "grow_init",
-        )
-    }
+    rules = {k: params[k] for k in SHARED_FIELDS}
     rules["every"] = params["grow_every"]
     return rules
 
