@@ -38,6 +38,7 @@ __all__ = [
     "Rejection",
     "check_schema",
     "clip",
+    "decode_json",
     "parse_record",
 ]
 
@@ -194,7 +195,18 @@ def parse_record(
         return Rejection("internal_error", f"{type(exc).__name__}: {exc}")
 
 
-def _parse(value: bytes | None, task: str, max_bytes: int) -> Record | Rejection:
+def decode_json(value: bytes | None, max_bytes: int) -> Any:
+    """A message's JSON value, or the :class:`Rejection` saying why it has none (``empty``,
+    ``oversized``, ``undecodable``, ``invalid_json``). Integers of more than
+    :data:`MAX_INT_DIGITS` digits read as ``inf`` or ``-inf``.
+
+    >>> decode_json(b'{"a": [1, 2.5]}', 100)
+    {'a': [1, 2.5]}
+    >>> decode_json(b"1" * 5000, 10_000)
+    inf
+    >>> decode_json(b"{}", 1).reason
+    'oversized'
+    """
     if value is None or len(value) == 0:
         return Rejection("empty")
     if len(value) > max_bytes:
@@ -204,9 +216,15 @@ def _parse(value: bytes | None, task: str, max_bytes: int) -> Record | Rejection
     except UnicodeDecodeError as exc:
         return Rejection("undecodable", str(exc))
     try:
-        obj = json.loads(text, parse_int=_bounded_int)
+        return json.loads(text, parse_int=_bounded_int)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
         return Rejection("invalid_json", str(exc)[:200])
+
+
+def _parse(value: bytes | None, task: str, max_bytes: int) -> Record | Rejection:
+    obj = decode_json(value, max_bytes)
+    if isinstance(obj, Rejection):
+        return obj
     if not isinstance(obj, dict):
         return Rejection("not_object", type(obj).__name__)
     raw_x = obj.get("x")

@@ -43,11 +43,11 @@ import pandas as pd
 from consumers.model import DEFAULT_MAX_FEATURES
 from consumers.records import (
     MAX_FEATURE_NAME_CHARS,
-    MAX_INT_DIGITS,
     REASONS,
     Rejection,
     check_schema,
     clip,
+    decode_json,
 )
 from consumers.snapshots import checked, model_from_payload, model_kind, model_payload
 from streamdas import checkpoint
@@ -131,15 +131,6 @@ def encode_training_record(topic: str, partition: int, offset: int, x: dict[str,
                       separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def _bounded_int(digits: str) -> int | float:
-    if len(digits) > MAX_INT_DIGITS:
-        return float("-inf") if digits.startswith("-") else float("inf")
-    return int(digits)
-
-
-_JSON = json.JSONDecoder(parse_int=_bounded_int)
-
-
 def _count(value: Any, high: int) -> TypeGuard[int]:
     return type(value) is int and 0 <= value <= high
 
@@ -167,18 +158,9 @@ def decode_training_record(
 
 
 def _decode(value: bytes | None, task: str, max_bytes: int) -> TrainingRecord | Rejection:
-    if not value:
-        return Rejection("empty")
-    if len(value) > max_bytes:
-        return Rejection("oversized", f"{len(value)} bytes > {max_bytes}")
-    try:
-        text = bytes(value).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Rejection("undecodable", str(exc))
-    try:
-        obj = _JSON.decode(text)
-    except (ValueError, RecursionError) as exc:
-        return Rejection("invalid_json", str(exc)[:200])
+    obj = decode_json(value, max_bytes)
+    if isinstance(obj, Rejection):
+        return obj
     if type(obj) is not dict:
         return Rejection("not_object", type(obj).__name__)
     topic, partition, offset = obj.get("t"), obj.get("p"), obj.get("o")
