@@ -213,6 +213,16 @@ class ModelStateError(RuntimeError):
     the records it was given, so the learner's state must be restored from its last save."""
 
 
+def _unless_unsafe(exc: BaseException, est: Any, before: tuple[int, int] | None) -> None:
+    """Re-raise ``exc`` if it asks the process to stop; raise :class:`ModelStateError` if the
+    estimator took in part of what failed (it can no longer be trusted); else return."""
+    if isinstance(exc, _STOP):
+        raise exc
+    if _progress(est) != before:
+        raise ModelStateError(f"learning failed midway: {type(exc).__name__}: "
+                              f"{clip(str(exc), 300)}") from exc
+
+
 def _progress(est: Any) -> tuple[int, int] | None:
     """What a streamdas estimator has taken in (``None`` for other models)."""
     if not hasattr(est, "n_samples_buffered"):
@@ -393,11 +403,7 @@ class LearnerState:
                 report.n_learned += len(part)
                 continue
             except BaseException as exc:
-                if isinstance(exc, _STOP):
-                    raise
-                if _progress(est) != before:
-                    raise ModelStateError(f"learning failed midway: {type(exc).__name__}: "
-                                          f"{clip(str(exc), 300)}") from exc
+                _unless_unsafe(exc, est, before)
                 log.debug("a frame of %d records was refused (%s); learning them one by one",
                           len(part), exc)
             self._learn_each(part, report)  # nothing was learned: as learn_one would, one by one
@@ -410,11 +416,7 @@ class LearnerState:
                 est.learn_one(dict(rec.x), rec.y)
                 report.n_learned += 1
             except BaseException as exc:
-                if isinstance(exc, _STOP):
-                    raise
-                if _progress(est) != before:
-                    raise ModelStateError(f"learning failed midway: {type(exc).__name__}: "
-                                          f"{clip(str(exc), 300)}") from exc
+                _unless_unsafe(exc, est, before)
                 reason = _limit_reason(exc)
                 if reason == "model_error":
                     log.warning("the model refused a training record from %s:%d@%d: %s: %s",
