@@ -184,6 +184,19 @@ _MAX_KEY_BYTES = 200 + len("/slot-0/") + 9
 _MAX_DEPTH = 32
 
 
+def _reader(bootstrap_servers: Any, max_message_bytes: int, request_timeout_ms: int,
+            client_options: dict[str, Any]) -> Any:
+    """A group-less consumer that reads a state topic from the start, fetching messages of up to
+    ``max_message_bytes``."""
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
+        auto_offset_reset="earliest", fetch_max_wait_ms=100, allow_auto_create_topics=False,
+        max_partition_fetch_bytes=max(1_048_576, 2 * max_message_bytes),
+        request_timeout_ms=request_timeout_ms, **client_options)
+
+
 # ---------------------------------------------------------------------------------- errors
 class StaleEpochError(CheckpointError):
     """A save by a writer whose epoch is below the newest manifest's: it has been superseded."""
@@ -845,13 +858,10 @@ class KafkaStateStore:
 
     def _get_consumer(self) -> Any:
         if self._consumer is None:
-            from kafka import KafkaConsumer, TopicPartition
+            from kafka import TopicPartition
 
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=self.bootstrap_servers, group_id=None, enable_auto_commit=False,
-                auto_offset_reset="earliest", fetch_max_wait_ms=100, allow_auto_create_topics=False,
-                max_partition_fetch_bytes=max(1_048_576, 2 * self.max_message_bytes),
-                request_timeout_ms=self._request_timeout_ms(), **self.client_options)
+            self._consumer = _reader(self.bootstrap_servers, self.max_message_bytes,
+                                     self._request_timeout_ms(), self.client_options)
             self._consumer.assign([TopicPartition(self.topic, 0)])
             self._topic_checked = False
         return self._consumer
@@ -1240,13 +1250,10 @@ class StateFollower:
 
     def _get_consumer(self) -> Any:
         if self._consumer is None:
-            from kafka import KafkaConsumer, TopicPartition
+            from kafka import TopicPartition
 
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=self.bootstrap_servers, group_id=None, enable_auto_commit=False,
-                auto_offset_reset="earliest", fetch_max_wait_ms=100, allow_auto_create_topics=False,
-                max_partition_fetch_bytes=max(1_048_576, 2 * self.max_message_bytes),
-                request_timeout_ms=self.request_timeout_ms, **self.client_options)
+            self._consumer = _reader(
+                self.bootstrap_servers, self.max_message_bytes, self.request_timeout_ms, self.client_options)
             tp = TopicPartition(self.topic, 0)
             self._consumer.assign([tp])
             self._consumer.seek(tp, self._position)
