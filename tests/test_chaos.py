@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_fixtures import (  # noqa: F401  (fixtures "tansu" and "tansu_binary")
+from kafka_fixtures import (
     ServiceProcess,
     create_topics,
     free_port,
@@ -37,8 +37,6 @@ from kafka_fixtures import (  # noqa: F401  (fixtures "tansu" and "tansu_binary"
     produce,
     read_topic,
     service_args,
-    tansu_binary_fixture,
-    tansu_fixture,
     wait_for,
 )
 

@@ -29,15 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka_fixtures import (  # noqa: F401  (fixtures "tansu" and "tansu_binary")
+from kafka_fixtures import (
     ServiceProcess,
     create_topics,
     free_port,
-    health,
     produce,
     read_topic,
-    tansu_binary_fixture,
-    tansu_fixture,
     wait_for,
 )
 from test_chaos import _dataset, _key_id

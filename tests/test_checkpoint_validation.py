@@ -29,15 +29,13 @@ from typing import Any
 
 import pytest
 import torch
-from kafka_fixtures import (  # noqa: F401  (fixtures "tansu" and "tansu_binary")
+from kafka_fixtures import (
     ServiceProcess,
     create_topics,
     labelled_records,
     produce,
     read_topic,
     service_args,
-    tansu_binary_fixture,
-    tansu_fixture,
 )
 from river import datasets, drift
 

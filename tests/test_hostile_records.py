@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from kafka.errors import MessageSizeTooLargeError
-from kafka_fixtures import (  # noqa: F401  (fixtures "tansu" and "tansu_binary")
+from kafka_fixtures import (
     REPO,
     ServiceProcess,
     create_topics,
@@ -26,8 +26,6 @@ from kafka_fixtures import (  # noqa: F401  (fixtures "tansu" and "tansu_binary"
     produce,
     read_topic,
     service_args,
-    tansu_binary_fixture,
-    tansu_fixture,
     wait_for,
 )
 from test_consumer_service import TP, FakeFuture, FakeProducer, Message, _service

@@ -27,10 +27,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kafka_fixtures import (  # noqa: F401  (fixtures "tansu" and "tansu_binary")
+from kafka_fixtures import (
     produce,
-    tansu_binary_fixture,
-    tansu_fixture,
 )
 
 from consumers.broker import TansuBroker

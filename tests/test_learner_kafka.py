@@ -14,12 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kafka_fixtures import (  # noqa: F401  (fixtures "tansu" and "tansu_binary")
+from kafka_fixtures import (
     REPO,
     create_topics,
     produce,
-    tansu_binary_fixture,
-    tansu_fixture,
     wait_for,
 )
 from test_training import reference, same, stream

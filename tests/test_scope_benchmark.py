@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-from kafka_fixtures import tansu_binary_fixture  # noqa: F401  (fixture "tansu_binary")
 
 from benchmarks import scope
 
