@@ -119,7 +119,6 @@ class LearnerMetrics:
     ==================================================  =========  ===========
     ``streamdas_learner_records_total``                 counter    outcome
     ``streamdas_learner_rejections_total``              counter    reason
-    ``streamdas_learner_elected``                       gauge
     ``streamdas_learner_epoch``                         gauge
     ``streamdas_learner_snapshots_total``               counter
     ``streamdas_learner_snapshot_version``              gauge
@@ -144,8 +143,6 @@ class LearnerMetrics:
         self.rejections = prometheus_client.Counter(
             "streamdas_learner_rejections", "Training records set aside, by reason", ["reason"],
             registry=registry)
-        self.elected = prometheus_client.Gauge(
-            "streamdas_learner_elected", "1 while this instance is the group's learner", registry=registry)
         self.epoch = prometheus_client.Gauge(
             "streamdas_learner_epoch", "The learner's epoch (-1: not the learner)", registry=registry)
         self.snapshots = prometheus_client.Counter(
@@ -367,7 +364,6 @@ class Learner:
         self.is_learner = value
         if not value:
             self.epoch = None
-        self.metrics.elected.set(1 if value else 0)
         self.metrics.epoch.set(self.epoch if value and self.epoch is not None else -1)
 
     def _retry_later(self) -> None:

@@ -223,7 +223,7 @@ def test_the_elected_member_claims_an_epoch_publishes_at_once_and_learns_from_th
     assert [v for _, v in manifests(logs[SNAPS], SNAPSHOT_NAME)] == [1, 2, 3]  # every 50 records
     snap = stored(logs, SNAPS, SNAPSHOT_NAME)
     assert decode_snapshot(snap.blob, epoch=snap.epoch, version=snap.version).n_learned == 100
-    assert learner.registry.get_sample_value("streamdas_learner_elected") == 1.0
+    assert learner.registry.get_sample_value("streamdas_learner_epoch") == 0.0  # -1: not the learner
     assert learner.registry.get_sample_value("streamdas_learner_records_total", {"outcome": "learned"}) == 120
 
 
