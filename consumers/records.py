@@ -39,6 +39,7 @@ __all__ = [
     "check_schema",
     "clip",
     "decode_json",
+    "label_problem",
     "parse_record",
 ]
 
@@ -128,7 +129,12 @@ class Rejection:
         object.__setattr__(self, "detail", clip(str(self.detail)))
 
 
-def _label_problem(y: Any, task: str) -> str | None:
+def label_problem(y: Any, task: str) -> str | None:
+    """Why ``y`` cannot be a label for ``task`` (the estimators' own check), or ``None``.
+
+    >>> label_problem(True, "regression") is not None, label_problem("cat", "classification")
+    (True, None)
+    """
     try:
         if task == "regression":
             check_target(y)
@@ -245,7 +251,7 @@ def _parse(value: bytes | None, task: str, max_bytes: int) -> Record | Rejection
             return Rejection("non_finite_feature" if numeric else "non_numeric_feature",
                              str(exc)[:200])
     y = obj.get("y")
-    problem = None if y is None else _label_problem(y, task)
+    problem = None if y is None else label_problem(y, task)
     if problem is not None:
         return Rejection("bad_label", problem[:200])
     rid = obj.get("id")

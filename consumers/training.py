@@ -48,11 +48,12 @@ from consumers.records import (
     check_schema,
     clip,
     decode_json,
+    label_problem,
 )
 from consumers.snapshots import checked, model_from_payload, model_kind, model_payload
 from streamdas import checkpoint
 from streamdas.checkpoint import CheckpointError
-from streamdas.features import EMPTY_RECORD, check_label, check_target, check_value
+from streamdas.features import EMPTY_RECORD, check_value
 
 __all__ = [
     "LEARNER_FORMAT",
@@ -187,13 +188,9 @@ def _decode(value: bytes | None, task: str, max_bytes: int) -> TrainingRecord | 
     y = obj.get("y")
     if y is None:
         return Rejection("missing_label")
-    try:
-        if task == "regression":
-            check_target(y)
-        else:
-            check_label(y)
-    except ValueError as exc:
-        return Rejection("bad_label", str(exc)[:200])
+    problem = label_problem(y, task)
+    if problem is not None:
+        return Rejection("bad_label", problem[:200])
     return TrainingRecord(topic, partition, offset, x, y)
 
 
