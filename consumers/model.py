@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -541,17 +541,22 @@ def _learn(
     """
     split = hasattr(est, "n_samples_buffered")
     done: list[int] = []
+
+    def attempt(pos: int, learn: Callable[[], None]) -> None:
+        """Learn one record: done, or its dead letter (a stop request goes through)."""
+        try:
+            learn()
+            done.append(pos)
+        except BaseException as exc:
+            if isinstance(exc, _STOP):
+                raise
+            result.rejections.append((valid[pos][0], Rejection(
+                _limit_reason(exc), f"learn: {_failure(exc)}")))
+
     if not split:
         for pos in labelled:
             rec = rows[pos]
-            try:
-                est.learn_one(dict(rec.x), rec.y)
-                done.append(pos)
-            except BaseException as exc:
-                if isinstance(exc, _STOP):
-                    raise
-                result.rejections.append((valid[pos][0], Rejection(
-                    _limit_reason(exc), f"learn: {_failure(exc)}")))
+            attempt(pos, lambda rec=rec: est.learn_one(dict(rec.x), rec.y))
         return done
     chosen = [rows[p] for p in labelled]
     for start, X in _frames(chosen, uniform=False):
@@ -567,15 +572,8 @@ def _learn(
             log.warning("minibatch learning failed (%s); retrying record by record",
                         _failure(exc))
         for k, pos in enumerate(part):
-            try:
-                est.learn_many(X.iloc[k:k + 1].dropna(axis=1, how="all"), y.iloc[k:k + 1],
-                               split=True)
-                done.append(pos)
-            except BaseException as exc:
-                if isinstance(exc, _STOP):
-                    raise
-                result.rejections.append((valid[pos][0], Rejection(
-                    _limit_reason(exc), f"learn: {_failure(exc)}")))
+            attempt(pos, lambda k=k, X=X, y=y: est.learn_many(
+                X.iloc[k:k + 1].dropna(axis=1, how="all"), y.iloc[k:k + 1], split=True))
     return done
 
 
