@@ -18,6 +18,7 @@ learner's exactly-once rule (highest source offset learned per input partition) 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -37,6 +38,7 @@ __all__ = [
     "make_consumer",
     "only_known",
     "producer_options",
+    "replace_producer",
     "train_producer_options",
 ]
 
@@ -179,3 +181,18 @@ def ensure_topics(cfg: ServiceConfig) -> list[str]:
 
 #: What :func:`ensure_topics` and the client constructors may raise when the broker is away.
 CONNECT_ERRORS = (KafkaError, OSError, StateUnavailableError)
+
+
+def replace_producer(old: Any, factory: Callable[[], Any], what: str) -> Any:
+    """Close ``old`` without waiting (what it still held is sent again by the replay) and build
+    its successor with ``factory``; ``None`` while the broker cannot be reached."""
+    if old is not None:
+        try:
+            old.close(timeout=0)
+        except Exception as exc:
+            log.debug("closing the old %s: %s", what, exc)
+    try:
+        return factory()
+    except CONNECT_ERRORS as exc:
+        log.warning("cannot create the %s yet (%s)", what, exc)
+        return None

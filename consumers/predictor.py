@@ -39,7 +39,13 @@ from typing import Any
 from kafka import KafkaProducer, TopicPartition
 from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 
-from consumers.clients import CONNECT_ERRORS, client_options, ensure_topics, train_producer_options
+from consumers.clients import (
+    CONNECT_ERRORS,
+    client_options,
+    ensure_topics,
+    replace_producer,
+    train_producer_options,
+)
 from consumers.config import ServiceConfig
 from consumers.messages import MAX_KEY_BYTES, Origin
 from consumers.model import BatchResult, PartitionState, make_estimator, process_guarded
@@ -290,17 +296,8 @@ class SharedScope:
         """Replace the train producer (what it still held is sent again by the replay);
         ``False`` if the broker cannot be reached."""
         old, self.producer = self.producer, None
-        if old is not None:
-            try:
-                old.close(timeout=0)
-            except Exception as exc:
-                log.debug("closing the old train producer: %s", exc)
-        try:
-            self.producer = self.producer_factory()
-        except CONNECT_ERRORS as exc:
-            log.warning("cannot create the train producer yet (%s)", exc)
-            return False
-        return True
+        self.producer = replace_producer(old, self.producer_factory, "train producer")
+        return self.producer is not None
 
     def save(self, tp: TopicPartition, state: PartitionState) -> bool:
         """Nothing to write: the committed offset is the predictor's state (``False``: no

@@ -63,6 +63,7 @@ from consumers.clients import (
     make_consumer,
     only_known,
     producer_options,
+    replace_producer,
 )
 from consumers.config import ServiceConfig
 from consumers.messages import (
@@ -185,17 +186,8 @@ class KafkaService:
     def _new_producer(self) -> bool:
         """Replace the producers (what they still held is replayed); ``False`` if unreachable."""
         old, self.producer = self.producer, None
-        if old is not None:
-            try:
-                old.close(timeout=0)
-            except Exception as exc:
-                log.debug("closing the old producer: %s", exc)
-        try:
-            self.producer = self.producer_factory()
-        except CONNECT_ERRORS as exc:
-            log.warning("cannot create a producer yet (%s)", exc)
-            return False
-        return self.scope.renew()
+        self.producer = replace_producer(old, self.producer_factory, "producer")
+        return self.producer is not None and self.scope.renew()
 
     def _connect(self) -> bool:
         """Prepare the scope, create producer and consumer, retrying with backoff until
