@@ -66,6 +66,7 @@ def learner_rate(n: int, repeats: int = 3, replay_every: int = 0) -> dict[str, A
 
     class _NoModel:  # decode + dedup only: a learner whose model takes nothing
         n_samples_buffered = 0
+        n_samples_learned = 0
         feature_names: frozenset[str] = frozenset()
 
         def learn_many(self, X: Any, y: Any, split: bool = False) -> None:

@@ -1,7 +1,7 @@
 """Regenerate every figure and table of README.md and docs/ from the code: ``make docs``.
 
     python scripts/make_docs.py                 # everything, full sizes (see the timings below)
-    python scripts/make_docs.py --only demo     # one part: demo, defaults, paper, bench
+    python scripts/make_docs.py --only demo     # one part: demo, defaults, paper, bench, service
     python scripts/make_docs.py --quick --root /tmp/copy   # tiny sizes into a copy (the tests)
 
 Generated text sits between ``<!-- docs:NAME -->`` and ``<!-- /docs:NAME -->`` markers in the
@@ -13,7 +13,10 @@ Parts and what they run:
 * ``defaults``  the three ``python -m simulations complexity -n 30000 ...`` runs of "Why not the
   estimator's defaults?" and ``python -m benchmarks.pruning_rule`` (the pruning test);
 * ``paper``     ``python -m simulations.paper all`` (Fig. 1, Fig. 2, Table I, Tables II/III);
-* ``bench``     ``python -m benchmarks`` (the report in docs/benchmarks.md).
+* ``bench``     ``python -m benchmarks`` (the report in docs/benchmarks.md);
+* ``service``   the shared scope's benchmarks of docs/benchmarks.md: ``python -m benchmarks.learner``,
+  ``python -m benchmarks.scope`` and ``python -m benchmarks.kafka_load --messages 100000 --rate
+  10000 --instances 1|2`` (these two start Tansu: ``make setup`` installs it).
 
 Raw outputs go to ``results/docs/`` (``--quick``: ``results/docs-quick/``), never over a run of
 your own. Speed tables measure the machine they run on: run ``make docs`` on a quiet one.
@@ -284,8 +287,140 @@ def bench(docs: Docs) -> None:
     docs.block("README.md", "bench-summary", bench_summary(sections))
 
 
+#: ``benchmarks.scope``'s streams as docs/benchmarks.md names them.
+SCOPE_STREAMS = {
+    "rbf": "RandomRBFDrift, 4 classes, 10 features, 50 centroids moving 1e-4",
+    "agrawal": "Agrawal 0 -> 2 (ConceptDriftStream, drift at the middle)",
+    "rbf-fast": "RandomRBFDrift, centroids moving 1e-3 (fast)",
+}
+#: The shared-scope learner's target (labelled records/s on one core, defaults).
+LEARNER_TARGET = 15_000
+
+
+def learner_table(res: dict) -> str:
+    """``benchmarks.learner``'s figures (:func:`service`'s ``learner.json``) as docs/benchmarks.md
+    shows them: the table, then the target and the encodings."""
+    plain, replayed = res["distinct"], res["replayed"]
+    lines = ["| stream | records learned | learned records/s | by CPU time | decode + dedup only, "
+             "values/s |", "|---|---|---|---|---|"]
+    for label, r, learned in (("distinct records", plain, f"{plain['learned']:,}"),
+                              ("10% replayed", replayed,
+                               f"{replayed['learned']:,} + {replayed['duplicates']:,} skipped")):
+        lines.append(f"| {label} | {learned} | {r['learn_rate']:,.0f} | {r['learn_rate_cpu']:,.0f} "
+                     f"| {r['decode_rate']:,.0f} |")
+    ratio = plain["learn_rate"] / LEARNER_TARGET
+    lines += ["", f"Best of {res['repeats']}. Target: at least {LEARNER_TARGET:,} labelled records/s on "
+              f"one core with the defaults: {'met' if ratio >= 1 else 'NOT met'} ({ratio:.1f}x). A "
+              f"snapshot of that model ({res['snapshot_bytes'] / 1024:.0f} KiB) encodes in "
+              f"{res['snapshot_s'] * 1000:.1f} ms, the full learner state in {res['full_s'] * 1000:.1f} ms."]
+    return "\n".join(lines)
+
+
+def scope_table(rows: list[dict]) -> str:
+    """``benchmarks.scope --json``'s rows as docs/benchmarks.md shows them: the table, then how
+    far each scope is from the ``learn_one`` loop."""
+    lines = ["| stream | records | input partitions | `learn_one` loop | shared scope | partition scope "
+             "| shared: snapshot behind (p50 / p99 records) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    previous = None
+    for r in rows:
+        shared, part = r["shared"], r["partition"]
+        name = "same" if r["stream"] == previous else SCOPE_STREAMS.get(r["stream"], r["stream"])
+        previous = r["stream"]
+        acc = f"{shared['accuracy']:.1f}"
+        behind = " / ".join("n/a" if shared[k] is None else f"{shared[k]:,.0f}"
+                            for k in ("behind_p50", "behind_p99"))
+        lines.append(f"| {name} | {r['records']:,} | {r['partitions']} | {r['reference']:.1f} | "
+                     f"{f'**{acc}**' if shared['accuracy'] >= part['accuracy'] else acc} | "
+                     f"{part['accuracy']:.1f} | {behind} |")
+    target = [r for r in rows if r["stream"] in ("rbf", "agrawal")]
+    if target:
+        counts = sorted({r["partitions"] for r in target})
+        gaps = [max(r["reference"] - r["shared"]["accuracy"] for r in target if r["partitions"] == c)
+                for c in counts]
+        losses = [r["reference"] - r["partition"]["accuracy"] for r in target]
+        lines += ["", f"On the slow streams ({', '.join(sorted({r['stream'] for r in target}))}) the "
+                  f"shared scope is within {' and '.join(f'{g:.1f}' for g in gaps)} points of the "
+                  f"`learn_one` loop at {' and '.join(map(str, counts))} partitions, while the "
+                  f"partition scope loses {min(losses):.1f} to {max(losses):.1f} points (each of its "
+                  "models learns 1/P of the records)."]
+    return "\n".join(lines)
+
+
+def _kib(n: float | None) -> str:
+    return "n/a" if n is None else f"{n / 1024:.0f} KiB"
+
+
+def load_table(reports: list[dict]) -> str:
+    """``benchmarks.kafka_load --json`` reports of the shared scope (one per instance count) as
+    docs/benchmarks.md shows them: the table, then whether the service kept up."""
+    lines = ["| instances | predictions/s (steady) | max lag | snapshots published | behind (p50 / p99 "
+             "records) | age (p50 / p99) | snapshot | learner checkpoint |",
+             "| ---: | --- | ---: | ---: | --- | --- | ---: | ---: |"]
+    for r in reports:
+        f = r["freshness"]
+        behind = " / ".join("n/a" if f["behind_records"][k] is None else f"{f['behind_records'][k]:,.0f}"
+                            for k in ("p50", "p99"))
+        age = " / ".join("n/a" if f["age_s"][k] is None else f"{f['age_s'][k]:.1f} s"
+                         for k in ("p50", "p99"))
+        lines.append(f"| {r['instances']} | {r['throughput_msgs_per_s']:,.0f} "
+                     f"({r['steady_msgs_per_s']:,.0f}) | {r['max_lag']:,.0f} | {f['snapshots']} | "
+                     f"{behind} | {age} | {_kib(f['snapshot_bytes'])} | {_kib(f['checkpoint_bytes'])} |")
+    notes = []
+    for r in reports:
+        kept = r["steady_msgs_per_s"] >= 0.95 * r["rate_target"]
+        complete = r["predictions_in_output_topic"] == r["messages"]
+        notes.append(f"{r['instances']} instance{'s' if r['instances'] > 1 else ''}: "
+                     f"{'kept' if kept else 'did not keep'} up with {r['rate_target']:,.0f} records/s "
+                     f"offered; {r['predictions_in_output_topic']:,} of {r['messages']:,} records got a "
+                     f"prediction{'' if complete else ' (INCOMPLETE)'}; final lag {r['final_lag']:,.0f}.")
+    return "\n".join([*lines, "", " ".join(notes)])
+
+
+def service(docs: Docs) -> None:
+    """The shared scope's benchmarks in docs/benchmarks.md: ``python -m benchmarks.learner``,
+    ``python -m benchmarks.scope`` and ``python -m benchmarks.kafka_load`` (these two start
+    Tansu, found as ``benchmarks.scope`` finds it)."""
+    from benchmarks import kafka_load, scope
+    from benchmarks.common import PRESETS, setup_torch
+    from benchmarks.learner import _encodings, learner_rate
+
+    out = docs.results / "service"
+    out.mkdir(parents=True, exist_ok=True)
+    setup_torch(1)
+    sizes = PRESETS["smoke" if docs.quick else "full"]
+    runs = {"distinct": learner_rate(sizes.throughput_n, sizes.repeats),
+            "replayed": learner_rate(sizes.throughput_n, sizes.repeats, replay_every=1000)}
+    snap_s, snap_b, full_s, full_b = _encodings(runs["distinct"]["state"], sizes.repeats)
+    learner = {"repeats": sizes.repeats, "snapshot_s": snap_s, "snapshot_bytes": snap_b,
+               "full_s": full_s, "full_bytes": full_b,
+               **{k: {f: v for f, v in r.items() if f != "state"} for k, r in runs.items()}}
+    (out / "learner.json").write_text(json.dumps(learner, indent=2))
+    docs.block("docs/benchmarks.md", "service-learner", learner_table(learner))
+
+    argv = ["--quick", "--n", "1000"] if docs.quick else []
+    status, text = _quiet(lambda: scope.main([*argv, "--json", str(out / "scope.json"),
+                                              "--workdir", str(out / "scope")]))
+    if status != 0:
+        raise RuntimeError(f"benchmarks.scope failed:\n{text}")
+    docs.block("docs/benchmarks.md", "service-scope",
+               scope_table(json.loads((out / "scope.json").read_text())))
+
+    reports = []
+    for instances in (1, 2):
+        path = out / f"kafka_load_{instances}.json"
+        argv = ["--messages", "3000" if docs.quick else "100000",
+                "--rate", "2000" if docs.quick else "10000", "--instances", str(instances)]
+        status, text = _quiet(lambda a=[*argv, "--json", str(path)]: kafka_load.main(a))
+        if status != 0:
+            raise RuntimeError(f"benchmarks.kafka_load {argv} failed:\n{text}")
+        reports.append(json.loads(path.read_text()))
+    docs.block("docs/benchmarks.md", "service-load", load_table(reports))
+
+
 PARTS: dict[str, Callable[[Docs], None]] = {
-    "demo": demo, "defaults": defaults, "paper": paper, "bench": bench}
+    "demo": demo, "defaults": defaults, "paper": paper, "bench": bench,
+    "service": service}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -151,3 +151,26 @@ def test_documented_command_runs(where: str, command: str, tmp_path: Path) -> No
         help_text = _help(["python", "-m", module])
         for flag in (a.split("=")[0] for a in args if a.startswith("--")):
             assert flag in help_text, (module, flag)
+
+
+@pytest.mark.integration
+def test_make_docs_service_part_fills_its_blocks(tansu_binary: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--only service`` runs the learner, scope and load benchmarks (tiny sizes, on Tansu) and
+    rewrites their three blocks of docs/benchmarks.md."""
+    monkeypatch.setenv("TANSU", tansu_binary)
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    path = tmp_path / "docs" / "benchmarks.md"
+    names = ["service-learner", "service-scope", "service-load"]
+    block = re.compile(r"(<!-- docs:(service-[\w-]+) -->\n).*?(<!-- /docs:\2 -->)", re.S)
+    assert sorted(m.group(2) for m in block.finditer(path.read_text())) == sorted(names)
+    path.write_text(block.sub(lambda m: m.group(1) + "STALE\n" + m.group(3), path.read_text()))
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert _make_docs().main(["--quick", "--only", "service", "--root", str(tmp_path)]) == 0
+    text = path.read_text()
+    assert "STALE" not in text
+    # what it wrote is this run's: the quick sizes
+    assert "| distinct records | 300 |" in text
+    assert "| RandomRBFDrift, 4 classes, 10 features, 50 centroids moving 1e-4 | 1,000 | 4 |" in text
+    assert "3,000 of 3,000 records got a prediction" in text
