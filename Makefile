@@ -38,7 +38,7 @@ bench: setup
 
 # Every figure and table of README.md and docs/ from the code (scripts/make_docs.py). Long: the
 # paper's experiments take about 7 minutes on 2 quiet cores and the full benchmark suite (with
-# issue 11's accuracy suite) longer; `--only demo|defaults|paper|bench` runs one part.
+# issue 11's accuracy suite) longer; `--only demo|defaults|paper|bench|service` runs one part.
 docs: setup
 	$(PY) scripts/make_docs.py
 
