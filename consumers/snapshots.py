@@ -5,14 +5,15 @@ record and publishes **snapshots** of its model to a compacted topic (name ``"sn
 :class:`~consumers.kafka_state.KafkaStateStore`); every instance follows that topic with a
 :class:`SnapshotFollower` and predicts with the newest snapshot it has read.
 
-**What a snapshot holds.** The whole estimator as :func:`streamdas.checkpoint.estimator_to_state`
-writes it -- architecture, weights, the averaged (Polyak) weights that predictions use, the
-feature and class order, the standardizer, and the optimizer moments -- except the learner's
-minibatch buffer, which is emptied: prediction never reads it, and it holds input records. The
-optimizer moments are kept although prediction does not need them, so that a snapshot is read
-by exactly the validated load path of a checkpoint, trial learning step included (a state
-without them is refused there). River's linear baselines are stored as plain data
-(:func:`consumers.store.linear_to_state`). Beside the model: ``n_learned`` (records the model
+**What a snapshot holds.** What prediction needs of the estimator as
+:func:`streamdas.checkpoint.estimator_to_state` writes it -- parameters, architecture, weights,
+the averaged (Polyak) weights that predictions use, the feature and class order, the
+standardizer -- and none of what only learning reads: the optimizer's per-parameter moments
+(its state is that of an optimizer before its first step) and the sizer's running averages
+are left out, and the learner's minibatch buffer is emptied (it holds input records). Such a
+state loads through the validated load path of a checkpoint and predicts exactly as the
+learner's model does; it is not meant to learn (predictors never learn from a snapshot).
+River's linear baselines are stored as plain data (:func:`consumers.store.linear_to_state`). Beside the model: ``n_learned`` (records the model
 had learned, its minibatch buffer included) and ``published_at`` (the learner's clock, epoch
 seconds). The epoch and version are the store's: a reader prefers the highest
 ``(epoch, version)`` and never goes back to a lower one, so a deposed learner's snapshot is never
@@ -20,8 +21,8 @@ accepted after its successor's.
 
 The bytes are :func:`streamdas.checkpoint.dumps` of plain data and tensors: reading them
 (:func:`decode_snapshot`) makes every check of a checkpoint file -- SHA-256, the pickle's
-allow-list, tensors, parameters, architecture bounds -- and then a trial prediction and learning
-step on a copy (:func:`streamdas.checkpoint.self_check`). Every failure is a
+allow-list, tensors, parameters, architecture bounds -- and then a trial prediction
+(:func:`streamdas.checkpoint.self_check` with ``learn=False``). Every failure is a
 :class:`~streamdas.checkpoint.CheckpointError`.
 """
 
@@ -50,6 +51,7 @@ __all__ = [
     "model_from_payload",
     "model_kind",
     "model_payload",
+    "prediction_state",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,11 +73,13 @@ def model_kind(estimator: Any) -> str:
     return "das" if type(estimator).__name__ in checkpoint.ESTIMATORS else "linear"
 
 
-def model_payload(estimator: Any, *, keep_buffer: bool = True) -> dict[str, Any]:
+def model_payload(estimator: Any, *, keep_buffer: bool = True, prediction_only: bool = False) -> dict[str, Any]:
     """``estimator`` as plain data and tensors: ``{"kind": ..., "state": ...}``.
 
-    ``keep_buffer=False`` empties a streamdas estimator's minibatch buffer in the payload (the
-    estimator itself is not changed). Raises ``ValueError`` for a model that cannot be stored.
+    ``keep_buffer=False`` empties a streamdas estimator's minibatch buffer in the payload;
+    ``prediction_only=True`` also leaves out what only learning reads (see
+    :func:`prediction_state`). The estimator itself is not changed. Raises ``ValueError`` for a
+    model that cannot be stored.
 
     >>> from streamdas import DASClassifier
     >>> model = DASClassifier(seed=1)
@@ -86,10 +90,37 @@ def model_payload(estimator: Any, *, keep_buffer: bool = True) -> dict[str, Any]
     """
     if model_kind(estimator) == "das":
         state = checkpoint.estimator_to_state(estimator)
-        if not keep_buffer:
+        if not keep_buffer or prediction_only:
             state["estimator"] = {**state["estimator"], "buffer_x": [], "buffer_y": []}
+        if prediction_only:
+            state["estimator"] = prediction_state(state["estimator"])
         return {"kind": "das", "state": state}
     return {"kind": "linear", "state": linear_to_state(estimator)}
+
+
+def prediction_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A streamdas estimator's state (``to_state()``) less what only learning reads: the
+    optimizer's per-parameter state (Adam's moments and step counts; its parameter group with
+    the hyperparameters stays, as an optimizer has it before its first step) and the sizer's
+    running averages. Weights, averaged weights, standardizer, feature and class order and
+    parameters are kept, so the estimator it loads as predicts exactly as ``state``'s. A new
+    dict: ``state`` is not changed.
+
+    >>> from streamdas import DASClassifier
+    >>> model = DASClassifier(seed=1, batch_size=1)
+    >>> model.learn_one({"a": 1.0}, True)
+    >>> full = model.to_state()
+    >>> lean = prediction_state(full)
+    >>> len(full["trainer"]["optimizer"]["state"]) > 0, lean["trainer"]["optimizer"]["state"]
+    (True, {})
+    >>> lean["trainer"]["averages"], lean["trainer"]["model"] is full["trainer"]["model"]
+    ({}, True)
+    """
+    trainer = state.get("trainer")
+    if trainer is None:  # no optimizer step yet: nothing to leave out
+        return dict(state)
+    optimizer = {"state": {}, "param_groups": trainer["optimizer"]["param_groups"]}
+    return {**state, "trainer": {**trainer, "optimizer": optimizer, "averages": {}}}
 
 
 def model_from_payload(payload: Any, *, kind: str | None = None, where: str = "model",
@@ -118,11 +149,12 @@ def model_from_payload(payload: Any, *, kind: str | None = None, where: str = "m
     return checkpoint.guarded(lambda: linear_from_state(payload["state"]), where)
 
 
-def checked(estimator: Any, where: str) -> Any:
+def checked(estimator: Any, where: str, *, learn: bool = True) -> Any:
     """``estimator`` after its trial prediction and learning step on a copy
-    (:func:`streamdas.checkpoint.self_check`); :class:`CheckpointError` if it fails."""
+    (:func:`streamdas.checkpoint.self_check`; ``learn=False``: the trial prediction only);
+    :class:`CheckpointError` if it fails."""
     x, y = checkpoint.trial_input(estimator)
-    checkpoint.self_check(estimator, x, y, where)
+    checkpoint.self_check(estimator, x, y, where, learn=learn)
     return estimator
 
 
@@ -171,13 +203,13 @@ def encode_snapshot(estimator: Any, *, n_learned: int, published_at: float | Non
     if not isinstance(n_learned, int) or n_learned < 0 or not math.isfinite(stamp):
         raise ValueError("n_learned must be a count and published_at a finite time")
     return checkpoint.dumps({"format": SNAPSHOT_FORMAT,
-                             "model": model_payload(estimator, keep_buffer=False),
+                             "model": model_payload(estimator, prediction_only=True),
                              "n_learned": int(n_learned), "published_at": stamp})
 
 
 def decode_snapshot(blob: bytes, *, epoch: int, version: int, kind: str | None = None,
                     limits: checkpoint.Limits | None = None, check: bool = True) -> Snapshot:
-    """Read a snapshot's bytes (every checkpoint check, then the trial step unless ``check``
+    """Read a snapshot's bytes (every checkpoint check, then a trial prediction unless ``check``
     is false); :class:`CheckpointError` for anything wrong."""
     where = f"snapshot (epoch {epoch}, version {version})"
     payload = checkpoint.loads(blob, limits, where)
@@ -191,7 +223,7 @@ def decode_snapshot(blob: bytes, *, epoch: int, version: int, kind: str | None =
         raise CheckpointError(f"{where}: published_at is not a finite time")
     estimator = model_from_payload(payload["model"], kind=kind, where=where, limits=limits)
     if check:
-        checked(estimator, where)
+        checked(estimator, where, learn=False)
     return Snapshot(estimator, int(epoch), int(version), n_learned, stamp)
 
 

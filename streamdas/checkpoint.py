@@ -1081,17 +1081,25 @@ def _check_output(estimator: Any, x: dict[Any, float]) -> None:
         require(isinstance(y, (int, float)) and math.isfinite(y), f"prediction is not finite: {_short(y)}")
 
 
-def self_check(estimator: Any, x: dict[Any, float], y: Any, where: str) -> None:
+def self_check(estimator: Any, x: dict[Any, float], y: Any, where: str, *, learn: bool = True) -> None:
     """Predict ``x``, learn ``(x, y)`` until one optimizer step is taken, predict again -- on a
     deep copy of ``estimator``, which is left as it was. Any failure, a native panic or a
     non-finite output is a :class:`CheckpointError` naming ``where``.
+
+    ``learn=False`` makes the trial prediction only, on ``estimator`` itself (prediction does
+    not change it): for a model that is only predicted with, such as one without optimizer
+    state, which could not learn as its writer would.
 
     >>> from river import linear_model
     >>> model = linear_model.LogisticRegression()
     >>> self_check(model, *trial_input(model), where="model")
     >>> model.weights
     {}
+    >>> self_check(model, *trial_input(model), where="model", learn=False)
     """
+
+    def predict_only() -> None:
+        _check_output(estimator, x)
 
     def trial() -> None:
         copied = copy.deepcopy(estimator)
@@ -1101,4 +1109,7 @@ def self_check(estimator: Any, x: dict[Any, float], y: Any, where: str) -> None:
             copied.learn_one(x, y)
         _check_output(copied, x)
 
+    if not learn:
+        guarded(predict_only, f"{where}: the model fails its trial prediction")
+        return
     guarded(trial, f"{where}: the model fails its trial prediction and learning step")
