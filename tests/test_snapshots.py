@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import pandas as pd
 import pytest
+import torch
 from kafka.errors import KafkaConnectionError
 from river import linear_model
 
@@ -27,7 +30,7 @@ from consumers.snapshots import (
     encode_snapshot,
     model_payload,
 )
-from streamdas import DASClassifier, checkpoint
+from streamdas import DASClassifier, DASRegressor, checkpoint
 from streamdas.checkpoint import CheckpointError
 
 NAME = "snap"
@@ -226,6 +229,100 @@ def test_snapshots_of_river_baselines_round_trip() -> None:
     model.learn_one({"a": 1.0}, True)
     snap = decode_snapshot(encode_snapshot(model, n_learned=1), epoch=0, version=1, kind="linear")
     assert snap.estimator.weights == model.weights
+
+
+def full_snapshot(model: Any, n_learned: int) -> bytes:
+    """A snapshot as the learner wrote them before they were prediction-only: the whole state."""
+    return checkpoint.dumps({"format": "streamdas-snapshot", "model": model_payload(model, keep_buffer=False),
+                             "n_learned": n_learned, "published_at": 1.0})
+
+
+def stream_model(model: Any, n: int = 300) -> Any:
+    rng = random.Random(4)
+    for _ in range(n):
+        x = {f"f{k}": rng.gauss(0, 1) for k in range(10)}
+        y = x["f0"] + x["f1"] > 0
+        model.learn_one(x, y if isinstance(model, DASClassifier) else float(y) + x["f2"])
+    return model
+
+
+@pytest.mark.parametrize("make", [
+    lambda: DASClassifier(seed=1, batch_size=8),  # predicts with averaged (Polyak) weights
+    lambda: DASClassifier(seed=2, batch_size=8, average_horizon=0, hidden_sizes=(64, 32)),
+    lambda: DASRegressor(seed=3, batch_size=8),
+], ids=["classifier_polyak", "classifier_live_weights", "regressor"])
+def test_a_snapshot_is_prediction_only_and_predicts_bit_for_bit_as_the_full_state(make: Any) -> None:
+    model = stream_model(make())
+    lean_blob = encode_snapshot(model, n_learned=300, published_at=1.0)
+    state = checkpoint.loads(lean_blob)["model"]["state"]["estimator"]
+    assert state["trainer"]["optimizer"]["state"] == {} and state["trainer"]["averages"] == {}
+    assert state["trainer"]["optimizer"]["param_groups"]  # the hyperparameters stay
+    full_blob = full_snapshot(model, 300)
+    assert len(lean_blob) < len(full_blob)
+    lean = decode_snapshot(lean_blob, epoch=0, version=1).estimator
+    full = decode_snapshot(full_blob, epoch=0, version=1).estimator
+    rng = random.Random(9)
+    xs = [{f"f{k}": rng.gauss(0, 3) for k in range(10)} for _ in range(200)]
+    xs += [{"f0": 1.0}, {"f1": 1e6, "new": 2.0}]  # missing and unknown features
+    for x in xs:
+        if isinstance(model, DASClassifier):
+            assert lean.predict_proba_one(x) == full.predict_proba_one(x) == model.predict_proba_one(x)
+            assert lean.predict_one(x) == full.predict_one(x)
+        else:
+            assert lean.predict_one(x) == full.predict_one(x) == model.predict_one(x)
+    frame = pd.DataFrame(xs[:200])
+    many = "predict_proba_many" if isinstance(model, DASClassifier) else "predict_many"
+    pd.testing.assert_frame_equal(pd.DataFrame(getattr(lean, many)(frame)),
+                                  pd.DataFrame(getattr(full, many)(frame)), check_exact=True)
+
+
+def test_decoding_a_snapshot_predicts_but_never_learns(monkeypatch: pytest.MonkeyPatch) -> None:
+    blob = encode_snapshot(learned_model(), n_learned=21)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a snapshot was learned from")
+
+    monkeypatch.setattr(DASClassifier, "learn_one", refuse)
+    monkeypatch.setattr(DASClassifier, "learn_many", refuse)
+    assert decode_snapshot(blob, epoch=0, version=1).n_learned == 21
+
+
+class FakePanic(BaseException):
+    """Like pyo3's PanicException: passes every ``except Exception``."""
+
+
+@pytest.mark.parametrize("output", ["nan", "panic"])
+def test_a_snapshot_whose_trial_prediction_fails_is_a_checkpoint_error(
+    output: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blob = encode_snapshot(learned_model(), n_learned=21)
+
+    def predict(self: Any, x: Any, **kwargs: Any) -> dict[Any, float]:
+        if output == "panic":
+            raise FakePanic("native code panicked")
+        return {True: float("nan"), False: float("nan")}
+
+    monkeypatch.setattr(DASClassifier, "predict_proba_one", predict)
+    with pytest.raises(CheckpointError, match="trial prediction"):
+        decode_snapshot(blob, epoch=0, version=1)
+    assert decode_snapshot(blob, epoch=0, version=1, check=False).n_learned == 21
+
+
+@pytest.mark.parametrize("change", ["inf_weights", "inf_polyak", "moments_of_unknown_parameter", "stale_averages"])
+def test_a_prediction_only_snapshot_is_validated_as_a_checkpoint(change: str) -> None:
+    model = stream_model(DASClassifier(seed=1, batch_size=8))
+    payload = checkpoint.loads(encode_snapshot(model, n_learned=300, published_at=1.0))
+    trainer = payload["model"]["state"]["estimator"]["trainer"]
+    if change == "inf_weights":
+        trainer["model"]["hidden.0.weight"][0, 0] = float("inf")
+    elif change == "inf_polyak":
+        trainer["polyak"]["output.bias"][0] = float("inf")
+    elif change == "moments_of_unknown_parameter":
+        trainer["optimizer"]["state"][99] = {"step": torch.tensor(1.0)}
+    else:
+        trainer["averages"]["no.such.weight"] = torch.zeros(2)
+    with pytest.raises(CheckpointError):
+        decode_snapshot(checkpoint.dumps(payload), epoch=0, version=1)
 
 
 @pytest.mark.parametrize("change", ["kind", "format", "n_learned", "published_at", "nan_weights", "bytes"])
