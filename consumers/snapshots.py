@@ -13,9 +13,9 @@ standardizer -- and none of what only learning reads: the optimizer's per-parame
 are left out, and the learner's minibatch buffer is emptied (it holds input records). Such a
 state loads through the validated load path of a checkpoint and predicts exactly as the
 learner's model does; it is not meant to learn (predictors never learn from a snapshot).
-River's linear baselines are stored as plain data (:func:`consumers.store.linear_to_state`). Beside the model: ``n_learned`` (records the model
-had learned, its minibatch buffer included) and ``published_at`` (the learner's clock, epoch
-seconds). The epoch and version are the store's: a reader prefers the highest
+River's linear baselines are stored as plain data (:func:`consumers.store.linear_to_state`).
+Beside the model: ``n_learned`` (records the model had learned, its minibatch buffer included)
+and ``published_at`` (the learner's clock, epoch seconds). The epoch and version are the store's: a reader prefers the highest
 ``(epoch, version)`` and never goes back to a lower one, so a deposed learner's snapshot is never
 accepted after its successor's.
 
@@ -73,7 +73,9 @@ def model_kind(estimator: Any) -> str:
     return "das" if type(estimator).__name__ in checkpoint.ESTIMATORS else "linear"
 
 
-def model_payload(estimator: Any, *, keep_buffer: bool = True, prediction_only: bool = False) -> dict[str, Any]:
+def model_payload(
+    estimator: Any, *, keep_buffer: bool = True, prediction_only: bool = False
+) -> dict[str, Any]:
     """``estimator`` as plain data and tensors: ``{"kind": ..., "state": ...}``.
 
     ``keep_buffer=False`` empties a streamdas estimator's minibatch buffer in the payload;

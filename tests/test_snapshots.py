@@ -308,7 +308,9 @@ def test_a_snapshot_whose_trial_prediction_fails_is_a_checkpoint_error(
     assert decode_snapshot(blob, epoch=0, version=1, check=False).n_learned == 21
 
 
-@pytest.mark.parametrize("change", ["inf_weights", "inf_polyak", "moments_of_unknown_parameter", "stale_averages"])
+@pytest.mark.parametrize(
+    "change", ["inf_weights", "inf_polyak", "moments_of_unknown_parameter", "stale_averages"]
+)
 def test_a_prediction_only_snapshot_is_validated_as_a_checkpoint(change: str) -> None:
     model = stream_model(DASClassifier(seed=1, batch_size=8))
     payload = checkpoint.loads(encode_snapshot(model, n_learned=300, published_at=1.0))
