@@ -15,9 +15,9 @@ state loads through the validated load path of a checkpoint and predicts exactly
 learner's model does; it is not meant to learn (predictors never learn from a snapshot).
 River's linear baselines are stored as plain data (:func:`consumers.store.linear_to_state`).
 Beside the model: ``n_learned`` (records the model had learned, its minibatch buffer included)
-and ``published_at`` (the learner's clock, epoch seconds). The epoch and version are the store's: a reader prefers the highest
-``(epoch, version)`` and never goes back to a lower one, so a deposed learner's snapshot is never
-accepted after its successor's.
+and ``published_at`` (the learner's clock, epoch seconds). The epoch and version are the
+store's: a reader prefers the highest ``(epoch, version)`` and never goes back to a lower one,
+so a deposed learner's snapshot is never accepted after its successor's.
 
 The bytes are :func:`streamdas.checkpoint.dumps` of plain data and tensors: reading them
 (:func:`decode_snapshot`) makes every check of a checkpoint file -- SHA-256, the pickle's
