@@ -99,6 +99,28 @@ def labelled_records(n: int, start: int = 0, seed: int = 0) -> list[bytes]:
     return out
 
 
+def raw_records(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of ``topic``'s partition 0, in offset order, up to the end offset seen at
+    the start. Tansu's end offset is the last batch's base offset + 1: the states written by
+    ``consumers.kafka_state`` end each save with a manifest in a batch of its own, so it is
+    still the end there."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    tp = TopicPartition(topic, 0)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             max_partition_fetch_bytes=4 * 2**20)
+    try:
+        consumer.assign([tp])
+        end = consumer.end_offsets([tp])[tp]
+        consumer.seek_to_beginning(tp)
+        records: list[Any] = []
+        while consumer.position(tp) < end:
+            records += consumer.poll(timeout_ms=500, max_records=100_000).get(tp, [])
+        return records
+    finally:
+        consumer.close(autocommit=False)
+
+
 def read_topic(bootstrap: str, topic: str, until: Callable[[list[dict[str, Any]]], bool],
                timeout: float = 60.0, decode: bool = True) -> list[Any]:
     """Read ``topic`` from the beginning (no group) until ``until(records)`` or ``timeout``."""

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 from kafka_fixtures import (
     produce,
+    raw_records,
 )
 
 from consumers.broker import TansuBroker
@@ -81,26 +82,6 @@ class Tracked(KafkaStateStore):
 
 def store(broker: TansuBroker, **kwargs: Any) -> KafkaStateStore:
     return Tracked(broker.bootstrap, TOPIC, **{"timeout_s": 20.0, **kwargs})
-
-
-def raw_records(bootstrap: str, topic: str = TOPIC) -> list[Any]:
-    """Every record of partition 0, in offset order (its last batch is one record: a manifest)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    tp = TopicPartition(topic, 0)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             max_partition_fetch_bytes=4 * MiB)
-    try:
-        consumer.assign([tp])
-        end = consumer.end_offsets([tp])[tp]
-        consumer.seek_to_beginning(tp)
-        records: list[Any] = []
-        while consumer.position(tp) < end:
-            for messages in consumer.poll(timeout_ms=500, max_records=100_000).values():
-                records += messages
-        return records
-    finally:
-        consumer.close(autocommit=False)
 
 
 class Hooked(Tracked):
@@ -168,7 +149,7 @@ def test_round_trip_of_a_6_mib_state_and_every_message_under_the_bound(tansu: Ta
     assert (state.blob == data, state.epoch, state.version, state.meta) == (True, 1, 1, meta)
     assert reader.latest_epoch("learner") == 1
     assert reader.head("learner").version == 1
-    records = raw_records(tansu.bootstrap)
+    records = raw_records(tansu.bootstrap, TOPIC)
     assert len(records) == 12 + 1  # 6 MiB in 512 KiB chunks, then the manifest
     assert records[-1].key == manifest_key("learner")
     sizes = [message_size(r.key, r.value) for r in records]
@@ -209,9 +190,9 @@ def test_a_crash_before_the_manifest_leaves_the_previous_version(tansu: TansuBro
     state = store(tansu).load("learner")
     assert (state.version, state.blob) == (2, blob(250_000, 2))
     # the next writer reuses that slot and tombstones the crashed write's extra chunks
-    before = len(raw_records(tansu.bootstrap))
+    before = len(raw_records(tansu.bootstrap, TOPIC))
     assert store(tansu, chunk_bytes=100_000).save("learner", blob(150_000, 4), epoch=1) == 3
-    tail = raw_records(tansu.bootstrap)[before:]
+    tail = raw_records(tansu.bootstrap, TOPIC)[before:]
     assert {r.key for r in tail if r.value is None} == {chunk_key("learner", 0, i) for i in range(2, 9)}
     assert store(tansu).load("learner").blob == blob(150_000, 4)
 
@@ -223,7 +204,7 @@ def test_a_longer_state_then_a_shorter_one(tansu: TansuBroker):
     s.save("learner", blob(100, 2), epoch=1)  # slot 1
     s.save("learner", blob(300_000, 3), epoch=1)  # slot 0: 2 chunks, 10 tombstones
     assert store(tansu).load("learner").blob == blob(300_000, 3)
-    tombstones = {r.key for r in raw_records(tansu.bootstrap) if r.value is None}
+    tombstones = {r.key for r in raw_records(tansu.bootstrap, TOPIC) if r.value is None}
     assert tombstones == {chunk_key("learner", 0, i) for i in range(2, 12)}
 
 
@@ -234,7 +215,7 @@ def test_a_corrupted_chunk_gives_the_previous_version_never_a_wrong_blob(tansu: 
     s.save("learner", blob(250_000, 2), epoch=1, meta={"v": 2})  # slot 1
     newest = store(tansu).head("learner")
     key = chunk_key("learner", newest.slot, 1)
-    value = next(r.value for r in reversed(raw_records(tansu.bootstrap)) if r.key == key)
+    value = next(r.value for r in reversed(raw_records(tansu.bootstrap, TOPIC)) if r.key == key)
     flipped = bytearray(value)
     flipped[5000] ^= 0x01  # one bit, as a broken disk would
     produce(tansu.bootstrap, TOPIC, [bytes(flipped)], keys=[key])
@@ -269,13 +250,13 @@ def test_a_lower_epoch_save_after_a_higher_one_is_refused_and_never_loaded(tansu
     new = store(tansu)
     assert new.latest_epoch("learner") == 1
     assert new.save("learner", b"new v2", epoch=2) == 2
-    end = len(raw_records(tansu.bootstrap))
+    end = len(raw_records(tansu.bootstrap, TOPIC))
     with pytest.raises(StaleEpochError, match="epoch 1 is below"):
         old.save("learner", b"old v3", epoch=1)
-    assert len(raw_records(tansu.bootstrap)) == end  # nothing written
+    assert len(raw_records(tansu.bootstrap, TOPIC)) == end  # nothing written
     # a zombie that never saw epoch 2 (the race window): its write is ignored by readers
     stale_view = StateLog("learner", keep_values=False)
-    for r in raw_records(tansu.bootstrap)[:2]:  # v1's chunk and manifest
+    for r in raw_records(tansu.bootstrap, TOPIC)[:2]:  # v1's chunk and manifest
         stale_view.apply(r.offset, r.key, r.value)
     new.save("learner", b"new v3", epoch=2)  # slot 0, so the zombie's slot-1 write spares it
     plan = plan_save(stale_view, b"zombie", epoch=1, meta=None, chunk_bytes=1000,
@@ -366,7 +347,7 @@ def test_what_tansu_does_with_compaction_and_large_messages(tansu: TansuBroker, 
     finally:
         admin.close()
     assert configs == {"topic": {TOPIC: {}}}  # nothing reported
-    records = raw_records(tansu.bootstrap)
+    records = raw_records(tansu.bootstrap, TOPIC)
     manifests = [r for r in records if r.key == manifest_key("learner")]
     assert len(manifests) == 5  # not compacted: every manifest value is still there
     assert [Manifest.decode(r.value, "learner", max_state_bytes=MiB).version

@@ -18,6 +18,7 @@ from kafka_fixtures import (
     REPO,
     create_topics,
     produce,
+    raw_records,
     wait_for,
 )
 from test_training import reference, same, stream
@@ -111,26 +112,6 @@ def head_meta(cfg: ServiceConfig, topic: str, name: str) -> dict[str, Any]:
     with KafkaStateStore(cfg.bootstrap_servers, topic, timeout_s=20.0) as store:
         head = store.head(name)
     return {} if head is None else {**head.meta, "epoch": head.epoch}
-
-
-def raw_records(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of partition 0 (each save ends with a manifest in a batch of its own, so
-    Tansu's approximate end offset is still the end)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    tp = TopicPartition(topic, 0)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             max_partition_fetch_bytes=4 * MiB)
-    try:
-        consumer.assign([tp])
-        end = consumer.end_offsets([tp])[tp]
-        consumer.seek_to_beginning(tp)
-        records: list[Any] = []
-        while consumer.position(tp) < end:
-            records += consumer.poll(timeout_ms=500, max_records=100_000).get(tp, [])
-        return records
-    finally:
-        consumer.close(autocommit=False)
 
 
 def follow_until(follower: SnapshotFollower, seen: list[Any], n_learned: int, timeout: float = 30) -> bool:
