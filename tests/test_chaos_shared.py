@@ -91,13 +91,17 @@ def test_shared_scope_learns_exactly_once_through_learner_kills_and_a_frozen_bro
             time.sleep(0.25)
 
     ports = {"a": free_port(), "b": free_port()}
+    incarnations = {"a": 0, "b": 0}
 
     def start(name: str) -> ServiceProcess:
         args = shared_args(bs, tmp_path, name, metrics_port=ports[name], max_poll_records=20,
                            max_record_bytes=MAX_BYTES, request_timeout_ms=2000,
                            flush_timeout_s=2)
         args += ["--kafka", "delivery_timeout_ms=3000"]
-        return ServiceProcess(args, tmp_path / f"{name}.log")
+        # A log per incarnation: a restarted member's log must not show its predecessor's
+        # events, or the group would look settled before the newcomer joined.
+        incarnations[name] += 1
+        return ServiceProcess(args, tmp_path / f"{name}-{incarnations[name]}.log")
 
     procs = {"a": start("a"), "b": start("b")}
     history = list(procs.values())
