@@ -60,6 +60,33 @@ _EXPORTS = {
     "TrainConfig": "trainer",
 }
 
+#: The submodules ``streamdas.NAME`` imports on first use (a fixed table: no other name is
+#: turned into an import).
+_SUBMODULES = frozenset(
+    {
+        "activations",
+        "adam",
+        "arguments",
+        "averaging",
+        "backprop",
+        "checkpoint",
+        "cli",
+        "cudagraph",
+        "estimators",
+        "fastpath",
+        "features",
+        "memory",
+        "metrics",
+        "metrics_server",
+        "model",
+        "params",
+        "regularizers",
+        "sizing",
+        "threads",
+        "trainer",
+    }
+)
+
 
 def __getattr__(name: str) -> Any:
     """A public name, or a submodule (``streamdas.threads``), imported when first asked for."""
@@ -67,12 +94,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
         globals()[name] = value
         return value
-    if not name.startswith("_"):
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -371,7 +371,7 @@ def _read_pickle(body: bytes, path: Path | str, limits: Limits) -> None:
         for op, arg, _ in pickletools.genops(data):
             if (op.name == "GLOBAL" and arg not in PICKLE_GLOBALS) or op.name in _PICKLE_REFUSED:
                 raise CheckpointError(
-                    f"checkpoint {path}: its pickle uses {op.name} {_short(arg or '')}, "
+                    f"checkpoint {path}: its pickle uses {op.name} {short_repr(arg or '')}, "
                     "which a checkpoint never needs"
                 )
     except CheckpointError:
@@ -560,13 +560,22 @@ def plain(value: Any, what: str, max_len: int = 1_000_000) -> Any:
             plain(v, what)
         return value
     if type(value) not in _SCALARS or (type(value) is float and not math.isfinite(value)):
-        raise ValueError(f"{what} is not a plain value: {_short(value)}")
+        raise ValueError(f"{what} is not a plain value: {short_repr(value)}")
     return value
 
 
-def _short(value: Any) -> str:
-    text_ = object.__repr__(value) if type(value) is int and abs(value) > 10**100 else repr(value)
-    return text_ if len(text_) <= 80 else text_[:77] + "..."
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for error messages (an integer too long to
+    write out is named by its type).
+
+    >>> short_repr("x" * 100, 10), short_repr(10**5000)
+    ("'xxxxxx...", '<int>')
+    """
+    try:
+        text = repr(value)
+    except ValueError:
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def plain_tree(value: Any, what: str, max_depth: int = 16, max_nodes: int = 1_000_000) -> Any:
@@ -671,14 +680,14 @@ class Rule:
             return value
         require(
             type(value) in self.types,
-            f"{what} is {_short(value)}, not of type {' or '.join(t.__name__ for t in self.types)}",
+            f"{what} is {short_repr(value)}, not of type {' or '.join(t.__name__ for t in self.types)}",
         )
         if self.choices is not None:
-            require(value in self.choices, f"{what} is {_short(value)}, not one of {list(self.choices)}")
+            require(value in self.choices, f"{what} is {short_repr(value)}, not one of {list(self.choices)}")
         if self.pattern is not None:
             require(
                 len(value) <= 64 and re.fullmatch(self.pattern, value) is not None,
-                f"{what} is {_short(value)}, which is not allowed",
+                f"{what} is {short_repr(value)}, which is not allowed",
             )
         if self.items is not None:
             require(
@@ -693,7 +702,9 @@ class Rule:
             hi_ok = self.hi is None or (value < self.hi if self.open_hi else value <= self.hi)
             if not (lo_ok and hi_ok):
                 left, right = "(" if self.open_lo else "[", ")" if self.open_hi else "]"
-                raise ValueError(f"{what} is {_short(value)}, outside {left}{self.lo:g}, {self.hi:g}{right}")
+                raise ValueError(
+                    f"{what} is {short_repr(value)}, outside {left}{self.lo:g}, {self.hi:g}{right}"
+                )
         return value
 
 
@@ -762,7 +773,7 @@ def check_params(params: Mapping[str, Any], rules: Mapping[str, Rule], what: str
     out = {}
     for key, value in params.items():
         rule = rules.get(key) if isinstance(key, str) else None
-        require(rule is not None, f"{what} has no parameter {_short(key)}")
+        require(rule is not None, f"{what} has no parameter {short_repr(key)}")
         assert rule is not None
         out[key] = rule.check(value, f"{what} parameter {key!r}")
     return out
@@ -914,11 +925,13 @@ def detector_from_state(state: Any) -> Any:
     name = state.get("class")
     cls = DRIFT_DETECTORS.get(name) if isinstance(name, str) else None
     if cls is None:
-        raise ValueError(f"drift detector {_short(name)} is not on the allow-list {sorted(DRIFT_DETECTORS)}")
+        raise ValueError(
+            f"drift detector {short_repr(name)} is not on the allow-list {sorted(DRIFT_DETECTORS)}"
+        )
     if "module" in state:  # files before the allow-list also named the module: it must agree
         require(
             state["module"] == cls.__module__,
-            f"drift detector module {_short(state['module'])} is not {cls.__module__!r}",
+            f"drift detector module {short_repr(state['module'])} is not {cls.__module__!r}",
         )
     params = check_params(state.get("params", {}), DETECTOR_PARAMS[name], name)
     if name == "KSWIN":
@@ -985,7 +998,7 @@ def estimator_from_state(payload: Any, where: str = "checkpoint", limits: Limits
     name = payload.get("class")
     cls = _estimator_class(name) if isinstance(name, str) else None
     if cls is None:
-        raise CheckpointError(f"{where}: unknown estimator class {_short(name)}")
+        raise CheckpointError(f"{where}: unknown estimator class {short_repr(name)}")
     return guarded(
         lambda: cls.from_state(payload["estimator"], limits=limits or DEFAULT_LIMITS),
         f"{where}: checkpoint does not fit {name}",
@@ -1073,12 +1086,14 @@ def _check_output(estimator: Any, x: dict[Any, float]) -> None:
         values = list(proba.values())
         require(
             all(type(p) in (float, int) and math.isfinite(p) and 0 <= p <= 1 for p in values),
-            f"predicted probabilities are not finite numbers in [0, 1]: {_short(values)}",
+            f"predicted probabilities are not finite numbers in [0, 1]: {short_repr(values)}",
         )
         require(not values or abs(sum(values) - 1) < 1e-3, "predicted probabilities do not sum to 1")
     else:
         y = estimator.predict_one(x)
-        require(isinstance(y, (int, float)) and math.isfinite(y), f"prediction is not finite: {_short(y)}")
+        require(
+            isinstance(y, (int, float)) and math.isfinite(y), f"prediction is not finite: {short_repr(y)}"
+        )
 
 
 def self_check(estimator: Any, x: dict[Any, float], y: Any, where: str, *, learn: bool = True) -> None:

@@ -44,15 +44,6 @@ def _check_bound(name: str, value: Any, none: bool = True) -> None:
         raise ValueError(f"{name} must be a positive integer{' or None' if none else ''}, got {value!r}")
 
 
-def _short(value: Any, limit: int = 40) -> str:
-    """``repr(value)``, cut to ``limit`` characters (error messages stay short)."""
-    try:
-        text = repr(value)
-    except ValueError:  # an integer too long to write out
-        return f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _label_length(y: Any) -> float:
     """Characters of ``str(y)`` (infinite for an integer too long to write out at all)."""
     if isinstance(y, str):
@@ -324,7 +315,8 @@ class _DASEstimator:
         model past ``max_features``."""
         if self.max_features is not None and len(self._index) + len(names) > self.max_features:
             raise LimitError(
-                f"too many features: {len(names)} new (first {_short(names[0])}) would make "
+                f"too many features: {len(names)} new "
+                f"(first {checkpoint.short_repr(names[0], 40)}) would make "
                 f"{len(self._index) + len(names)}, max_features={self.max_features}",
                 "too_many_features",
             )
@@ -639,8 +631,9 @@ class _DASEstimator:
         require(type(n_drifts) is int and n_drifts >= 0, "n_drifts_detected is not a count")
         est.n_drifts_detected = n_drifts
         est._load_extra_state(state)
-        max_features = getattr(est, "max_features", None)
-        require(max_features is None or len(est._index) <= max_features, "more features than max_features")
+        require(
+            est.max_features is None or len(est._index) <= est.max_features, "more features than max_features"
+        )
         if est._trainer is None:  # the network its first step builds must fit the limits too
             check_architecture(
                 NetConfig(
@@ -989,12 +982,11 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
             and not any(isinstance(c, float) and c != c for c in classes),
             "classes are not a list of labels",
         )
-        max_classes, max_length = getattr(self, "max_classes", None), getattr(self, "max_label_length", None)
         checkpoint.require(
-            max_classes is None or len(classes) <= max_classes, "more classes than max_classes"
+            self.max_classes is None or len(classes) <= self.max_classes, "more classes than max_classes"
         )
         checkpoint.require(
-            max_length is None or all(len(str(c)) <= max_length for c in classes),
+            all(_label_length(c) <= self.max_label_length for c in classes),
             "a label is longer than max_label_length",
         )
         self._classes = list(classes)

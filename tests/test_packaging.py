@@ -230,3 +230,14 @@ print(type(model).__name__, model.n_samples_learned)
     out = _run(load)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["DASRegressor", "5"]
+
+
+def test_only_listed_submodules_are_imported_by_attribute() -> None:
+    import pkgutil
+
+    import streamdas
+
+    modules = {m.name for m in pkgutil.iter_modules(streamdas.__path__) if not m.name.startswith("_")}
+    assert modules == streamdas._SUBMODULES  # the table names every submodule, and only those
+    with pytest.raises(AttributeError):
+        streamdas.__getattr__("os")  # a name outside the table is never turned into an import
