@@ -23,7 +23,12 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+)
 
 from consumers.config import ServiceConfig
 from consumers.kafka_state import KafkaStateStore, StateUnavailableError
@@ -31,6 +36,7 @@ from consumers.kafka_state import KafkaStateStore, StateUnavailableError
 __all__ = [
     "CONNECT_ERRORS",
     "COORDINATOR_MARGIN_MS",
+    "MESSAGE_ERRORS",
     "client_options",
     "common_options",
     "consumer_request_timeout_ms",
@@ -178,6 +184,9 @@ def ensure_topics(cfg: ServiceConfig) -> list[str]:
         log.info("created topic(s) %s", created)
     return created
 
+
+#: Producer errors caused by the message itself: never a reason to rewind.
+MESSAGE_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 #: What :func:`ensure_topics` and the client constructors may raise when the broker is away.
 CONNECT_ERRORS = (KafkaError, OSError, StateUnavailableError)

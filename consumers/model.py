@@ -143,7 +143,7 @@ DEFAULT_MAX_LABEL_LENGTH = 256
 #: bring many different features is predicted and learned in several frames (same result).
 MAX_FRAME_CELLS = 1_000_000
 #: Exceptions that stop the process rather than fail one record.
-_STOP = (KeyboardInterrupt, SystemExit, GeneratorExit)
+STOP_REQUESTS = (KeyboardInterrupt, SystemExit, GeneratorExit)
 
 
 @dataclass
@@ -373,7 +373,7 @@ def _predict_frame(est: Any, X: pd.DataFrame, task: str) -> list[Outcome]:
         preds, probs = _predict(est, X, task)
         return list(zip(preds, probs, strict=True))
     except BaseException as exc:
-        if isinstance(exc, _STOP):
+        if isinstance(exc, STOP_REQUESTS):
             raise
         log.warning("batch prediction failed (%s); retrying record by record", _failure(exc))
     out: list[Outcome] = []
@@ -383,7 +383,7 @@ def _predict_frame(est: Any, X: pd.DataFrame, task: str) -> list[Outcome]:
             preds, probs = _predict(est, row, task)
             out.append((preds[0], probs[0]))
         except BaseException as exc:
-            if isinstance(exc, _STOP):
+            if isinstance(exc, STOP_REQUESTS):
                 raise
             out.append(exc)
     return out
@@ -512,14 +512,14 @@ def process_batch(
     return result
 
 
-_LIMIT_REASONS = ("too_many_classes", "label_too_long", "too_many_features")
+LIMIT_REASONS = ("too_many_classes", "label_too_long", "too_many_features")
 
 
-def _limit_reason(exc: BaseException) -> str:
+def limit_reason(exc: BaseException) -> str:
     """The dead-letter reason of a failed learn: the bound a ``streamdas.LimitError`` names
     (its ``reason``), else ``model_error``."""
     reason = getattr(exc, "reason", None)
-    return reason if isinstance(exc, ValueError) and reason in _LIMIT_REASONS else "model_error"
+    return reason if isinstance(exc, ValueError) and reason in LIMIT_REASONS else "model_error"
 
 
 def _learn(
@@ -548,10 +548,10 @@ def _learn(
             learn()
             done.append(pos)
         except BaseException as exc:
-            if isinstance(exc, _STOP):
+            if isinstance(exc, STOP_REQUESTS):
                 raise
             result.rejections.append((valid[pos][0], Rejection(
-                _limit_reason(exc), f"learn: {_failure(exc)}")))
+                limit_reason(exc), f"learn: {_failure(exc)}")))
 
     if not split:
         for pos in labelled:
@@ -567,7 +567,7 @@ def _learn(
             done.extend(part)
             continue
         except BaseException as exc:
-            if isinstance(exc, _STOP):
+            if isinstance(exc, STOP_REQUESTS):
                 raise
             log.warning("minibatch learning failed (%s); retrying record by record",
                         _failure(exc))
@@ -596,7 +596,7 @@ def process_guarded(
     try:
         return process_batch(state, values, **options)
     except BaseException as exc:
-        if isinstance(exc, _STOP):
+        if isinstance(exc, STOP_REQUESTS):
             raise
         log.error("a batch of %d records failed outside the per-record checks (%s); "
                   "processing its records one at a time", len(values), _failure(exc))
@@ -608,7 +608,7 @@ def process_guarded(
         try:
             part = process_batch(state, [value], keys=one_key, **options)
         except BaseException as exc:
-            if isinstance(exc, _STOP):
+            if isinstance(exc, STOP_REQUESTS):
                 raise
             state.n_records += 1
             state.dirty += 1

@@ -37,10 +37,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaProducer, TopicPartition
-from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
+from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from consumers.clients import (
     CONNECT_ERRORS,
+    MESSAGE_ERRORS,
     client_options,
     ensure_topics,
     replace_producer,
@@ -58,7 +59,6 @@ __all__ = ["SharedScope", "SnapshotSlot"]
 log = logging.getLogger(__name__)
 
 #: Producer errors caused by the message itself.
-MESSAGE_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError)
 #: Longest pause between attempts of the snapshot reader and the learner after a failure.
 MAX_BACKOFF_S = 10.0
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "REASONS",
     "Record",
     "Rejection",
+    "check_features",
     "check_schema",
     "clip",
     "decode_json",
@@ -127,6 +129,37 @@ class Rejection:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "detail", clip(str(self.detail)))
+
+
+#: float32's largest finite value.
+_FLOAT32_MAX = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
+
+
+def check_features(raw_x: dict[str, Any]) -> dict[str, float] | Rejection:
+    """A record's features as finite floats (the estimators' :func:`check_value`), or the
+    :class:`Rejection` of the first one that is not usable.
+
+    >>> check_features({"a": 1, "b": 2.5})
+    {'a': 1.0, 'b': 2.5}
+    >>> check_features({"a": "x"}).reason
+    'non_numeric_feature'
+    """
+    x: dict[str, float] = {}
+    for name, raw in raw_x.items():
+        if len(name) > MAX_FEATURE_NAME_CHARS:
+            return Rejection("feature_name_too_long",
+                             f"feature name of {len(name)} characters > {MAX_FEATURE_NAME_CHARS}: "
+                             f"{clip(repr(name), 80)}")
+        if type(raw) is float and -_FLOAT32_MAX <= raw <= _FLOAT32_MAX:  # what check_value keeps
+            x[name] = raw
+            continue
+        try:
+            x[name] = check_value(name, raw)
+        except ValueError as exc:
+            numeric = isinstance(raw, (int, float))
+            return Rejection("non_finite_feature" if numeric else "non_numeric_feature",
+                             str(exc)[:200])
+    return x
 
 
 def label_problem(y: Any, task: str) -> str | None:
@@ -238,18 +271,9 @@ def _parse(value: bytes | None, task: str, max_bytes: int) -> Record | Rejection
         return Rejection("missing_x", "no 'x' object")
     if not raw_x:
         return Rejection("missing_x", EMPTY_RECORD)
-    x: dict[str, float] = {}
-    for name, raw in raw_x.items():
-        if len(name) > MAX_FEATURE_NAME_CHARS:
-            return Rejection("feature_name_too_long",
-                             f"feature name of {len(name)} characters > {MAX_FEATURE_NAME_CHARS}: "
-                             f"{clip(repr(name), 80)}")
-        try:
-            x[name] = check_value(name, raw)
-        except ValueError as exc:
-            numeric = isinstance(raw, (int, float))
-            return Rejection("non_finite_feature" if numeric else "non_numeric_feature",
-                             str(exc)[:200])
+    x = check_features(raw_x)
+    if isinstance(x, Rejection):
+        return x
     y = obj.get("y")
     problem = None if y is None else label_problem(y, task)
     if problem is not None:

@@ -51,14 +51,13 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import (
     KafkaError,
     KafkaTimeoutError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
 )
 from kafka.structs import OffsetAndMetadata
 
 from consumers.clients import (
     CONNECT_ERRORS,
     COORDINATOR_MARGIN_MS,
+    MESSAGE_ERRORS,
     consumer_request_timeout_ms,
     make_consumer,
     only_known,
@@ -70,11 +69,9 @@ from consumers.messages import (
     Origin,
     Outgoing,
     dead_letter,
-    dead_letter_payload,
     dead_letter_value_bytes,
     message_key,
     message_limit,
-    prediction_payload,
     render,
 )
 from consumers.model import BatchResult, PartitionState
@@ -83,8 +80,7 @@ from consumers.predictor import SharedScope
 from consumers.records import Rejection, clip
 from consumers.telemetry import Telemetry
 
-__all__ = ["MAX_ATTEMPTS", "MAX_TRACKED_FAILURES", "KafkaService", "dead_letter_payload",
-           "prediction_payload"]
+__all__ = ["MAX_ATTEMPTS", "MAX_TRACKED_FAILURES", "KafkaService"]
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +89,6 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 #: Most ``(partition, offset)`` failure counts kept (the oldest are forgotten first).
 MAX_TRACKED_FAILURES = 10_000
-#: Producer errors caused by the message itself: never a reason to rewind.
-MESSAGE_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 class _Listener(AsyncConsumerRebalanceListener):

@@ -40,11 +40,11 @@ from typing import Any, NamedTuple, TypeGuard
 import numpy as np
 import pandas as pd
 
-from consumers.model import DEFAULT_MAX_FEATURES
+from consumers.model import DEFAULT_MAX_FEATURES, MAX_FRAME_CELLS, STOP_REQUESTS, limit_reason
 from consumers.records import (
-    MAX_FEATURE_NAME_CHARS,
     REASONS,
     Rejection,
+    check_features,
     check_schema,
     clip,
     decode_json,
@@ -53,7 +53,7 @@ from consumers.records import (
 from consumers.snapshots import checked, model_from_payload, model_kind, model_payload
 from streamdas import checkpoint
 from streamdas.checkpoint import CheckpointError
-from streamdas.features import EMPTY_RECORD, check_value
+from streamdas.features import EMPTY_RECORD
 
 __all__ = [
     "LEARNER_FORMAT",
@@ -75,8 +75,6 @@ log = logging.getLogger(__name__)
 MAX_TRAINING_BYTES = 1_048_576
 #: Most input partitions (topic, partition) whose offsets the learner keeps.
 MAX_SOURCES = 100_000
-#: Most values (rows x columns) of one frame handed to ``learn_many``.
-MAX_FRAME_CELLS = 1_000_000
 #: ``format`` of a learner state's payload.
 LEARNER_FORMAT = "streamdas-learner"
 #: Largest source partition and offset (Kafka's int32 and int64).
@@ -84,9 +82,6 @@ _MAX_PARTITION = 2**31 - 1
 _MAX_OFFSET = 2**63 - 1
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _REASON = re.compile(r"[a-z][a-z0-9_]{0,47}")
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-_STOP = (KeyboardInterrupt, SystemExit, GeneratorExit)
-_LIMIT_REASONS = ("too_many_classes", "label_too_long", "too_many_features")
 
 #: Why the learner set a training record aside: the input checks' reasons that apply, and the
 #: learner's own.
@@ -172,19 +167,9 @@ def _decode(value: bytes | None, task: str, max_bytes: int) -> TrainingRecord | 
     raw_x = obj.get("x")
     if type(raw_x) is not dict or not raw_x:
         return Rejection("missing_x", EMPTY_RECORD if raw_x == {} else "no 'x' object")
-    x: dict[str, float] = {}
-    for name, raw in raw_x.items():
-        if len(name) > MAX_FEATURE_NAME_CHARS:
-            return Rejection("feature_name_too_long", f"feature name of {len(name)} characters > "
-                             f"{MAX_FEATURE_NAME_CHARS}: {clip(repr(name), 80)}")
-        if type(raw) is float and -_FLOAT32_MAX <= raw <= _FLOAT32_MAX:  # the common case
-            x[name] = raw
-            continue
-        try:
-            x[name] = check_value(name, raw)
-        except ValueError as exc:
-            numeric = isinstance(raw, (int, float))
-            return Rejection("non_finite_feature" if numeric else "non_numeric_feature", str(exc)[:200])
+    x = check_features(raw_x)
+    if isinstance(x, Rejection):
+        return x
     y = obj.get("y")
     if y is None:
         return Rejection("missing_label")
@@ -213,7 +198,7 @@ class ModelStateError(RuntimeError):
 def _unless_unsafe(exc: BaseException, est: Any, before: tuple[int, int] | None) -> None:
     """Re-raise ``exc`` if it asks the process to stop; raise :class:`ModelStateError` if the
     estimator took in part of what failed (it can no longer be trusted); else return."""
-    if isinstance(exc, _STOP):
+    if isinstance(exc, STOP_REQUESTS):
         raise exc
     if _progress(est) != before:
         raise ModelStateError(f"learning failed midway: {type(exc).__name__}: "
@@ -225,11 +210,6 @@ def _progress(est: Any) -> tuple[int, int] | None:
     if not hasattr(est, "n_samples_buffered"):
         return None
     return (int(est.n_samples_learned), int(est.n_samples_buffered))
-
-
-def _limit_reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)
-    return reason if isinstance(exc, ValueError) and reason in _LIMIT_REASONS else "model_error"
 
 
 def _frame_end(records: Sequence[TrainingRecord], start: int, known: Any) -> tuple[int, list[str] | None]:
@@ -414,7 +394,7 @@ class LearnerState:
                 report.n_learned += 1
             except BaseException as exc:
                 _unless_unsafe(exc, est, before)
-                reason = _limit_reason(exc)
+                reason = limit_reason(exc)
                 if reason == "model_error":
                     log.warning("the model refused a training record from %s:%d@%d: %s: %s",
                                 rec.topic, rec.partition, rec.offset, type(exc).__name__, clip(str(exc), 300))
