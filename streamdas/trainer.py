@@ -236,9 +236,9 @@ class DASTrainer:
         self._graph = StepGraph(self._device_body, self._capturable) if self.device.type == "cuda" else None
         self.optimizer = train.make_optimizer(self._params)
         #: the sizer's state: running averages read by the pruning test (kept aligned on resizes)
-        self.averages = RunningAverages()
+        self.pruning_averages = RunningAverages()
         #: averages of all parameters that predictions use (None: the live ones, the paper's)
-        self.polyak = (
+        self.prediction_averages = (
             ParameterAverages(self.net, train.average_horizon) if train.average_horizon > 0 else None
         )
         self.loss_fn: nn.Module = nn.CrossEntropyLoss() if train.loss == "cross_entropy" else nn.MSELoss()
@@ -323,6 +323,43 @@ class DASTrainer:
         """Host seconds spent warming up and capturing CUDA graphs."""
         return 0.0 if self._graph is None else self._graph.capture_seconds
 
+    @property
+    def averages(self) -> RunningAverages:
+        """Alias of :attr:`pruning_averages`."""
+        return self.pruning_averages
+
+    @property
+    def polyak(self) -> ParameterAverages | None:
+        """Alias of :attr:`prediction_averages`."""
+        return self.prediction_averages
+
+    @polyak.setter
+    def polyak(self, value: ParameterAverages | None) -> None:
+        self.prediction_averages = value
+
+    def _set_average_horizon(self, horizon: int) -> None:
+        """Alias of :meth:`set_average_horizon`."""
+        self.set_average_horizon(horizon)
+
+    def state_bytes(self) -> int:
+        """Bytes of tensor storage held besides the network's parameters: optimizer state,
+        pruning averages and prediction averages.
+
+        >>> t = DASTrainer(NetConfig(n_inputs=2, hidden_sizes=(4,), n_outputs=2), seed=0)
+        >>> t.state_bytes()
+        0
+        """
+        holders: list[dict[Any, Any]] = [self.optimizer.state, self.pruning_averages.state]
+        if self.prediction_averages is not None:
+            holders.append(self.prediction_averages.state)
+        return sum(
+            v.numel() * v.element_size()
+            for h in holders
+            for s in h.values()
+            for v in s.values()
+            if isinstance(v, Tensor)
+        )
+
     # ------------------------------------------------------------------ bookkeeping
     def _record(self, event: str) -> None:
         self.size_history.append(
@@ -340,7 +377,13 @@ class DASTrainer:
         """Grow every hidden layer now (if growth is on) and record it."""
         if not self.sizing.grow:
             return [0] * len(self.net.hidden)
-        added = grow(self.net, self.sizing, self.generator, (self.optimizer, self.polyak), self.averages)
+        added = grow(
+            self.net,
+            self.sizing,
+            self.generator,
+            (self.optimizer, self.prediction_averages),
+            self.pruning_averages,
+        )
         self.n_grown = [a + b for a, b in zip(self.n_grown, added, strict=True)]
         self._record("grow")
         return added
@@ -349,7 +392,9 @@ class DASTrainer:
         """Prune every hidden layer now (if pruning is on) and record it."""
         if not self.sizing.prune:
             return [0] * len(self.net.hidden)
-        removed = prune(self.net, self.sizing, (self.optimizer, self.polyak), self.averages)
+        removed = prune(
+            self.net, self.sizing, (self.optimizer, self.prediction_averages), self.pruning_averages
+        )
         self.n_pruned = [a + b for a, b in zip(self.n_pruned, removed, strict=True)]
         self._record("prune")
         return removed
@@ -363,15 +408,19 @@ class DASTrainer:
 
     def add_inputs(self, n_new: int) -> None:
         """New input features (zero weights, optimizer state kept)."""
-        self.net.add_inputs(n_new, optimizer=(self.optimizer, self.averages, self.polyak))
+        self.net.add_inputs(
+            n_new, optimizer=(self.optimizer, self.pruning_averages, self.prediction_averages)
+        )
 
     def add_outputs(self, n_new: int) -> None:
         """New output units, e.g. classes (optimizer state kept)."""
         self.net.add_outputs(
-            n_new, generator=self.generator, optimizer=(self.optimizer, self.averages, self.polyak)
+            n_new,
+            generator=self.generator,
+            optimizer=(self.optimizer, self.pruning_averages, self.prediction_averages),
         )
-        if self.polyak is not None:
-            self.polyak.adopt_new_outputs(self.net, n_new)
+        if self.prediction_averages is not None:
+            self.prediction_averages.adopt_new_outputs(self.net, n_new)
 
     # ------------------------------------------------------------------ learning
     def _hidden_layers(self) -> list[Layer]:
@@ -443,10 +492,10 @@ class DASTrainer:
             del opt.found_inf  # type: ignore[attr-defined]
         horizon = self.sizing.prune_horizon
         if self.sizing.prune and horizon > 0 and not self.fine_tune:
-            update_averages_masked(self.net, self.averages, math.exp(-x.shape[0] / horizon), found)
-        if self.polyak is not None:
+            update_averages_masked(self.net, self.pruning_averages, math.exp(-x.shape[0] / horizon), found)
+        if self.prediction_averages is not None:
             n = int(x.shape[0])
-            self.polyak.update(self.net, n, seen=self._n_samples + n, skip=found)
+            self.prediction_averages.update(self.net, n, seen=self._n_samples + n, skip=found)
         if not warmup:
             skipped = found.to(torch.int64)
             self._skipped[0].add_(skipped)
@@ -460,10 +509,10 @@ class DASTrainer:
         state = self.optimizer.state
         if not all(state.get(p) for p in self._params):
             return False
-        if self.polyak is not None and not self.polyak.warm(self._n_samples):
+        if self.prediction_averages is not None and not self.prediction_averages.warm(self._n_samples):
             return False  # the averages' time constant still changes every step
         if self.sizing.prune and self.sizing.prune_horizon > 0 and not self.fine_tune:
-            return self.averages.ready(self.net)
+            return self.pruning_averages.ready(self.net)
         return True
 
     def _graph_key(self, x: Tensor, y: Tensor) -> tuple[Any, ...]:
@@ -566,10 +615,10 @@ class DASTrainer:
             return None
         horizon = self.sizing.prune_horizon
         if self.sizing.prune and horizon > 0 and not self.fine_tune:
-            update_averages(self.net, self.averages, math.exp(-x.shape[0] / horizon))
-        if self.polyak is not None:
+            update_averages(self.net, self.pruning_averages, math.exp(-x.shape[0] / horizon))
+        if self.prediction_averages is not None:
             n = int(x.shape[0])
-            self.polyak.update(self.net, n, seen=self._n_samples + n)
+            self.prediction_averages.update(self.net, n, seen=self._n_samples + n)
         self._n_steps += 1
         return loss
 
@@ -656,9 +705,9 @@ class DASTrainer:
         where :attr:`TrainConfig.average_horizon` is set."""
         self.net.eval()
         x = x.to(self.device)
-        if self.polyak is None:
+        if self.prediction_averages is None:
             return self.net(x)
-        return torch.func.functional_call(self.net, self.polyak.named(self.net), (x,))
+        return torch.func.functional_call(self.net, self.prediction_averages.named(self.net), (x,))
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -675,11 +724,11 @@ class DASTrainer:
             "averages": {
                 name: avg.detach().cpu()
                 for name, p in self.net.named_parameters()
-                if (avg := self.averages.get(p)) is not None
+                if (avg := self.pruning_averages.get(p)) is not None
             },
             "polyak": None
-            if self.polyak is None
-            else {name: avg.detach().cpu() for name, avg in self.polyak.named(self.net).items()},
+            if self.prediction_averages is None
+            else {name: avg.detach().cpu() for name, avg in self.prediction_averages.named(self.net).items()},
             "train": asdict(self.train_config),
             "sizing": asdict(self.sizing),
             "seed": self.seed,
@@ -744,8 +793,8 @@ class DASTrainer:
             trainer.optimizer.load_state_dict(state["optimizer"])
             _load_averages(trainer, state.get("averages"))
             polyak = state.get("polyak")  # absent in older checkpoints: start at the weights
-            if trainer.polyak is not None and polyak is not None:
-                trainer.polyak.load(trainer.net, polyak)
+            if trainer.prediction_averages is not None and polyak is not None:
+                trainer.prediction_averages.load(trainer.net, polyak)
             rng = checkpoint.check_tensor(
                 state["rng"], "rng state", dtype=torch.uint8, shape=tuple(trainer.generator.get_state().shape)
             )
@@ -786,24 +835,24 @@ class DASTrainer:
         payload = checkpoint.load(path)
         return checkpoint.guarded(lambda: cls.from_state_dict(payload, device=device), str(path))
 
-    def _set_average_horizon(self, horizon: int) -> None:
+    def set_average_horizon(self, horizon: int) -> None:
         """Predict with parameter averages over ``horizon`` samples from now on (``0``: with the
         live parameters); new averages start at the current parameters. For loading states
         written before the option: an estimator's NumPy forward pass holds the averages
         object, so the estimator builds it after this.
 
         >>> t = DASTrainer(NetConfig(n_inputs=2, hidden_sizes=(4,), n_outputs=2), seed=0)
-        >>> t._set_average_horizon(100)
-        >>> t.polyak.horizon, t.train_config.average_horizon
+        >>> t.set_average_horizon(100)
+        >>> t.prediction_averages.horizon, t.train_config.average_horizon
         (100.0, 100)
         """
         train = replace(self.train_config, average_horizon=horizon)  # validates
         if train.average_horizon == 0:
-            self.polyak = None
-        elif self.polyak is None:
-            self.polyak = ParameterAverages(self.net, train.average_horizon)
+            self.prediction_averages = None
+        elif self.prediction_averages is None:
+            self.prediction_averages = ParameterAverages(self.net, train.average_horizon)
         else:
-            self.polyak.horizon = float(train.average_horizon)
+            self.prediction_averages.horizon = float(train.average_horizon)
         self.train_config = train  # part of a CUDA graph's key: the next step recaptures
 
     def with_sizing(self, **changes: Any) -> None:
@@ -986,7 +1035,7 @@ def _load_averages(trainer: DASTrainer, averages: Any) -> None:
         for p in params.values():
             entry = trainer.optimizer.state.get(p)
             if entry and AVERAGE_KEY in entry:
-                trainer.averages.state[p] = {AVERAGE_KEY: entry.pop(AVERAGE_KEY)}
+                trainer.pruning_averages.state[p] = {AVERAGE_KEY: entry.pop(AVERAGE_KEY)}
         return
     checkpoint.require(isinstance(averages, dict), "averages is not a dict")
     for name, value in averages.items():
@@ -997,7 +1046,7 @@ def _load_averages(trainer: DASTrainer, averages: Any) -> None:
             checkpoint.check_tensor(value, f"average of {name!r}", dtype=param.dtype, shape=param.shape)
         except ValueError as exc:
             raise ValueError(f"average of {name!r} does not fit: {exc}") from None
-        trainer.averages.state[param] = {AVERAGE_KEY: value.to(param.device).clone()}
+        trainer.pruning_averages.state[param] = {AVERAGE_KEY: value.to(param.device).clone()}
 
 
 def _check_group(trainer: DASTrainer, group: Any, n_params: int) -> None:
