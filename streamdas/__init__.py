@@ -75,6 +75,7 @@ _SUBMODULES = frozenset(
         "estimators",
         "fastpath",
         "features",
+        "hyperparameters",
         "memory",
         "metrics",
         "metrics_server",
@@ -83,6 +84,7 @@ _SUBMODULES = frozenset(
         "regularizers",
         "sizing",
         "threads",
+        "train_config",
         "trainer",
     }
 )

@@ -26,22 +26,15 @@ from river import base
 from streamdas import checkpoint
 from streamdas.fastpath import NumpyForward
 from streamdas.features import FeatureIndex, LimitError, RunningStandardizer, check_label, check_target
+from streamdas.hyperparameters import Live, arguments, check_bound, config_args, param_names
 from streamdas.memory import deep_size
 from streamdas.model import NetConfig
-from streamdas.sizing import SHARED_FIELDS, SizingConfig
+from streamdas.sizing import SizingConfig
 from streamdas.trainer import DASTrainer, TrainConfig, check_architecture, preload_optimizer
 
 __all__ = ["DASClassifier", "DASRegressor"]
 
 _PLAIN_LABELS = (str, int, float, bool, type(None))
-
-
-def _check_bound(name: str, value: Any, none: bool = True) -> None:
-    """``ValueError`` unless ``value`` is a positive ``int`` (or ``None``, where allowed)."""
-    if value is None and none:
-        return
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer{' or None' if none else ''}, got {value!r}")
 
 
 def _label_length(y: Any) -> float:
@@ -54,129 +47,64 @@ def _label_length(y: Any) -> float:
         return float("inf")
 
 
-class _Live:
-    """A hyperparameter that is safe to change while learning (River's ``mutate``): setting it
-    validates the value and hands it to the trainer at once, so the next step uses it."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target  # the keyword of DASTrainer.set_hyperparameters
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name, self.slot = name, "_" + name
-
-    def __get__(self, obj: Any, owner: type | None = None) -> Any:
-        return self if obj is None else obj.__dict__[self.slot]
-
-    def __set__(self, obj: Any, value: Any) -> None:
-        ready = "_trainer" in obj.__dict__  # past __init__, which validates everything itself
-        old = obj.__dict__.get(self.slot)
-        obj.__dict__[self.slot] = value
-        if not ready:
-            return
-        try:
-            obj._train_config()
-            obj._sizing_config()
-        except (TypeError, ValueError):
-            obj.__dict__[self.slot] = old
-            raise
-        if obj._trainer is not None:
-            obj._trainer.set_hyperparameters(**{self.target: value})
-
-
 class _DASEstimator:
     """Shared machinery of the two estimators (not a River estimator by itself)."""
 
     _loss: ClassVar[str] = "cross_entropy"
-    alpha = _Live("alpha")
-    lr = _Live("lr")
-    tau = _Live("tau")
-    grow_every = _Live("every")
+    #: Positive-integer bounds among the hyperparameters (name: whether ``None`` is allowed).
+    _BOUNDS: ClassVar[dict[str, bool]] = {"max_features": True}
+    #: Configuration fields named otherwise than the hyperparameter they take.
+    _RENAMES: ClassVar[dict[str, str]] = {"every": "grow_every"}
+    alpha = Live("alpha")
+    lr = Live("lr")
+    tau = Live("tau")
+    grow_every = Live("every")
+    hidden_sizes: tuple[int, ...]
+    batch_size: int
+    activation: str
+    standardize: bool
+    clip_sd: float | None
+    average_horizon: int
+    drift_detector: base.DriftDetector | None
+    device: str
+    seed: int | None
+    max_features: int | None
 
-    def __init__(
-        self,
-        hidden_sizes: tuple[int, ...] = (32, 32),
-        batch_size: int = 16,
-        grow_every: int = 1000,
-        alpha: float = 1e-4,
-        lr: float = 3e-3,
-        optimizer: str = "adam",
-        regularizer: str = "weighted_l1",
-        tau: float = 5e-3,
-        growth_percentage: float = 0.2,
-        min_growth: int = 4,
-        min_units: int = 1,
-        max_units: int | None = 512,
-        grow: bool = True,
-        prune: bool = True,
-        prune_horizon: int = 800,
-        grow_init: str = "tau",
-        activation: str = "selu",
-        standardize: bool = True,
-        clip_sd: float | None = 10.0,
-        average_horizon: int = 0,
-        drift_detector: base.DriftDetector | None = None,
-        device: str = "cpu",
-        seed: int | None = None,
-        max_features: int | None = 10_000,
-    ) -> None:
-        self.hidden_sizes = hidden_sizes
-        self.batch_size = batch_size
-        self.grow_every = grow_every
-        self.alpha = alpha
-        self.lr = lr
-        self.optimizer = optimizer
-        self.regularizer = regularizer
-        self.tau = tau
-        self.growth_percentage = growth_percentage
-        self.min_growth = min_growth
-        self.min_units = min_units
-        self.max_units = max_units
-        self.grow = grow
-        self.prune = prune
-        self.prune_horizon = prune_horizon
-        self.grow_init = grow_init
-        self.activation = activation
-        self.standardize = standardize
-        self.clip_sd = clip_sd
-        self.average_horizon = average_horizon
-        self.drift_detector = drift_detector
-        self.device = device
-        self.seed = seed
-        _check_bound("max_features", max_features)
-        self.max_features = None if max_features is None else int(max_features)
-        if int(batch_size) < 1:
+    def __init__(self, **params: Any) -> None:
+        """Take the hyperparameters a subclass's ``__init__`` declares (their defaults are the
+        subclass's own) and validate them."""
+        for name, none in self._BOUNDS.items():
+            check_bound(name, params[name], none)
+        for name, value in params.items():
+            setattr(self, name, value)
+        for name in self._BOUNDS:
+            value = getattr(self, name)
+            setattr(self, name, None if value is None else int(value))
+        if int(self.batch_size) < 1:
             raise ValueError("batch_size must be >= 1")
         # Validate the configs now, so a bad argument fails at construction; and pay torch's
         # one-time optimizer costs here rather than on the first step inside the stream.
         preload_optimizer(self._train_config())
         self._sizing_config()
-        NetConfig(n_inputs=1, hidden_sizes=tuple(hidden_sizes), n_outputs=1, activation=activation)
+        self._net_config(1, 1)
         self._reset()
+
+    @classmethod
+    def _param_names(cls) -> tuple[str, ...]:
+        """The hyperparameters: the keyword parameters of the class's ``__init__``."""
+        return param_names(cls)
 
     # ------------------------------------------------------------------ configs
     def _train_config(self) -> TrainConfig:
-        return TrainConfig(
-            optimizer=self.optimizer,
-            lr=self.lr,
-            regularizer=self.regularizer,
-            alpha=self.alpha,
-            loss=self._loss,
-            average_horizon=self.average_horizon,
-        )
+        return TrainConfig(**config_args(TrainConfig, self, self._RENAMES), loss=self._loss)
 
     def _sizing_config(self) -> SizingConfig:
-        return SizingConfig(
-            tau=self.tau,
-            growth_percentage=self.growth_percentage,
-            min_growth=self.min_growth,
-            min_units=self.min_units,
-            max_units=self.max_units,
-            every=self.grow_every,
-            grow=self.grow,
-            prune=self.prune,
-            prune_horizon=self.prune_horizon,
-            grow_init=self.grow_init,
-        )
+        return SizingConfig(**config_args(SizingConfig, self, self._RENAMES))
+
+    def _net_config(self, n_inputs: int, n_outputs: int) -> NetConfig:
+        args = config_args(NetConfig, self, self._RENAMES)
+        args["hidden_sizes"] = tuple(self.hidden_sizes)
+        return NetConfig(n_inputs=n_inputs, n_outputs=n_outputs, **args)
 
     def _reset(self) -> None:
         self._index = FeatureIndex()
@@ -194,12 +122,7 @@ class _DASEstimator:
 
     def _build(self) -> DASTrainer:
         if self._trainer is None:
-            config = NetConfig(
-                n_inputs=len(self._index),
-                hidden_sizes=tuple(self.hidden_sizes),
-                n_outputs=max(self._n_outputs(), 1),
-                activation=self.activation,
-            )
+            config = self._net_config(len(self._index), max(self._n_outputs(), 1))
             self._trainer = DASTrainer(
                 config, self._train_config(), self._sizing_config(), seed=self.seed, device=self.device
             )
@@ -493,31 +416,8 @@ class _DASEstimator:
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
-    _PARAM_NAMES: ClassVar[tuple[str, ...]] = (
-        "hidden_sizes",
-        "batch_size",
-        "grow_every",
-        "alpha",
-        "lr",
-        "optimizer",
-        "regularizer",
-        *SHARED_FIELDS,
-        "activation",
-        "standardize",
-        "clip_sd",
-        "average_horizon",
-        "device",
-        "seed",
-        "max_features",
-    )
-
-    @staticmethod
-    def _base_args(values: Mapping[str, Any]) -> dict[str, Any]:
-        """The arguments of the shared ``__init__`` out of a subclass ``__init__``'s ``locals()``."""
-        return {k: values[k] for k in (*_DASEstimator._PARAM_NAMES, "drift_detector")}
-
     def _plain_params(self) -> dict[str, Any]:
-        params = {k: getattr(self, k) for k in self._PARAM_NAMES}
+        params = {k: getattr(self, k) for k in self._param_names()}
         params["hidden_sizes"] = [int(h) for h in params["hidden_sizes"]]
         params["drift_detector"] = checkpoint.detector_to_state(self.drift_detector)
         return params
@@ -575,7 +475,7 @@ class _DASEstimator:
         )
         params = state["params"]
         require(isinstance(params, dict), "params are not a dict")
-        expected = {*cls._PARAM_NAMES, "drift_detector"}
+        expected = set(cls._param_names())
         # a subset: parameters added since the file was written take their defaults
         require(set(params) <= expected, f"params have keys {sorted(map(str, params))}")
         rules = checkpoint.estimator_params(limits)
@@ -636,12 +536,7 @@ class _DASEstimator:
         )
         if est._trainer is None:  # the network its first step builds must fit the limits too
             check_architecture(
-                NetConfig(
-                    n_inputs=len(est._index),
-                    hidden_sizes=tuple(est.hidden_sizes),
-                    n_outputs=max(est._n_outputs(), 1),
-                    activation=est.activation,
-                ),
+                est._net_config(len(est._index), max(est._n_outputs(), 1)),
                 est._sizing_config(),
                 limits,
             )
@@ -805,6 +700,14 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     (0.001, True)
     """
 
+    _BOUNDS: ClassVar[dict[str, bool]] = {
+        "max_classes": True,
+        "max_label_length": False,
+        "max_features": True,
+    }
+    max_classes: int | None
+    max_label_length: int
+
     def __init__(
         self,
         hidden_sizes: tuple[int, ...] = (64, 64),
@@ -834,11 +737,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         max_label_length: int = 256,
         max_features: int | None = 10_000,
     ) -> None:
-        _check_bound("max_classes", max_classes)
-        _check_bound("max_label_length", max_label_length, none=False)
-        self.max_classes = None if max_classes is None else int(max_classes)
-        self.max_label_length = int(max_label_length)
-        super().__init__(**self._base_args(locals()))
+        super().__init__(**arguments(locals()))
 
     def _reset(self) -> None:
         super()._reset()
@@ -972,7 +871,6 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         return {"classes": list(self._classes)}
 
     _EXTRA_KEYS: ClassVar[tuple[str, ...]] = ("classes",)
-    _PARAM_NAMES: ClassVar[tuple[str, ...]] = (*_DASEstimator._PARAM_NAMES, "max_classes", "max_label_length")
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         classes = checkpoint.plain(state["classes"], "classes")
@@ -1113,7 +1011,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         seed: int | None = None,
         max_features: int | None = 10_000,
     ) -> None:
-        super().__init__(**self._base_args(locals()))
+        super().__init__(**arguments(locals()))
 
     def _reset(self) -> None:
         super()._reset()
