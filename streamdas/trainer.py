@@ -29,20 +29,17 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from streamdas import checkpoint
-from streamdas.adam import NumpyAdam
 from streamdas.averaging import ParameterAverages
-from streamdas.backprop import NumpyBackprop
-from streamdas.cudagraph import StepGraph
+from streamdas.counters import StepCounters
+from streamdas.engines import EngineChoice, StepEngine
 from streamdas.model import DASNet, Layer, NetConfig, _conv_out, make_activation
-from streamdas.regularizers import Regularizer, make_regularizer
 from streamdas.sizing import (
     AVERAGE_KEY,
     SHARED_FIELDS,
@@ -51,121 +48,13 @@ from streamdas.sizing import (
     grow,
     growth_amount,
     prune,
-    update_averages,
-    update_averages_masked,
 )
+from streamdas.train_config import TrainConfig, preload_optimizer
 
 __all__ = ["DASTrainer", "TrainConfig", "check_architecture", "preload_optimizer"]
 
 FORMAT = "streamdas-trainer"
 VERSION = 1
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How the network learns.
-
-    Parameters
-    ----------
-    optimizer
-        ``"adam"`` (the paper's), ``"adamw"`` or ``"sgd"``.
-    lr
-        Learning rate.
-    momentum
-        SGD momentum.
-    weight_decay
-        Optimizer weight decay (0 by default: the regularizer does the shrinking).
-    regularizer
-        ``"weighted_l1"`` (the paper's), ``"l21"``, ``"l1"`` or ``"none"``.
-    alpha
-        Regularization strength, added once per step to the batch-mean loss (paper: 2e-5).
-    f
-        Weight function of weighted L1 (``"identity"``: f(j) = j, as in the paper).
-    loss
-        ``"cross_entropy"`` (classification) or ``"mse"`` (regression).
-    numpy_backprop
-        Compute the loss and gradients of CPU MLPs in NumPy (:mod:`streamdas.backprop`) instead
-        of autograd: the same numbers (to float32 rounding), faster on the small minibatches
-        of a stream. Networks it does not cover use autograd either way.
-    sync_free
-        Autograd steps without a host round trip: the loss, the penalty gradient and the
-        non-finite flag stay on the device, a non-finite batch is skipped on the device
-        (the optimizer is told through ``found_inf``, as ``torch.amp.GradScaler`` does) and
-        the counters are read lazily, at sizing cycles or when asked; :meth:`DASTrainer.step`
-        then returns the loss as a 0-d device tensor. ``None`` (default): on for CUDA, off
-        elsewhere (the CPU keeps float losses). The NumPy path, where it applies, comes first
-        either way. Needs an optimizer that accepts ``found_inf`` (Adam and AdamW, fused); SGD
-        keeps the synchronising step.
-    cuda_graphs
-        With ``sync_free`` on CUDA, replay the whole step as a captured CUDA graph between
-        sizing cycles, recaptured after every grow or prune (:mod:`streamdas.cudagraph`).
-        Dropout draws different (equally distributed) masks than eager steps.
-    average_horizon
-        Predict with running averages of the parameters over about this many samples
-        (Polyak averaging, :mod:`streamdas.averaging`); ``0`` (default, the paper's) predicts
-        with the live parameters. Learning and sizing always use the live ones.
-    """
-
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    regularizer: str = "weighted_l1"
-    alpha: float = 2e-5
-    f: str = "identity"
-    loss: str = "cross_entropy"
-    numpy_backprop: bool = True
-    sync_free: bool | None = None
-    cuda_graphs: bool = True
-    average_horizon: int = 0
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in ("adam", "adamw", "sgd"):
-            raise ValueError(f"unknown optimizer {self.optimizer!r}")
-        if self.loss not in ("cross_entropy", "mse"):
-            raise ValueError(f"unknown loss {self.loss!r}")
-        if not self.lr > 0:
-            raise ValueError("lr must be > 0")
-        if not self.alpha >= 0:
-            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
-        if type(self.average_horizon) is not int or self.average_horizon < 0:
-            raise ValueError(f"average_horizon must be an int >= 0, got {self.average_horizon!r}")
-
-    def make_regularizer(self) -> Regularizer:
-        kwargs = {"f": self.f} if self.regularizer == "weighted_l1" else {}
-        return make_regularizer(self.regularizer, self.alpha, **kwargs)
-
-    def make_optimizer(self, params: Any) -> torch.optim.Optimizer:
-        if self.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        cls = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
-        # fused: one kernel for all tensors, faster than foreach on the CPU for small nets.
-        return cls(params, lr=self.lr, weight_decay=self.weight_decay, fused=True)
-
-
-_PRELOADED: set[str] = set()
-
-
-def preload_optimizer(train: TrainConfig) -> None:
-    """Pay torch's one-time optimizer costs now, once per process and optimizer kind.
-
-    Building the first ``torch.optim`` optimizer of a process imports ``torch._dynamo`` (a
-    large import: docs/benchmarks.md, "Start-up spike"), and its first step has first-call
-    costs of its own. The estimators call this when they are constructed, so those costs are paid
-    where the model is built and not inside the stream, on the sample whose optimizer step
-    comes first (``python -m benchmarks.startup`` measures both).
-
-    >>> preload_optimizer(TrainConfig())
-    >>> import sys; "torch._dynamo" in sys.modules
-    True
-    """
-    if train.optimizer in _PRELOADED:
-        return
-    p = nn.Parameter(torch.zeros(2))
-    optimizer = train.make_optimizer([p])
-    p.grad = torch.ones(2)
-    optimizer.step()
-    _PRELOADED.add(train.optimizer)
 
 
 class DASTrainer:
@@ -203,7 +92,7 @@ class DASTrainer:
     def __init__(
         self,
         net: DASNet | NetConfig,
-        train: TrainConfig = TrainConfig(),
+        train: TrainConfig = TrainConfig(),  # noqa: B008
         sizing: SizingConfig = SizingConfig(),  # noqa: B008
         seed: int | None = None,
         device: str | torch.device = "cpu",
@@ -222,19 +111,7 @@ class DASTrainer:
             net = DASNet(net, generator=self.generator)
         self.net = net.to(self.device)
         self.regularizer = train.make_regularizer()
-        # Resizing keeps the Parameter objects (only their storage changes), so this list and
-        # the optimizer's references stay valid for the trainer's lifetime.
-        self._params = list(self.net.parameters())
-        self._found_inf = torch.zeros((), device=self.device)
-        self._unit_scale = torch.ones((), device=self.device)
-        # sync-free steps: last loss, and skipped (batches, samples) not yet read by the host
-        self._last_loss = torch.full((), math.nan, device=self.device)
-        self._skipped = torch.zeros(2, dtype=torch.int64, device=self.device)
-        self._pending = 0  # sync-free steps since the counters were last settled
-        self._last_loss_host: float | None = None
-        self._last_on_device = False  # the last step was sync-free: its loss is on the device
-        self._graph = StepGraph(self._device_body, self._capturable) if self.device.type == "cuda" else None
-        self.optimizer = train.make_optimizer(self._params)
+        self.optimizer = train.make_optimizer(list(self.net.parameters()))
         #: the sizer's state: running averages read by the pruning test (kept aligned on resizes)
         self.pruning_averages = RunningAverages()
         #: averages of all parameters that predictions use (None: the live ones, the paper's)
@@ -242,15 +119,13 @@ class DASTrainer:
             ParameterAverages(self.net, train.average_horizon) if train.average_horizon > 0 else None
         )
         self.loss_fn: nn.Module = nn.CrossEntropyLoss() if train.loss == "cross_entropy" else nn.MSELoss()
-        self._backprop = NumpyBackprop(self.net, train.loss)
-        self._adam = NumpyAdam(self.optimizer)
-        assert all(a is b for a, b in zip(self._backprop.parameters(), self._params, strict=True))
+        #: samples, steps, skipped batches and the last loss
+        self.counters = StepCounters(self.device)
+        #: the step engines, and which one steps a batch
+        self.engines = EngineChoice(self, self.device)
         self.fine_tune = False
         self.history_limit = history_limit
-        self._n_samples = 0
-        self._n_steps = 0
         self.n_cycles = 0
-        self._n_nonfinite = 0
         self.last_cycle = 0
         self.started = False
         n_hidden = len(self.net.hidden)
@@ -260,68 +135,53 @@ class DASTrainer:
         self._record("init")
 
     # ------------------------------------------------------------------ counters
-    # Sync-free steps count each batch as taken (upper bounds) and the device counts the
-    # skipped ones; reading a counter settles the two (one host round trip).
-    def _settle(self) -> None:
-        if not self._pending:
-            return
-        batches, samples = self._skipped.tolist()
-        self._skipped.zero_()
-        self._pending = 0
-        self._n_nonfinite += batches
-        self._n_steps -= batches
-        self._n_samples -= samples
-
     @property
     def n_samples(self) -> int:
         """Samples learnt from (skipped non-finite batches excluded)."""
-        self._settle()
-        return self._n_samples
+        return self.counters.n_samples
 
     @n_samples.setter
     def n_samples(self, value: int) -> None:
-        self._settle()
-        self._n_samples = value
+        self.counters.settle()
+        self.counters.samples = value
 
     @property
     def n_steps(self) -> int:
         """Optimizer steps taken (skipped non-finite batches excluded)."""
-        self._settle()
-        return self._n_steps
+        return self.counters.n_steps
 
     @n_steps.setter
     def n_steps(self, value: int) -> None:
-        self._settle()
-        self._n_steps = value
+        self.counters.settle()
+        self.counters.steps = value
 
     @property
     def n_nonfinite(self) -> int:
         """Minibatches skipped because their loss or a gradient was not finite."""
-        self._settle()
-        return self._n_nonfinite
+        return self.counters.n_nonfinite
 
     @n_nonfinite.setter
     def n_nonfinite(self, value: int) -> None:
-        self._settle()
-        self._n_nonfinite = value
+        self.counters.settle()
+        self.counters.nonfinite = value
 
     @property
     def last_loss(self) -> float | None:
         """Mean data loss of the last minibatch (non-finite if it was skipped; ``None`` before
         any step). After sync-free steps, reading it waits for the device."""
-        if self._last_loss_host is None and self._last_on_device:
-            return float(self._last_loss)
-        return self._last_loss_host
+        return self.counters.last_loss
 
     @property
     def graph_captures(self) -> int:
         """CUDA graphs captured so far (one per shape between resizes; 0 without graphs)."""
-        return 0 if self._graph is None else self._graph.n_captures
+        graph = self.engines.sync_free.graph
+        return 0 if graph is None else graph.n_captures
 
     @property
     def graph_capture_seconds(self) -> float:
         """Host seconds spent warming up and capturing CUDA graphs."""
-        return 0.0 if self._graph is None else self._graph.capture_seconds
+        graph = self.engines.sync_free.graph
+        return 0.0 if graph is None else graph.capture_seconds
 
     @property
     def averages(self) -> RunningAverages:
@@ -433,194 +293,14 @@ class DASTrainer:
             return data
         return data + self.regularizer.penalty(self._hidden_layers())
 
-    def _uses_numpy(self, x: Tensor, y: Tensor) -> bool:
-        return (
-            self.train_config.numpy_backprop
-            and self._backprop.supported
-            and x.dtype == torch.float32
-            and x.device.type == "cpu"
-            and self._backprop.accepts(x.shape, y.shape, y.dtype)
-        )
+    def engine_for(self, x: Tensor, y: Tensor) -> StepEngine:
+        """The engine that would step the minibatch ``(x, y)`` (see :mod:`streamdas.engines`)."""
+        return self.engines.for_batch(x, y)
 
-    def _skip_nonfinite(self) -> None:
-        self._n_nonfinite += 1  # the batch is dropped; nothing was changed
-
-    def _uses_sync_free(self) -> bool:
-        mode = self.train_config.sync_free
-        if mode is None:
-            mode = self.device.type == "cuda"
-        return mode and getattr(self.optimizer, "_step_supports_amp_scaling", False)
-
-    def _capturable(self) -> Callable[[], None]:
-        """Mark the optimizer capturable for a capture (torch checks it); returns the undo."""
-        groups = self.optimizer.param_groups
-        old = [g.get("capturable", False) for g in groups]
-        for g in groups:
-            g["capturable"] = True
-
-        def undo() -> None:
-            for g, flag in zip(groups, old, strict=True):
-                g["capturable"] = flag
-
-        return undo
-
-    def _device_body(self, x: Tensor, y: Tensor, warmup: bool = False) -> Tensor:
-        """The sync-free step on device tensors: nothing here reads a tensor into Python.
-
-        With ``warmup`` the non-finite flag is forced on, so nothing changes (the optimizer's
-        lazy state and cached coefficients are created, as CUDA graph capture needs).
-        """
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.net(x), y)
-        loss.backward()
-        if not self.fine_tune:
-            self.regularizer.add_grad(self._hidden_layers())
-        last = self._last_loss
-        last.copy_(loss.detach())
-        grads = [p.grad for p in self._params if p.grad is not None]
-        # One fused kernel flags any inf/NaN in the loss and the gradients (scale 1: unchanged).
-        found = self._found_inf
-        found.zero_()
-        torch._amp_foreach_non_finite_check_and_unscale_([last, *grads], found, self._unit_scale)
-        if warmup:
-            found.fill_(1.0)
-        opt = self.optimizer
-        opt.found_inf = found  # type: ignore[attr-defined]  # read by fused Adam's step
-        try:
-            opt.step()
-        finally:
-            del opt.found_inf  # type: ignore[attr-defined]
-        horizon = self.sizing.prune_horizon
-        if self.sizing.prune and horizon > 0 and not self.fine_tune:
-            update_averages_masked(self.net, self.pruning_averages, math.exp(-x.shape[0] / horizon), found)
-        if self.prediction_averages is not None:
-            n = int(x.shape[0])
-            self.prediction_averages.update(self.net, n, seen=self._n_samples + n, skip=found)
-        if not warmup:
-            skipped = found.to(torch.int64)
-            self._skipped[0].add_(skipped)
-            self._skipped[1].add_(skipped, alpha=int(x.shape[0]))
-        return loss.detach()
-
-    def _graph_ready(self) -> bool:
-        """Whether the lazily created state (optimizer moments, running averages) exists, so a
-        capture finds it: the first steps run eagerly and create it exactly where the
-        synchronising step does (warm-up would create the averages one step early)."""
-        state = self.optimizer.state
-        if not all(state.get(p) for p in self._params):
-            return False
-        if self.prediction_averages is not None and not self.prediction_averages.warm(self._n_samples):
-            return False  # the averages' time constant still changes every step
-        if self.sizing.prune and self.sizing.prune_horizon > 0 and not self.fine_tune:
-            return self.pruning_averages.ready(self.net)
-        return True
-
-    def _graph_key(self, x: Tensor, y: Tensor) -> tuple[Any, ...]:
-        """Everything a captured step bakes in (see :mod:`streamdas.cudagraph`)."""
-        groups = tuple(
-            (g["lr"], g["betas"], g["eps"], g["weight_decay"]) for g in self.optimizer.param_groups
-        )
-        return (
-            self.net.structure_version,
-            tuple(x.shape),
-            x.dtype,
-            tuple(y.shape),
-            y.dtype,
-            self.fine_tune,
-            id(self.optimizer),
-            groups,
-            id(self.regularizer),
-            self.regularizer.alpha,
-            self.sizing.prune,
-            self.sizing.prune_horizon,
-            self.train_config.average_horizon,
-        )
-
-    def _sync_free_step(self, x: Tensor, y: Tensor) -> Tensor:
-        """One sync-free step (graph replay between resizes where enabled); counted as taken
-        until :meth:`_settle` subtracts the skipped ones."""
-        if not self.net.training:
-            self.net.train()
-        graph = self._graph
-        key = self._graph_key(x, y) if graph is not None and self.train_config.cuda_graphs else None
-        if graph is not None and key is not None and (not graph.stale(key) or self._graph_ready()):
-            graph.step(x, y, key)
-            loss = self._last_loss  # static: overwritten by the next step
-        else:
-            loss = self._device_body(x, y)
-        self._pending += 1
-        self._n_steps += 1
-        self._last_loss_host, self._last_on_device = None, True
-        return loss
-
-    def _numpy_step(self, x: Tensor, y: Tensor) -> float | None:
-        """The CPU fast path: NumPy loss and gradients, regularizer and Adam update (torch's
-        optimizer steps instead where :class:`NumpyAdam` does not cover it)."""
-        bp = self._backprop
-        loss, grads = bp(x.numpy(), y.numpy())
-        self._last_loss_host = loss
-        if not math.isfinite(loss):
-            self._skip_nonfinite()
-            return None
-        if not self.fine_tune and self.regularizer.alpha:
-            self.regularizer.add_grad_arrays(*bp.hidden_pairs(grads))
-        if not bp.grads_finite():
-            self._skip_nonfinite()
-            return None
-        if self._adam.optimizer is not self.optimizer:  # replaced by the user
-            self._adam = NumpyAdam(self.optimizer)
-        if not self._adam.step(self._params, grads):
-            for p, g in zip(self._params, bp.grad_tensors, strict=True):
-                if p.grad is not g:
-                    p.grad = g
-            self.optimizer.step()
-        return loss
-
-    def _autograd_step(self, x: Tensor, y: Tensor) -> float | None:
-        """Autograd loss and gradients, regularizer gradient, fused finiteness check, step."""
-        if not self.net.training:
-            self.net.train()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.net(x), y)
-        loss_value = float(loss.detach())
-        self._last_loss_host = loss_value
-        if not math.isfinite(loss_value):
-            self._skip_nonfinite()
-            return None
-        loss.backward()
-        if not self.fine_tune:
-            self.regularizer.add_grad(self._hidden_layers())
-        grads = [p.grad for p in self._params if p.grad is not None]
-        # One fused kernel flags any inf/NaN in the gradients (scale 1: they are unchanged).
-        found = self._found_inf
-        found.zero_()
-        torch._amp_foreach_non_finite_check_and_unscale_(grads, found, self._unit_scale)
-        if bool(found):
-            self.optimizer.zero_grad(set_to_none=True)
-            self._skip_nonfinite()
-            return None
-        self.optimizer.step()
-        return loss_value
-
-    def _optimizer_step(self, x: Tensor, y: Tensor) -> float | Tensor | None:
-        """One guarded optimizer step on a minibatch; None (and nothing changed) if non-finite.
-        Sync-free steps return the loss tensor and are counted when settled."""
-        if self._uses_numpy(x, y):
-            loss = self._numpy_step(x, y)
-        elif self._uses_sync_free():
-            return self._sync_free_step(x, y)
-        else:
-            loss = self._autograd_step(x, y)
-        if loss is None:
-            return None
-        horizon = self.sizing.prune_horizon
-        if self.sizing.prune and horizon > 0 and not self.fine_tune:
-            update_averages(self.net, self.pruning_averages, math.exp(-x.shape[0] / horizon))
-        if self.prediction_averages is not None:
-            n = int(x.shape[0])
-            self.prediction_averages.update(self.net, n, seen=self._n_samples + n)
-        self._n_steps += 1
-        return loss
+    def optimizer_step(self, x: Tensor, y: Tensor) -> None:
+        """One guarded optimizer step on a minibatch, outside the sizing schedule: nothing
+        changes where the loss or a gradient is not finite (see :mod:`streamdas.engines`)."""
+        self.engines.for_batch(x, y).step(x, y)
 
     def step(self, x: Tensor, y: Tensor) -> float | Tensor | None:
         """Streaming mode: one optimizer step on the minibatch ``(x, y)``, then a sizing cycle
@@ -636,20 +316,21 @@ class DASTrainer:
             self.grow()  # Algorithm 1 grows before training
         self.started = True
         x, y = x.to(self.device), y.to(self.device)
-        loss = self._optimizer_step(x, y)
-        if loss is None:
+        self.optimizer_step(x, y)
+        c = self.counters
+        if not c.last_taken:
             return None
-        self._n_samples += int(x.shape[0])  # an upper bound until settled, after sync-free steps
-        since = self._n_samples - self.last_cycle
+        loss = c.loss_tensor if c.on_device else c.host_loss
+        since = c.samples - self.last_cycle  # an upper bound until settled, after sync-free steps
         if self.sizing_active and since >= self.sizing.every:
-            if self._pending:  # skipped batches may not count: settle (one round trip)
-                self._settle()
-                since = self._n_samples - self.last_cycle
+            if c.pending:  # skipped batches may not count: settle (one round trip)
+                c.settle()
+                since = c.samples - self.last_cycle
                 if since < self.sizing.every:
                     return loss
             self.cycle()
             # Stay on the grid of multiples of `every`, whatever the minibatch size.
-            self.last_cycle = self._n_samples - since % self.sizing.every
+            self.last_cycle = c.samples - since % self.sizing.every
         return loss
 
     def fit(
@@ -677,21 +358,22 @@ class DASTrainer:
             order = torch.randperm(x.shape[0], generator=self.generator).to(self.device)
             total: float | Tensor = 0.0
             count = 0
+            c = self.counters
             for start in range(0, x.shape[0], batch_size):
                 idx = order[start : start + batch_size]
-                value = self._optimizer_step(x[idx], y[idx])
-                if isinstance(value, Tensor):  # sync-free: skipped batches add 0, settled below
+                self.optimizer_step(x[idx], y[idx])
+                if c.last_taken and c.on_device:  # sync-free: skipped batches add 0, settled below
+                    value = c.loss_tensor
                     total += torch.where(value.isfinite(), value.double() * idx.numel(), 0.0)
-                    self._n_samples += idx.numel()
                     count += idx.numel()
-                elif value is not None:
-                    total += value * idx.numel()
+                elif c.last_taken:
+                    assert c.host_loss is not None
+                    total += c.host_loss * idx.numel()
                     count += idx.numel()
-                    self._n_samples += idx.numel()
-            if self._pending:
-                before = self._n_samples
-                self._settle()
-                count -= before - self._n_samples
+            if c.pending:
+                before = c.samples
+                c.settle()
+                count -= before - c.samples
             if self.sizing_active:
                 self.prune()
                 self.n_cycles += 1

@@ -17,6 +17,7 @@ from streamdas import DASNet, DASTrainer, NetConfig, SizingConfig, TrainConfig
 from streamdas.activations import ACTIVATIONS
 from streamdas.adam import NumpyAdam
 from streamdas.backprop import NumpyBackprop
+from streamdas.engines import NumpyEngine
 from streamdas.regularizers import make_regularizer
 
 
@@ -190,7 +191,8 @@ def test_trainer_fast_path_follows_the_autograd_path(train):
     two paths end with the same architecture, parameters and optimizer state."""
     fast, slow = _trainer(True, **train), _trainer(False, **train)
     y0 = torch.zeros(1, 3) if train.get("loss") == "mse" else torch.zeros(1, dtype=torch.long)
-    assert fast._uses_numpy(torch.zeros(1, 6), y0) and not slow._uses_numpy(torch.zeros(1, 6), y0)
+    x0 = torch.zeros(1, 6)
+    assert isinstance(fast.engine_for(x0, y0), NumpyEngine) and not isinstance(slow.engine_for(x0, y0), NumpyEngine)
     g = torch.Generator().manual_seed(5)
     for _ in range(60):
         x = torch.randn(16, 6, generator=g)

@@ -19,6 +19,7 @@ import torch
 
 from streamdas import DASTrainer, NetConfig, SizingConfig, TrainConfig
 from streamdas.cudagraph import GraphAPI, StepGraph
+from streamdas.engines import DeviceEngine
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -99,11 +100,11 @@ def test_sync_free_step_equals_synchronising_step(config, optimizer, average_hor
 
 def test_sync_free_falls_back_for_sgd_and_keeps_the_numpy_path():
     sgd = _trainer(MLP, True, optimizer="sgd")
-    assert not sgd._uses_sync_free()
+    assert not isinstance(sgd.engine_for(*_batches(MLP, 1, 8)[0]), DeviceEngine)
     x, y = _batches(MLP, 1, 8)[0]
     assert isinstance(sgd.step(x, y), float)
     default = DASTrainer(MLP, seed=0)  # CPU default: NumPy path, float losses
-    assert isinstance(default.step(x, y), float) and not default._uses_sync_free()
+    assert isinstance(default.step(x, y), float) and not isinstance(default.engine_for(x, y), DeviceEngine)
 
 
 def test_batch_mode_losses_and_counters_equal():
@@ -173,14 +174,14 @@ def _mock_api(trainer: DASTrainer, log: list[str]) -> GraphAPI:
         holders = [trainer.optimizer, trainer.averages, *([trainer.polyak] if trainer.polyak else [])]
         out += [t for holder in holders for st in holder.state.values()
                 for t in st.values() if isinstance(t, torch.Tensor)]
-        return [*out, trainer._skipped, trainer._last_loss, trainer._found_inf]
+        return [*out, trainer.counters.skipped, trainer.counters.device_loss, trainer.engines.sync_free.found_inf]
 
     class Graph:
         def replay(self) -> None:
             log.append("replay")
-            sg = trainer._graph
+            sg = trainer.engines.sync_free.graph
             assert sg is not None
-            trainer._device_body(sg.static_x, sg.static_y, False)
+            trainer.engines.sync_free.body(sg.static_x, sg.static_y, False)
 
     @contextlib.contextmanager
     def capture(graph: Graph, pool: object) -> Iterator[None]:
@@ -201,7 +202,7 @@ def test_graph_replay_bookkeeping_with_mocked_api():
     eager = _trainer(MLP, True)
     graphed = _trainer(MLP, True)
     log: list[str] = []
-    graphed._graph = StepGraph(graphed._device_body, graphed._capturable, api=_mock_api(graphed, log))
+    graphed.engines.sync_free.graph = StepGraph(graphed.engines.sync_free.body, graphed.engines.sync_free.capturable, api=_mock_api(graphed, log))
     versions = set()
     for i, (x, y) in enumerate(_batches(MLP, 30, 16, bad_at=13)):
         if i:
@@ -228,7 +229,7 @@ def test_graph_replay_bookkeeping_with_mocked_api():
     assert graphed.graph_captures == n + 3
     # turned off: eager steps
     off = _trainer(MLP, True, cuda_graphs=False)
-    off._graph = StepGraph(off._device_body, off._capturable, api=_mock_api(off, []))
+    off.engines.sync_free.graph = StepGraph(off.engines.sync_free.body, off.engines.sync_free.capturable, api=_mock_api(off, []))
     off.step(x, y)
     assert off.graph_captures == 0
 
@@ -239,7 +240,7 @@ def test_graph_replay_with_prediction_averages_waits_for_their_warm_up():
     eager = _trainer(MLP, True, average_horizon=30)
     graphed = _trainer(MLP, True, average_horizon=30)
     log: list[str] = []
-    graphed._graph = StepGraph(graphed._device_body, graphed._capturable, api=_mock_api(graphed, log))
+    graphed.engines.sync_free.graph = StepGraph(graphed.engines.sync_free.body, graphed.engines.sync_free.capturable, api=_mock_api(graphed, log))
     assert graphed.polyak is not None
     captured_at = []
     for x, y in _batches(MLP, 30, 16, bad_at=13):

@@ -29,7 +29,7 @@ def test_step_after_prune_equals_unpruned_step_restricted_to_survivors(optimizer
     x, y = _data(64)
     y = y % 3
     for i in range(0, 64, 16):  # build up non-trivial optimizer state
-        trainer._optimizer_step(x[i:i + 16], y[i:i + 16])
+        trainer.optimizer_step(x[i:i + 16], y[i:i + 16])
     dead = {0: [2, 5, 7], 1: [0, 9]}
     with torch.no_grad():
         for layer, units in dead.items():
@@ -43,8 +43,8 @@ def test_step_after_prune_equals_unpruned_step_restricted_to_survivors(optimizer
 
     xb, yb = x[:16], y[:16]
     assert torch.allclose(trainer.net(xb), reference.net(xb), atol=1e-6)
-    trainer._optimizer_step(xb, yb)
-    reference._optimizer_step(xb, yb)
+    trainer.optimizer_step(xb, yb)
+    reference.optimizer_step(xb, yb)
 
     def restrict(ref_layers, i, tensor, kind):
         # rows of hidden layer i, columns of the layer after it
@@ -75,7 +75,7 @@ def test_step_after_prune_equals_unpruned_step_restricted_to_survivors(optimizer
 def test_grown_units_start_with_zero_optimizer_state():
     trainer = DASTrainer(NetConfig(6, (8,), 2), sizing=SizingConfig(min_growth=4), seed=0)
     x, y = _data(32)
-    trainer._optimizer_step(x, y)
+    trainer.optimizer_step(x, y)
     w = trainer.net.hidden[0].weight
     old = trainer.optimizer.state[w]["exp_avg"].clone()
     grow(trainer.net, trainer.sizing, trainer.generator, trainer.optimizer)
