@@ -24,6 +24,8 @@ import torch
 from river import base
 
 from streamdas import checkpoint
+from streamdas.buffer import MinibatchBuffer
+from streamdas.encoding import FeatureEncoder
 from streamdas.fastpath import NumpyForward
 from streamdas.features import FeatureIndex, LimitError, RunningStandardizer, check_label, check_target
 from streamdas.hyperparameters import Live, arguments, check_bound, config_args, param_names
@@ -107,12 +109,10 @@ class _DASEstimator:
         return NetConfig(n_inputs=n_inputs, n_outputs=n_outputs, **args)
 
     def _reset(self) -> None:
-        self._index = FeatureIndex()
-        self._stats = RunningStandardizer(clip=self.clip_sd)
+        self._encoder = FeatureEncoder(self.max_features, self.clip_sd, self.standardize)
         self._trainer: DASTrainer | None = None
         self._fwd: NumpyForward | None = None
-        self._buf_x: list[np.ndarray] = []
-        self._buf_y: list[Any] = []
+        self._buffer = MinibatchBuffer()
         self._detector = None if self.drift_detector is None else self.drift_detector.clone()
         self.n_drifts_detected = 0
 
@@ -122,7 +122,7 @@ class _DASEstimator:
 
     def _build(self) -> DASTrainer:
         if self._trainer is None:
-            config = self._net_config(len(self._index), max(self._n_outputs(), 1))
+            config = self._net_config(len(self._encoder), max(self._n_outputs(), 1))
             self._trainer = DASTrainer(
                 config, self._train_config(), self._sizing_config(), seed=self.seed, device=self.device
             )
@@ -212,12 +212,12 @@ class _DASEstimator:
     @property
     def n_features(self) -> int:
         """Features known (input columns), at most ``max_features``."""
-        return len(self._index)
+        return len(self._encoder)
 
     @property
     def feature_names(self) -> Collection[Hashable]:
         """The features known, in input-column order (a read-only view: ``name in`` is cheap)."""
-        return self._index.view()
+        return self._encoder.names
 
     @property
     def n_nonfinite_skipped(self) -> int:
@@ -225,69 +225,23 @@ class _DASEstimator:
         return 0 if self._trainer is None else self._trainer.n_nonfinite
 
     # ------------------------------------------------------------------ features
-    def _grow_features(self, names: list[Hashable]) -> None:
-        if not names:
-            return
-        self._index.add(names)
-        self._stats.extend(len(self._index))
-        if self._trainer is not None:
-            self._trainer.add_inputs(len(names))
+    @property
+    def _stats(self) -> RunningStandardizer:
+        """The input statistics (of the feature encoder)."""
+        return self._encoder.stats
 
-    def _check_feature_room(self, names: list[Hashable]) -> None:
-        """:class:`~streamdas.features.LimitError` if ``names`` (new features) would take the
-        model past ``max_features``."""
-        if self.max_features is not None and len(self._index) + len(names) > self.max_features:
-            raise LimitError(
-                f"too many features: {len(names)} new "
-                f"(first {checkpoint.short_repr(names[0], 40)}) would make "
-                f"{len(self._index) + len(names)}, max_features={self.max_features}",
-                "too_many_features",
-            )
+    def _add_inputs(self, n: int) -> None:
+        """New features became input columns: the network (if built) grows as many."""
+        if self._trainer is not None:
+            self._trainer.add_inputs(n)
 
     def _learn_vector(self, x: dict[base.typing.FeatureName, Any]) -> np.ndarray:
-        """Validated row of ``x`` (NaN = missing); new features grow the index, stats and net
-        (``LimitError`` beyond ``max_features``, before anything changes)."""
-        index = self._index
-        keys, vals = index.values(x)  # validates before anything changes
-        if keys != index.cached_keys:  # a known layout has no new names
-            names = index.new_names(keys)
-            if names:
-                self._check_feature_room(names)
-                self._grow_features(names)
-        cols = index.columns(keys)
-        if index.complete:
-            return vals  # read-only, already dense
-        out = np.full(len(index), np.nan, dtype=np.float32)
-        out[cols] = vals
-        return out
+        """Validated raw row of ``x``; new features grow the encoder and the network."""
+        return self._encoder.learn_row(x, self._add_inputs)
 
     def _predict_input(self, x: dict[base.typing.FeatureName, Any]) -> np.ndarray:
-        vec, complete = self._index.dense(x)
-        return self._stats.transform(vec, self.standardize, missing=not complete)
-
-    def _frame(self, X: pd.DataFrame, grow: bool) -> np.ndarray:
-        """Raw float32 matrix of a DataFrame in index order (NaN = missing, as pandas has it)."""
-        cols = list(X.columns)
-        for c in cols:
-            if not (pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c])):
-                raise ValueError(f"feature {c!r} is not numeric (dtype {X[c].dtype})")
-        values = X.to_numpy(dtype=np.float32, na_value=np.nan) if cols else np.zeros((len(X), 0), np.float32)
-        bad = np.isinf(values).any(axis=0)
-        if bad.any():
-            c = cols[int(np.flatnonzero(bad)[0])]
-            raise ValueError(f"feature {c!r} is not finite (inf)")
-        if grow:
-            names = self._index.new_names(cols)
-            if names:
-                self._check_feature_room(names)
-                self._grow_features(names)
-        else:
-            known = [i for i, c in enumerate(cols) if c in self._index._pos]
-            cols = [cols[i] for i in known]
-            values = values[:, known]
-        out = np.full((len(X), len(self._index)), np.nan, dtype=np.float32)
-        out[:, self._index.columns(tuple(cols))] = values
-        return out
+        """Standardized row of ``x`` for prediction (nothing changes)."""
+        return self._encoder.predict_row(x)
 
     # ------------------------------------------------------------------ learning
     def _encode_targets(self, ys: list[Any]) -> list[Any]:
@@ -298,8 +252,7 @@ class _DASEstimator:
 
     def _step(self, raw: np.ndarray, targets: list[Any]) -> None:
         trainer = self._build()
-        self._stats.update(raw)
-        z = torch.from_numpy(self._stats.transform(raw, self.standardize))
+        z = torch.from_numpy(self._encoder.standardize_batch(raw))
         loss = trainer.step(z, self._target_tensor(targets))
         if isinstance(loss, torch.Tensor):  # a sync-free (CUDA) step: read only when needed
             loss = float(loss) if self._detector is not None else None
@@ -313,17 +266,7 @@ class _DASEstimator:
                     trainer.cycle()
 
     def _flush(self) -> None:
-        d = len(self._index)
-        rows = self._buf_x
-        if all(len(v) == d for v in rows):
-            raw = np.stack(rows)
-        else:  # features were added since some rows were buffered: those are missing there
-            raw = np.full((len(rows), d), np.nan, dtype=np.float32)
-            for i, v in enumerate(rows):
-                raw[i, : len(v)] = v
-        targets = self._buf_y
-        self._buf_x, self._buf_y = [], []
-        self._step(raw, targets)
+        self._step(*self._buffer.take(len(self._encoder)))
 
     def _known_target(self, y: Any) -> bool:
         """Whether ``y`` is valid and already encoded (learn_one then skips both steps)."""
@@ -336,9 +279,8 @@ class _DASEstimator:
         vec = self._learn_vector(x)
         if not known:
             self._encode_targets([y])
-        self._buf_x.append(vec)
-        self._buf_y.append(y)
-        if len(self._buf_y) >= self.batch_size:
+        self._buffer.add(vec, y)
+        if len(self._buffer) >= self.batch_size:
             self._flush()
 
     def learn_many(self, X: pd.DataFrame, y: pd.Series, *, split: bool = False) -> None:
@@ -377,31 +319,27 @@ class _DASEstimator:
             return
         ys = list(y)
         self._check_targets(ys)
-        raw = self._frame(X, grow=True)  # validates every column before growing anything
+        raw = self._encoder.learn_frame(X, self._add_inputs)  # validates every column first
         if not split:
             self._encode_targets(ys)
             self._step(raw, ys)
             return
         for row, target in zip(raw, ys, strict=True):
             self._encode_targets([target])  # a new class appears between the same steps
-            self._buf_x.append(row)
-            self._buf_y.append(target)
-            if len(self._buf_y) >= self.batch_size:
+            self._buffer.add(row, target)
+            if len(self._buffer) >= self.batch_size:
                 self._flush()
 
     @property
     def n_samples_buffered(self) -> int:
         """Samples waiting in the ``learn_one`` / ``learn_many(split=True)`` buffer for the
         next optimizer step (they are part of the state a checkpoint saves)."""
-        return len(self._buf_y)
-
-    def _inputs_many(self, X: pd.DataFrame) -> np.ndarray:
-        return self._stats.transform(self._frame(X, grow=False), self.standardize)
+        return len(self._buffer)
 
     @torch.no_grad()
     def _outputs_many(self, X: pd.DataFrame) -> np.ndarray:
         assert self._trainer is not None
-        z = torch.from_numpy(self._inputs_many(X))
+        z = torch.from_numpy(self._encoder.predict_frame(X))
         return self._trainer.predict(z).cpu().numpy()
 
     # ------------------------------------------------------------------ state
@@ -433,16 +371,16 @@ class _DASEstimator:
         >>> DASClassifier.from_state(model.to_state()).classes
         ['x']
         """
-        for name in self._index.names:
+        for name in self._encoder.names:
             if not isinstance(name, (str, int)):
                 raise ValueError(f"feature name {name!r} cannot be checkpointed (str or int only)")
         return {
             "params": self._plain_params(),
-            "features": list(self._index.names),
-            "stats": self._stats.state(),
+            "features": list(self._encoder.names),
+            "stats": self._encoder.stats.state(),
             "trainer": None if self._trainer is None else self._trainer.state_dict(),
-            "buffer_x": [torch.from_numpy(v.copy()) for v in self._buf_x],
-            "buffer_y": [y.item() if isinstance(y, np.generic) else y for y in self._buf_y],
+            "buffer_x": [torch.from_numpy(v.copy()) for v in self._buffer.rows],
+            "buffer_y": [y.item() if isinstance(y, np.generic) else y for y in self._buffer.targets],
             "n_drifts_detected": self.n_drifts_detected,
             **self._extra_state(),
         }
@@ -500,17 +438,18 @@ class _DASEstimator:
             and len(set(features)) == len(features),
             "features are not distinct str/int names",
         )
-        est._index = FeatureIndex(list(features))
-        est._stats = RunningStandardizer.from_state(state["stats"], clip=est.clip_sd)
-        require(len(est._stats.count) == len(est._index), "feature statistics do not match the feature index")
+        stats = RunningStandardizer.from_state(state["stats"], clip=est.clip_sd)
+        require(len(stats.count) == len(features), "feature statistics do not match the feature index")
+        est._encoder = FeatureEncoder(
+            est.max_features, est.clip_sd, est.standardize, FeatureIndex(list(features)), stats
+        )
+        n_features = len(features)
         if state["trainer"] is not None:
             est._trainer = DASTrainer.from_state_dict(state["trainer"], device=est.device, limits=limits)
             if est._trainer.train_config.average_horizon != est.average_horizon:
                 est._trainer._set_average_horizon(est.average_horizon)  # older files: start now
             est._fwd = NumpyForward(est._trainer.net, est._trainer.polyak)
-            require(
-                est._trainer.net.n_inputs == len(est._index), "network inputs do not match the feature index"
-            )
+            require(est._trainer.net.n_inputs == n_features, "network inputs do not match the feature index")
         buf_x, buf_y = state["buffer_x"], state["buffer_y"]
         require(
             isinstance(buf_x, list)
@@ -522,21 +461,20 @@ class _DASEstimator:
         for t in buf_x:  # NaN: a missing feature; nothing infinite
             checkpoint.check_tensor(t, "a buffered sample", dtype=torch.float32, finite=False)
             require(
-                t.dim() == 1 and t.numel() <= len(est._index) and not bool(torch.isinf(t).any()),
+                t.dim() == 1 and t.numel() <= n_features and not bool(torch.isinf(t).any()),
                 "a buffered sample is not a float32 row of finite values or NaN",
             )
-        est._buf_x = [t.numpy().copy() for t in buf_x]
-        est._buf_y = list(checkpoint.plain(buf_y, "buffered labels"))
+        est._buffer = MinibatchBuffer(
+            [t.numpy().copy() for t in buf_x], list(checkpoint.plain(buf_y, "buffered labels"))
+        )
         n_drifts = state["n_drifts_detected"]
         require(type(n_drifts) is int and n_drifts >= 0, "n_drifts_detected is not a count")
         est.n_drifts_detected = n_drifts
         est._load_extra_state(state)
-        require(
-            est.max_features is None or len(est._index) <= est.max_features, "more features than max_features"
-        )
+        require(est.max_features is None or n_features <= est.max_features, "more features than max_features")
         if est._trainer is None:  # the network its first step builds must fit the limits too
             check_architecture(
-                est._net_config(len(est._index), max(est._n_outputs(), 1)),
+                est._net_config(n_features, max(est._n_outputs(), 1)),
                 est._sizing_config(),
                 limits,
             )
@@ -891,7 +829,8 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         self._class_pos = {c: i for i, c in enumerate(self._classes)}
         checkpoint.require(len(self._class_pos) == len(self._classes), "classes repeat")
         checkpoint.require(
-            all(y in self._class_pos for y in self._buf_y), "a buffered label is not among the classes"
+            all(y in self._class_pos for y in self._buffer.targets),
+            "a buffered label is not among the classes",
         )
         if self._trainer is not None and self._trainer.net.n_outputs != max(len(self._classes), 1):
             raise ValueError("network outputs do not match the classes")
@@ -1041,9 +980,9 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         optimizer step)."""
         n = float(self._y_stats.count[0]) if len(self._y_stats.count) else 0.0
         total = n * float(self._y_stats.mean[0]) if n else 0.0
-        for y in self._buf_y:
+        for y in self._buffer.targets:
             total += float(y)
-        count = n + len(self._buf_y)
+        count = n + len(self._buffer.targets)
         return total / count if count else 0.0
 
     def predict_one(self, x: dict[base.typing.FeatureName, Any]) -> float:
@@ -1070,7 +1009,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self._y_stats = RunningStandardizer.from_state(state["y_stats"], clip=self.clip_sd)
         checkpoint.require(len(self._y_stats.count) == 1, "target statistics are not one column")
-        for y in self._buf_y:
+        for y in self._buffer.targets:
             check_target(y)
         if self._trainer is not None:
             checkpoint.require(self._trainer.net.n_outputs == 1, "a regressor has one output")

@@ -177,6 +177,14 @@ class FeatureIndex:
         """Names among ``keys`` not yet indexed, in the order they would be added."""
         return sorted((k for k in keys if k not in self._pos), key=repr)
 
+    def known(self, keys: list[Hashable]) -> list[int]:
+        """Places in ``keys`` of the indexed names.
+
+        >>> FeatureIndex(["a", "b"]).known(["z", "b", "a"])
+        [1, 2]
+        """
+        return [i for i, k in enumerate(keys) if k in self._pos]
+
     def add(self, names: list[Hashable]) -> None:
         for name in names:
             if name not in self._pos:

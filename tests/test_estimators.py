@@ -174,8 +174,8 @@ def test_a_dict_changed_between_predict_and_learn_is_read_again():
     x["b"] = np.array([1.0, 2.0])  # 7.0 == 7.0, then 2.0 == array: no truth value
     with pytest.raises(ValueError, match="'b'"):
         model.learn_one(x, True)
-    assert [row.tolist() for row in model._buf_x] == [[1.0, 2.0], [7.0, 2.0]]
-    assert not model._buf_x[0].flags.writeable  # shared with the memo: read-only
+    assert [row.tolist() for row in model._buffer.rows] == [[1.0, 2.0], [7.0, 2.0]]
+    assert not model._buffer.rows[0].flags.writeable  # shared with the memo: read-only
 
 
 def test_nan_in_a_dataframe_means_missing():
