@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Collection, Hashable, Mapping
+from collections.abc import Collection, Hashable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -126,7 +126,7 @@ class _DASEstimator:
             self._trainer = DASTrainer(
                 config, self._train_config(), self._sizing_config(), seed=self.seed, device=self.device
             )
-            self._fwd = NumpyForward(self._trainer.net, self._trainer.polyak)
+            self._fwd = NumpyForward(self._trainer.net, self._trainer.prediction_averages)
         return self._trainer
 
     @property
@@ -172,20 +172,7 @@ class _DASEstimator:
         (River's memory measure does not see tensors)."""
         if self._trainer is None:
             return 0
-        t = self._trainer
-        holders: list[Mapping[Any, Any]] = [
-            t.optimizer.state,
-            t.averages.state,
-            {} if t.polyak is None else t.polyak.state,
-        ]
-        state = sum(
-            v.numel() * v.element_size()
-            for h in holders
-            for s in h.values()
-            for v in s.values()
-            if isinstance(v, torch.Tensor)
-        )
-        return t.net.n_bytes() + state
+        return self._trainer.net.n_bytes() + self._trainer.state_bytes()
 
     @property
     def size_history(self) -> list[dict[str, Any]]:
@@ -253,12 +240,14 @@ class _DASEstimator:
     def _step(self, raw: np.ndarray, targets: list[Any]) -> None:
         trainer = self._build()
         z = torch.from_numpy(self._encoder.standardize_batch(raw))
-        loss = trainer.step(z, self._target_tensor(targets))
-        if isinstance(loss, torch.Tensor):  # a sync-free (CUDA) step: read only when needed
-            loss = float(loss) if self._detector is not None else None
-            if loss is not None and not np.isfinite(loss):
-                loss = None  # the batch was skipped
-        if loss is not None and self._detector is not None:
+        y = self._target_tensor(targets)
+        if self._detector is None:  # nothing reads the loss: a sync-free step stays so
+            trainer.step(z, y)
+            return
+        skipped = trainer.n_nonfinite
+        trainer.step(z, y)
+        loss = trainer.last_loss
+        if trainer.n_nonfinite == skipped and loss is not None and math.isfinite(loss):
             self._detector.update(loss)
             if self._detector.drift_detected:
                 self.n_drifts_detected += 1
@@ -447,8 +436,8 @@ class _DASEstimator:
         if state["trainer"] is not None:
             est._trainer = DASTrainer.from_state_dict(state["trainer"], device=est.device, limits=limits)
             if est._trainer.train_config.average_horizon != est.average_horizon:
-                est._trainer._set_average_horizon(est.average_horizon)  # older files: start now
-            est._fwd = NumpyForward(est._trainer.net, est._trainer.polyak)
+                est._trainer.set_average_horizon(est.average_horizon)  # older files: start now
+            est._fwd = NumpyForward(est._trainer.net, est._trainer.prediction_averages)
             require(est._trainer.net.n_inputs == n_features, "network inputs do not match the feature index")
         buf_x, buf_y = state["buffer_x"], state["buffer_y"]
         require(
