@@ -90,6 +90,7 @@ _SUBMODULES = frozenset(
         "threads",
         "train_config",
         "trainer",
+        "trainer_state",
     }
 )
 

@@ -33,6 +33,7 @@ __all__ = [
     "Layer",
     "NetConfig",
     "edit_parameter",
+    "layer_shapes",
     "lecun_normal_",
 ]
 
@@ -280,6 +281,34 @@ def _conv_out(size: int, kernel: int, stride: int) -> int:
     return (size + 2 * pad - kernel) // stride + 1
 
 
+def layer_shapes(config: NetConfig) -> dict[str, tuple[int, ...]]:
+    """Parameter name -> shape of a :class:`DASNet` of ``config``, by arithmetic (nothing is
+    allocated): the network builds its layers from these, and checkpoints are checked
+    against them.
+
+    >>> layer_shapes(NetConfig(n_inputs=3, hidden_sizes=(5,), n_outputs=2))
+    {'hidden.0.weight': (5, 3), 'hidden.0.bias': (5,), 'output.weight': (2, 5), 'output.bias': (2,)}
+    >>> layer_shapes(NetConfig(2, (4, 6), 3, input_hw=(8, 8), conv_strides=(2,)))["hidden.1.weight"]
+    (6, 64)
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    n_conv, fan, hw, k = len(config.conv_strides), int(config.n_inputs), config.input_hw, config.kernel_size
+    for i, width in enumerate(config.hidden_sizes):
+        width = int(width)
+        if i < n_conv:
+            assert hw is not None
+            shapes[f"hidden.{i}.weight"] = (width, fan, k, k)
+            hw = (_conv_out(hw[0], k, config.conv_strides[i]), _conv_out(hw[1], k, config.conv_strides[i]))
+        else:
+            in_features = fan * (hw[0] * hw[1] if (i == n_conv and hw is not None) else 1)
+            shapes[f"hidden.{i}.weight"] = (width, in_features)
+        shapes[f"hidden.{i}.bias"] = (width,)
+        fan = width
+    shapes["output.weight"] = (int(config.n_outputs), fan)
+    shapes["output.bias"] = (int(config.n_outputs),)
+    return shapes
+
+
 class DASNet(nn.Module):
     """A feed-forward network whose hidden layers can gain and lose units.
 
@@ -314,22 +343,22 @@ class DASNet(nn.Module):
         self._config = config
         self.act = make_activation(config.activation)
         n_conv = len(config.conv_strides)
+        shapes = layer_shapes(config)
         hidden = nn.ModuleList()
-        fan = config.n_inputs
-        hw = config.input_hw
-        for i, width in enumerate(config.hidden_sizes):
+        for i in range(len(config.hidden_sizes)):
+            out, fan = shapes[f"hidden.{i}.weight"][:2]
             if i < n_conv:
-                assert hw is not None
-                k, s = config.kernel_size, config.conv_strides[i]
-                hidden.append(nn.Conv2d(fan, width, k, stride=s, padding=k // 2))
-                hw = (_conv_out(hw[0], k, s), _conv_out(hw[1], k, s))
+                k = config.kernel_size
+                hidden.append(nn.Conv2d(fan, out, k, stride=config.conv_strides[i], padding=k // 2))
             else:
-                in_features = fan * (hw[0] * hw[1] if (i == n_conv and hw is not None) else 1)
-                hidden.append(nn.Linear(in_features, width))
-            fan = width
+                hidden.append(nn.Linear(fan, out))
         self.hidden = cast(Layers, hidden)
-        self.flat_hw: int = hw[0] * hw[1] if (n_conv and hw) else 1
-        self.output = cast(Layer, nn.Linear(fan, config.n_outputs))
+        #: input columns of the first dense layer per unit of the last convolution (H*W)
+        self.flat_hw: int = (
+            shapes[f"hidden.{n_conv}.weight"][1] // shapes[f"hidden.{n_conv - 1}.weight"][0] if n_conv else 1
+        )
+        n_outputs, fan = shapes["output.weight"]
+        self.output = cast(Layer, nn.Linear(fan, n_outputs))
         rates = config.dropout or (0.0,) * len(config.hidden_sizes)
         self.dropouts = nn.ModuleList(nn.Dropout(r) if r > 0 else nn.Identity() for r in rates)
         self.n_conv = n_conv

@@ -27,29 +27,26 @@ their weights under ``tau`` at once, and the layer grows until ``max_units``.
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from streamdas import checkpoint
+from streamdas import checkpoint, trainer_state
 from streamdas.averaging import ParameterAverages
 from streamdas.counters import StepCounters
 from streamdas.engines import EngineChoice, StepEngine
-from streamdas.model import DASNet, Layer, NetConfig, _conv_out, make_activation
+from streamdas.model import DASNet, Layer, NetConfig
 from streamdas.sizing import (
-    AVERAGE_KEY,
-    SHARED_FIELDS,
     RunningAverages,
     SizingConfig,
     grow,
-    growth_amount,
     prune,
 )
 from streamdas.train_config import TrainConfig, preload_optimizer
+from streamdas.trainer_state import check_architecture
 
 __all__ = ["DASTrainer", "TrainConfig", "check_architecture", "preload_optimizer"]
 
@@ -395,40 +392,10 @@ class DASTrainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to resume: architecture, weights, optimizer, schedule, history.
 
-        Plain data and tensors only, loadable with ``torch.load(weights_only=True)``.
+        Plain data and tensors only, loadable with ``torch.load(weights_only=True)``
+        (:mod:`streamdas.trainer_state`).
         """
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "net": self.net.config.to_dict(),
-            "model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "averages": {
-                name: avg.detach().cpu()
-                for name, p in self.net.named_parameters()
-                if (avg := self.pruning_averages.get(p)) is not None
-            },
-            "polyak": None
-            if self.prediction_averages is None
-            else {name: avg.detach().cpu() for name, avg in self.prediction_averages.named(self.net).items()},
-            "train": asdict(self.train_config),
-            "sizing": asdict(self.sizing),
-            "seed": self.seed,
-            "rng": self.generator.get_state(),
-            "counters": {
-                "n_samples": self.n_samples,
-                "n_steps": self.n_steps,
-                "n_cycles": self.n_cycles,
-                "n_nonfinite": self.n_nonfinite,
-                "last_cycle": self.last_cycle,
-                "started": self.started,
-                "fine_tune": self.fine_tune,
-                "n_grown": list(self.n_grown),
-                "n_pruned": list(self.n_pruned),
-            },
-            "history": [dict(e, sizes=list(e["sizes"])) for e in self.size_history],
-            "history_limit": self.history_limit,
-        }
+        return trainer_state.to_state(self)
 
     @classmethod
     def from_state_dict(
@@ -444,60 +411,9 @@ class DASTrainer:
         allocated for a network a file cannot afford) and against the shapes of the weights in
         ``state``, every tensor for its dtype, shape and finiteness, the optimizer state for
         exactly the keys, steps and hyperparameters this trainer's optimizer uses. So a state
-        that loads steps like the trainer that wrote it.
+        that loads steps like the trainer that wrote it (:mod:`streamdas.trainer_state`).
         """
-        limits = limits or checkpoint.DEFAULT_LIMITS
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise ValueError("not a streamdas trainer state")
-        if state.get("version") != VERSION:
-            raise ValueError(f"unsupported trainer state version {state.get('version')!r}")
-        try:
-            keys = set(state)
-            checkpoint.require(
-                _STATE_KEYS <= keys <= _STATE_KEYS | {"averages", "polyak"},
-                f"trainer state has keys {sorted(map(str, keys))}",
-            )
-            config = _net_config(state["net"])
-            train = TrainConfig(**checkpoint.check_params(state["train"], _TRAIN_RULES, "train"))
-            sizing = SizingConfig(**checkpoint.check_params(state["sizing"], _sizing_rules(limits), "sizing"))
-            check_architecture(config, sizing, limits)
-            _check_shapes(config, state["model"])
-            history_limit = _COUNT.check(state["history_limit"], "history_limit")
-            checkpoint.require(history_limit > 0, "history_limit is 0")
-            seed = checkpoint.estimator_params(limits)["seed"].check(state["seed"], "seed")
-            counters = _counters(state["counters"], len(config.hidden_sizes))
-            trainer = cls(
-                config, train=train, sizing=sizing, seed=seed, device=device, history_limit=history_limit
-            )
-            trainer.net.load_state_dict(state["model"], strict=True)
-            legacy_averages = state.get("averages") is None  # then they ride in the optimizer state
-            _check_optimizer_state(trainer, state["optimizer"], counters["n_steps"], legacy_averages)
-            trainer.optimizer.load_state_dict(state["optimizer"])
-            _load_averages(trainer, state.get("averages"))
-            polyak = state.get("polyak")  # absent in older checkpoints: start at the weights
-            if trainer.prediction_averages is not None and polyak is not None:
-                trainer.prediction_averages.load(trainer.net, polyak)
-            rng = checkpoint.check_tensor(
-                state["rng"], "rng state", dtype=torch.uint8, shape=tuple(trainer.generator.get_state().shape)
-            )
-            trainer.generator.set_state(rng)
-            for key in ("n_samples", "n_steps", "n_cycles", "n_nonfinite", "last_cycle"):
-                setattr(trainer, key, counters[key])
-            trainer.started, trainer.fine_tune = counters["started"], counters["fine_tune"]
-            trainer.n_grown, trainer.n_pruned = list(counters["n_grown"]), list(counters["n_pruned"])
-            history = state["history"]
-            checkpoint.require(
-                isinstance(history, list) and len(history) <= history_limit,
-                "history is not a list within its limit",
-            )
-            trainer.size_history = [_history_entry(e, limits) for e in history]
-        except ValueError:
-            raise
-        except Exception as exc:  # a crafted state can raise anything: one type out
-            raise ValueError(
-                f"trainer state does not fit its architecture: {type(exc).__name__}: {exc}"
-            ) from exc
-        return trainer
+        return trainer_state.from_state(cls, state, device, limits)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Checkpoint the trainer atomically (see :mod:`streamdas.checkpoint`).
@@ -576,276 +492,3 @@ class DASTrainer:
         if lr is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = train.lr
-
-
-_STATE_KEYS = frozenset(
-    {
-        "format",
-        "version",
-        "net",
-        "model",
-        "optimizer",
-        "train",
-        "sizing",
-        "seed",
-        "rng",
-        "counters",
-        "history",
-        "history_limit",
-    }
-)
-_COUNT = checkpoint.integer(0, 2**62)
-_WIDTH = checkpoint.integer(0, 2**31)
-
-#: What a checkpoint may set in :class:`TrainConfig`, with ranges (``f`` and ``regularizer``
-#: are checked again by name when the regularizer is built).
-_TRAIN_RULES: dict[str, checkpoint.Rule] = {
-    "optimizer": checkpoint.choice("adam", "adamw", "sgd"),
-    "lr": checkpoint.number(0, 10, open_lo=True),
-    "momentum": checkpoint.number(0, 1, open_hi=True),
-    "weight_decay": checkpoint.number(0, 1),
-    "regularizer": checkpoint.choice("weighted_l1", "l21", "l1", "none"),
-    "alpha": checkpoint.number(0, 100),
-    "f": checkpoint.text(),
-    "loss": checkpoint.choice("cross_entropy", "mse"),
-    "numpy_backprop": checkpoint.flag(),
-    "sync_free": checkpoint.flag(none=True),
-    "cuda_graphs": checkpoint.flag(),
-    "average_horizon": checkpoint.integer(0, 10**9),
-}
-
-#: An optimizer parameter group's numeric hyperparameters, with ranges; its other entries
-#: (flags) must equal those of the optimizer the trainer builds.
-_GROUP_RULES: dict[str, checkpoint.Rule] = {
-    "lr": checkpoint.number(0, 10, open_lo=True),
-    "betas": checkpoint.sequence(checkpoint.number(0, 1, open_hi=True), max_len=2, min_len=2),
-    "eps": checkpoint.number(0, 1, open_lo=True),
-    "weight_decay": checkpoint.number(0, 1),
-    "momentum": checkpoint.number(0, 1, open_hi=True),
-    "dampening": checkpoint.number(0, 1),
-}
-
-#: The state each optimizer keeps per parameter: exactly these keys.
-_OPTIMIZER_STATE_KEYS = {
-    "adam": {"step", "exp_avg", "exp_avg_sq"},
-    "adamw": {"step", "exp_avg", "exp_avg_sq"},
-    "sgd": {"momentum_buffer"},
-}
-
-
-def _sizing_rules(limits: checkpoint.Limits) -> dict[str, checkpoint.Rule]:
-    """What a checkpoint may set in :class:`SizingConfig` (widths within ``limits``)."""
-    params = checkpoint.estimator_params(limits)
-    rules = {k: params[k] for k in SHARED_FIELDS}
-    rules["every"] = params["grow_every"]
-    return rules
-
-
-def _net_config(net: Any) -> NetConfig:
-    checkpoint.require(isinstance(net, dict), "net is not a dict")
-    rules = {
-        "n_inputs": checkpoint.integer(0, 2**31),
-        "hidden_sizes": checkpoint.sequence(checkpoint.integer(1, 2**31), max_len=64, min_len=1),
-        "n_outputs": checkpoint.integer(1, 2**31),
-        "activation": checkpoint.text(r"[a-z_]{1,32}"),
-        "input_hw": checkpoint.Rule(
-            (list, tuple), items=checkpoint.integer(1, 4096), min_len=2, max_len=2, none=True
-        ),
-        "conv_strides": checkpoint.sequence(checkpoint.integer(1, 16), max_len=63),
-        "kernel_size": checkpoint.integer(1, 31),
-        "dropout": checkpoint.sequence(checkpoint.number(0, 1, open_hi=True), max_len=64),
-    }
-    return NetConfig.from_dict(checkpoint.check_params(net, rules, "net"))
-
-
-def _n_parameters(config: NetConfig) -> int:
-    return sum(math.prod(shape) for shape in _expected_shapes(config).values())
-
-
-def check_architecture(
-    config: NetConfig, sizing: SizingConfig, limits: checkpoint.Limits | None = None
-) -> None:
-    """``ValueError`` unless a network of ``config`` fits ``limits``: every hidden layer at
-    most :attr:`~streamdas.checkpoint.Limits.max_units` wide, and at most
-    :attr:`~streamdas.checkpoint.Limits.max_parameters` parameters once every layer has grown
-    once more by ``sizing`` (the growth before the first step, or at the next cycle). By
-    arithmetic: nothing is allocated.
-
-    >>> check_architecture(NetConfig(4, (64, 64), 2), SizingConfig())
-    >>> check_architecture(NetConfig(4, (4000, 4000), 2), SizingConfig())
-    Traceback (most recent call last):
-    ...
-    ValueError: a network 4 -> [4000, 4000] -> 2 grown once to [4800, 4800] has 23,078,402 parameters, ...
-    """
-    limits = limits or checkpoint.DEFAULT_LIMITS
-    widths = [int(h) for h in config.hidden_sizes]
-    checkpoint.require(
-        all(w <= limits.max_units for w in widths),
-        f"hidden layers {widths} exceed the {limits.max_units} units allowed",
-    )
-    grown = [w + growth_amount(w, sizing) for w in widths] if sizing.grow else widths
-    n = _n_parameters(replace(config, hidden_sizes=tuple(grown)))
-    checkpoint.require(
-        n <= limits.max_parameters,
-        f"a network {config.n_inputs} -> {widths} -> {config.n_outputs} grown once to "
-        f"{grown} has {n:,} parameters, more than the {limits.max_parameters:,} allowed",
-    )
-    make_activation(config.activation)  # refuses unknown names and f(0) != 0
-
-
-def _counters(c: Any, n_hidden: int) -> dict[str, Any]:
-    rules: dict[str, checkpoint.Rule] = {
-        k: _COUNT for k in ("n_samples", "n_steps", "n_cycles", "n_nonfinite", "last_cycle")
-    }
-    rules |= {
-        "started": checkpoint.flag(),
-        "fine_tune": checkpoint.flag(),
-        "n_grown": checkpoint.sequence(_COUNT, max_len=n_hidden, min_len=n_hidden),
-        "n_pruned": checkpoint.sequence(_COUNT, max_len=n_hidden, min_len=n_hidden),
-    }
-    out = checkpoint.check_params(c, rules, "counters")
-    checkpoint.require(set(out) == set(rules), f"counters have keys {sorted(out)}, not {sorted(rules)}")
-    checkpoint.require(out["last_cycle"] <= out["n_samples"], "the last cycle is after the last sample")
-    return out
-
-
-def _load_averages(trainer: DASTrainer, averages: Any) -> None:
-    """The sizer's running averages: from ``state["averages"]`` (parameter name -> tensor), or,
-    in checkpoints written while they rode in the optimizer's state, moved out of it."""
-    params = dict(trainer.net.named_parameters())
-    if averages is None:  # older checkpoints: under AVERAGE_KEY in the optimizer's state
-        for p in params.values():
-            entry = trainer.optimizer.state.get(p)
-            if entry and AVERAGE_KEY in entry:
-                trainer.pruning_averages.state[p] = {AVERAGE_KEY: entry.pop(AVERAGE_KEY)}
-        return
-    checkpoint.require(isinstance(averages, dict), "averages is not a dict")
-    for name, value in averages.items():
-        param = params.get(name)
-        if param is None:
-            raise ValueError(f"average of unknown parameter {name!r}")
-        try:
-            checkpoint.check_tensor(value, f"average of {name!r}", dtype=param.dtype, shape=param.shape)
-        except ValueError as exc:
-            raise ValueError(f"average of {name!r} does not fit: {exc}") from None
-        trainer.pruning_averages.state[param] = {AVERAGE_KEY: value.to(param.device).clone()}
-
-
-def _check_group(trainer: DASTrainer, group: Any, n_params: int) -> None:
-    """The one parameter group: its parameter ids, hyperparameters in range, flags as built."""
-    reference = trainer.optimizer.state_dict()["param_groups"][0]
-    checkpoint.require(isinstance(group, dict), "optimizer parameter group is not a dict")
-    checkpoint.require(
-        {"params", "lr"} <= set(group) <= set(reference),
-        f"optimizer parameter group has keys {sorted(map(str, group))}, "
-        f"not those of {type(trainer.optimizer).__name__}: {sorted(reference)}",
-    )
-    checkpoint.require(
-        group["params"] == list(range(n_params)),
-        "optimizer parameter group does not list the network's parameters",
-    )
-    for key, value in group.items():
-        if key == "params":
-            continue
-        rule = _GROUP_RULES.get(key)
-        if rule is not None:
-            rule.check(value, f"optimizer {key}")
-        else:
-            checkpoint.require(
-                type(value) is type(reference[key]) and value == reference[key],
-                f"optimizer {key} is {value!r}, not {reference[key]!r}",
-            )
-
-
-def _check_optimizer_state(
-    trainer: DASTrainer, opt_state: Any, n_steps: int, legacy_averages: bool = False
-) -> None:
-    """The optimizer state must be the one this trainer's optimizer keeps: one parameter group
-    with the network's parameters and hyperparameters in range, and per parameter exactly the
-    keys it uses (Adam: ``step``, ``exp_avg``, ``exp_avg_sq``; SGD: ``momentum_buffer``), each
-    tensor of its parameter's shape and dtype and finite, ``exp_avg_sq`` not negative, steps
-    whole numbers from 0 to the trainer's step count. torch checks none of it when loading,
-    and a state that does not fit fails at the first step."""
-    params = list(trainer.net.parameters())
-    checkpoint.require(
-        isinstance(opt_state, dict) and set(opt_state) == {"state", "param_groups"},
-        "optimizer state is not {state, param_groups}",
-    )
-    groups, per_param = opt_state["param_groups"], opt_state["state"]
-    checkpoint.require(
-        isinstance(groups, list) and len(groups) == 1, "optimizer state does not have one parameter group"
-    )
-    _check_group(trainer, groups[0], len(params))
-    checkpoint.require(isinstance(per_param, dict), "optimizer per-parameter state is not a dict")
-    expected = _OPTIMIZER_STATE_KEYS[trainer.train_config.optimizer]
-    for pid, pstate in per_param.items():
-        checkpoint.require(
-            type(pid) is int and 0 <= pid < len(params), f"optimizer state for unknown parameter {pid!r}"
-        )
-        p = params[pid]
-        checkpoint.require(isinstance(pstate, dict), f"optimizer state {pid} is not a dict")
-        keys = set(pstate) - {AVERAGE_KEY} if legacy_averages else set(pstate)
-        checkpoint.require(
-            keys == expected,
-            f"optimizer state {pid} has keys {sorted(map(str, pstate))}, not {sorted(expected)}",
-        )
-        for key, value in pstate.items():
-            what = f"optimizer state {key!r} of parameter {pid}"
-            if key == "step":
-                step = checkpoint.check_tensor(value, what, dtype=torch.float32, shape=())
-                s = float(step)
-                checkpoint.require(
-                    s == int(s) and 0 <= s <= n_steps, f"{what} is {s}, not a step count from 0 to {n_steps}"
-                )
-            elif key == "momentum_buffer" and value is None:
-                continue
-            elif key == AVERAGE_KEY:
-                checkpoint.check_tensor(value, f"average of parameter {pid}", dtype=p.dtype, shape=p.shape)
-            else:
-                checkpoint.check_tensor(
-                    value, what, dtype=p.dtype, shape=p.shape, nonnegative=key == "exp_avg_sq"
-                )
-
-
-def _expected_shapes(config: NetConfig) -> dict[str, tuple[int, ...]]:
-    """Parameter shapes of a :class:`DASNet` of ``config``, by arithmetic (nothing allocated)."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    n_conv, fan, hw, k = len(config.conv_strides), int(config.n_inputs), config.input_hw, config.kernel_size
-    for i, width in enumerate(config.hidden_sizes):
-        width = int(width)
-        if i < n_conv:
-            assert hw is not None
-            shapes[f"hidden.{i}.weight"] = (width, fan, k, k)
-            hw = (_conv_out(hw[0], k, config.conv_strides[i]), _conv_out(hw[1], k, config.conv_strides[i]))
-        else:
-            in_features = fan * (hw[0] * hw[1] if (i == n_conv and hw is not None) else 1)
-            shapes[f"hidden.{i}.weight"] = (width, in_features)
-        shapes[f"hidden.{i}.bias"] = (width,)
-        fan = width
-    shapes["output.weight"] = (int(config.n_outputs), fan)
-    shapes["output.bias"] = (int(config.n_outputs),)
-    return shapes
-
-
-def _check_shapes(config: NetConfig, model_state: Any) -> None:
-    """The parameter shapes a network of ``config`` would have must be exactly those of the
-    tensors in ``model_state`` (float32, finite), checked before building it: a file cannot
-    make us allocate a network larger than the weights it holds."""
-    if not isinstance(model_state, dict) or not all(isinstance(v, Tensor) for v in model_state.values()):
-        raise ValueError("model weights are not a dict of tensors")
-    expected = _expected_shapes(config)
-    found = {k: tuple(v.shape) for k, v in model_state.items()}
-    if expected != found:
-        raise ValueError(f"the weights do not fit architecture {config.hidden_sizes}")
-    for name, value in model_state.items():
-        checkpoint.check_tensor(value, f"weight {name!r}", dtype=torch.float32)
-
-
-def _history_entry(entry: Any, limits: checkpoint.Limits) -> dict[str, Any]:
-    if not (isinstance(entry, dict) and set(entry) == {"n_samples", "event", "sizes"}):
-        raise ValueError("a size-history entry is not {n_samples, event, sizes}")
-    return {
-        "n_samples": _COUNT.check(entry["n_samples"], "history n_samples"),
-        "event": checkpoint.choice("init", "grow", "prune").check(entry["event"], "history event"),
-        "sizes": list(checkpoint.sequence(_WIDTH, max_len=64).check(entry["sizes"], "history sizes")),
-    }
