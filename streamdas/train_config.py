@@ -48,9 +48,9 @@ class TrainConfig:
         Autograd steps without a host round trip: the loss, the penalty gradient and the
         non-finite flag stay on the device, a non-finite batch is skipped on the device
         (the optimizer is told through ``found_inf``, as ``torch.amp.GradScaler`` does) and
-        the counters are read lazily, at sizing cycles or when asked; :meth:`DASTrainer.step`
-        then returns the loss as a 0-d device tensor. ``None`` (default): on for CUDA, off
-        elsewhere (the CPU keeps float losses). The NumPy path, where it applies, comes first
+        the counters and the last loss are read lazily, at sizing cycles or when asked
+        (:mod:`streamdas.counters`). ``None`` (default): on for CUDA, off
+        elsewhere (the CPU keeps synchronising steps). The NumPy path, where it applies, comes first
         either way. Needs an optimizer that accepts ``found_inf`` (Adam and AdamW, fused); SGD
         keeps the synchronising step.
     cuda_graphs

@@ -79,7 +79,7 @@ class DASTrainer:
     >>> g = torch.Generator().manual_seed(1)
     >>> for _ in range(8):
     ...     x = torch.randn(16, 2, generator=g)
-    ...     _ = trainer.step(x, (x[:, 0] > 0).long())
+    ...     trainer.step(x, (x[:, 0] > 0).long())
     >>> trainer.n_samples, trainer.n_cycles
     (128, 2)
     >>> [e["event"] for e in trainer.size_history]
@@ -299,15 +299,14 @@ class DASTrainer:
         changes where the loss or a gradient is not finite (see :mod:`streamdas.engines`)."""
         self.engines.for_batch(x, y).step(x, y)
 
-    def step(self, x: Tensor, y: Tensor) -> float | Tensor | None:
+    def step(self, x: Tensor, y: Tensor) -> None:
         """Streaming mode: one optimizer step on the minibatch ``(x, y)``, then a sizing cycle
         if ``sizing.every`` samples have passed since the last one.
 
-        Returns the minibatch's mean data loss, or ``None`` when the loss or a gradient was not
-        finite: then nothing changed (the batch is counted in :attr:`n_nonfinite`). With
-        ``TrainConfig.sync_free`` the loss is a 0-d tensor on the device instead (non-finite
-        for a skipped batch; under CUDA graphs a buffer that the next step overwrites), and the
-        host waits for the device only when the schedule may call for a sizing cycle.
+        The minibatch's mean data loss is then :attr:`last_loss`. Where the loss or a gradient
+        is not finite nothing changes and the batch is counted in :attr:`n_nonfinite`. With
+        ``TrainConfig.sync_free`` the host waits for the device only when the schedule may
+        call for a sizing cycle (or when a counter or :attr:`last_loss` is read).
         """
         if not self.started and self.sizing_active:
             self.grow()  # Algorithm 1 grows before training
@@ -316,19 +315,17 @@ class DASTrainer:
         self.optimizer_step(x, y)
         c = self.counters
         if not c.last_taken:
-            return None
-        loss = c.loss_tensor if c.on_device else c.host_loss
+            return
         since = c.samples - self.last_cycle  # an upper bound until settled, after sync-free steps
         if self.sizing_active and since >= self.sizing.every:
             if c.pending:  # skipped batches may not count: settle (one round trip)
                 c.settle()
                 since = c.samples - self.last_cycle
                 if since < self.sizing.every:
-                    return loss
+                    return
             self.cycle()
             # Stay on the grid of multiples of `every`, whatever the minibatch size.
             self.last_cycle = c.samples - since % self.sizing.every
-        return loss
 
     def fit(
         self, x: Tensor, y: Tensor, epochs: int = 1, batch_size: int = 128, progress: bool = False
