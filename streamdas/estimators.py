@@ -13,9 +13,7 @@ their running mean, order never matters. Inputs are standardized with running st
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Collection, Hashable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,30 +24,21 @@ from river import base
 from streamdas import checkpoint
 from streamdas.buffer import MinibatchBuffer
 from streamdas.encoding import FeatureEncoder
+from streamdas.estimator_state import EstimatorState
 from streamdas.fastpath import NumpyForward
-from streamdas.features import FeatureIndex, LimitError, RunningStandardizer, check_label, check_target
-from streamdas.hyperparameters import Live, arguments, check_bound, config_args, param_names
+from streamdas.features import RunningStandardizer, check_target
+from streamdas.hyperparameters import Live, arguments, check_bound, config_args
+from streamdas.labels import LabelIndex
 from streamdas.memory import deep_size
 from streamdas.model import NetConfig
+from streamdas.readouts import EstimatorReadouts
 from streamdas.sizing import SizingConfig
-from streamdas.trainer import DASTrainer, TrainConfig, check_architecture, preload_optimizer
+from streamdas.trainer import DASTrainer, TrainConfig, preload_optimizer
 
 __all__ = ["DASClassifier", "DASRegressor"]
 
-_PLAIN_LABELS = (str, int, float, bool, type(None))
 
-
-def _label_length(y: Any) -> float:
-    """Characters of ``str(y)`` (infinite for an integer too long to write out at all)."""
-    if isinstance(y, str):
-        return len(y)
-    try:
-        return len(str(y))
-    except ValueError:  # Python refuses to write integers of more than 4,300 digits
-        return float("inf")
-
-
-class _DASEstimator:
+class _DASEstimator(EstimatorReadouts, EstimatorState):
     """Shared machinery of the two estimators (not a River estimator by itself)."""
 
     _loss: ClassVar[str] = "cross_entropy"
@@ -91,11 +80,6 @@ class _DASEstimator:
         self._net_config(1, 1)
         self._reset()
 
-    @classmethod
-    def _param_names(cls) -> tuple[str, ...]:
-        """The hyperparameters: the keyword parameters of the class's ``__init__``."""
-        return param_names(cls)
-
     # ------------------------------------------------------------------ configs
     def _train_config(self) -> TrainConfig:
         return TrainConfig(**config_args(TrainConfig, self, self._RENAMES), loss=self._loss)
@@ -130,11 +114,6 @@ class _DASEstimator:
         return self._trainer
 
     @property
-    def trainer(self) -> DASTrainer | None:
-        """The underlying :class:`~streamdas.DASTrainer` (``None`` until the first sample)."""
-        return self._trainer
-
-    @property
     def _raw_memory_usage(self) -> int:
         """Bytes held, tensor storage included (River's walk sees only Python objects and NumPy
         arrays; see :mod:`streamdas.memory`)."""
@@ -155,62 +134,6 @@ class _DASEstimator:
         self._build().fine_tune = bool(value)
 
     # ------------------------------------------------------------------ introspection
-    @property
-    def layer_sizes(self) -> list[int]:
-        """Hidden-layer widths now."""
-        if self._trainer is None:
-            return [int(h) for h in self.hidden_sizes]
-        return self._trainer.net.hidden_sizes
-
-    @property
-    def n_parameters(self) -> int:
-        return 0 if self._trainer is None else self._trainer.net.n_parameters()
-
-    @property
-    def model_bytes(self) -> int:
-        """Bytes of tensor storage: parameters plus optimizer state and running averages
-        (River's memory measure does not see tensors)."""
-        if self._trainer is None:
-            return 0
-        return self._trainer.net.n_bytes() + self._trainer.state_bytes()
-
-    @property
-    def size_history(self) -> list[dict[str, Any]]:
-        """Per-layer widths after every sizing event, with the sample count."""
-        return [] if self._trainer is None else list(self._trainer.size_history)
-
-    @property
-    def n_units_grown(self) -> list[int]:
-        return [0] * len(self.hidden_sizes) if self._trainer is None else list(self._trainer.n_grown)
-
-    @property
-    def n_units_pruned(self) -> list[int]:
-        return [0] * len(self.hidden_sizes) if self._trainer is None else list(self._trainer.n_pruned)
-
-    @property
-    def n_samples_learned(self) -> int:
-        """Samples that went into an optimizer step (buffered ones not yet)."""
-        return 0 if self._trainer is None else self._trainer.n_samples
-
-    @property
-    def n_sizing_cycles(self) -> int:
-        return 0 if self._trainer is None else self._trainer.n_cycles
-
-    @property
-    def n_features(self) -> int:
-        """Features known (input columns), at most ``max_features``."""
-        return len(self._encoder)
-
-    @property
-    def feature_names(self) -> Collection[Hashable]:
-        """The features known, in input-column order (a read-only view: ``name in`` is cheap)."""
-        return self._encoder.names
-
-    @property
-    def n_nonfinite_skipped(self) -> int:
-        """Minibatches whose loss or gradients were not finite (skipped, nothing changed)."""
-        return 0 if self._trainer is None else self._trainer.n_nonfinite
-
     # ------------------------------------------------------------------ features
     @property
     def _stats(self) -> RunningStandardizer:
@@ -319,12 +242,6 @@ class _DASEstimator:
             if len(self._buffer) >= self.batch_size:
                 self._flush()
 
-    @property
-    def n_samples_buffered(self) -> int:
-        """Samples waiting in the ``learn_one`` / ``learn_many(split=True)`` buffer for the
-        next optimizer step (they are part of the state a checkpoint saves)."""
-        return len(self._buffer)
-
     @torch.no_grad()
     def _outputs_many(self, X: pd.DataFrame) -> np.ndarray:
         assert self._trainer is not None
@@ -335,178 +252,11 @@ class _DASEstimator:
     def _target_tensor(self, targets: list[Any]) -> torch.Tensor:
         raise NotImplementedError
 
-    _EXTRA_KEYS: ClassVar[tuple[str, ...]] = ()
-
-    def _extra_state(self) -> dict[str, Any]:
-        return {}
-
-    def _load_extra_state(self, state: dict[str, Any]) -> None:
-        pass
-
-    def _plain_params(self) -> dict[str, Any]:
-        params = {k: getattr(self, k) for k in self._param_names()}
-        params["hidden_sizes"] = [int(h) for h in params["hidden_sizes"]]
-        params["drift_detector"] = checkpoint.detector_to_state(self.drift_detector)
-        return params
-
-    def to_state(self) -> dict[str, Any]:
-        """Everything, as plain data and tensors (``torch.load(weights_only=True)``-safe).
-
-        :meth:`from_state` rebuilds the estimator; :func:`streamdas.save_estimator` writes it to
-        a file. Raises ``ValueError`` if a feature name, label or drift detector cannot be stored.
-
-        >>> model = DASClassifier(seed=1)
-        >>> model.learn_one({"a": 1.0}, "x")
-        >>> DASClassifier.from_state(model.to_state()).classes
-        ['x']
-        """
-        for name in self._encoder.names:
-            if not isinstance(name, (str, int)):
-                raise ValueError(f"feature name {name!r} cannot be checkpointed (str or int only)")
-        return {
-            "params": self._plain_params(),
-            "features": list(self._encoder.names),
-            "stats": self._encoder.stats.state(),
-            "trainer": None if self._trainer is None else self._trainer.state_dict(),
-            "buffer_x": [torch.from_numpy(v.copy()) for v in self._buffer.rows],
-            "buffer_y": [y.item() if isinstance(y, np.generic) else y for y in self._buffer.targets],
-            "n_drifts_detected": self.n_drifts_detected,
-            **self._extra_state(),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], limits: checkpoint.Limits | None = None) -> Any:
-        """Rebuild an estimator from :meth:`to_state`'s data, validating every field: parameters
-        in their ranges (:func:`streamdas.checkpoint.estimator_params`), the network it holds or
-        would build at its first step within ``limits``
-        (:func:`streamdas.trainer.check_architecture`), every tensor and statistic.
-
-        Raises ``ValueError`` (or another ordinary exception) when the state does not fit;
-        :func:`streamdas.load_estimator` turns every such failure into a
-        :class:`~streamdas.CheckpointError`.
-        """
-        require = checkpoint.require
-        require(isinstance(state, dict), "estimator state is not a dict")
-        keys = {
-            "params",
-            "features",
-            "stats",
-            "trainer",
-            "buffer_x",
-            "buffer_y",
-            "n_drifts_detected",
-            *cls._EXTRA_KEYS,
-        }
-        require(
-            set(state) == keys, f"estimator state has keys {sorted(map(str, state))}, expected {sorted(keys)}"
-        )
-        params = state["params"]
-        require(isinstance(params, dict), "params are not a dict")
-        expected = set(cls._param_names())
-        # a subset: parameters added since the file was written take their defaults
-        require(set(params) <= expected, f"params have keys {sorted(map(str, params))}")
-        rules = checkpoint.estimator_params(limits)
-        params = {
-            k: (
-                v
-                if k == "drift_detector"
-                else rules[k].check(v, f"parameter {k!r}")
-                if k in rules
-                else checkpoint.plain(v, f"parameter {k!r}")
-            )
-            for k, v in params.items()
-        }
-        if "hidden_sizes" in params:
-            params["hidden_sizes"] = tuple(params["hidden_sizes"])
-        params["drift_detector"] = checkpoint.detector_from_state(params.get("drift_detector"))
-        est = cls(**params)
-        features = checkpoint.plain(state["features"], "features")
-        require(
-            isinstance(features, list)
-            and all(type(f) in (str, int) for f in features)
-            and len(set(features)) == len(features),
-            "features are not distinct str/int names",
-        )
-        stats = RunningStandardizer.from_state(state["stats"], clip=est.clip_sd)
-        require(len(stats.count) == len(features), "feature statistics do not match the feature index")
-        est._encoder = FeatureEncoder(
-            est.max_features, est.clip_sd, est.standardize, FeatureIndex(list(features)), stats
-        )
-        n_features = len(features)
-        if state["trainer"] is not None:
-            est._trainer = DASTrainer.from_state_dict(state["trainer"], device=est.device, limits=limits)
-            if est._trainer.train_config.average_horizon != est.average_horizon:
-                est._trainer.set_average_horizon(est.average_horizon)  # older files: start now
-            est._fwd = NumpyForward(est._trainer.net, est._trainer.prediction_averages)
-            require(est._trainer.net.n_inputs == n_features, "network inputs do not match the feature index")
-        buf_x, buf_y = state["buffer_x"], state["buffer_y"]
-        require(
-            isinstance(buf_x, list)
-            and isinstance(buf_y, list)
-            and len(buf_x) == len(buf_y)
-            and len(buf_x) < est.batch_size,
-            "the sample buffer does not fit batch_size",
-        )
-        for t in buf_x:  # NaN: a missing feature; nothing infinite
-            checkpoint.check_tensor(t, "a buffered sample", dtype=torch.float32, finite=False)
-            require(
-                t.dim() == 1 and t.numel() <= n_features and not bool(torch.isinf(t).any()),
-                "a buffered sample is not a float32 row of finite values or NaN",
-            )
-        est._buffer = MinibatchBuffer(
-            [t.numpy().copy() for t in buf_x], list(checkpoint.plain(buf_y, "buffered labels"))
-        )
-        n_drifts = state["n_drifts_detected"]
-        require(type(n_drifts) is int and n_drifts >= 0, "n_drifts_detected is not a count")
-        est.n_drifts_detected = n_drifts
-        est._load_extra_state(state)
-        require(est.max_features is None or n_features <= est.max_features, "more features than max_features")
-        if est._trainer is None:  # the network its first step builds must fit the limits too
-            check_architecture(
-                est._net_config(n_features, max(est._n_outputs(), 1)),
-                est._sizing_config(),
-                limits,
-            )
-        return est
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Tensors travel as NumPy arrays: torch's pickling embeds storage addresses, which
-        # would make two pickles of the same model differ.
-        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-        state["__streamdas__"] = _map_arrays(self.to_state(), lambda t: t.numpy(), torch.Tensor)
-        state["__detector__"] = self._detector
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state = dict(state)
-        inner = _map_arrays(state.pop("__streamdas__"), torch.from_numpy, np.ndarray)
-        detector = state.pop("__detector__")
-        restored = type(self).from_state(inner)
-        self.__dict__.update(restored.__dict__)
-        self.__dict__.update({k: v for k, v in state.items() if k != "drift_detector"})
-        self._detector = detector
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-        new = type(self).__new__(type(self))
-        new.__setstate__(copy.deepcopy(self.__getstate__(), memo))
-        return new
-
     def _unit_test_skips(self) -> set[str]:
         # Like River's gradient-descent linear models: learn_many takes ONE optimizer step on
         # the batch it is given, while learn_one takes one step per `batch_size` buffered
         # samples, so the two are deliberately not equivalent.
         return {"check_learn_many_matches_learn_one"}
-
-
-def _map_arrays(obj: Any, fn: Any, kind: type) -> Any:
-    """Apply ``fn`` to every ``kind`` instance inside nested dicts and lists."""
-    if isinstance(obj, kind):
-        return fn(obj)
-    if isinstance(obj, dict):
-        return {k: _map_arrays(v, fn, kind) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_map_arrays(v, fn, kind) for v in obj)
-    return obj
 
 
 @checkpoint.checkpointable
@@ -668,8 +418,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
 
     def _reset(self) -> None:
         super()._reset()
-        self._classes: list[Any] = []
-        self._class_pos: dict[Any, int] = {}
+        self._labels = LabelIndex(self.max_classes, self.max_label_length)
 
     @property
     def _multiclass(self) -> bool:
@@ -678,150 +427,82 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     @property
     def classes(self) -> list[Any]:
         """Labels seen so far, in output order."""
-        return list(self._classes)
+        return list(self._labels.classes)
 
     def _n_outputs(self) -> int:
-        return len(self._classes)
-
-    @staticmethod
-    def _normalize(y: Any) -> Any:
-        return y.item() if isinstance(y, np.generic) else y
+        return len(self._labels)
 
     def _check_targets(self, ys: list[Any]) -> None:
-        """Valid labels whose new classes fit ``max_classes`` and ``max_label_length``, or
-        ``ValueError`` (:class:`~streamdas.features.LimitError` for a bound)."""
-        for y in ys:
-            check_label(y)
-        new = self._new_classes(ys)
-        if not new:
-            return
-        n = len(self._classes) + len(new)
-        if self.max_classes is not None and n > self.max_classes:
-            raise LimitError(
-                f"too many classes: {len(new)} new label(s) would make {n}, max_classes={self.max_classes}",
-                "too_many_classes",
-            )
-        for c in new:
-            length = _label_length(c)
-            if length > self.max_label_length:
-                size = "" if length == float("inf") else f" ({length:.0f} characters)"
-                raise LimitError(
-                    f"label too long{size}: max_label_length={self.max_label_length} "
-                    f"characters of str(label)",
-                    "label_too_long",
-                )
-
-    def _new_classes(self, ys: list[Any]) -> list[Any]:
-        """The classes ``ys`` would add, in order (a boolean label adds both booleans)."""
-        new: dict[Any, None] = {}
-        pos = self._class_pos
-        for y in ys:
-            y = self._normalize(y)
-            if y in pos or y in new:
-                continue
-            if isinstance(y, bool):
-                new.update(dict.fromkeys((False, True)))
-            else:
-                new[y] = None
-        return [c for c in new if c not in pos]
+        self._labels.check(ys)
 
     def _encode_targets(self, ys: list[Any]) -> list[Any]:
-        new = self._new_classes(ys)
-        if new:
-            if not self._classes and any(isinstance(c, bool) for c in new):
-                new.sort()  # River's binary convention: {False, True}
-            for c in new:
-                self._class_pos[c] = len(self._classes)
-                self._classes.append(c)
-            if self._trainer is not None:
-                self._trainer.add_outputs(len(new))
+        n_new = self._labels.add(ys)
+        if n_new and self._trainer is not None:
+            self._trainer.add_outputs(n_new)
         return ys
 
     def _known_target(self, y: Any) -> bool:
-        try:
-            return y in self._class_pos
-        except TypeError:  # unhashable: _check_targets names the problem
-            return False
+        return self._labels.known(y)
 
     def _target_tensor(self, targets: list[Any]) -> torch.Tensor:
-        pos = self._class_pos
-        return torch.from_numpy(np.array([pos[self._normalize(y)] for y in targets], dtype=np.int64))
+        return torch.from_numpy(self._labels.positions(targets))
 
     def predict_proba_one(
         self, x: dict[base.typing.FeatureName, Any], **kwargs: Any
     ) -> dict[base.typing.ClfTarget, float]:
         """The probability of each label seen so far (``kwargs``: River's interface, unused)."""
-        if not self._classes:
+        if not self._labels.classes:
             return {}
         if self._trainer is None:  # no step yet: the labels seen so far, uniformly
-            return dict.fromkeys(self._classes, 1.0 / len(self._classes))
+            return dict.fromkeys(self._labels.classes, 1.0 / len(self._labels.classes))
         assert self._fwd is not None
         logits = self._fwd(self._predict_input(x)).astype(np.float64)
         e = np.exp(logits - logits.max())
         p = e / e.sum()
-        return dict(zip(self._classes, p.tolist(), strict=True))
+        return dict(zip(self._labels.classes, p.tolist(), strict=True))
 
     def predict_one(
         self, x: dict[base.typing.FeatureName, Any], **kwargs: Any
     ) -> base.typing.ClfTarget | None:
         """The most likely label: argmax of the logits (no softmax, no probability dict;
         ``kwargs``: River's interface, unused)."""
-        if not self._classes:
+        if not self._labels.classes:
             return None
         if self._trainer is None:
-            return self._classes[0]
+            return self._labels.classes[0]
         assert self._fwd is not None
-        return self._classes[int(self._fwd(self._predict_input(x)).argmax())]
+        return self._labels.classes[int(self._fwd(self._predict_input(x)).argmax())]
 
     def predict_proba_many(self, X: pd.DataFrame) -> pd.DataFrame:
-        if not self._classes:
+        if not self._labels.classes:
             return pd.DataFrame(index=X.index)
         if self._trainer is None:
-            p = np.full((len(X), len(self._classes)), 1.0 / len(self._classes))
-            return pd.DataFrame(p, index=X.index, columns=self._classes)
+            p = np.full((len(X), len(self._labels.classes)), 1.0 / len(self._labels.classes))
+            return pd.DataFrame(p, index=X.index, columns=self._labels.classes)
         logits = torch.from_numpy(self._outputs_many(X))
         p = torch.softmax(logits.double(), dim=1).numpy()
-        return pd.DataFrame(p, index=X.index, columns=self._classes)
+        return pd.DataFrame(p, index=X.index, columns=self._labels.classes)
 
     def predict_many(self, X: pd.DataFrame) -> pd.Series:
-        if not self._classes:
+        if not self._labels.classes:
             return pd.Series([None] * len(X), index=X.index, dtype=object)
         if self._trainer is None:
-            return pd.Series([self._classes[0]] * len(X), index=X.index)
+            return pd.Series([self._labels.classes[0]] * len(X), index=X.index)
         idx = self._outputs_many(X).argmax(axis=1)
-        return pd.Series([self._classes[i] for i in idx], index=X.index)
-
-    def _extra_state(self) -> dict[str, Any]:
-        for c in self._classes:
-            if not isinstance(c, _PLAIN_LABELS):
-                raise ValueError(f"label {c!r} cannot be checkpointed (str, int, float or bool only)")
-        return {"classes": list(self._classes)}
+        return pd.Series([self._labels.classes[i] for i in idx], index=X.index)
 
     _EXTRA_KEYS: ClassVar[tuple[str, ...]] = ("classes",)
 
+    def _extra_state(self) -> dict[str, Any]:
+        return {"classes": self._labels.state()}
+
     def _load_extra_state(self, state: dict[str, Any]) -> None:
-        classes = checkpoint.plain(state["classes"], "classes")
+        self._labels.load(state["classes"])
         checkpoint.require(
-            isinstance(classes, list)
-            and None not in classes
-            and not any(isinstance(c, float) and c != c for c in classes),
-            "classes are not a list of labels",
-        )
-        checkpoint.require(
-            self.max_classes is None or len(classes) <= self.max_classes, "more classes than max_classes"
-        )
-        checkpoint.require(
-            all(_label_length(c) <= self.max_label_length for c in classes),
-            "a label is longer than max_label_length",
-        )
-        self._classes = list(classes)
-        self._class_pos = {c: i for i, c in enumerate(self._classes)}
-        checkpoint.require(len(self._class_pos) == len(self._classes), "classes repeat")
-        checkpoint.require(
-            all(y in self._class_pos for y in self._buffer.targets),
+            all(y in self._labels.pos for y in self._buffer.targets),
             "a buffered label is not among the classes",
         )
-        if self._trainer is not None and self._trainer.net.n_outputs != max(len(self._classes), 1):
+        if self._trainer is not None and self._trainer.net.n_outputs != max(len(self._labels), 1):
             raise ValueError("network outputs do not match the classes")
 
     @classmethod
