@@ -18,16 +18,14 @@ with the live weights; :attr:`~streamdas.TrainConfig.average_horizon` ``= 0`` do
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from streamdas import checkpoint
-
-if TYPE_CHECKING:
-    from streamdas.model import DASNet
+from streamdas.model import Follower
 
 __all__ = ["POLYAK_KEY", "WARMUP_FRACTION", "ParameterAverages", "lerp", "numpy_views"]
 
@@ -129,6 +127,12 @@ class ParameterAverages:
         # The cached views share memory with *these* tensors: a copy rebuilds its own.
         return {**self.__dict__, "_cached": None}
 
+    def follower(self) -> Follower:
+        """How resizes treat these averages: grown units and new inputs start at zero (growth
+        adds nothing to the averaged outputs); new output units (classes) at their values, as
+        a zero row would give a new class logit 0 against the others' learned ones."""
+        return Follower(self, outputs="values")
+
     def span(self, seen: int) -> float:
         """The average's time constant after ``seen`` samples: ``horizon``, but at most
         :data:`WARMUP_FRACTION` of ``seen``, so the first weights (random, then fast-changing)
@@ -177,16 +181,6 @@ class ParameterAverages:
             return
         params = list(net.parameters())
         lerp([self.get(p) for p in params], params, weight, skip)
-
-    @torch.no_grad()
-    def adopt_new_outputs(self, net: DASNet, n_new: int) -> None:
-        """Start the averages of ``n_new`` output units just appended (new classes) at their
-        values: a zero row would give a new class logit 0 against the others' learned ones."""
-        if n_new <= 0:
-            return
-        out = net.layers[-1]
-        for p in (out.weight, out.bias):
-            self.get(p)[-n_new:] = p.detach()[-n_new:]
 
     def load(self, net: nn.Module, named: dict[str, Tensor]) -> None:
         """Take averages saved by :meth:`named`; raises ``ValueError`` if one does not fit

@@ -19,7 +19,7 @@ import math
 import threading
 from collections.abc import Iterator, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, TypeAlias, cast
+from typing import Any, Literal, Protocol, TypeAlias, cast
 
 import numpy as np
 import torch
@@ -30,8 +30,10 @@ from streamdas.activations import ACTIVATIONS
 __all__ = [
     "ACTIVATIONS",
     "DASNet",
+    "Follower",
     "Layer",
     "NetConfig",
+    "ResizeRegistry",
     "edit_parameter",
     "layer_shapes",
     "lecun_normal_",
@@ -101,16 +103,80 @@ class Layers(Protocol):
     def __len__(self) -> int: ...
 
 
-#: What resizing keeps aligned: an optimizer, another state holder, several (nested), or nothing.
-Aligned: TypeAlias = "torch.optim.Optimizer | StateHolder | Sequence[Aligned] | None"
+#: How the state a holder keeps for new slices (grown units, new inputs or outputs) starts: at
+#: zero (an optimizer's moments), or at the parameter's new values (an average of it).
+NewSlices = Literal["zeros", "values"]
+#: What a resize adds: hidden ``"units"`` (rows and next-layer columns), ``"inputs"``, ``"outputs"``.
+ResizeKind = Literal["units", "inputs", "outputs"]
 
 
-def _holders(aligned: Aligned) -> Sequence[Any]:
+@dataclass(frozen=True)
+class Follower:
+    """A state holder kept aligned with a network's resizes, with how its slices for each
+    :data:`ResizeKind` start. A holder decides its own policy with a ``follower()`` method
+    (the running averages start new slices at the parameters' values); one without (an
+    optimizer) starts them at zero."""
+
+    holder: StateHolder
+    units: NewSlices = "zeros"
+    inputs: NewSlices = "zeros"
+    outputs: NewSlices = "zeros"
+
+
+class ResizeRegistry:
+    """Everything that must follow a network's resizes, registered once. Each holder is read
+    from ``owner`` by attribute name at every resize, so a replaced one (another optimizer,
+    prediction averages switched on later) needs no new registration; ``None`` is skipped.
+
+    >>> class Owner: pass
+    >>> owner = Owner()
+    >>> owner.optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    >>> owner.averages = None
+    >>> registry = ResizeRegistry(owner, "optimizer", "averages")
+    >>> [(type(f.holder).__name__, f.units) for f in registry.followers()]
+    [('SGD', 'zeros')]
+    """
+
+    def __init__(self, owner: object, *attributes: str) -> None:
+        self.owner = owner
+        self.attributes = attributes
+
+    def followers(self) -> list[Follower]:
+        """The registered holders as they are now, with their policies."""
+        return [f for name in self.attributes for f in _followers(getattr(self.owner, name))]
+
+
+#: What resizing keeps aligned: an optimizer, another state holder, a :class:`Follower`, a
+#: :class:`ResizeRegistry`, several (nested), or nothing.
+Aligned: TypeAlias = (
+    "torch.optim.Optimizer | StateHolder | Follower | ResizeRegistry | Sequence[Aligned] | None"
+)
+
+
+def _followers(aligned: Aligned) -> list[Follower]:
     if aligned is None:
-        return ()
+        return []
+    if isinstance(aligned, Follower):
+        return [aligned]
+    if isinstance(aligned, ResizeRegistry):
+        return aligned.followers()
+    own = getattr(aligned, "follower", None)
+    if own is not None:
+        return [own()]
     if hasattr(aligned, "state"):
-        return (aligned,)
-    return tuple(h for item in aligned for h in _holders(item))
+        return [Follower(cast(StateHolder, aligned))]
+    return [f for item in aligned for f in _followers(item)]
+
+
+def _distinct(aligned: Aligned) -> list[Follower]:
+    """The followers in ``aligned``, each holder once (the first mention decides its policy)."""
+    seen: set[int] = set()
+    out = []
+    for f in _followers(aligned):
+        if id(f.holder) not in seen:
+            seen.add(id(f.holder))
+            out.append(f)
+    return out
 
 
 class _Version:
@@ -134,14 +200,17 @@ def edit_parameter(
     keep: Tensor | None = None,
     append: Tensor | None = None,
     optimizer: Aligned = None,
+    kind: ResizeKind = "units",
 ) -> None:
     """Resize ``param`` along ``dim``: keep the slices ``keep`` (all if None), then append ``append``.
 
     The same ``Parameter`` object is kept (its storage is replaced), so optimizers that hold it
     stay valid. Every optimizer state tensor shaped like the parameter (Adam's moments, SGD's
-    momentum, ...) is edited the same way, with zeros for the appended slices; scalar state such
-    as Adam's step count is left alone. ``optimizer`` may also be another :class:`StateHolder`
-    (the sizer's running averages) or a sequence of them. The gradient is dropped.
+    momentum, ...) is edited the same way; scalar state such as Adam's step count is left
+    alone. ``optimizer`` may also be another :class:`StateHolder` (the sizer's running
+    averages), a :class:`Follower`, a :class:`ResizeRegistry` or a sequence of them. Appended
+    slices start as the holder's policy for ``kind`` says (zeros for a plain holder, or the
+    appended values). The gradient is dropped.
 
     >>> p = nn.Parameter(torch.arange(6.0).reshape(3, 2))
     >>> edit_parameter(p, 0, keep=torch.tensor([0, 2]), append=torch.zeros(1, 2))
@@ -168,13 +237,18 @@ def edit_parameter(
             out = torch.cat([out, fill], dim=dim)
         return out if out is not t else t.contiguous()
 
-    for holder in _holders(optimizer):
-        state = holder.state.get(param)
+    zeros: Tensor | None = None
+    for follower in _distinct(optimizer):
+        state = follower.holder.state.get(param)
         if state:
-            zeros = None if append is None else torch.zeros_like(append)  # cat copies: shared
+            new = append
+            if append is not None and getattr(follower, kind) == "zeros":
+                if zeros is None:
+                    zeros = torch.zeros_like(append)  # cat copies: shared
+                new = zeros
             for key, value in list(state.items()):
                 if isinstance(value, Tensor) and value.shape == old_shape:
-                    fill = zeros if zeros is None or zeros.dtype == value.dtype else zeros.to(value.dtype)
+                    fill = new if new is None or new.dtype == value.dtype else new.to(value.dtype)
                     state[key] = _edit(value, fill)
     param.data = _edit(param.data, append)
     param.grad = None
@@ -515,7 +589,8 @@ class DASNet(nn.Module):
         if self.n_conv:
             raise ValueError("inputs of a CNN are channels; they cannot be added")
         w = self.hidden[0].weight
-        edit_parameter(w, 1, append=torch.zeros(w.shape[0], n_new, dtype=w.dtype), optimizer=optimizer)
+        zeros = torch.zeros(w.shape[0], n_new, dtype=w.dtype)
+        edit_parameter(w, 1, append=zeros, optimizer=optimizer, kind="inputs")
         self._sync_shapes()
 
     @torch.no_grad()
@@ -530,8 +605,9 @@ class DASNet(nn.Module):
             return
         w = self.output.weight
         rows = lecun_normal_(torch.empty(n_new, w.shape[1], dtype=w.dtype), max(w.shape[1], 1), generator)
-        edit_parameter(w, 0, append=rows, optimizer=optimizer)
-        edit_parameter(self.output.bias, 0, append=torch.zeros(n_new, dtype=w.dtype), optimizer=optimizer)
+        edit_parameter(w, 0, append=rows, optimizer=optimizer, kind="outputs")
+        zeros = torch.zeros(n_new, dtype=w.dtype)
+        edit_parameter(self.output.bias, 0, append=zeros, optimizer=optimizer, kind="outputs")
         self._sync_shapes()
 
     def _sync_shapes(self, *changed: Layer) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from streamdas.averaging import Views, lerp, numpy_views
-from streamdas.model import Aligned, DASNet, NetConfig, StateHolder
+from streamdas.model import Aligned, DASNet, Follower, NetConfig, StateHolder
 
 __all__ = [
     "NetConfig",
@@ -32,7 +32,6 @@ __all__ = [
     "growth_amount",
     "prunable_units",
     "prune",
-    "reset_new_averages",
     "update_averages",
     "update_averages_masked",
 ]
@@ -170,6 +169,11 @@ class RunningAverages:
         # The cached views share memory with *these* tensors: a copy rebuilds its own.
         return {**self.__dict__, "_cached": None}
 
+    def follower(self) -> Follower:
+        """How resizes treat these averages: the averages of new units (rows and next-layer
+        columns), inputs and outputs start at the parameters' new values."""
+        return Follower(self, units="values", inputs="values", outputs="values")
+
     def get(self, param: torch.nn.Parameter) -> torch.Tensor | None:
         """The running average of ``param``, or None if it has none yet."""
         entry = self.state.get(param)
@@ -273,22 +277,6 @@ def update_averages_masked(net: DASNet, averages: StateHolder, decay: float, ski
 
 
 @torch.no_grad()
-def reset_new_averages(net: DASNet, averages: StateHolder, old_sizes: list[int]) -> None:
-    """Start the averages of freshly grown units (rows and next-layer columns) at their values."""
-    for i, layer in enumerate(net.hidden):
-        n_old = old_sizes[i]
-        for p in (layer.weight, layer.bias):
-            avg = averages.state.get(p, {}).get(AVERAGE_KEY)
-            if avg is not None:
-                avg[n_old:] = p[n_old:]
-        nxt = net.layers[i + 1]
-        avg = averages.state.get(nxt.weight, {}).get(AVERAGE_KEY)
-        if avg is not None:
-            first_new = n_old * (net.flat_hw if i == net.n_conv - 1 else 1)
-            avg[:, first_new:] = nxt.weight[:, first_new:]
-
-
-@torch.no_grad()
 def prune(
     net: DASNet,
     config: SizingConfig,
@@ -344,14 +332,13 @@ def grow(
     many each got.
 
     The optimizer's state of new units starts at zero; their running averages (in
-    ``averages``) start at their initial values.
+    ``averages``) start at their initial values (:meth:`RunningAverages.follower`).
 
     >>> net = DASNet(NetConfig(n_inputs=2, hidden_sizes=(10, 100), n_outputs=1))
     >>> grow(net, SizingConfig()), net.hidden_sizes
     ([20, 20], [30, 120])
     """
     added: list[int] = []
-    old_sizes = net.hidden_sizes
     for i in range(len(net.hidden)):
         n_new = growth_amount(net.hidden_sizes[i], config)
         if config.grow_init == "silent":
@@ -361,6 +348,4 @@ def grow(
         else:
             net.add_units(i, n_new, scale=config.tau, generator=generator, optimizer=(optimizer, averages))
         added.append(n_new)
-    if averages is not None:
-        reset_new_averages(net, averages, old_sizes)
     return added

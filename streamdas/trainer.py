@@ -38,7 +38,7 @@ from streamdas import checkpoint, trainer_state
 from streamdas.averaging import ParameterAverages
 from streamdas.counters import StepCounters
 from streamdas.engines import EngineChoice, StepEngine
-from streamdas.model import DASNet, Layer, NetConfig
+from streamdas.model import DASNet, Layer, NetConfig, ResizeRegistry
 from streamdas.sizing import (
     RunningAverages,
     SizingConfig,
@@ -116,6 +116,8 @@ class DASTrainer:
             ParameterAverages(self.net, train.average_horizon) if train.average_horizon > 0 else None
         )
         self.loss_fn: nn.Module = nn.CrossEntropyLoss() if train.loss == "cross_entropy" else nn.MSELoss()
+        #: everything that follows a resize, each with its policy for new slices
+        self.resize_followers = ResizeRegistry(self, "optimizer", "pruning_averages", "prediction_averages")
         #: samples, steps, skipped batches and the last loss
         self.counters = StepCounters(self.device)
         #: the step engines, and which one steps a batch
@@ -234,13 +236,7 @@ class DASTrainer:
         """Grow every hidden layer now (if growth is on) and record it."""
         if not self.sizing.grow:
             return [0] * len(self.net.hidden)
-        added = grow(
-            self.net,
-            self.sizing,
-            self.generator,
-            (self.optimizer, self.prediction_averages),
-            self.pruning_averages,
-        )
+        added = grow(self.net, self.sizing, self.generator, self.resize_followers)
         self.n_grown = [a + b for a, b in zip(self.n_grown, added, strict=True)]
         self._record("grow")
         return added
@@ -249,9 +245,7 @@ class DASTrainer:
         """Prune every hidden layer now (if pruning is on) and record it."""
         if not self.sizing.prune:
             return [0] * len(self.net.hidden)
-        removed = prune(
-            self.net, self.sizing, (self.optimizer, self.prediction_averages), self.pruning_averages
-        )
+        removed = prune(self.net, self.sizing, self.resize_followers, self.pruning_averages)
         self.n_pruned = [a + b for a, b in zip(self.n_pruned, removed, strict=True)]
         self._record("prune")
         return removed
@@ -265,19 +259,11 @@ class DASTrainer:
 
     def add_inputs(self, n_new: int) -> None:
         """New input features (zero weights, optimizer state kept)."""
-        self.net.add_inputs(
-            n_new, optimizer=(self.optimizer, self.pruning_averages, self.prediction_averages)
-        )
+        self.net.add_inputs(n_new, optimizer=self.resize_followers)
 
     def add_outputs(self, n_new: int) -> None:
         """New output units, e.g. classes (optimizer state kept)."""
-        self.net.add_outputs(
-            n_new,
-            generator=self.generator,
-            optimizer=(self.optimizer, self.pruning_averages, self.prediction_averages),
-        )
-        if self.prediction_averages is not None:
-            self.prediction_averages.adopt_new_outputs(self.net, n_new)
+        self.net.add_outputs(n_new, generator=self.generator, optimizer=self.resize_followers)
 
     # ------------------------------------------------------------------ learning
     def _hidden_layers(self) -> list[Layer]:
