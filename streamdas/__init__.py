@@ -94,6 +94,7 @@ _SUBMODULES = frozenset(
         "train_config",
         "trainer",
         "trainer_state",
+        "warmup",
     }
 )
 
