@@ -182,24 +182,6 @@ class DASTrainer:
         graph = self.engines.sync_free.graph
         return 0.0 if graph is None else graph.capture_seconds
 
-    @property
-    def averages(self) -> RunningAverages:
-        """Alias of :attr:`pruning_averages`."""
-        return self.pruning_averages
-
-    @property
-    def polyak(self) -> ParameterAverages | None:
-        """Alias of :attr:`prediction_averages`."""
-        return self.prediction_averages
-
-    @polyak.setter
-    def polyak(self, value: ParameterAverages | None) -> None:
-        self.prediction_averages = value
-
-    def _set_average_horizon(self, horizon: int) -> None:
-        """Alias of :meth:`set_average_horizon`."""
-        self.set_average_horizon(horizon)
-
     def state_bytes(self) -> int:
         """Bytes of tensor storage held besides the network's parameters: optimizer state,
         pruning averages and prediction averages.

@@ -47,28 +47,28 @@ def _batch(seed: int, n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_update_moves_each_average_by_the_formula():
     trainer = _trainer(horizon=50)
-    assert trainer.polyak is not None
-    before = {p: trainer.polyak.get(p).clone() for p in trainer.net.parameters()}
+    assert trainer.prediction_averages is not None
+    before = {p: trainer.prediction_averages.get(p).clone() for p in trainer.net.parameters()}
     trainer.step(*_batch(0))  # 16 samples seen: the time constant is 0.3 * 16 = 4.8
     span = min(50, WARMUP_FRACTION * 16)
     w = 1 - math.exp(-16 / span)
     for p in trainer.net.parameters():
-        torch.testing.assert_close(trainer.polyak.get(p), before[p] + (p.detach() - before[p]) * w)
+        torch.testing.assert_close(trainer.prediction_averages.get(p), before[p] + (p.detach() - before[p]) * w)
     for i in range(1, 40):  # 640 samples: warm, the full horizon
         trainer.step(*_batch(i))
-    assert trainer.polyak.span(trainer.n_samples) == 50
-    before = {p: trainer.polyak.get(p).clone() for p in trainer.net.parameters()}
+    assert trainer.prediction_averages.span(trainer.n_samples) == 50
+    before = {p: trainer.prediction_averages.get(p).clone() for p in trainer.net.parameters()}
     trainer.step(*_batch(99))
     w = 1 - math.exp(-16 / 50)
     for p in trainer.net.parameters():
-        torch.testing.assert_close(trainer.polyak.get(p), before[p] + (p.detach() - before[p]) * w)
+        torch.testing.assert_close(trainer.prediction_averages.get(p), before[p] + (p.detach() - before[p]) * w)
 
 
 def test_pruning_keeps_the_survivors_averages_and_drops_the_pruned():
     trainer = _trainer(prune_horizon=0, tau=1e-3)
     for i in range(20):
         trainer.step(*_batch(i))
-    net, avg = trainer.net, trainer.polyak
+    net, avg = trainer.net, trainer.prediction_averages
     assert avg is not None
     with torch.no_grad():  # units 1 and 4 of the first layer become prunable
         net.hidden[0].weight[[1, 4]] = 0.0
@@ -103,9 +103,9 @@ def test_a_new_class_starts_its_average_at_its_weights():
         trainer.step(*_batch(i))
     trainer.add_outputs(2)
     out = trainer.net.output
-    assert trainer.polyak is not None
-    torch.testing.assert_close(trainer.polyak.get(out.weight)[-2:], out.weight.detach()[-2:])
-    torch.testing.assert_close(trainer.polyak.get(out.bias)[-2:], out.bias.detach()[-2:])
+    assert trainer.prediction_averages is not None
+    torch.testing.assert_close(trainer.prediction_averages.get(out.weight)[-2:], out.weight.detach()[-2:])
+    torch.testing.assert_close(trainer.prediction_averages.get(out.bias)[-2:], out.bias.detach()[-2:])
 
 
 def _stream(n: int = 600, seed: int = 0) -> list[tuple[dict, int]]:
@@ -114,10 +114,10 @@ def _stream(n: int = 600, seed: int = 0) -> list[tuple[dict, int]]:
 
 def _averaged_logits(model: DASClassifier | DASRegressor, x: dict) -> np.ndarray:
     trainer = model.trainer
-    assert trainer is not None and trainer.polyak is not None
+    assert trainer is not None and trainer.prediction_averages is not None
     z = torch.from_numpy(model._predict_input(x))[None]
     with torch.no_grad():
-        return torch.func.functional_call(trainer.net, trainer.polyak.named(trainer.net), (z,)).numpy()[0]
+        return torch.func.functional_call(trainer.net, trainer.prediction_averages.named(trainer.net), (z,)).numpy()[0]
 
 
 def test_estimator_predicts_with_the_averages_one_row_and_many():
@@ -125,7 +125,7 @@ def test_estimator_predicts_with_the_averages_one_row_and_many():
     data = _stream()
     for x, y in data:
         model.learn_one(x, y)
-    assert model.trainer is not None and model.trainer.polyak is not None
+    assert model.trainer is not None and model.trainer.prediction_averages is not None
     xs = [x for x, _ in data[:50]]
     live_differs = False
     for x in xs:
@@ -148,7 +148,7 @@ def test_horizon_zero_predicts_with_the_live_weights():
     model = DASClassifier(seed=0, average_horizon=0)
     for x, y in _stream(300):
         model.learn_one(x, y)
-    assert model.trainer is not None and model.trainer.polyak is None
+    assert model.trainer is not None and model.trainer.prediction_averages is None
     x = _stream(1, seed=5)[0][0]
     z = torch.from_numpy(model._predict_input(x))[None]
     with torch.no_grad():
@@ -189,10 +189,10 @@ def test_states_without_averages_start_them_at_the_weights():
     del state["trainer"]["polyak"]
     restored = DASClassifier.from_state(state)
     trainer = restored.trainer
-    assert restored.average_horizon == 130 and trainer is not None and trainer.polyak is not None
+    assert restored.average_horizon == 130 and trainer is not None and trainer.prediction_averages is not None
     assert trainer.train_config.average_horizon == 130
     for p in trainer.net.parameters():  # started at the weights: the same predictions as before
-        torch.testing.assert_close(trainer.polyak.get(p), p.detach(), rtol=0, atol=0)
+        torch.testing.assert_close(trainer.prediction_averages.get(p), p.detach(), rtol=0, atol=0)
     live = DASClassifier.from_state({**state, "params": {**state["params"], "average_horizon": 0}})
     for x, _ in _stream(30, seed=3):
         assert restored.predict_proba_one(x) == live.predict_proba_one(x)
@@ -235,13 +235,13 @@ def test_a_copied_trainer_updates_its_own_averages():
     for i in range(5):
         trainer.step(*_batch(i))
     clone = copy.deepcopy(trainer)
-    before = [trainer.polyak.get(p).clone() for p in trainer.net.parameters()]  # type: ignore[union-attr]
+    before = [trainer.prediction_averages.get(p).clone() for p in trainer.net.parameters()]  # type: ignore[union-attr]
     for i in range(5, 10):
         clone.step(*_batch(i))
-    assert clone.polyak is not None and trainer.polyak is not None
+    assert clone.prediction_averages is not None and trainer.prediction_averages is not None
     for p, old in zip(trainer.net.parameters(), before, strict=True):
-        assert torch.equal(trainer.polyak.get(p), old)  # the original's averages untouched
+        assert torch.equal(trainer.prediction_averages.get(p), old)  # the original's averages untouched
     for i in range(5, 10):
         trainer.step(*_batch(i))
     for p, q in zip(trainer.net.parameters(), clone.net.parameters(), strict=True):
-        assert torch.equal(trainer.polyak.get(p), clone.polyak.get(q))
+        assert torch.equal(trainer.prediction_averages.get(p), clone.prediction_averages.get(q))

@@ -59,14 +59,14 @@ def _assert_same(a: DASTrainer, b: DASTrainer, exact: bool = True) -> None:
         for key in sa:
             torch.testing.assert_close(sa[key].cpu(), sb[key].cpu(), **tol, msg=lambda m, k=key: f"{k}: {m}")
     for pa, pb in zip(a.net.hidden.parameters(), b.net.hidden.parameters(), strict=True):
-        aa, ab = a.averages.get(pa), b.averages.get(pb)
+        aa, ab = a.pruning_averages.get(pa), b.pruning_averages.get(pb)
         assert (aa is None) == (ab is None)
         if aa is not None:
             torch.testing.assert_close(aa.cpu(), ab.cpu(), **tol)
-    assert (a.polyak is None) == (b.polyak is None)
-    if a.polyak is not None and b.polyak is not None:
+    assert (a.prediction_averages is None) == (b.prediction_averages is None)
+    if a.prediction_averages is not None and b.prediction_averages is not None:
         for pa, pb in zip(a.net.parameters(), b.net.parameters(), strict=True):
-            torch.testing.assert_close(a.polyak.get(pa).cpu(), b.polyak.get(pb).cpu(), **tol)
+            torch.testing.assert_close(a.prediction_averages.get(pa).cpu(), b.prediction_averages.get(pb).cpu(), **tol)
     assert (a.n_samples, a.n_steps, a.n_nonfinite, a.n_cycles, a.last_cycle) == \
         (b.n_samples, b.n_steps, b.n_nonfinite, b.n_cycles, b.last_cycle)
     assert a.size_history == b.size_history
@@ -175,7 +175,7 @@ def _mock_api(trainer: DASTrainer, log: list[str]) -> GraphAPI:
 
     def tensors() -> list[torch.Tensor]:
         out = [p.data for p in trainer.net.parameters()]
-        holders = [trainer.optimizer, trainer.averages, *([trainer.polyak] if trainer.polyak else [])]
+        holders = [trainer.optimizer, trainer.pruning_averages, *([trainer.prediction_averages] if trainer.prediction_averages else [])]
         out += [t for holder in holders for st in holder.state.values()
                 for t in st.values() if isinstance(t, torch.Tensor)]
         return [*out, trainer.counters.skipped, trainer.counters.device_loss, trainer.engines.sync_free.found_inf]
@@ -245,7 +245,7 @@ def test_graph_replay_with_prediction_averages_waits_for_their_warm_up():
     graphed = _trainer(MLP, True, average_horizon=30)
     log: list[str] = []
     graphed.engines.sync_free.graph = StepGraph(graphed.engines.sync_free.body, graphed.engines.sync_free.capturable, api=_mock_api(graphed, log))
-    assert graphed.polyak is not None
+    assert graphed.prediction_averages is not None
     captured_at = []
     for x, y in _batches(MLP, 30, 16, bad_at=13):
         before, captures = graphed.n_samples, log.count("capture")
@@ -253,8 +253,8 @@ def test_graph_replay_with_prediction_averages_waits_for_their_warm_up():
         graphed.step(x, y)
         if log.count("capture") > captures:
             captured_at.append(before)
-    assert captured_at and all(graphed.polyak.warm(n) for n in captured_at)
-    assert not graphed.polyak.warm(captured_at[0] - 16)  # the first capture came at warm-up's end
+    assert captured_at and all(graphed.prediction_averages.warm(n) for n in captured_at)
+    assert not graphed.prediction_averages.warm(captured_at[0] - 16)  # the first capture came at warm-up's end
     assert log.count("replay") >= 20
     _assert_same(eager, graphed)
 

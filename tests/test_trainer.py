@@ -251,8 +251,8 @@ def test_running_average_pruning_rule():
     x, y = _data(16, d=4)
     trainer.step(x, y)  # creates the averages
     layer = trainer.net.hidden[0]
-    state_w = trainer.averages.state[layer.weight]  # the sizer's state, not the optimizer's
-    state_b = trainer.averages.state[layer.bias]
+    state_w = trainer.pruning_averages.state[layer.weight]  # the sizer's state, not the optimizer's
+    state_b = trainer.pruning_averages.state[layer.bias]
     assert "das_average" not in trainer.optimizer.state[layer.weight]
     with torch.no_grad():
         layer.weight[:] = 0.5
@@ -267,7 +267,7 @@ def test_running_average_pruning_rule():
     assert trainer.net.hidden_sizes == [2]
     paper = DASTrainer(NetConfig(4, (3,), 2), sizing=SizingConfig(grow=False, prune_horizon=0), seed=0)
     paper.step(x, y)
-    assert paper.averages.get(paper.net.hidden[0].weight) is None
+    assert paper.pruning_averages.get(paper.net.hidden[0].weight) is None
 
 
 def test_running_averages_survive_checkpoints_and_old_checkpoints_load():
@@ -288,7 +288,7 @@ def test_running_averages_survive_checkpoints_and_old_checkpoints_load():
     for loaded in (DASTrainer.from_state_dict(state), DASTrainer.from_state_dict(old)):
         for name, p in loaded.net.named_parameters():
             if name in averages:
-                torch.testing.assert_close(loaded.averages.get(p), averages[name], rtol=0, atol=0)
+                torch.testing.assert_close(loaded.pruning_averages.get(p), averages[name], rtol=0, atol=0)
             assert "das_average" not in loaded.optimizer.state[p]
         twin = copy.deepcopy(trainer)
         for i in range(0, 64, 16):  # the same future, with the averages read at each prune
