@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="das", choices=["das", "linear"])
     parser.add_argument("--instances", type=int, default=1, help="service processes (one group)")
     parser.add_argument("--model-scope", default="shared", choices=["shared", "partition"])
-    parser.add_argument("--max-poll-records", type=int, default=2000)
+    parser.add_argument("--max-poll-records", type=int, default=None,
+                        help="the services' poll size (default: the service's own default)")
     parser.add_argument("--bootstrap", default=None, help="use this broker instead of Tansu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the report to this file")
@@ -247,9 +248,10 @@ def main(argv: list[str] | None = None) -> int:
                    "--dead-letter-topic", "load-dlq", "--group-id", "load",
                    "--client-id", f"load-{k}", "--model-scope", args.model_scope,
                    "--checkpoint-dir", str(workdir / "ckpt"), "--model", args.model,
-                   "--max-poll-records", str(args.max_poll_records),
                    "--session-timeout-ms", "6000", "--heartbeat-interval-ms", "1000",
                    "--metrics-port", str(metrics_port), "--log-level", "WARNING"]
+            if args.max_poll_records is not None:
+                cmd += ["--max-poll-records", str(args.max_poll_records)]
             if broker is not None:  # Tansu holds every fetch for fetch_max_wait_ms
                 cmd += ["--kafka", "fetch_max_wait_ms=20"]
             services.append(subprocess.Popen(

@@ -77,6 +77,7 @@ class ServiceConfig:
     snapshot_topic: str = ""
     publish_every: int = 500
     publish_interval_ms: int = 100
+    learner_mode: str = "process"
     task: str = "classification"
     model: str = "das"
     model_params: dict[str, Any] = field(default_factory=dict)
@@ -160,6 +161,8 @@ _HELP: dict[str, str] = {
                       "(default <group-id>.snapshots)",
     "publish_every": "shared scope: the learner publishes a snapshot after this many learned records",
     "publish_interval_ms": "... or this many milliseconds after learning one, whichever comes first",
+    "learner_mode": "shared scope: run this instance's learner in a process of its own (process) or in "
+                    "a thread of the service (thread)",
     "task": "classification or regression",
     "model": "das (DASClassifier/DASRegressor) or linear (River linear baseline)",
     "seed": "seed of every fresh model",
@@ -278,6 +281,7 @@ _TYPES: dict[str, Callable[[Any], Any]] = {
     "snapshot_topic": _topic_or_default,
     "publish_every": integer(1, INT32_MAX),
     "publish_interval_ms": integer(1, INT32_MAX),
+    "learner_mode": choice("process", "thread"),
     "task": choice("classification", "regression"),
     "model": choice("das", "linear"),
     "seed": integer(0, 2**32 - 1),

@@ -18,7 +18,8 @@ with that epoch at once; seek the training topic to the state's position.
 (:class:`~consumers.training.LearnerState`: a record at or below the highest source offset
 learned for its input partition is a redelivery and is skipped; a bad one is counted and set
 aside). Every ``publish_every`` learned records, or ``publish_interval_ms`` after the first
-record not yet published, a snapshot goes to the snapshot topic (:mod:`consumers.snapshots`);
+record not yet published, a snapshot goes to the snapshot topic (:mod:`consumers.snapshots`;
+a poll that brings more records is learned and published in chunks of ``publish_every``);
 every ``checkpoint_every`` training records or ``checkpoint_interval_s`` seconds, the whole
 state goes to the state topic (chunked: a state of any size within the store's bound).
 
@@ -333,8 +334,11 @@ class Learner:
                 if time.monotonic() >= self._claim_at:
                     self._take_over()  # what was polled before is read again from the state's position
                 return
-            if messages:
-                self._learn(messages)
+            for start in range(0, len(messages), self.publish_every):  # publish between chunks
+                if not self.is_learner:  # deposed by a refused publication
+                    return
+                self._learn(messages[start:start + self.publish_every])
+                self._maybe_publish()
             self._maybe_publish()
             self._maybe_checkpoint()
 

@@ -69,7 +69,7 @@ class PartitionScope:
         return True
 
     def refresh(self, states: Mapping[TopicPartition, PartitionState]) -> None:
-        """Nothing changes the models between polls."""
+        """Nothing changes the models between batches."""
 
     def assign(self, tp: TopicPartition) -> tuple[PartitionState, str]:
         """The model of a newly assigned partition and where it came from: the one parked at

@@ -2,15 +2,15 @@
 
 ``--model-scope shared`` (the default). Every instance predicts the input partitions the group
 gave it with the newest model snapshot it has read, and forwards the labelled valid records to
-the train topic, where the one elected learner (:mod:`consumers.learner`, running in a thread of
-every instance) learns them all, in one order, exactly once. What this module adds to the loop
-of :class:`consumers.service.KafkaService`:
+the train topic, where the one elected learner (:mod:`consumers.learner`, which every instance
+runs, by default in a process of its own) learns them all, in one order, exactly once. What
+this module adds to the loop of :class:`consumers.service.KafkaService`:
 
 * **Snapshots.** A thread follows the snapshot topic (:class:`consumers.snapshots.
   SnapshotFollower`) and keeps the newest verified snapshot in a :class:`SnapshotSlot`; the loop
-  takes it between polls (:meth:`SharedScope.refresh`), so a batch is predicted by one model
-  from its first record to its last (the swap is one reference). Before the first snapshot the
-  prediction is ``null``. A prediction names its snapshot (``"snapshot": {"epoch", "version"}``)
+  takes it before each partition's batch (:meth:`SharedScope.refresh`), so a batch is predicted
+  by one model from its first record to its last (the swap is one reference). Before the first
+  snapshot the prediction is ``null``. A prediction names its snapshot (``"snapshot": {"epoch", "version"}``)
   and ``model_records`` is the number of records that snapshot's model had learned.
 * **Forwarding.** After a partition's records are predicted, each labelled one that got a
   prediction is sent to the train topic (:func:`consumers.training.encode_training_record`:
@@ -25,7 +25,9 @@ of :class:`consumers.service.KafkaService`:
 * **Learner.** :meth:`SharedScope.start` creates the internal topics that are missing
   (:func:`consumers.clients.ensure_topics`) and starts the learner's thread, which runs
   :meth:`consumers.learner.Learner.run` until the service stops (restarted after a pause should
-  it ever raise).
+  it ever raise). With ``--learner-mode process`` (the default) that thread runs the learner in a
+  child process (:class:`consumers.learner_process.LearnerProcess`), so that it does not wait for
+  the predictor's turn in one interpreter.
 """
 
 from __future__ import annotations
@@ -156,6 +158,10 @@ class SharedScope:
                                 client_options=client_options(self.cfg))
 
     def _learner(self) -> Any:
+        if self.cfg.learner_mode == "process":
+            from consumers.learner_process import LearnerProcess
+
+            return LearnerProcess(self.cfg, self.telemetry)
         from consumers.learner import Learner
 
         return Learner(self.cfg, self.telemetry)

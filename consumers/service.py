@@ -296,6 +296,7 @@ class KafkaService:
         for tp, messages in batch.items():
             if self._must_rewind:
                 break
+            self.scope.refresh(self.states)  # the newest model, between partitions' batches
             self._handle(tp, messages)
         self._resend_refused()
         if self._must_rewind:

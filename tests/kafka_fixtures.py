@@ -11,6 +11,7 @@ afterwards. Without the binary the test is skipped -- unless ``STREAMDAS_REQUIRE
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -164,10 +165,14 @@ class ServiceProcess:
             [str(REPO), *filter(None, [full_env.get("PYTHONPATH")])])
         self._log = open(log_path, "ab")  # noqa: SIM115
         self.process = subprocess.Popen([sys.executable, "-m", "consumers", *args], cwd=REPO,
-                                        stdout=self._log, stderr=subprocess.STDOUT, env=full_env)
+                                        stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
+                                        start_new_session=True)
 
     def signal(self, sig: int) -> None:
-        self.process.send_signal(sig)
+        """Send ``sig`` to the service and its children (the learner process), as a container
+        runtime signals the whole container."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
 
     def wait(self, timeout: float = 60.0) -> int:
         try:
@@ -184,7 +189,7 @@ class ServiceProcess:
 
     def stop(self) -> None:
         if self.alive():
-            self.process.send_signal(signal.SIGKILL)
+            self.signal(signal.SIGKILL)
             self.process.wait(timeout=10)
         self._log.close()
 

@@ -227,6 +227,22 @@ def test_the_elected_member_claims_an_epoch_publishes_at_once_and_learns_from_th
     assert learner.registry.get_sample_value("streamdas_learner_records_total", {"outcome": "learned"}) == 120
 
 
+def test_a_poll_larger_than_publish_every_is_published_in_chunks() -> None:
+    """Snapshots keep their cadence when one poll brings many publication periods' records."""
+    logs: dict[str, Log] = {}
+    group = Group()
+    group.produce(values_of(stream(200)))
+    learner = MemoryLearner(config(publish_every=40), logs, group)
+    learner.turns(1)
+    learner.consumer.max_records = 200
+    learner.consumer.assign()
+    learner.turns(1)  # claims and publishes version 1
+    learner.turns(1)  # one poll of 200 records
+    assert learner.n_learned == 200
+    assert [v for _, v in manifests(logs[SNAPS], SNAPSHOT_NAME)] == [1, 2, 3, 4, 5, 6]
+    assert stored(logs, SNAPS, SNAPSHOT_NAME).meta["n_learned"] == 200
+
+
 def test_snapshots_follow_the_interval_when_records_are_few() -> None:
     logs: dict[str, Log] = {}
     group = Group()

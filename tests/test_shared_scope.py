@@ -155,6 +155,25 @@ def test_a_snapshot_is_taken_between_batches_and_named_by_every_prediction(
     assert list(models) == ["snapshot"] and models["snapshot"] is first.estimator
 
 
+def test_a_snapshot_read_during_a_poll_serves_the_next_partition_of_that_poll(
+    tmp_path: Path
+) -> None:
+    service = _service(tmp_path)
+    service._assign({TP, TP1})
+    snap = Snap(_trained(), epoch=1, version=2, n_learned=200, published_at=time.time())
+    forward = service.scope.forward
+
+    def forward_then_read(result: Any, origins: Any) -> bool:  # the reader thread meanwhile
+        service.scope.slot.offer(snap)
+        return forward(result, origins)
+
+    service.scope.forward = forward_then_read  # type: ignore[method-assign]
+    other = [Message("in", 1, m.offset, m.key, m.value) for m in _messages(0, 4)]
+    service._process_poll({TP: _messages(0, 4), TP1: other})
+    tags = {(p["partition"], json.dumps(p["snapshot"])) for p in _predictions(service)}
+    assert tags == {(0, "null"), (1, '{"epoch": 1, "version": 2}')}
+
+
 def test_a_lost_training_record_rewinds_to_the_last_commit_with_fresh_producers(
     tmp_path: Path
 ) -> None:
