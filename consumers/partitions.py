@@ -120,8 +120,9 @@ class PartitionScope:
     def flush(self, timeout: float) -> None:
         """No producer of its own."""
 
-    def renew(self) -> None:
-        """No producer of its own to replace."""
+    def renew(self) -> bool:
+        """No producer of its own to replace: always ready (``True``)."""
+        return True
 
     def save(self, tp: TopicPartition, state: PartitionState) -> bool:
         """Checkpoint one partition (model and next offset, one file); ``True``: a checkpoint."""

@@ -502,7 +502,7 @@ class KafkaService:
         self._flush_failing = False
         if self._must_rewind:
             return None
-        offsets = {}
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         checkpointed = False
         for tp in dirty:
             if deadline is not None and time.monotonic() >= deadline:

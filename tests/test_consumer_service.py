@@ -110,6 +110,13 @@ def test_checkpoint_then_commit_after_every_n_records(tmp_path: Path) -> None:
     assert sum(1 for topic, _ in service.producer.sent if topic == "streamdas-predictions") == 12
 
 
+def test_a_replaced_producer_is_connected_in_the_partition_scope(tmp_path: Path) -> None:
+    service = _service(tmp_path)
+    old = service.producer
+    assert service._new_producer() is True  # the partition scope has no producer of its own
+    assert old.closed and isinstance(service.producer, FakeProducer) and service.producer is not old
+
+
 def test_lost_delivery_rewinds_to_checkpoint_instead_of_checkpointing(tmp_path: Path) -> None:
     service = _service(tmp_path)
     service._assign({TP})
