@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name in _DICTS:
             continue
         parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                            type=_TYPES.get(f.name), help=_HELP.get(f.name))
+                            type=_TYPES.get(f.name, str), help=_HELP.get(f.name))
     parser.add_argument("--kafka", action="append", metavar="OPTION=VALUE",
                         help="extra kafka-python option (repeatable), e.g. security_protocol=SSL")
     parser.add_argument("--model-param", action="append", metavar="NAME=VALUE",

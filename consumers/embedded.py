@@ -67,7 +67,8 @@ def batches(values: Iterable[bytes], size: int, live: bool = False,
     """
     values = iter(values)
     if not live:
-        batch, held = [], 0
+        batch: list[bytes] = []
+        held = 0
         for value in values:
             batch.append(value)
             held += len(value)
@@ -110,7 +111,7 @@ def batches(values: Iterable[bytes], size: int, live: bool = False,
                 item = inbox.get(timeout=0.2)
             except queue.Empty:
                 continue
-            batch: list[bytes] = []
+            batch = []
             held = 0
             while True:
                 if item is _END:

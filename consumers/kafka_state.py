@@ -927,6 +927,7 @@ class KafkaStateStore:
         tp = TopicPartition(self.topic, 0)
         consumer = self._get_consumer()
         while not self._topic_checked:  # a missing topic is an error, not an empty state
+            error: Exception | None
             try:
                 partitions = consumer.partitions_for_topic(self.topic)
             except Exception as exc:

@@ -359,7 +359,7 @@ def _predict(
     values = np.nan_to_num(proba.to_numpy(dtype=float), nan=0.0, posinf=0.0, neginf=0.0)
     best = values.argmax(axis=1)
     preds = [_plain(columns[i]) for i in best]
-    probs = [dict(zip(names, row, strict=True)) for row in values.tolist()]
+    probs: list[dict[str, float] | None] = [dict(zip(names, row, strict=True)) for row in values.tolist()]
     return preds, probs
 
 
@@ -555,8 +555,11 @@ def _learn(
 
     if not split:
         for pos in labelled:
-            rec = rows[pos]
-            attempt(pos, lambda rec=rec: est.learn_one(dict(rec.x), rec.y))
+
+            def learn_one(rec: Record = rows[pos]) -> None:
+                est.learn_one(dict(rec.x), rec.y)
+
+            attempt(pos, learn_one)
         return done
     chosen = [rows[p] for p in labelled]
     for start, X in _frames(chosen, uniform=False):
@@ -572,8 +575,11 @@ def _learn(
             log.warning("minibatch learning failed (%s); retrying record by record",
                         _failure(exc))
         for k, pos in enumerate(part):
-            attempt(pos, lambda k=k, X=X, y=y: est.learn_many(
-                X.iloc[k:k + 1].dropna(axis=1, how="all"), y.iloc[k:k + 1], split=True))
+
+            def learn_row(k: int = k, X: pd.DataFrame = X, y: pd.Series = y) -> None:
+                est.learn_many(X.iloc[k:k + 1].dropna(axis=1, how="all"), y.iloc[k:k + 1], split=True)
+
+            attempt(pos, learn_row)
     return done
 
 

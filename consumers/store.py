@@ -58,8 +58,11 @@ _NAME = re.compile(r"^(\d{20})\.ckpt$")
 _LINEAR_FORMAT = "streamdas-linear-baseline"
 _LEGACY_PICKLE_FORMAT = "streamdas-consumer-pickle"  # older files: refused, never unpickled
 
+#: A River linear baseline (what :func:`linear_to_state` stores).
+LinearModel = linear_model.LogisticRegression | linear_model.LinearRegression
+
 #: The baseline classes a checkpoint may name (a fixed table: nothing is looked up by name).
-LINEAR_MODELS: dict[str, type] = {
+LINEAR_MODELS: dict[str, type[LinearModel]] = {
     "LogisticRegression": linear_model.LogisticRegression,
     "LinearRegression": linear_model.LinearRegression,
 }
@@ -139,7 +142,8 @@ def linear_from_state(state: Any) -> Any:
     require = checkpoint.require
     require(isinstance(state, dict), "baseline state is not a dict")
     cls = LINEAR_MODELS.get(state.get("class")) if isinstance(state.get("class"), str) else None
-    require(cls is not None, f"baseline class {state.get('class')!r} is not on the allow-list")
+    if cls is None:
+        raise ValueError(f"baseline class {state.get('class')!r} is not on the allow-list")
     params = state.get("params")
     require(isinstance(params, dict), "baseline parameters are not a dict")
     allowed = set(inspect.signature(cls).parameters) - {"optimizer"} | {"sgd_lr"}
