@@ -2,8 +2,10 @@
 
 Each regularizer acts on the *hidden* layers only (never the output layer). A unit's incoming
 parameters are its weight row (a whole filter, for a convolution) and its bias. Every
-regularizer gives both the penalty value (for reporting and autograd) and a fast in-place
-(sub)gradient step into ``.grad`` that equals autograd's gradient of the penalty.
+regularizer is ``sum_j s_j * m_j``: a :class:`UnitMeasure` ``m_j`` of unit ``j``'s incoming
+parameters and per-unit strengths ``s_j = alpha * f(j)``, each written once. From them the base
+class derives the penalty value (for reporting and autograd), a fast in-place (sub)gradient step
+into ``.grad`` that equals autograd's gradient of the penalty, and the same step on NumPy arrays.
 
 :class:`WeightedL1` is the paper's equation (1):
 ``alpha * sum_l sum_j f(j) * (sum_k |W_ljk| + |b_lj|)``, with ``j`` counted from 1.
@@ -12,7 +14,7 @@ regularizer gives both the penalty value (for reporting and autograd) and a fast
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,11 +24,14 @@ if TYPE_CHECKING:
     from streamdas.model import Layer
 
 __all__ = [
+    "ABS_SUM",
     "L1",
+    "L2_NORM",
     "WEIGHT_FUNCTIONS",
     "GroupL21",
     "NoRegularizer",
     "Regularizer",
+    "UnitMeasure",
     "WeightedL1",
     "make_regularizer",
 ]
@@ -40,17 +45,128 @@ WEIGHT_FUNCTIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-def _unit_abs_sums(layer: Layer) -> Tensor:
-    """Per unit: sum of |incoming weights| + |bias|."""
-    return layer.weight.abs().flatten(1).sum(1) + layer.bias.abs()
+class _TorchOps:
+    """The array operations of the formulas, on torch tensors (autograd and the manual path)."""
+
+    @staticmethod
+    def abs(a: Tensor) -> Tensor:
+        return a.abs()
+
+    @staticmethod
+    def sign(a: Tensor) -> Tensor:
+        return a.sign()
+
+    @staticmethod
+    def square(a: Tensor) -> Tensor:
+        return a.pow(2)
+
+    @staticmethod
+    def sqrt(a: Tensor) -> Tensor:
+        return a.sqrt()
+
+    @staticmethod
+    def row_sums(a: Tensor) -> Tensor:
+        return a.flatten(1).sum(1)
+
+    @staticmethod
+    def column(v: Tensor, like: Tensor) -> Tensor:
+        return v.view(-1, *([1] * (like.dim() - 1)))
+
+    @staticmethod
+    def ratio(num: Tensor, den: Tensor) -> Tensor:
+        """``num / den`` where ``den > 0``, else 0."""
+        return torch.where(den > 0, den.clamp_min(1e-30).reciprocal() * num, torch.zeros_like(den))
+
+
+class _NumpyOps:
+    """The same operations on NumPy arrays (the CPU fast path of :mod:`streamdas.backprop`)."""
+
+    abs = staticmethod(np.abs)
+    sign = staticmethod(np.sign)
+    sqrt = staticmethod(np.sqrt)
+
+    @staticmethod
+    def square(a: np.ndarray) -> np.ndarray:
+        return a * a
+
+    @staticmethod
+    def row_sums(a: np.ndarray) -> np.ndarray:
+        return a.reshape(a.shape[0], -1).sum(1)
+
+    @staticmethod
+    def column(v: np.ndarray, like: np.ndarray) -> np.ndarray:
+        return v.reshape(-1, *([1] * (like.ndim - 1)))
+
+    @staticmethod
+    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        out = np.zeros_like(den)
+        np.divide(num, den, out=out, where=den > 0)
+        return out
+
+
+class UnitMeasure:
+    """How much of a unit's incoming parameters there is, ``m_j(W, b)``, and the (sub)gradient of
+    ``sum_j s_j * m_j`` for per-unit strengths ``s``: each formula written once, over the
+    operations of either array library (``ops``).
+
+    >>> w, b = torch.tensor([[3.0, -4.0]]), torch.tensor([0.0])
+    >>> float(ABS_SUM.values(_TorchOps, w, b)[0]), float(L2_NORM.values(_TorchOps, w, b)[0])
+    (7.0, 5.0)
+    """
+
+    def values(self, ops: Any, w: Any, b: Any) -> Any:
+        """``m_j`` for every unit ``j`` (a vector, differentiable on torch tensors)."""
+        raise NotImplementedError
+
+    def gradient(self, ops: Any, w: Any, b: Any, strengths: Any) -> tuple[Any, Any]:
+        """The (sub)gradient of ``sum_j strengths_j * m_j`` with respect to ``w`` and ``b``."""
+        raise NotImplementedError
+
+
+class _AbsSum(UnitMeasure):
+    """``m_j = sum_k |W_jk| + |b_j|``; subgradient ``s_j * sign``."""
+
+    def values(self, ops: Any, w: Any, b: Any) -> Any:
+        return ops.row_sums(ops.abs(w)) + ops.abs(b)
+
+    def gradient(self, ops: Any, w: Any, b: Any, strengths: Any) -> tuple[Any, Any]:
+        return ops.sign(w) * ops.column(strengths, w), ops.sign(b) * strengths
+
+
+class _L2Norm(UnitMeasure):
+    """``m_j = sqrt(sum_k W_jk^2 + b_j^2)``; gradient ``s_j * W / m_j`` (0 at ``m_j = 0``)."""
+
+    def values(self, ops: Any, w: Any, b: Any) -> Any:
+        return ops.sqrt(ops.row_sums(ops.square(w)) + ops.square(b))
+
+    def gradient(self, ops: Any, w: Any, b: Any, strengths: Any) -> tuple[Any, Any]:
+        inv = ops.ratio(strengths, self.values(ops, w, b))
+        return w * ops.column(inv, w), b * inv
+
+
+#: the unit measures of the regularizers below
+ABS_SUM: UnitMeasure = _AbsSum()
+L2_NORM: UnitMeasure = _L2Norm()
 
 
 class Regularizer:
-    """Base class: no penalty at all (the paper's "None" baseline)."""
+    """``sum_l sum_j s_j * m_j(W_l, b_l)`` over the hidden layers: a :class:`UnitMeasure` ``m``
+    and per-unit strengths ``s_j = alpha * f(j)`` (``f = 1`` unless a subclass weights the
+    units). The base class is no penalty at all (the paper's "None" baseline).
+
+    The penalty (autograd), its manual gradient on torch tensors and its gradient on NumPy
+    arrays are all derived here from the measure and the strengths.
+    """
 
     name = "none"
+    #: the measure of a unit's incoming parameters (None: no penalty)
+    measure: UnitMeasure | None = None
+    #: whether every unit has the same strength ``alpha`` (the penalty is then ``alpha * sum m_j``)
+    uniform = True
 
     def __init__(self, alpha: float = 0.0) -> None:
+        self._cache: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
+        self._np_cache: dict[tuple[int, np.dtype], np.ndarray] = {}
         self.alpha = alpha
 
     @property
@@ -63,23 +179,79 @@ class Regularizer:
         if not value >= 0:
             raise ValueError(f"alpha must be >= 0, got {value}")
         self._alpha = float(value)
-        self._clear_cache()
+        self._cache.clear()
+        self._np_cache.clear()
 
-    def _clear_cache(self) -> None:
-        """Forget anything computed from :attr:`alpha` (subclasses that cache override this)."""
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # objects pickled when only WeightedL1 cached its coefficients
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_cache", {})
+        self.__dict__.setdefault("_np_cache", {})
+
+    def unit_weights(self, j: Tensor) -> Tensor:
+        """``f(j)`` for the float64 unit indices ``j`` (counted from 1)."""
+        return torch.ones_like(j)
+
+    def coefficients(self, n: int, like: Tensor) -> Tensor:
+        """The strengths ``alpha * f(j)`` for j = 1..n, in ``like``'s dtype and device, cached."""
+        key = (n, like.dtype, like.device)
+        coef = self._cache.get(key)
+        if coef is None:
+            j = torch.arange(1, n + 1, dtype=torch.float64)
+            coef = (self.alpha * self.unit_weights(j)).to(dtype=like.dtype, device=like.device)
+            if len(self._cache) > 64:
+                self._cache.clear()
+            self._cache[key] = coef
+        return coef
+
+    def _coefficients_np(self, n: int, dtype: np.dtype) -> np.ndarray:
+        key = (n, np.dtype(dtype))
+        coef = self._np_cache.get(key)
+        if coef is None:
+            coef = self.coefficients(n, torch.empty(0)).double().numpy().astype(dtype)
+            if len(self._np_cache) > 64:
+                self._np_cache.clear()
+            self._np_cache[key] = coef
+        return coef
 
     def penalty(self, layers: Sequence[Layer]) -> Tensor:
         """The regularization term over ``layers`` (differentiable)."""
-        return torch.zeros(())
+        measure = self.measure
+        if measure is None:
+            return torch.zeros(())
+        if self.uniform:
+            sums = (measure.values(_TorchOps, layer.weight, layer.bias).sum() for layer in layers)
+            return self.alpha * sum(sums, torch.zeros(()))
+        total = torch.zeros(())
+        for layer in layers:
+            m = measure.values(_TorchOps, layer.weight, layer.bias)
+            total = total + (self.coefficients(m.numel(), m) * m).sum()
+        return total
 
+    @torch.no_grad()
     def add_grad(self, layers: Sequence[Layer]) -> None:
         """Add the (sub)gradient of :meth:`penalty` to each parameter's ``.grad`` in place."""
+        measure = self.measure
+        if measure is None or self.alpha == 0:
+            return
+        for layer in layers:
+            w, b = layer.weight, layer.bias
+            gw, gb = measure.gradient(_TorchOps, w, b, self.coefficients(w.shape[0], w))
+            _accumulate(w, gw)
+            _accumulate(b, gb)
 
     def add_grad_arrays(
         self, params: Sequence[tuple[np.ndarray, np.ndarray]], grads: Sequence[tuple[np.ndarray, np.ndarray]]
     ) -> None:
         """:meth:`add_grad` on NumPy arrays: ``(weight, bias)`` of each hidden layer and their
         gradients, updated in place (the CPU fast path of :mod:`streamdas.backprop`)."""
+        measure = self.measure
+        if measure is None or self.alpha == 0:
+            return
+        for (w, b), (gw, gb) in zip(params, grads, strict=True):
+            dw, db = measure.gradient(_NumpyOps, w, b, self._coefficients_np(w.shape[0], w.dtype))
+            gw += dw
+            gb += db
 
     def to_dict(self) -> dict[str, object]:
         return {"name": self.name, "alpha": self.alpha}
@@ -107,27 +279,7 @@ class L1(Regularizer):
     """
 
     name = "l1"
-
-    def penalty(self, layers: Sequence[Layer]) -> Tensor:
-        return self.alpha * sum((_unit_abs_sums(layer).sum() for layer in layers), torch.zeros(()))
-
-    @torch.no_grad()
-    def add_grad(self, layers: Sequence[Layer]) -> None:
-        if self.alpha == 0:
-            return
-        for layer in layers:
-            for p in (layer.weight, layer.bias):
-                _accumulate(p, p.sign().mul_(self.alpha))
-
-    def add_grad_arrays(
-        self, params: Sequence[tuple[np.ndarray, np.ndarray]], grads: Sequence[tuple[np.ndarray, np.ndarray]]
-    ) -> None:
-        if self.alpha == 0:
-            return
-        alpha = np.float32(self.alpha)
-        for pair, gpair in zip(params, grads, strict=True):
-            for p, g in zip(pair, gpair, strict=True):
-                g += np.sign(p) * alpha
+    measure = ABS_SUM
 
 
 class WeightedL1(Regularizer):
@@ -152,10 +304,10 @@ class WeightedL1(Regularizer):
     """
 
     name = "weighted_l1"
+    measure = ABS_SUM
+    uniform = False
 
     def __init__(self, alpha: float = 2e-5, f: str | Callable[[Tensor], Tensor] = "identity") -> None:
-        self._cache: dict[tuple[int, torch.dtype, torch.device], Tensor] = {}
-        self._np_cache: dict[tuple[int, np.dtype], np.ndarray] = {}
         super().__init__(alpha)
         if isinstance(f, str):
             if f not in WEIGHT_FUNCTIONS:
@@ -168,62 +320,8 @@ class WeightedL1(Regularizer):
         if abs(float(probe[0])) > 1e-12 or bool((probe.diff() < -1e-12).any()):
             raise ValueError("f must be non-decreasing with f(0) = 0")
 
-    def _clear_cache(self) -> None:
-        self._cache.clear()
-        self._np_cache.clear()
-
-    def coefficients(self, n: int, like: Tensor) -> Tensor:
-        """``alpha * f(j)`` for j = 1..n, cached per size."""
-        key = (n, like.dtype, like.device)
-        coef = self._cache.get(key)
-        if coef is None:
-            j = torch.arange(1, n + 1, dtype=torch.float64)
-            coef = (self.alpha * self.f(j)).to(dtype=like.dtype, device=like.device)
-            if len(self._cache) > 64:
-                self._cache.clear()
-            self._cache[key] = coef
-        return coef
-
-    def penalty(self, layers: Sequence[Layer]) -> Tensor:
-        total = torch.zeros(())
-        for layer in layers:
-            sums = _unit_abs_sums(layer)
-            total = total + (self.coefficients(sums.numel(), sums) * sums).sum()
-        return total
-
-    @torch.no_grad()
-    def add_grad(self, layers: Sequence[Layer]) -> None:
-        if self.alpha == 0:
-            return
-        for layer in layers:
-            w, b = layer.weight, layer.bias
-            coef = self.coefficients(w.shape[0], w)
-            _accumulate(w, w.sign().mul_(coef.view(-1, *([1] * (w.dim() - 1)))))
-            _accumulate(b, b.sign().mul_(coef))
-
-    def add_grad_arrays(
-        self, params: Sequence[tuple[np.ndarray, np.ndarray]], grads: Sequence[tuple[np.ndarray, np.ndarray]]
-    ) -> None:
-        if self.alpha == 0:
-            return
-        for (w, b), (gw, gb) in zip(params, grads, strict=True):
-            coef = self._coefficients_np(w.shape[0], w.dtype)
-            tmp = np.sign(w)
-            tmp *= coef.reshape(-1, *([1] * (w.ndim - 1)))
-            gw += tmp
-            tmp = np.sign(b)
-            tmp *= coef
-            gb += tmp
-
-    def _coefficients_np(self, n: int, dtype: np.dtype) -> np.ndarray:
-        key = (n, np.dtype(dtype))
-        coef = self._np_cache.get(key)
-        if coef is None:
-            coef = self.coefficients(n, torch.empty(0)).double().numpy().astype(dtype)
-            if len(self._np_cache) > 64:
-                self._np_cache.clear()
-            self._np_cache[key] = coef
-        return coef
+    def unit_weights(self, j: Tensor) -> Tensor:
+        return self.f(j)
 
     def to_dict(self) -> dict[str, object]:
         if self.f_name is None:
@@ -246,36 +344,7 @@ class GroupL21(Regularizer):
     """
 
     name = "l21"
-
-    @staticmethod
-    def _norms(layer: Layer) -> Tensor:
-        return (layer.weight.pow(2).flatten(1).sum(1) + layer.bias.pow(2)).sqrt()
-
-    def penalty(self, layers: Sequence[Layer]) -> Tensor:
-        return self.alpha * sum((self._norms(layer).sum() for layer in layers), torch.zeros(()))
-
-    @torch.no_grad()
-    def add_grad(self, layers: Sequence[Layer]) -> None:
-        if self.alpha == 0:
-            return
-        for layer in layers:
-            w, b = layer.weight, layer.bias
-            norms = self._norms(layer)
-            inv = torch.where(norms > 0, self.alpha / norms.clamp_min(1e-30), torch.zeros_like(norms))
-            _accumulate(w, w * inv.view(-1, *([1] * (w.dim() - 1))))
-            _accumulate(b, b * inv)
-
-    def add_grad_arrays(
-        self, params: Sequence[tuple[np.ndarray, np.ndarray]], grads: Sequence[tuple[np.ndarray, np.ndarray]]
-    ) -> None:
-        if self.alpha == 0:
-            return
-        for (w, b), (gw, gb) in zip(params, grads, strict=True):
-            norms = np.sqrt((w.reshape(w.shape[0], -1) ** 2).sum(1) + b * b)
-            inv = np.zeros_like(norms)
-            np.divide(np.float32(self.alpha), norms, out=inv, where=norms > 0)
-            gw += w * inv.reshape(-1, *([1] * (w.ndim - 1)))
-            gb += b * inv
+    measure = L2_NORM
 
 
 def _accumulate(p: Tensor, g: Tensor) -> None:
