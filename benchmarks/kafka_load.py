@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-scope", default="shared", choices=["shared", "partition"])
     parser.add_argument("--max-poll-records", type=int, default=None,
                         help="the services' poll size (default: the service's own default)")
+    parser.add_argument("--service-arg", action="append", default=[], metavar="FLAG",
+                        help="pass FLAG to every service, e.g. --service-arg=--publish-every=250")
     parser.add_argument("--bootstrap", default=None, help="use this broker instead of Tansu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the report to this file")
@@ -252,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                    "--metrics-port", str(metrics_port), "--log-level", "WARNING"]
             if args.max_poll_records is not None:
                 cmd += ["--max-poll-records", str(args.max_poll_records)]
+            cmd += args.service_arg
             if broker is not None:  # Tansu holds every fetch for fetch_max_wait_ms
                 cmd += ["--kafka", "fetch_max_wait_ms=20"]
             services.append(subprocess.Popen(
@@ -312,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             "messages": args.messages, "partitions": args.partitions, "features": args.features,
             "model": args.model, "instances": args.instances, "model_scope": args.model_scope,
             "rate_target": args.rate,
-            "max_poll_records": args.max_poll_records,
+            "max_poll_records": args.max_poll_records, "service_args": args.service_arg,
             "handled": end["handled"], "throughput_msgs_per_s": rate,
             "steady_msgs_per_s": steady, "max_lag": max(s["lag"] for s in samples),
             "final_lag": end["lag"], "predictions_in_output_topic": covered,

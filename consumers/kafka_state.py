@@ -187,14 +187,15 @@ _MAX_DEPTH = 32
 def _reader(bootstrap_servers: Any, max_message_bytes: int, request_timeout_ms: int,
             client_options: dict[str, Any]) -> Any:
     """A group-less consumer that reads a state topic from the start, fetching messages of up to
-    ``max_message_bytes``."""
+    ``max_message_bytes`` (a fetch waits at most 100 ms for new messages unless
+    ``client_options`` says otherwise)."""
     from kafka import KafkaConsumer
 
     return KafkaConsumer(
         bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest", fetch_max_wait_ms=100, allow_auto_create_topics=False,
+        auto_offset_reset="earliest", allow_auto_create_topics=False,
         max_partition_fetch_bytes=max(1_048_576, 2 * max_message_bytes),
-        request_timeout_ms=request_timeout_ms, **client_options)
+        request_timeout_ms=request_timeout_ms, **{"fetch_max_wait_ms": 100, **client_options})
 
 
 # ---------------------------------------------------------------------------------- errors

@@ -231,16 +231,18 @@ def decode_snapshot(blob: bytes, *, epoch: int, version: int, kind: str | None =
 
 def consumer_options(options: dict[str, Any] | None) -> dict[str, Any]:
     """The entries of ``options`` (e.g. the service's ``--kafka`` settings) a reader's
-    KafkaConsumer takes, less those the reader sets itself.
+    KafkaConsumer takes, less those the reader sets itself (``fetch_max_wait_ms`` is taken: a
+    broker that holds every fetch for that long delays each snapshot by as much).
 
     >>> consumer_options({"security_protocol": "SSL", "linger_ms": 5, "group_id": "g"})
     {'security_protocol': 'SSL'}
+    >>> consumer_options({"fetch_max_wait_ms": 20})
+    {'fetch_max_wait_ms': 20}
     """
     from kafka import KafkaConsumer
 
     own = {"bootstrap_servers", "group_id", "enable_auto_commit", "auto_offset_reset",
-           "fetch_max_wait_ms", "allow_auto_create_topics", "max_partition_fetch_bytes",
-           "request_timeout_ms"}
+           "allow_auto_create_topics", "max_partition_fetch_bytes", "request_timeout_ms"}
     return {k: v for k, v in (options or {}).items()
             if k in KafkaConsumer.DEFAULT_CONFIG and k not in own}
 
