@@ -187,8 +187,8 @@ _MAX_DEPTH = 32
 def _reader(bootstrap_servers: Any, max_message_bytes: int, request_timeout_ms: int,
             client_options: dict[str, Any]) -> Any:
     """A group-less consumer that reads a state topic from the start, fetching messages of up to
-    ``max_message_bytes`` (a fetch waits at most 100 ms for new messages unless
-    ``client_options`` says otherwise)."""
+    ``max_message_bytes`` (a fetch waits at most a tenth of a second for new messages unless
+    ``client_options`` sets ``fetch_max_wait_ms``)."""
     from kafka import KafkaConsumer
 
     return KafkaConsumer(

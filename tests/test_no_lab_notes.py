@@ -1,4 +1,4 @@
-"""Docstrings and comments of the library say what and why: no timings, no "we measured", no
+"""Docstrings and comments of the library and the service say what and why: no timings, no "we measured", no
 issue numbers (measurements live in docs/benchmarks.md, which ``make docs`` regenerates)."""
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def test_the_checker_finds_lab_notes() -> None:
                                              "0.8 ms"]
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "streamdas").rglob("*.py")),
+@pytest.mark.parametrize("path", sorted([*(ROOT / "streamdas").rglob("*.py"),
+                                         *(ROOT / "consumers").rglob("*.py")]),
                          ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_no_lab_notes_in_the_library(path: Path) -> None:
     assert _notes(path.read_text()) == []
