@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from river.datasets import synth
@@ -322,13 +322,23 @@ def _rbf(model_seed: int) -> ConceptFactory:
 
 
 #: Centroid count of the complexity scenario's easy and hard concepts, its features and noise.
-COMPLEXITY = {"easy": 2, "hard": 16, "n_features": 2, "n_classes": 2, "std": 0.03}
+class Complexity(NamedTuple):
+    """The complexity scenario's two concepts: blobs per class, easy then hard."""
+
+    easy: int = 2
+    hard: int = 16
+    n_features: int = 2
+    n_classes: int = 2
+    std: float = 0.03
+
+
+COMPLEXITY = Complexity()
 
 
 def _complexity(n: int, seed: int) -> ScenarioStream:
     c = COMPLEXITY
-    easy = _blobs(c["easy"], c["n_features"], c["n_classes"], 0.08, model_seed=seed + 11)
-    hard = _blobs(c["hard"], c["n_features"], c["n_classes"], c["std"], model_seed=seed + 13)
+    easy = _blobs(c.easy, c.n_features, c.n_classes, 0.08, model_seed=seed + 11)
+    hard = _blobs(c.hard, c.n_features, c.n_classes, c.std, model_seed=seed + 13)
     bounds = [n // 3, 2 * n // 3]
     return ScenarioStream(
         name="complexity",
@@ -336,11 +346,11 @@ def _complexity(n: int, seed: int) -> ScenarioStream:
         n_samples=n,
         seed=seed,
         drifts=[
-            Drift(bounds[0], 1, "complexity", f"{c['easy']} -> {c['hard']} centroids"),
-            Drift(bounds[1], 1, "complexity", f"{c['hard']} -> {c['easy']} centroids"),
+            Drift(bounds[0], 1, "complexity", f"{c.easy} -> {c.hard} centroids"),
+            Drift(bounds[1], 1, "complexity", f"{c.hard} -> {c.easy} centroids"),
         ],
         description=(
-            f"RBF blobs in {c['n_features']}-D: {c['easy']} -> {c['hard']} -> {c['easy']} "
+            f"RBF blobs in {c.n_features}-D: {c.easy} -> {c.hard} -> {c.easy} "
             "centroids at 1/3 and 2/3 (DAS should grow, then shrink)"
         ),
         concept_at=_concept_index([0, 1, 0], bounds),
