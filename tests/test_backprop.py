@@ -1,23 +1,22 @@
 """The NumPy fast path computes what autograd and torch.optim compute.
 
 Tolerances: float32 arithmetic in a different order than torch's kernels; gradients and one
-Adam step agree to ~1e-6 absolute on unit-scale values, a 200-step run to ~1e-4.
+Adam step agree to ~1e-6 absolute on unit-scale values. The NumPy engine's whole steps are
+checked with the other engines' in tests/test_step_engines.py.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from streamdas import DASNet, DASTrainer, NetConfig, SizingConfig, TrainConfig
+from streamdas import DASNet, NetConfig
 from streamdas.activations import ACTIVATIONS
 from streamdas.adam import NumpyAdam
 from streamdas.backprop import NumpyBackprop
-from streamdas.engines import NumpyEngine
 from streamdas.regularizers import make_regularizer
 
 
@@ -176,92 +175,6 @@ def test_numpy_adam_declines_what_it_does_not_compute():
                 torch.optim.Adam([p], lr=0.1, amsgrad=True), torch.optim.Adam([p], lr=0.1, weight_decay=0.1)):
         opt.step()
         assert not NumpyAdam(opt).step([p], grads)
-
-
-def _trainer(numpy_backprop: bool, **train: object) -> DASTrainer:
-    config = TrainConfig(lr=3e-3, alpha=1e-3, numpy_backprop=numpy_backprop, **train)  # type: ignore[arg-type]
-    sizing = SizingConfig(every=160, min_growth=3, prune_horizon=64, tau=5e-3)
-    return DASTrainer(NetConfig(6, (10, 8), 3), config, sizing, seed=0)
-
-
-@pytest.mark.parametrize("train", [{}, {"optimizer": "adamw"}, {"optimizer": "sgd"},
-                                   {"regularizer": "l21"}, {"loss": "mse"}])
-def test_trainer_fast_path_follows_the_autograd_path(train):
-    """Same seed, same stream, with sizing cycles (growth and pruning) and running averages: the
-    two paths end with the same architecture, parameters and optimizer state."""
-    fast, slow = _trainer(True, **train), _trainer(False, **train)
-    y0 = torch.zeros(1, 3) if train.get("loss") == "mse" else torch.zeros(1, dtype=torch.long)
-    x0 = torch.zeros(1, 6)
-    assert isinstance(fast.engine_for(x0, y0), NumpyEngine) and not isinstance(slow.engine_for(x0, y0), NumpyEngine)
-    g = torch.Generator().manual_seed(5)
-    for _ in range(60):
-        x = torch.randn(16, 6, generator=g)
-        y = ((x[:, 0] > 0).long() + (x[:, 1] > 1).long())
-        if train.get("loss") == "mse":
-            y = torch.nn.functional.one_hot(y, 3).float()
-        fast.step(x, y)
-        slow.step(x, y)
-        loss_fast, loss_slow = fast.last_loss, slow.last_loss
-        assert loss_fast == pytest.approx(loss_slow, rel=1e-4, abs=1e-5)
-    assert fast.n_cycles == slow.n_cycles > 3
-    assert fast.net.hidden_sizes == slow.net.hidden_sizes
-    assert [e["sizes"] for e in fast.size_history] == [e["sizes"] for e in slow.size_history]
-    for pf, ps in zip(fast.net.parameters(), slow.net.parameters(), strict=True):
-        torch.testing.assert_close(pf.detach(), ps.detach(), rtol=1e-3, atol=1e-4)
-        for key, value in slow.optimizer.state[ps].items():
-            torch.testing.assert_close(fast.optimizer.state[pf][key], value, rtol=1e-3, atol=1e-4)
-
-
-def test_fast_path_skips_non_finite_batches_without_changing_anything():
-    trainer = _trainer(True)
-    x, y = _batch(16, 6, 3)
-    trainer.step(x, y)
-    trainer.step(x, y)
-    before = copy.deepcopy(trainer)
-    x_bad = x.clone()
-    x_bad[3, 2] = float("inf")
-    trainer.step(x_bad, y)
-    x_huge = x * 1e38  # finite inputs, overflowing activations
-    trainer.step(x_huge, y)
-    assert trainer.n_nonfinite == 2
-    assert trainer.n_steps == before.n_steps
-    for pa, pb in zip(trainer.net.parameters(), before.net.parameters(), strict=True):
-        assert torch.equal(pa, pb)
-        for key, value in before.optimizer.state[pb].items():
-            assert torch.equal(trainer.optimizer.state[pa][key], value)
-
-
-def test_copies_use_their_own_storage():
-    trainer = _trainer(True)
-    x, y = _batch(16, 6, 3)
-    trainer.step(x, y)
-    twin = copy.deepcopy(trainer)
-    trainer.step(x, y)
-    twin.step(x, y)
-    for pa, pb in zip(trainer.net.parameters(), twin.net.parameters(), strict=True):
-        assert torch.equal(pa, pb)
-
-
-def test_fast_path_skips_a_non_finite_gradient_behind_a_finite_loss(monkeypatch):
-    trainer = _trainer(True)
-    x, y = _batch(16, 6, 3)
-    trainer.step(x, y)
-    trainer.step(x, y)
-    before = copy.deepcopy(trainer)
-    real = NumpyBackprop.__call__
-
-    def poisoned(self: NumpyBackprop, xs: np.ndarray, ys: np.ndarray) -> tuple[float, list[np.ndarray]]:
-        loss, grads = real(self, xs, ys)
-        grads[0][1, 2] = np.nan  # finite loss, one bad gradient entry
-        return loss, grads
-
-    monkeypatch.setattr(NumpyBackprop, "__call__", poisoned)
-    trainer.step(x, y)
-    assert trainer.n_nonfinite == 1 and trainer.n_steps == before.n_steps
-    for pa, pb in zip(trainer.net.parameters(), before.net.parameters(), strict=True):
-        assert torch.equal(pa, pb)
-        for key, value in before.optimizer.state[pb].items():
-            assert torch.equal(trainer.optimizer.state[pa][key], value)
 
 
 def _adam_pair(shapes, steps_b=None):

@@ -1,7 +1,7 @@
 """The sync-free training step and its CUDA-graph replay (issue 13).
 
-On the CPU: the sync-free step equals the synchronising one (parameters, optimizer state,
-running averages, counters) over a run with sizing cycles and a non-finite batch in the middle;
+What is particular to the sync-free engine (its contract with the other engines, that it
+follows the synchronising step exactly, is checked in tests/test_step_engines.py). On the CPU:
 it reads no tensor into Python; and the graph bookkeeping (warm-up, static buffers, recapture
 after every resize) gives the same run with the CUDA graph API mocked. The tests marked
 ``gpu`` run the real thing (they skip without CUDA; ``scripts/gpu_check.sh`` runs them).
@@ -10,12 +10,11 @@ after every resize) gives the same run with the CUDA graph API mocked. The tests
 from __future__ import annotations
 
 import contextlib
-import copy
-import math
 from collections.abc import Iterator
 
 import pytest
 import torch
+from test_step_engines import assert_same, batches
 
 from streamdas import DASTrainer, NetConfig, SizingConfig, TrainConfig
 from streamdas.cudagraph import GraphAPI, StepGraph
@@ -27,18 +26,7 @@ MLP = NetConfig(6, (12, 10), 3)
 CNN = NetConfig(n_inputs=2, hidden_sizes=(4, 5, 6), n_outputs=3, input_hw=(6, 6), conv_strides=(1, 2))
 
 
-def _batches(config: NetConfig, n_batches: int, batch: int, seed: int = 0, bad_at: int | None = None,
-             device: str = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    shape = (config.n_inputs, *config.input_hw) if config.input_hw else (config.n_inputs,)
-    out = []
-    for i in range(n_batches):
-        x = torch.randn(batch, *shape, generator=g)
-        y = (x.flatten(1)[:, 0] > 0).long() + (x.flatten(1)[:, 1] > 0.5).long()
-        if i == bad_at:
-            x[1].view(-1)[0] = math.nan
-        out.append((x.to(device), y.to(device)))
-    return out
+_batches = batches  # the contract tests' batches
 
 
 def _trainer(config: NetConfig, sync_free: bool, device: str = "cpu", **train: object) -> DASTrainer:
@@ -49,55 +37,8 @@ def _trainer(config: NetConfig, sync_free: bool, device: str = "cpu", **train: o
                       seed=3, device=device)
 
 
-def _assert_same(a: DASTrainer, b: DASTrainer, exact: bool = True) -> None:
-    tol = {"rtol": 0, "atol": 0} if exact else {"rtol": 1e-4, "atol": 1e-5}
-    assert a.net.hidden_sizes == b.net.hidden_sizes
-    for pa, pb in zip(a.net.parameters(), b.net.parameters(), strict=True):
-        torch.testing.assert_close(pa.detach().cpu(), pb.detach().cpu(), **tol)
-        sa, sb = a.optimizer.state[pa], b.optimizer.state[pb]
-        assert sa.keys() == sb.keys()
-        for key in sa:
-            torch.testing.assert_close(sa[key].cpu(), sb[key].cpu(), **tol, msg=lambda m, k=key: f"{k}: {m}")
-    for pa, pb in zip(a.net.hidden.parameters(), b.net.hidden.parameters(), strict=True):
-        aa, ab = a.pruning_averages.get(pa), b.pruning_averages.get(pb)
-        assert (aa is None) == (ab is None)
-        if aa is not None:
-            torch.testing.assert_close(aa.cpu(), ab.cpu(), **tol)
-    assert (a.prediction_averages is None) == (b.prediction_averages is None)
-    if a.prediction_averages is not None and b.prediction_averages is not None:
-        for pa, pb in zip(a.net.parameters(), b.net.parameters(), strict=True):
-            torch.testing.assert_close(a.prediction_averages.get(pa).cpu(), b.prediction_averages.get(pb).cpu(), **tol)
-    assert (a.n_samples, a.n_steps, a.n_nonfinite, a.n_cycles, a.last_cycle) == \
-        (b.n_samples, b.n_steps, b.n_nonfinite, b.n_cycles, b.last_cycle)
-    assert a.size_history == b.size_history
-
-
-@pytest.mark.parametrize("config", [MLP, CNN], ids=["mlp", "cnn"])
-@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
-@pytest.mark.parametrize("average_horizon", [0, 40], ids=["live", "polyak"])
-def test_sync_free_step_equals_synchronising_step(config, optimizer, average_horizon):
-    """Same parameters, optimizer state, running averages (the sizer's and, where set, the
-    predictions'), counters and size history after a run with sizing cycles and a non-finite
-    batch in the middle."""
-    today = _trainer(config, False, optimizer=optimizer, average_horizon=average_horizon)
-    sync_free = _trainer(config, True, optimizer=optimizer, average_horizon=average_horizon)
-    losses_today, losses_free = [], []
-    for x, y in _batches(config, 30, 16, bad_at=13):
-        today.step(x, y)
-        sync_free.step(x, y)
-        losses_today.append(today.last_loss)
-        losses_free.append(sync_free.last_loss)
-    assert today.n_cycles >= 5 and today.n_nonfinite == 1
-    assert any(e["event"] == "prune" and e["sizes"] != h["sizes"]
-               for e, h in zip(today.size_history[1:], today.size_history, strict=False))
-    _assert_same(today, sync_free)
-    for a, b in zip(losses_today, losses_free, strict=True):
-        assert a is not None and b is not None
-        if not math.isfinite(a):
-            assert not math.isfinite(b)
-        else:
-            assert a == b
-    assert sync_free.last_loss == today.last_loss
+def _assert_same(a: DASTrainer, b: DASTrainer) -> None:
+    assert_same(a, b, {"rtol": 0.0, "atol": 0.0})
 
 
 def test_sync_free_falls_back_for_sgd_and_keeps_the_numpy_path():
@@ -109,14 +50,6 @@ def test_sync_free_falls_back_for_sgd_and_keeps_the_numpy_path():
     default = DASTrainer(MLP, seed=0)  # CPU default: NumPy path, losses on the host
     default.step(x, y)
     assert not default.counters.on_device and not isinstance(default.engine_for(x, y), DeviceEngine)
-
-
-def test_batch_mode_losses_and_counters_equal():
-    x = torch.cat([b[0] for b in _batches(MLP, 6, 16, bad_at=2)])
-    y = torch.cat([b[1] for b in _batches(MLP, 6, 16, bad_at=2)])
-    today, sync_free = _trainer(MLP, False), _trainer(MLP, True)
-    assert today.fit(x, y, epochs=2, batch_size=16) == sync_free.fit(x, y, epochs=2, batch_size=16)
-    _assert_same(today, sync_free)
 
 
 @contextlib.contextmanager
@@ -175,10 +108,13 @@ def _mock_api(trainer: DASTrainer, log: list[str]) -> GraphAPI:
 
     def tensors() -> list[torch.Tensor]:
         out = [p.data for p in trainer.net.parameters()]
-        holders = [trainer.optimizer, trainer.pruning_averages, *([trainer.prediction_averages] if trainer.prediction_averages else [])]
+        holders = [trainer.optimizer, trainer.pruning_averages]
+        if trainer.prediction_averages is not None:
+            holders.append(trainer.prediction_averages)
         out += [t for holder in holders for st in holder.state.values()
                 for t in st.values() if isinstance(t, torch.Tensor)]
-        return [*out, trainer.counters.skipped, trainer.counters.device_loss, trainer.engines.sync_free.found_inf]
+        counters = trainer.counters
+        return [*out, counters.skipped, counters.device_loss, trainer.engines.sync_free.found_inf]
 
     class Graph:
         def replay(self) -> None:
@@ -200,13 +136,18 @@ def _mock_api(trainer: DASTrainer, log: list[str]) -> GraphAPI:
                     use_stream=lambda s: contextlib.nullcontext(), current_stream=_Stream, new_pool=object)
 
 
+def _install_mock_graph(trainer: DASTrainer, log: list[str]) -> None:
+    engine = trainer.engines.sync_free
+    engine.graph = StepGraph(engine.body, engine.capturable, api=_mock_api(trainer, log))
+
+
 def test_graph_replay_bookkeeping_with_mocked_api():
     """Recapture after every resize (and only then), warm-up changes nothing, static buffers
     carry each batch: the mocked-graph run equals the eager sync-free run exactly."""
     eager = _trainer(MLP, True)
     graphed = _trainer(MLP, True)
     log: list[str] = []
-    graphed.engines.sync_free.graph = StepGraph(graphed.engines.sync_free.body, graphed.engines.sync_free.capturable, api=_mock_api(graphed, log))
+    _install_mock_graph(graphed, log)
     versions = set()
     for i, (x, y) in enumerate(_batches(MLP, 30, 16, bad_at=13)):
         if i:
@@ -233,7 +174,7 @@ def test_graph_replay_bookkeeping_with_mocked_api():
     assert graphed.graph_captures == n + 3
     # turned off: eager steps
     off = _trainer(MLP, True, cuda_graphs=False)
-    off.engines.sync_free.graph = StepGraph(off.engines.sync_free.body, off.engines.sync_free.capturable, api=_mock_api(off, []))
+    _install_mock_graph(off, [])
     off.step(x, y)
     assert off.graph_captures == 0
 
@@ -244,7 +185,7 @@ def test_graph_replay_with_prediction_averages_waits_for_their_warm_up():
     eager = _trainer(MLP, True, average_horizon=30)
     graphed = _trainer(MLP, True, average_horizon=30)
     log: list[str] = []
-    graphed.engines.sync_free.graph = StepGraph(graphed.engines.sync_free.body, graphed.engines.sync_free.capturable, api=_mock_api(graphed, log))
+    _install_mock_graph(graphed, log)
     assert graphed.prediction_averages is not None
     captured_at = []
     for x, y in _batches(MLP, 30, 16, bad_at=13):
@@ -254,18 +195,10 @@ def test_graph_replay_with_prediction_averages_waits_for_their_warm_up():
         if log.count("capture") > captures:
             captured_at.append(before)
     assert captured_at and all(graphed.prediction_averages.warm(n) for n in captured_at)
-    assert not graphed.prediction_averages.warm(captured_at[0] - 16)  # the first capture came at warm-up's end
+    # the first capture came at warm-up's end
+    assert not graphed.prediction_averages.warm(captured_at[0] - 16)
     assert log.count("replay") >= 20
     _assert_same(eager, graphed)
-
-
-def test_state_dict_round_trip_after_sync_free_steps():
-    trainer = _trainer(MLP, True)
-    for x, y in _batches(MLP, 10, 16, bad_at=4):
-        trainer.step(x, y)
-    clone = DASTrainer.from_state_dict(copy.deepcopy(trainer.state_dict()))
-    assert clone.n_nonfinite == trainer.n_nonfinite == 1
-    _assert_same(trainer, clone)
 
 
 # ---------------------------------------------------------------------- GPU (skip without CUDA)
@@ -292,25 +225,6 @@ def test_gpu_steps_do_not_synchronise(graphs):
     assert reads == {}
     assert trainer.n_cycles == 0 and trainer.n_nonfinite == 1 and trainer.n_steps == 7
     assert trainer.graph_captures == (1 if graphs else 0)
-
-
-@pytest.mark.gpu
-@needs_cuda
-@pytest.mark.parametrize("config", [MLP, CNN], ids=["mlp", "cnn"])
-def test_gpu_sync_free_and_graph_steps_equal_the_synchronising_step(config, monkeypatch):
-    """On CUDA, sync-free eager and graph-replayed runs (sizing cycles, a non-finite batch)
-    match the synchronising step to float32 kernel tolerance (no dropout: same randomness)."""
-    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    runs = [_trainer(config, False, device="cuda"), _trainer(config, True, device="cuda", cuda_graphs=False),
-            _trainer(config, True, device="cuda", cuda_graphs=True)]
-    for x, y in _batches(config, 30, 16, bad_at=13, device="cuda"):
-        for t in runs:
-            t.step(x, y)
-    assert runs[2].graph_captures >= runs[2].n_cycles >= 5
-    _assert_same(runs[0], runs[1], exact=False)
-    _assert_same(runs[0], runs[2], exact=False)
-    assert runs[2].n_nonfinite == 1
 
 
 @pytest.mark.gpu
