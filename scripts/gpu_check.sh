@@ -16,8 +16,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
     || { echo "gpu_check: CUDA is not available"; exit 2; }
 status=0
 timeout 300 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -m gpu -rs \
-    tests/test_sync_free.py 2>&1 | tee "$OUT/gpu_tests.txt" || status=1
-timeout 120 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -m "not gpu" tests/test_sync_free.py \
+    tests/test_sync_free.py tests/test_step_engines.py 2>&1 | tee "$OUT/gpu_tests.txt" || status=1
+timeout 120 "$PY" -m pytest -q -p no:cacheprovider -o addopts="" -m "not gpu" tests/test_sync_free.py tests/test_step_engines.py \
     2>&1 | tail -3 | tee -a "$OUT/gpu_tests.txt" || status=1
 timeout 240 "$PY" -m benchmarks.gpu --steps 300 --batch 128 2>&1 | tee "$OUT/gpu_bench.md" || status=1
 echo "gpu_check: exit $status"
