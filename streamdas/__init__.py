@@ -93,6 +93,7 @@ _SUBMODULES = frozenset(
         "threads",
         "train_config",
         "trainer",
+        "trainer_settings",
         "trainer_state",
         "warmup",
     }

@@ -9,11 +9,12 @@ device counts the batches it skipped; reading a count :meth:`~StepCounters.settl
 from __future__ import annotations
 
 import math
+from typing import Any, overload
 
 import torch
 from torch import Tensor
 
-__all__ = ["StepCounters"]
+__all__ = ["Count", "EpochLoss", "StepCounters"]
 
 
 class StepCounters:
@@ -112,3 +113,74 @@ class StepCounters:
         self.samples += n
         self.host_loss, self.on_device, self.loss_tensor = None, True, loss
         self.last_taken = True
+
+
+class Count:
+    """A trainer attribute that reads one count of the trainer's :class:`StepCounters` (settled
+    first) and sets it (for restoring a state).
+
+    >>> class Trainer:
+    ...     n_steps = Count("steps", "Optimizer steps taken.")
+    ...     def __init__(self): self.counters = StepCounters("cpu")
+    >>> t = Trainer(); t.counters.taken(4); t.n_steps
+    1
+    >>> t.n_steps = 7; t.counters.steps
+    7
+    """
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name = name
+        self.__doc__ = doc
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> Count: ...
+    @overload
+    def __get__(self, obj: object, owner: type) -> int: ...
+    def __get__(self, obj: Any, owner: type) -> Count | int:
+        if obj is None:
+            return self
+        counters: StepCounters = obj.counters
+        counters.settle()
+        value: int = getattr(counters, self.name)
+        return value
+
+    def __set__(self, obj: Any, value: int) -> None:
+        counters: StepCounters = obj.counters
+        counters.settle()
+        setattr(counters, self.name, value)
+
+
+class EpochLoss:
+    """The mean data loss over an epoch's taken batches, weighted by their sizes; after sync-free
+    steps summed on the device (skipped batches add 0) and read once, at :meth:`mean`.
+
+    >>> c, epoch = StepCounters("cpu"), EpochLoss()
+    >>> c.record_loss(1.0); c.taken(2); epoch.add(c, 2)
+    >>> c.record_loss(4.0); c.taken(1); epoch.add(c, 1)
+    >>> epoch.mean(c)
+    2.0
+    """
+
+    def __init__(self) -> None:
+        self.total: float | Tensor = 0.0
+        self.count = 0
+
+    def add(self, c: StepCounters, n: int) -> None:
+        """Count the last step, on ``n`` samples, if it was taken."""
+        if c.last_taken and c.on_device:  # sync-free: skipped batches add 0, settled in mean
+            value = c.loss_tensor
+            self.total += torch.where(value.isfinite(), value.double() * n, 0.0)
+            self.count += n
+        elif c.last_taken:
+            assert c.host_loss is not None
+            self.total += c.host_loss * n
+            self.count += n
+
+    def mean(self, c: StepCounters) -> float:
+        """The epoch's mean loss (settles the counters: the samples of skipped batches are
+        taken out of the count)."""
+        if c.pending:
+            before = c.samples
+            c.settle()
+            self.count -= before - c.samples
+        return float(self.total) / max(self.count, 1)

@@ -391,6 +391,18 @@ class EngineChoice:
         self._numpy = self.numpy if train.numpy_backprop and self.numpy.supported else None
         self._other = self.sync_free if wants_sync_free(host, self.device) else self.autograd
 
+    @property
+    def graph_captures(self) -> int:
+        """CUDA graphs captured so far (one per shape between resizes; 0 without graphs)."""
+        graph = self.sync_free.graph
+        return 0 if graph is None else graph.n_captures
+
+    @property
+    def graph_capture_seconds(self) -> float:
+        """Host seconds spent warming up and capturing CUDA graphs."""
+        graph = self.sync_free.graph
+        return 0.0 if graph is None else graph.capture_seconds
+
     def for_batch(self, x: Tensor, y: Tensor) -> StepEngine:
         """The engine that steps the minibatch ``(x, y)``."""
         self._decide()

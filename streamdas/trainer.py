@@ -28,15 +28,14 @@ their weights under ``tau`` at once, and the layer grows until ``max_units``.
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from streamdas import checkpoint, trainer_state
+from streamdas import checkpoint, trainer_settings, trainer_state
 from streamdas.averaging import ParameterAverages
-from streamdas.counters import StepCounters
+from streamdas.counters import Count, EpochLoss, StepCounters
 from streamdas.engines import EngineChoice, StepEngine
 from streamdas.model import DASNet, Layer, NetConfig, ResizeRegistry
 from streamdas.sizing import (
@@ -52,6 +51,29 @@ __all__ = ["DASTrainer", "TrainConfig", "check_architecture", "preload_optimizer
 
 FORMAT = "streamdas-trainer"
 VERSION = 1
+
+
+def _generator(seed: int | None) -> torch.Generator:
+    """A generator seeded with ``seed`` (``None``: from the system's entropy)."""
+    generator = torch.Generator()
+    if seed is not None:
+        generator.manual_seed(seed)
+    else:
+        generator.seed()
+    return generator
+
+
+def _epochs(epochs: int, progress: bool) -> Any:
+    """``range(epochs)``, with a progress bar where asked."""
+    if not progress:
+        return range(epochs)
+    try:
+        from tqdm.auto import tqdm
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            "fit(progress=True) needs tqdm: pip install tqdm (or 'streamdas[sim]')"
+        ) from exc
+    return tqdm(range(epochs), desc="epochs")
 
 
 class DASTrainer:
@@ -99,11 +121,7 @@ class DASTrainer:
         self.sizing = sizing
         self.seed = seed
         self.device = torch.device(device)
-        self.generator = torch.Generator()
-        if seed is not None:
-            self.generator.manual_seed(seed)
-        else:
-            self.generator.seed()
+        self.generator = _generator(seed)
         if isinstance(net, NetConfig):
             net = DASNet(net, generator=self.generator)
         self.net = net.to(self.device)
@@ -124,45 +142,16 @@ class DASTrainer:
         self.engines = EngineChoice(self, self.device)
         self.fine_tune = False
         self.history_limit = history_limit
-        self.n_cycles = 0
-        self.last_cycle = 0
-        self.started = False
+        self.n_cycles, self.last_cycle, self.started = 0, 0, False
         n_hidden = len(self.net.hidden)
-        self.n_grown = [0] * n_hidden
-        self.n_pruned = [0] * n_hidden
+        self.n_grown, self.n_pruned = [0] * n_hidden, [0] * n_hidden
         self.size_history: list[dict[str, Any]] = []
         self._record("init")
 
-    # ------------------------------------------------------------------ counters
-    @property
-    def n_samples(self) -> int:
-        """Samples learnt from (skipped non-finite batches excluded)."""
-        return self.counters.n_samples
-
-    @n_samples.setter
-    def n_samples(self, value: int) -> None:
-        self.counters.settle()
-        self.counters.samples = value
-
-    @property
-    def n_steps(self) -> int:
-        """Optimizer steps taken (skipped non-finite batches excluded)."""
-        return self.counters.n_steps
-
-    @n_steps.setter
-    def n_steps(self, value: int) -> None:
-        self.counters.settle()
-        self.counters.steps = value
-
-    @property
-    def n_nonfinite(self) -> int:
-        """Minibatches skipped because their loss or a gradient was not finite."""
-        return self.counters.n_nonfinite
-
-    @n_nonfinite.setter
-    def n_nonfinite(self, value: int) -> None:
-        self.counters.settle()
-        self.counters.nonfinite = value
+    # ------------------------------------------------------------------ read-outs
+    n_samples = Count("samples", "Samples learnt from (skipped non-finite batches excluded).")
+    n_steps = Count("steps", "Optimizer steps taken (skipped non-finite batches excluded).")
+    n_nonfinite = Count("nonfinite", "Minibatches skipped because their loss or a gradient was not finite.")
 
     @property
     def last_loss(self) -> float | None:
@@ -173,33 +162,18 @@ class DASTrainer:
     @property
     def graph_captures(self) -> int:
         """CUDA graphs captured so far (one per shape between resizes; 0 without graphs)."""
-        graph = self.engines.sync_free.graph
-        return 0 if graph is None else graph.n_captures
+        return self.engines.graph_captures
 
     @property
     def graph_capture_seconds(self) -> float:
         """Host seconds spent warming up and capturing CUDA graphs."""
-        graph = self.engines.sync_free.graph
-        return 0.0 if graph is None else graph.capture_seconds
+        return self.engines.graph_capture_seconds
 
-    def state_bytes(self) -> int:
-        """Bytes of tensor storage held besides the network's parameters: optimizer state,
-        pruning averages and prediction averages.
-
-        >>> t = DASTrainer(NetConfig(n_inputs=2, hidden_sizes=(4,), n_outputs=2), seed=0)
-        >>> t.state_bytes()
-        0
-        """
-        holders: list[dict[Any, Any]] = [self.optimizer.state, self.pruning_averages.state]
-        if self.prediction_averages is not None:
-            holders.append(self.prediction_averages.state)
-        return sum(
-            v.numel() * v.element_size()
-            for h in holders
-            for s in h.values()
-            for v in s.values()
-            if isinstance(v, Tensor)
-        )
+    # settings changed while learning, and the memory of the state (streamdas.trainer_settings)
+    set_hyperparameters = trainer_settings.set_hyperparameters
+    set_average_horizon = trainer_settings.set_average_horizon
+    with_sizing = trainer_settings.with_sizing
+    state_bytes = trainer_settings.state_bytes
 
     # ------------------------------------------------------------------ bookkeeping
     def _record(self, event: str) -> None:
@@ -304,43 +278,22 @@ class DASTrainer:
         """
         losses: list[float] = []
         x, y = x.to(self.device), y.to(self.device)
-        epochs_iter: Any = range(epochs)
-        if progress:
-            try:
-                from tqdm.auto import tqdm
-            except ModuleNotFoundError as exc:
-                raise ModuleNotFoundError(
-                    "fit(progress=True) needs tqdm: pip install tqdm (or 'streamdas[sim]')"
-                ) from exc
-            epochs_iter = tqdm(epochs_iter, desc="epochs")
-        for _ in epochs_iter:
+        for _ in _epochs(epochs, progress):
             if self.sizing_active:
                 self.grow()
             self.started = True
             order = torch.randperm(x.shape[0], generator=self.generator).to(self.device)
-            total: float | Tensor = 0.0
-            count = 0
-            c = self.counters
+            epoch = EpochLoss()
             for start in range(0, x.shape[0], batch_size):
                 idx = order[start : start + batch_size]
                 self.optimizer_step(x[idx], y[idx])
-                if c.last_taken and c.on_device:  # sync-free: skipped batches add 0, settled below
-                    value = c.loss_tensor
-                    total += torch.where(value.isfinite(), value.double() * idx.numel(), 0.0)
-                    count += idx.numel()
-                elif c.last_taken:
-                    assert c.host_loss is not None
-                    total += c.host_loss * idx.numel()
-                    count += idx.numel()
-            if c.pending:
-                before = c.samples
-                c.settle()
-                count -= before - c.samples
+                epoch.add(self.counters, idx.numel())
+            loss = epoch.mean(self.counters)  # settles the counts before the cycle reads them
             if self.sizing_active:
                 self.prune()
                 self.n_cycles += 1
                 self.last_cycle = self.n_samples
-            losses.append(float(total) / max(count, 1))
+            losses.append(loss)
         return losses
 
     @torch.no_grad()
@@ -354,13 +307,9 @@ class DASTrainer:
         return torch.func.functional_call(self.net, self.prediction_averages.named(self.net), (x,))
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume: architecture, weights, optimizer, schedule, history.
-
-        Plain data and tensors only, loadable with ``torch.load(weights_only=True)``
-        (:mod:`streamdas.trainer_state`).
-        """
-        return trainer_state.to_state(self)
+    # checkpoint state: to_state, from_state, save and load of streamdas.trainer_state
+    state_dict = trainer_state.to_state
+    save = trainer_state.save
 
     @classmethod
     def from_state_dict(
@@ -369,91 +318,10 @@ class DASTrainer:
         device: str | torch.device = "cpu",
         limits: checkpoint.Limits | None = None,
     ) -> DASTrainer:
-        """Rebuild a trainer from :meth:`state_dict`. Raises ``ValueError`` if it does not fit.
-
-        Every field is checked before it is used: the settings against their ranges, the
-        architecture against ``limits`` (:func:`check_architecture`, by arithmetic: nothing is
-        allocated for a network a file cannot afford) and against the shapes of the weights in
-        ``state``, every tensor for its dtype, shape and finiteness, the optimizer state for
-        exactly the keys, steps and hyperparameters this trainer's optimizer uses. So a state
-        that loads steps like the trainer that wrote it (:mod:`streamdas.trainer_state`).
-        """
+        """Rebuild a trainer from :meth:`state_dict`; ``ValueError`` if it does not fit."""
         return trainer_state.from_state(cls, state, device, limits)
-
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Checkpoint the trainer atomically (see :mod:`streamdas.checkpoint`).
-
-        >>> import tempfile, pathlib
-        >>> t = DASTrainer(NetConfig(n_inputs=2, hidden_sizes=(4,), n_outputs=2), seed=0)
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.ckpt"
-        >>> t.save(p)
-        >>> DASTrainer.load(p).net.hidden_sizes
-        [4]
-        """
-        checkpoint.save(self.state_dict(), path)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], device: str | torch.device = "cpu") -> DASTrainer:
         """Load a trainer saved with :meth:`save`; raises :class:`~streamdas.CheckpointError`."""
-        payload = checkpoint.load(path)
-        return checkpoint.guarded(lambda: cls.from_state_dict(payload, device=device), str(path))
-
-    def set_average_horizon(self, horizon: int) -> None:
-        """Predict with parameter averages over ``horizon`` samples from now on (``0``: with the
-        live parameters); new averages start at the current parameters. For loading states
-        written before the option: an estimator's NumPy forward pass holds the averages
-        object, so the estimator builds it after this.
-
-        >>> t = DASTrainer(NetConfig(n_inputs=2, hidden_sizes=(4,), n_outputs=2), seed=0)
-        >>> t.set_average_horizon(100)
-        >>> t.prediction_averages.horizon, t.train_config.average_horizon
-        (100.0, 100)
-        """
-        train = replace(self.train_config, average_horizon=horizon)  # validates
-        if train.average_horizon == 0:
-            self.prediction_averages = None
-        elif self.prediction_averages is None:
-            self.prediction_averages = ParameterAverages(self.net, train.average_horizon)
-        else:
-            self.prediction_averages.horizon = float(train.average_horizon)
-        self.train_config = train  # part of a CUDA graph's key: the next step recaptures
-
-    def with_sizing(self, **changes: Any) -> None:
-        """Change sizing settings at run time, e.g. ``with_sizing(grow=False)``."""
-        self.sizing = replace(self.sizing, **changes)
-
-    def set_hyperparameters(
-        self,
-        *,
-        alpha: float | None = None,
-        lr: float | None = None,
-        tau: float | None = None,
-        every: int | None = None,
-    ) -> None:
-        """Change hyperparameters while learning; each takes effect at the next step.
-
-        ``alpha`` reaches the regularizer (its cached coefficients are rebuilt), ``lr`` every
-        optimizer parameter group, ``tau`` and ``every`` the sizing config. Values are
-        validated first: a bad one raises ``ValueError`` and changes nothing.
-
-        >>> t = DASTrainer(NetConfig(n_inputs=2, hidden_sizes=(4,), n_outputs=2), seed=0)
-        >>> t.set_hyperparameters(alpha=1e-3, lr=0.01, tau=2e-3, every=64)
-        >>> t.regularizer.alpha, t.optimizer.param_groups[0]["lr"], t.sizing.tau, t.sizing.every
-        (0.001, 0.01, 0.002, 64)
-        """
-        train = self.train_config
-        if alpha is not None:
-            train = replace(train, alpha=float(alpha))
-        if lr is not None:
-            train = replace(train, lr=float(lr))
-        sizing = self.sizing
-        if tau is not None:
-            sizing = replace(sizing, tau=float(tau))
-        if every is not None:
-            sizing = replace(sizing, every=int(every))
-        self.train_config, self.sizing = train, sizing
-        if alpha is not None:
-            self.regularizer.alpha = train.alpha
-        if lr is not None:
-            for group in self.optimizer.param_groups:
-                group["lr"] = train.lr
+        return trainer_state.load(cls, path, device)

@@ -12,6 +12,7 @@ the keys, steps and hyperparameters the trainer's optimizer uses.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any, Protocol, TypeVar
@@ -25,7 +26,16 @@ from streamdas.model import DASNet, NetConfig, layer_shapes, make_activation
 from streamdas.sizing import AVERAGE_KEY, SHARED_FIELDS, RunningAverages, SizingConfig, growth_amount
 from streamdas.train_config import TrainConfig
 
-__all__ = ["FORMAT", "VERSION", "CheckpointedTrainer", "check_architecture", "from_state", "to_state"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "CheckpointedTrainer",
+    "check_architecture",
+    "from_state",
+    "load",
+    "save",
+    "to_state",
+]
 
 FORMAT = "streamdas-trainer"
 VERSION = 1
@@ -60,7 +70,10 @@ T = TypeVar("T", bound=CheckpointedTrainer)
 
 def to_state(trainer: CheckpointedTrainer) -> dict[str, Any]:
     """Everything needed to resume ``trainer``: architecture, weights, optimizer, schedule,
-    history (see :meth:`~streamdas.DASTrainer.state_dict`)."""
+    history (:meth:`DASTrainer.state_dict <streamdas.DASTrainer.state_dict>`).
+
+    Plain data and tensors only, loadable with ``torch.load(weights_only=True)``.
+    """
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -103,8 +116,17 @@ def from_state(
     device: str | torch.device = "cpu",
     limits: checkpoint.Limits | None = None,
 ) -> T:
-    """Check ``state`` and rebuild its trainer with ``build`` (the trainer's class); raises
-    ``ValueError`` if it does not fit (see :meth:`~streamdas.DASTrainer.from_state_dict`)."""
+    """Check ``state`` and rebuild its trainer with ``build`` (the trainer's class:
+    :meth:`DASTrainer.from_state_dict <streamdas.DASTrainer.from_state_dict>`). Raises
+    ``ValueError`` if it does not fit.
+
+    Every field is checked before it is used: the settings against their ranges, the
+    architecture against ``limits`` (:func:`check_architecture`, by arithmetic: nothing is
+    allocated for a network a file cannot afford) and against the shapes of the weights in
+    ``state``, every tensor for its dtype, shape and finiteness, the optimizer state for
+    exactly the keys, steps and hyperparameters this trainer's optimizer uses. So a state
+    that loads steps like the trainer that wrote it.
+    """
     limits = limits or checkpoint.DEFAULT_LIMITS
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError("not a streamdas trainer state")
@@ -210,6 +232,29 @@ _OPTIMIZER_STATE_KEYS = {
     "adamw": {"step", "exp_avg", "exp_avg_sq"},
     "sgd": {"momentum_buffer"},
 }
+
+
+def save(trainer: CheckpointedTrainer, path: str | os.PathLike[str]) -> None:
+    """Checkpoint the trainer atomically (see :mod:`streamdas.checkpoint`);
+    :meth:`DASTrainer.save <streamdas.DASTrainer.save>`.
+
+    >>> import tempfile, pathlib
+    >>> from streamdas import DASTrainer, NetConfig
+    >>> t = DASTrainer(NetConfig(n_inputs=2, hidden_sizes=(4,), n_outputs=2), seed=0)
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "t.ckpt"
+    >>> t.save(p)
+    >>> DASTrainer.load(p).net.hidden_sizes
+    [4]
+    """
+    checkpoint.save(to_state(trainer), path)
+
+
+def load(build: Callable[..., T], path: str | os.PathLike[str], device: str | torch.device = "cpu") -> T:
+    """Load a trainer saved with :func:`save`, rebuilt with ``build`` (the trainer's class:
+    :meth:`DASTrainer.load <streamdas.DASTrainer.load>`); raises
+    :class:`~streamdas.CheckpointError`."""
+    payload = checkpoint.load(path)
+    return checkpoint.guarded(lambda: from_state(build, payload, device), str(path))
 
 
 def _sizing_rules(limits: checkpoint.Limits) -> dict[str, checkpoint.Rule]:
