@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterator, MutableMapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, Protocol, TypeAlias, cast
 
 import numpy as np
@@ -383,6 +383,16 @@ def layer_shapes(config: NetConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _sync_sizes(layer: Layer) -> None:
+    """Set a layer module's size attributes from its weight's shape."""
+    out, inp = layer.weight.shape[:2]
+    if isinstance(layer, nn.Linear):
+        if (layer.out_features, layer.in_features) != (out, inp):
+            layer.out_features, layer.in_features = int(out), int(inp)
+    elif isinstance(layer, nn.Conv2d) and (layer.out_channels, layer.in_channels) != (out, inp):
+        layer.out_channels, layer.in_channels = int(out), int(inp)
+
+
 class DASNet(nn.Module):
     """A feed-forward network whose hidden layers can gain and lose units.
 
@@ -491,16 +501,11 @@ class DASNet(nn.Module):
     @property
     def config(self) -> NetConfig:
         """The architecture as it is now (current widths, inputs and outputs)."""
-        c = self._config
-        return NetConfig(
+        return replace(
+            self._config,
             n_inputs=self.n_inputs,
             hidden_sizes=tuple(self.hidden_sizes),
             n_outputs=self.n_outputs,
-            activation=c.activation,
-            input_hw=c.input_hw,
-            conv_strides=c.conv_strides,
-            kernel_size=c.kernel_size,
-            dropout=c.dropout,
         )
 
     def n_parameters(self) -> int:
@@ -617,12 +622,7 @@ class DASNet(nn.Module):
         with _VERSION_LOCK:
             self._resizes.value += 1
         for layer in changed or self.layers:
-            out, inp = layer.weight.shape[:2]
-            if isinstance(layer, nn.Linear):
-                if (layer.out_features, layer.in_features) != (out, inp):
-                    layer.out_features, layer.in_features = int(out), int(inp)
-            elif isinstance(layer, nn.Conv2d) and (layer.out_channels, layer.in_channels) != (out, inp):
-                layer.out_channels, layer.in_channels = int(out), int(inp)
+            _sync_sizes(layer)
 
     # ------------------------------------------------------------------ forward
     def features(self, x: Tensor) -> Tensor:
