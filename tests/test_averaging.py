@@ -53,7 +53,8 @@ def test_update_moves_each_average_by_the_formula():
     span = min(50, WARMUP_FRACTION * 16)
     w = 1 - math.exp(-16 / span)
     for p in trainer.net.parameters():
-        torch.testing.assert_close(trainer.prediction_averages.get(p), before[p] + (p.detach() - before[p]) * w)
+        expected = before[p] + (p.detach() - before[p]) * w
+        torch.testing.assert_close(trainer.prediction_averages.get(p), expected)
     for i in range(1, 40):  # 640 samples: warm, the full horizon
         trainer.step(*_batch(i))
     assert trainer.prediction_averages.span(trainer.n_samples) == 50
@@ -61,7 +62,8 @@ def test_update_moves_each_average_by_the_formula():
     trainer.step(*_batch(99))
     w = 1 - math.exp(-16 / 50)
     for p in trainer.net.parameters():
-        torch.testing.assert_close(trainer.prediction_averages.get(p), before[p] + (p.detach() - before[p]) * w)
+        expected = before[p] + (p.detach() - before[p]) * w
+        torch.testing.assert_close(trainer.prediction_averages.get(p), expected)
 
 
 def test_pruning_keeps_the_survivors_averages_and_drops_the_pruned():
@@ -117,7 +119,8 @@ def _averaged_logits(model: DASClassifier | DASRegressor, x: dict) -> np.ndarray
     assert trainer is not None and trainer.prediction_averages is not None
     z = torch.from_numpy(model._predict_input(x))[None]
     with torch.no_grad():
-        return torch.func.functional_call(trainer.net, trainer.prediction_averages.named(trainer.net), (z,)).numpy()[0]
+        averaged = trainer.prediction_averages.named(trainer.net)
+        return torch.func.functional_call(trainer.net, averaged, (z,)).numpy()[0]
 
 
 def test_estimator_predicts_with_the_averages_one_row_and_many():
