@@ -40,6 +40,9 @@ DEPLOY = ROOT / "deploy"
 PROM = DEPLOY / "prometheus"
 DASHBOARDS = DEPLOY / "grafana" / "dashboards"
 K8S = DEPLOY / "k8s"
+K8S_BASE = K8S / "base"
+K8S_PARTITION = K8S / "partition-scope"
+COMPOSE_PARTITION = DEPLOY / "docker-compose.partition-scope.yml"
 METRICS_PORT = 9108
 
 
@@ -424,8 +427,10 @@ def test_compose_file() -> None:
     cfg = config_from_env(service["environment"])
     assert cfg.group_id and cfg.metrics_address == "0.0.0.0" and cfg.metrics_port == METRICS_PORT
     assert cfg.bootstrap_servers.split(":")[0] == "kafka"
-    mount = next(v for v in service["volumes"] if v.split(":")[1] == cfg.checkpoint_dir)
-    assert mount.split(":")[0] in compose["volumes"]  # a named volume shared by the replicas
+    # the shared model scope, said explicitly: its state lives in Kafka, no volume at all
+    assert service["environment"]["STREAMDAS_MODEL_SCOPE"] == "shared" == cfg.model_scope
+    assert not service.get("volumes"), service.get("volumes")
+    assert "checkpoints" not in (compose.get("volumes") or {})
     build = service["build"]
     assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
 
@@ -437,10 +442,20 @@ def test_compose_file() -> None:
     prod_cfg = config_from_env(producer["environment"])
     assert prod_cfg.topics == cfg.topics and prod_cfg.bootstrap_servers == cfg.bootstrap_servers
 
-    # the topic-creation script creates the service's topics
+    # the topic-creation script creates the service's topics, and the shared scope's internal
+    # ones with one partition each, the state and snapshot topics compacted
     init = " ".join(services["kafka-init"]["command"])
     for topic in (*cfg.topics, cfg.output_topic, cfg.dead_letter_topic):
         assert f"{topic}:" in init, topic
+    internal = cfg.topic_names()
+    loops = re.findall(r"for topic in ([^;]+); do(.*?)done", init, re.S)
+    compacted = [(names, body) for names, body in loops if "cleanup.policy=compact" in body]
+    assert len(compacted) == 1, init
+    names, body = compacted[0]
+    assert set(names.split()) == {internal.state, internal.snapshots}
+    assert "--partitions 1" in body and "segment.ms=" in body
+    train = re.search(rf"--topic {re.escape(internal.train)} --partitions (\d+)", init)
+    assert train and train.group(1) == "1", init
 
     # bind-mounted files exist
     for name, svc in services.items():
@@ -455,6 +470,35 @@ def test_compose_file() -> None:
         assert f"/etc/prometheus/{rules}" in prom_mounts, rules
     dns = prom_config["scrape_configs"][0]["dns_sd_configs"][0]["names"]
     assert dns == ["streamdas"]
+
+
+def test_compose_partition_scope_override() -> None:
+    """The override turns the replicas into the partition scope, all mounting one volume."""
+    compose = load_yaml(DEPLOY / "docker-compose.yml")
+    override = load_yaml(COMPOSE_PARTITION)
+    assert set(override["services"]) == {"streamdas"} <= set(compose["services"])
+    base, patch = compose["services"]["streamdas"], override["services"]["streamdas"]
+    # docker compose merges `environment` by key and `volumes` by target path
+    env = {**base["environment"], **patch["environment"]}
+    cfg = config_from_env(env)
+    assert cfg.model_scope == "partition"
+    volumes = {v.split(":")[1]: v.split(":")[0] for v in [*base.get("volumes", []), *patch["volumes"]]}
+    source = volumes[cfg.checkpoint_dir]
+    assert source in override["volumes"]  # a named volume, so every replica mounts the same one
+    assert not source.startswith((".", "/"))
+    assert "docker-compose.partition-scope.yml" in (DEPLOY / "docker-compose.yml").read_text()
+
+
+def test_readme_names_the_internal_topics() -> None:
+    """deploy/README.md describes the topics the shared scope uses, under the names it uses."""
+    readme = (DEPLOY / "README.md").read_text()
+    names = ServiceConfig(group_id="streamdas").topic_names()
+    for field, name in zip(names._fields, names, strict=True):
+        assert f"`<group>.{name.split('.', 1)[1]}`" in readme, field
+        assert name in readme, name
+    for setting in ("cleanup.policy=compact", "segment.ms=", "kafka-acls.sh", "ReadWriteMany",
+                    "k8s/partition-scope", "docker-compose.partition-scope.yml"):
+        assert setting in readme, setting
 
 
 def test_replay_messages_are_valid_service_records() -> None:
@@ -508,6 +552,8 @@ def test_dockerfile() -> None:
     env = " ".join(args["ENV"])
     assert "STREAMDAS_METRICS_ADDRESS=0.0.0.0" in env
     assert f"STREAMDAS_METRICS_PORT={METRICS_PORT}" in env
+    # the default (shared) scope writes no files: no anonymous volume for every container
+    assert "VOLUME" not in kinds
 
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
     for copy in args["COPY"]:
@@ -517,9 +563,13 @@ def test_dockerfile() -> None:
 
 # -- Kubernetes ------------------------------------------------------------------------------
 
-def k8s_objects() -> dict[tuple[str, str], dict[str, Any]]:
-    objects: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted(K8S.glob("*.yaml")):
+Objects = dict[tuple[str, str], dict[str, Any]]
+
+
+def k8s_objects() -> Objects:
+    """The base's objects (``k8s/base/``) and the optional ones next to it (the PodMonitor)."""
+    objects: Objects = {}
+    for path in sorted([*K8S_BASE.glob("*.yaml"), *K8S.glob("*.yaml")]):
         if path.name == "kustomization.yaml":
             continue
         for doc in load_yaml_all(path):
@@ -528,22 +578,115 @@ def k8s_objects() -> dict[tuple[str, str], dict[str, Any]]:
     return objects
 
 
-def test_kubernetes_manifests() -> None:
-    objects = k8s_objects()
-    kustomization = load_yaml(K8S / "kustomization.yaml")
-    for resource in kustomization["resources"]:
-        assert (K8S / resource).is_file(), resource
+def kustomization_resources(folder: Path) -> list[Path]:
+    """The resources a kustomization.yaml lists, each checked to exist."""
+    paths = [(folder / r).resolve() for r in load_yaml(folder / "kustomization.yaml")["resources"]]
+    for path in paths:
+        assert path.is_file() or (path / "kustomization.yaml").is_file(), path
+    return paths
 
-    deployment = objects[("Deployment", "streamdas")]
-    spec = deployment["spec"]
-    assert spec["replicas"] >= 2
-    pod = spec["template"]
-    assert spec["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+
+def k8s_partition_objects() -> Objects:
+    """The partition-scope overlay applied by hand: its resources, and its strategic-merge
+    patches for the two shapes it uses (ConfigMap data by key, a container's volumeMounts and
+    the pod's volumes appended), each patch checked to name an object and container it patches.
+    """
+    resources = kustomization_resources(K8S_PARTITION)
+    assert K8S_BASE in resources  # the overlay builds on the same base the default applies
+    objects = {key: json.loads(json.dumps(doc)) for key, doc in k8s_objects().items()
+               if key[0] != "PodMonitor"}
+    for path in resources:
+        if path.is_file():
+            for doc in load_yaml_all(path):
+                objects[(doc["kind"], doc["metadata"]["name"])] = doc
+    patches = load_yaml(K8S_PARTITION / "kustomization.yaml")["patches"]
+    assert patches
+    for entry in patches:
+        assert set(entry) == {"path"}, entry  # no target: the patch names its object
+        for patch in load_yaml_all(K8S_PARTITION / entry["path"]):
+            key = (patch["kind"], patch["metadata"]["name"])
+            assert key in objects, f"{entry['path']} patches no object: {key}"
+            target = objects[key]
+            assert patch["metadata"]["namespace"] == target["metadata"]["namespace"]
+            if patch["kind"] == "ConfigMap":
+                target["data"].update(patch["data"])
+                continue
+            assert patch["kind"] == "Deployment", entry
+            pod, pod_patch = target["spec"]["template"]["spec"], patch["spec"]["template"]["spec"]
+            containers = {c["name"]: c for c in pod["containers"]}
+            for container in pod_patch["containers"]:
+                assert container["name"] in containers, container["name"]
+                containers[container["name"]].setdefault("volumeMounts", []).extend(
+                    container["volumeMounts"])
+            pod.setdefault("volumes", []).extend(pod_patch.get("volumes", []))
+    return objects
+
+
+def pod_config(objects: Objects) -> tuple[dict[str, Any], dict[str, Any], ServiceConfig]:
+    """The Deployment's pod, its container, and the service config it runs with."""
+    pod = objects[("Deployment", "streamdas")]["spec"]["template"]
     container = pod["spec"]["containers"][0]
     config_map = objects[("ConfigMap", container["envFrom"][0]["configMapRef"]["name"])]
     env = dict(config_map["data"])
     env.update({e["name"]: "pod-name" for e in container.get("env", []) if "valueFrom" in e})
-    cfg = config_from_env(env)
+    assert {e["name"] for e in container.get("env", [])} == {"STREAMDAS_CLIENT_ID"}
+    return pod, container, config_from_env(env)
+
+
+def memory_bytes(quantity: str) -> float:
+    """A Kubernetes memory quantity in bytes ('512Mi', '1Gi', '2.5G', '1000000')."""
+    match = re.fullmatch(r"([0-9.]+)([KMGT]i?)?", quantity)
+    assert match, quantity
+    number, unit = float(match.group(1)), match.group(2) or ""
+    base = 1024 if unit.endswith("i") else 1000
+    return number * base ** ("KMGT".index(unit[0]) + 1 if unit else 0)
+
+
+def assert_shared_scope(objects: Objects) -> None:
+    """No checkpoint volume anywhere: the shared scope keeps its state in Kafka."""
+    pod, container, cfg = pod_config(objects)
+    config_map = objects[("ConfigMap", container["envFrom"][0]["configMapRef"]["name"])]
+    assert config_map["data"]["STREAMDAS_MODEL_SCOPE"] == "shared" == cfg.model_scope
+    assert "STREAMDAS_CHECKPOINT_DIR" not in config_map["data"]
+    assert not [key for key in objects if key[0] == "PersistentVolumeClaim"]
+    volumes = pod["spec"].get("volumes", [])
+    assert all(set(v) == {"name", "emptyDir"} for v in volumes), volumes
+    mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+    if container["securityContext"].get("readOnlyRootFilesystem"):
+        assert "/tmp" in mounts  # the one writable folder
+    assert mounts <= {"/tmp"}, mounts
+    # two Python processes with torch per pod: the service and its learner's child process
+    assert cfg.learner_mode == "process"
+    assert memory_bytes(container["resources"]["requests"]["memory"]) >= 2 * 400e6
+    assert memory_bytes(container["resources"]["limits"]["memory"]) >= memory_bytes(
+        container["resources"]["requests"]["memory"]) + 1e9
+
+
+def assert_partition_scope(objects: Objects) -> None:
+    """Every replica mounts one ReadWriteMany claim at the checkpoint folder it is told to use."""
+    pod, container, cfg = pod_config(objects)
+    assert cfg.model_scope == "partition"
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert cfg.checkpoint_dir in mounts, (cfg.checkpoint_dir, mounts)
+    claim = volumes[mounts[cfg.checkpoint_dir]]["persistentVolumeClaim"]["claimName"]
+    pvc = objects[("PersistentVolumeClaim", claim)]
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"]
+    deployment = objects[("Deployment", "streamdas")]
+    assert pvc["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+
+
+def test_kubernetes_manifests() -> None:
+    objects = k8s_objects()
+    assert kustomization_resources(K8S) == [K8S_BASE]
+    for path in kustomization_resources(K8S_BASE):
+        assert path.parent == K8S_BASE and path.is_file(), path
+
+    deployment = objects[("Deployment", "streamdas")]
+    spec = deployment["spec"]
+    assert spec["replicas"] >= 2
+    pod, container, cfg = pod_config(objects)
+    assert spec["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     assert cfg.group_id  # one group for every replica: they split the partitions
     assert cfg.metrics_address == "0.0.0.0" and cfg.metrics_port == METRICS_PORT
 
@@ -552,18 +695,13 @@ def test_kubernetes_manifests() -> None:
     assert annotations["prometheus.io/path"] == "/metrics"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert int(annotations["prometheus.io/port"]) == ports["metrics"] == METRICS_PORT
-    # a broker outage makes replicas unready, never restarts them (issue 14)
+    # a broker outage makes replicas unready, never restarts them
     assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
     assert container["startupProbe"]["httpGet"]["path"] == "/livez"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
 
-    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-    ckpt = next(n for n, path in mounts.items() if path == cfg.checkpoint_dir)
-    claim = volumes[ckpt]["persistentVolumeClaim"]["claimName"]
-    pvc = objects[("PersistentVolumeClaim", claim)]
-    assert "ReadWriteMany" in pvc["spec"]["accessModes"]
+    assert_shared_scope(objects)
 
     service = objects[("Service", "streamdas-metrics")]
     assert service["spec"]["clusterIP"] == "None"
@@ -579,15 +717,45 @@ def test_kubernetes_manifests() -> None:
     assert monitor["spec"]["podMetricsEndpoints"][0]["port"] in ports
 
 
-def test_kubectl_kustomize_renders() -> None:
+def test_kubernetes_partition_scope_overlay() -> None:
+    assert_partition_scope(k8s_partition_objects())
+
+
+def test_scope_checks_can_fail() -> None:
+    """Each scope's check rejects the other scope's manifests."""
+    with pytest.raises((AssertionError, KeyError)):
+        assert_shared_scope(k8s_partition_objects())
+    with pytest.raises((AssertionError, KeyError)):
+        assert_partition_scope(k8s_objects())
+    broken = k8s_partition_objects()
+    broken[("ConfigMap", "streamdas")]["data"]["STREAMDAS_CHECKPOINT_DIR"] = "/elsewhere"
+    with pytest.raises(AssertionError):
+        assert_partition_scope(broken)
+
+
+def kustomize(folder: Path) -> Objects:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl not installed (optional check)")
-    out = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True,
+    out = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
-    kinds = {d["kind"] for d in yaml.safe_load_all(out.stdout) if d}
-    assert {"Deployment", "ConfigMap", "PersistentVolumeClaim", "Service"} <= kinds
+    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out.stdout) if d}
+
+
+def test_kubectl_kustomize_renders() -> None:
+    objects = kustomize(K8S)
+    assert {"Namespace", "Deployment", "ConfigMap", "Service"} <= {kind for kind, _ in objects}
+    assert_shared_scope(objects)
+    assert objects.keys() == {k for k in k8s_objects() if k[0] != "PodMonitor"}
+
+
+def test_kubectl_kustomize_renders_partition_scope() -> None:
+    objects = kustomize(K8S_PARTITION)
+    assert_partition_scope(objects)
+    by_hand = k8s_partition_objects()
+    assert objects.keys() == by_hand.keys()
+    assert pod_config(objects)[2] == pod_config(by_hand)[2]
 
 
 # -- systemd ---------------------------------------------------------------------------------
@@ -611,7 +779,8 @@ def test_systemd_unit() -> None:
         cfg = config_from_env(env)
         assert cfg.metrics_port == METRICS_PORT
         assert cfg.metrics_address == "127.0.0.1"  # loopback on a plain host
-        assert cfg.checkpoint_dir.startswith("/var/lib/streamdas")
+        assert parse_env_file(shipped)["STREAMDAS_MODEL_SCOPE"] == "shared" == cfg.model_scope
+        assert cfg.checkpoint_dir.startswith("/var/lib/streamdas")  # for the partition scope
         assert "streamdas" in service["StateDirectory"]
 
 
