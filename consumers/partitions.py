@@ -49,6 +49,8 @@ class PartitionScope:
     """
 
     name = "partition"
+    #: No limit: a partition's records of a poll are one minibatch.
+    max_batch: int | None = None
 
     def __init__(self, cfg: ServiceConfig, telemetry: Telemetry, lock: threading.RLock) -> None:
         self.cfg = cfg

@@ -8,8 +8,9 @@ this module adds to the loop of :class:`consumers.service.KafkaService`:
 
 * **Snapshots.** A thread follows the snapshot topic (:class:`consumers.snapshots.
   SnapshotFollower`) and keeps the newest verified snapshot in a :class:`SnapshotSlot`; the loop
-  takes it before each partition's batch (:meth:`SharedScope.refresh`), so a batch is predicted
-  by one model from its first record to its last (the swap is one reference). Before the first
+  takes it before each batch of at most :attr:`SharedScope.max_batch` records
+  (:meth:`SharedScope.refresh`), so a batch is predicted by one model from its first record to
+  its last (the swap is one reference). Before the first
   snapshot the prediction is ``null``. A prediction names its snapshot (``"snapshot": {"epoch", "version"}``)
   and ``model_records`` is the number of records that snapshot's model had learned.
 * **Forwarding.** After a partition's records are predicted, each labelled one that got a
@@ -125,6 +126,9 @@ class SharedScope:
     """
 
     name = "shared"
+    #: Records predicted between two looks at the newest snapshot (a poll's batch of a partition
+    #: is predicted in parts of at most this many).
+    max_batch = 250
 
     def __init__(self, cfg: ServiceConfig, telemetry: Telemetry, lock: threading.RLock, *,
                  on_send_error: Callable[[BaseException], None],

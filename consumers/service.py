@@ -296,7 +296,6 @@ class KafkaService:
         for tp, messages in batch.items():
             if self._must_rewind:
                 break
-            self.scope.refresh(self.states)  # the newest model, between partitions' batches
             self._handle(tp, messages)
         self._resend_refused()
         if self._must_rewind:
@@ -325,6 +324,7 @@ class KafkaService:
             return
         self._start_offsets.setdefault(tp, messages[0].offset)
         for part in self._parts(tp, messages):
+            self.scope.refresh(self.states)  # the newest model, between batches
             try:
                 sent = self._handle_part(tp, state, part)
             except Exception as exc:
@@ -334,8 +334,10 @@ class KafkaService:
                 return
 
     def _parts(self, tp: TopicPartition, messages: list[Any]) -> Iterable[list[Any]]:
-        """Runs of records never seen failing, and each suspect record alone."""
+        """Runs of records never seen failing (of at most the scope's ``max_batch``), and each
+        suspect record alone."""
         run: list[Any] = []
+        limit = self.scope.max_batch or len(messages)
         for m in messages:
             if (tp, m.offset) in self._failures:
                 if run:
@@ -344,6 +346,9 @@ class KafkaService:
                 yield [m]
             else:
                 run.append(m)
+                if len(run) >= limit:
+                    yield run
+                    run = []
         if run:
             yield run
 

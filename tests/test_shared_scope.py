@@ -131,14 +131,12 @@ def test_a_snapshot_is_taken_between_batches_and_named_by_every_prediction(
     service = _service(tmp_path)
     service._assign({TP})
     first = Snap(_trained(), epoch=3, version=7, n_learned=200, published_at=time.time() - 2)
-    service.scope.slot.offer(first)
-    service._handle(TP, _messages(0, 4))  # not taken yet: between polls only
+    service._handle(TP, _messages(0, 4))  # none yet
     assert {p["snapshot"] is None for p in _predictions(service)} == {True}
-    service.scope.refresh(service.states)
-    service._handle(TP, _messages(4, 4))
+    service.scope.slot.offer(first)
+    service._handle(TP, _messages(4, 4))  # taken before the batch
     service.scope.slot.offer(Snap(_trained(50), epoch=3, version=6, n_learned=50,
                                   published_at=time.time()))  # older: never taken
-    service.scope.refresh(service.states)
     service._handle(TP, _messages(8, 4))
     preds = _predictions(service)[4:]
     assert {json.dumps(p["snapshot"]) for p in preds} == {'{"epoch": 3, "version": 7}'}
@@ -172,6 +170,26 @@ def test_a_snapshot_read_during_a_poll_serves_the_next_partition_of_that_poll(
     service._process_poll({TP: _messages(0, 4), TP1: other})
     tags = {(p["partition"], json.dumps(p["snapshot"])) for p in _predictions(service)}
     assert tags == {(0, "null"), (1, '{"epoch": 1, "version": 2}')}
+
+
+def test_a_long_batch_is_predicted_in_parts_each_with_the_newest_snapshot(tmp_path: Path) -> None:
+    service = _service(tmp_path)
+    service._assign({TP})
+    snap = Snap(_trained(), epoch=1, version=2, n_learned=200, published_at=time.time())
+    forward = service.scope.forward
+
+    def forward_then_read(result: Any, origins: Any) -> bool:
+        service.scope.slot.offer(snap)
+        return forward(result, origins)
+
+    service.scope.forward = forward_then_read  # type: ignore[method-assign]
+    n = 2 * service.scope.max_batch + 3
+    service._process_poll({TP: _messages(0, n)})
+    tags = [p["snapshot"] for p in _predictions(service)]
+    first = service.scope.max_batch
+    assert len(tags) == n and tags[:first] == [None] * first
+    assert tags[first:] == [{"epoch": 1, "version": 2}] * (n - first)
+    assert service.states[TP].next_offset == n
 
 
 def test_a_lost_training_record_rewinds_to_the_last_commit_with_fresh_producers(
