@@ -13,7 +13,8 @@ hold: the snapshot manifests (each says when it was published and how many recor
 had learned), the state manifests (the learner's checkpoints) and each prediction's snapshot and
 timestamp. **Behind**: the records the learner had learned when the prediction was made
 (interpolated between the snapshots published just before and just after it) less those its
-snapshot had learned; **age**: the prediction's time less its snapshot's publication; with the
+snapshot had learned; **age**: the prediction's time less its snapshot's publication; **first
+use**: the first prediction made with a snapshot less its publication; with the
 sizes of the snapshots and checkpoints. On Tansu the services fetch with
 ``fetch_max_wait_ms=20`` (Tansu holds every fetch for the whole wait; Kafka answers as soon as
 there are records).
@@ -137,12 +138,15 @@ def freshness(bootstrap: str, group: str, output: str = "load-out") -> dict[str,
     published = {(e, v): (t, n) for t, n, e, v, _ in snaps}
     times = [t for t, *_ in snaps]
     behind, age = [], []
+    first_use: dict[tuple[int, int], float] = {}
     for m in _read(bootstrap, output):
         p = json.loads(m.value)
         tag = p.get("snapshot")
         if tag is None or (tag["epoch"], tag["version"]) not in published:
             continue
         t = m.timestamp / 1000
+        key = (tag["epoch"], tag["version"])
+        first_use[key] = min(first_use.get(key, t), t)
         k = bisect.bisect_right(times, t)
         if k == 0 or k == len(times):
             continue  # the learner's count is known between two snapshots only
@@ -154,6 +158,7 @@ def freshness(bootstrap: str, group: str, output: str = "load-out") -> dict[str,
     return {"snapshots": len(snaps),
             "behind_records": _quantiles(behind),
             "age_s": _quantiles(age),
+            "first_use_s": _quantiles([t - published[key][0] for key, t in first_use.items()]),
             "snapshot_bytes": _quantiles(sizes)["p50"],
             "checkpoint_bytes": states[-1]["length"] if states else None}
 
