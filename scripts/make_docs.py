@@ -355,17 +355,19 @@ def load_table(reports: list[dict]) -> str:
     """``benchmarks.kafka_load --json`` reports of the shared scope (one per instance count) as
     docs/benchmarks.md shows them: the table, then whether the service kept up."""
     lines = ["| instances | predictions/s (steady) | max lag | snapshots published | behind (p50 / p99 "
-             "records) | age (p50 / p99) | snapshot | learner checkpoint |",
-             "| ---: | --- | ---: | ---: | --- | --- | ---: | ---: |"]
+             "records) | age (p50 / p99) | first use (p50 / p99) | snapshot | learner checkpoint |",
+             "| ---: | --- | ---: | ---: | --- | --- | --- | ---: | ---: |"]
     for r in reports:
         f = r["freshness"]
         behind = " / ".join("n/a" if f["behind_records"][k] is None else f"{f['behind_records'][k]:,.0f}"
                             for k in ("p50", "p99"))
-        age = " / ".join("n/a" if f["age_s"][k] is None else f"{f['age_s'][k]:.1f} s"
-                         for k in ("p50", "p99"))
+        age, first = (" / ".join("n/a" if f[key].get(k) is None else f"{f[key][k]:.2f} s"
+                                 for k in ("p50", "p99"))
+                      for key in ("age_s", "first_use_s"))
         lines.append(f"| {r['instances']} | {r['throughput_msgs_per_s']:,.0f} "
                      f"({r['steady_msgs_per_s']:,.0f}) | {r['max_lag']:,.0f} | {f['snapshots']} | "
-                     f"{behind} | {age} | {_kib(f['snapshot_bytes'])} | {_kib(f['checkpoint_bytes'])} |")
+                     f"{behind} | {age} | {first} | {_kib(f['snapshot_bytes'])} | "
+                     f"{_kib(f['checkpoint_bytes'])} |")
     notes = []
     for r in reports:
         kept = r["steady_msgs_per_s"] >= 0.95 * r["rate_target"]
