@@ -2,7 +2,9 @@
 
 Records whose key says nothing about their concept are spread round-robin over the input
 partitions (the common case), offered at 2,000 records a second (``--rate``) to two service
-instances (``python -m consumers``, one group, a Tansu broker on loopback). For each stream and
+instances (``python -m consumers``, one group, a Tansu broker on loopback), once both are ready
+(and, in the shared scope, one has been elected learner: its process takes a few seconds to
+start, which is a start-up cost, not the steady state measured here). For each stream and
 partition count the service runs once per model scope:
 
 * ``shared`` (the default): one model for the whole stream, learned by the elected learner
@@ -126,6 +128,19 @@ def _ready(port: int) -> bool:
         return False
 
 
+def _learning(port: int) -> bool:
+    """Whether the instance on ``port`` is the shared scope's elected learner."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except (urllib.error.URLError, OSError):
+        return False
+    return any(s.value == 1 for f in text_string_to_metric_families(text)
+               if f.name == "streamdas_learner" for s in f.samples)
+
+
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -203,6 +218,8 @@ def run_service(data: Data, *, partitions: int, scope: str, instances: int = 2,
             procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logs[-1],
                                           stderr=subprocess.STDOUT))
         _wait(lambda: all(_ready(p) for p in ports), 120, "the instances were not ready")
+        if scope == "shared":  # the learner's process has started and won the election
+            _wait(lambda: any(_learning(p) for p in ports), 120, "no learner was elected")
         t0 = time.monotonic()
         feeder = threading.Thread(target=_produce,
                                   args=(broker.bootstrap, data, partitions, rate), daemon=True)
