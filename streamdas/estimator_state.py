@@ -46,6 +46,8 @@ class EstimatorState:
     drift_detector: Any
 
     _EXTRA_KEYS: ClassVar[tuple[str, ...]] = ()
+    #: Keys a state may lack (files written before they existed).
+    _OPTIONAL_KEYS: ClassVar[tuple[str, ...]] = ()
 
     def _extra_state(self) -> dict[str, Any]:
         return {}
@@ -109,7 +111,8 @@ class EstimatorState:
             *cls._EXTRA_KEYS,
         }
         require(
-            set(state) == keys, f"estimator state has keys {sorted(map(str, state))}, expected {sorted(keys)}"
+            keys <= set(state) <= keys | set(cls._OPTIONAL_KEYS),
+            f"estimator state has keys {sorted(map(str, state))}, expected {sorted(keys)}",
         )
         params = state["params"]
         require(isinstance(params, dict), "params are not a dict")
