@@ -11,7 +11,7 @@ deep copies go through the same state.
 >>> model = DASRegressor(seed=1)
 >>> model.learn_one({"a": 1.0}, 2.0)
 >>> sorted(model.to_state())
-['buffer_x', 'buffer_y', 'features', 'n_drifts_detected', 'params', 'stats', 'trainer', 'y_stats']
+['buffer_x', 'buffer_y', 'features', 'linear', 'n_drifts_detected', 'params', 'stats', 'trainer', 'y_stats']
 >>> DASRegressor.from_state(model.to_state()).predict_one({"a": 1.0})
 2.0
 """
@@ -48,6 +48,9 @@ class EstimatorState:
     _EXTRA_KEYS: ClassVar[tuple[str, ...]] = ()
     #: Keys a state may lack (files written before they existed).
     _OPTIONAL_KEYS: ClassVar[tuple[str, ...]] = ()
+    #: Parameters a state written before they existed takes, where the default would change
+    #: what its model does (otherwise an absent parameter takes its default).
+    _ABSENT_PARAMS: ClassVar[dict[str, Any]] = {}
 
     def _extra_state(self) -> dict[str, Any]:
         return {}
@@ -119,6 +122,7 @@ class EstimatorState:
         expected = set(param_names(cls))
         # a subset: parameters added since the file was written take their defaults
         require(set(params) <= expected, f"params have keys {sorted(map(str, params))}")
+        params = {**cls._ABSENT_PARAMS, **params}
         rules = checkpoint.estimator_params(limits)
         params = {
             k: (

@@ -580,8 +580,11 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     Its defaults are its own, measured on TrumpApproval, ChickWeights and a drifting Friedman
     stream (``python -m benchmarks.accuracy --kind regression``; docs/benchmarks.md, "Regressor
     defaults"): one Adam step per sample (``batch_size=1``) at the paper's ``lr=1e-3``, ReLU
-    (the paper: SELU), a (64, 64) start. One step per sample costs more than one per 16: set
-    ``batch_size=16, lr=3e-3`` for speed, at a higher error (same section).
+    (the paper: SELU), a (64, 64) start, and a linear path beside the network
+    (``linear_path=0.02``; the paper: the network alone, ``linear_path=0``), which fits a
+    linear concept from the first samples (docs/benchmarks.md, "Linear path"). One step per
+    sample costs more than one per 16: set ``batch_size=16, lr=3e-3`` for speed, at a higher
+    error (same section).
 
     Parameters
     ----------
@@ -633,8 +636,8 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         Step size of a linear model learned beside the network on the same standardized
         inputs and target (SGD on the squared error); each prediction blends the two, weighted
         by their recent errors (:class:`streamdas.linear_path.LinearPath`), so a linear concept
-        is fit from the first samples while the network sizes itself. ``0`` (the default, the
-        paper's): the network alone. Not in the paper.
+        is fit from the first samples while the network sizes itself. ``0`` (the paper's): the
+        network alone. Not in the paper.
     drift_detector
         Optional River drift detector on the loss.
     device
@@ -656,7 +659,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     >>> from streamdas import DASRegressor
     >>> model = DASRegressor(seed=42)
     >>> evaluate.progressive_val_score(datasets.TrumpApproval(), model, metrics.MAE())
-    MAE: 0.580973
+    MAE: 0.324302
     >>> model.layer_sizes
     [77, 77]
     """
@@ -690,7 +693,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         device: str = "cpu",
         seed: int | None = None,
         max_features: int | None = 10_000,
-        linear_path: float = 0.0,
+        linear_path: float = 0.02,
         rehearsal: int = 0,
         rehearsal_window: int = 256,
     ) -> None:
@@ -789,6 +792,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
 
     _EXTRA_KEYS: ClassVar[tuple[str, ...]] = ("y_stats",)
     _OPTIONAL_KEYS: ClassVar[tuple[str, ...]] = ("linear", "rehearsal")
+    _ABSENT_PARAMS: ClassVar[dict[str, Any]] = {"linear_path": 0.0}  # states from before the path
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self._y_stats = RunningStandardizer.from_state(state["y_stats"], clip=self.clip_sd)

@@ -76,12 +76,15 @@ class RehearsalWindow:
             grown = np.zeros((self.window, max(d, self.rows.shape[1])), dtype=np.float32)
             grown[: len(self.rows), : self.rows.shape[1]] = self.rows
             self.rows = grown
-        for row, target in zip(rows[-self.window :], targets[-self.window :], strict=True):
-            self.rows[self.next, :d] = row
-            self.rows[self.next, d:] = 0.0
-            self.targets[self.next] = target
-            self.next = (self.next + 1) % self.window
-            self.size = min(self.size + 1, self.window)
+        rows, targets = rows[-self.window :], targets[-self.window :]
+        k = len(rows)
+        slots = (self.next + np.arange(k)) % self.window
+        self.rows[slots, :d] = rows
+        if d < self.rows.shape[1]:
+            self.rows[slots, d:] = 0.0
+        self.targets[slots] = targets
+        self.next = (self.next + k) % self.window
+        self.size = min(self.size + k, self.window)
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:

@@ -34,7 +34,7 @@ def _mae(model: DASRegressor, data: list[tuple[dict[str, float], float]]) -> flo
 
 def test_linear_path_fits_a_linear_concept_sooner() -> None:
     data = _linear_stream(400)
-    plain = _mae(DASRegressor(seed=1), data)
+    plain = _mae(DASRegressor(seed=1, linear_path=0.0), data)
     wide_model = DASRegressor(seed=1, linear_path=0.02)
     wide = _mae(wide_model, data)
     assert wide < 0.8 * plain
@@ -42,8 +42,9 @@ def test_linear_path_fits_a_linear_concept_sooner() -> None:
     assert np.isfinite(wide_model._linear.weights).all() and wide_model._linear.weights[0] > 0
 
 
-def test_defaults_are_the_paper_paths_and_states_keep_their_keys() -> None:
-    reg, clf = DASRegressor(seed=0), DASClassifier(seed=0)
+def test_paths_off_keep_the_states_keys() -> None:
+    assert DASRegressor()._linear is not None and DASRegressor().linear_path == 0.02  # the default
+    reg, clf = DASRegressor(seed=0, linear_path=0.0), DASClassifier(seed=0)
     assert reg._linear is None and reg._rehearsal is None and clf._rehearsal is None
     reg.learn_one({"a": 1.0}, 2.0)
     clf.learn_one({"a": 1.0}, True)
@@ -150,3 +151,14 @@ def _river_cases():
 @pytest.mark.parametrize(("model", "check"), list(_river_cases()))
 def test_river_checks_pass_with_the_paths_on(model, check) -> None:
     check(model.clone())
+
+
+def test_a_state_from_before_the_linear_path_loads_without_it() -> None:
+    model = DASRegressor(seed=0, linear_path=0.0)
+    for x, y in datasets.TrumpApproval().take(50):
+        model.learn_one(x, y)
+    state = model.to_state()
+    del state["params"]["linear_path"], state["params"]["rehearsal"], state["params"]["rehearsal_window"]
+    loaded = DASRegressor.from_state(state)
+    assert loaded.linear_path == 0.0 and loaded._linear is None
+    assert loaded.predict_one(x) == model.predict_one(x)
