@@ -51,6 +51,7 @@ class LinearPath:
         #: recent mean squared error of the linear path and of the network
         self.errors = [0.0, 0.0]
         self.n_updates = 0
+        self.linear_share = 0.5
 
     def _grow(self, n: int) -> None:
         if n > len(self.weights):
@@ -61,9 +62,8 @@ class LinearPath:
         self._grow(z.shape[-1])
         return z @ self.weights[: z.shape[-1]] + self.bias
 
-    @property
-    def linear_share(self) -> float:
-        """The weight of the linear path in the blend (0.5 before any sample)."""
+    def _share(self) -> float:
+        """The weight of the linear path in the blend, from the recent errors."""
         e_lin, e_net = self.errors
         best = min(e_lin, e_net)
         if best <= 0.0:
@@ -75,7 +75,7 @@ class LinearPath:
     def blend(self, z: np.ndarray, net: np.ndarray) -> np.ndarray:
         """The prediction of rows (or one row) ``z``, given the network's outputs ``net``."""
         share = self.linear_share
-        lin = np.atleast_1d(self.predict(z.astype(np.float64)))
+        lin = np.atleast_1d(self.predict(z))
         return share * lin + (1.0 - share) * net.reshape(lin.shape)
 
     def learn(self, z: np.ndarray, y: np.ndarray, net: np.ndarray) -> None:
@@ -83,14 +83,17 @@ class LinearPath:
         outputs ``net`` before its step), then take one SGD step on it."""
         z64 = z.astype(np.float64)
         y = np.asarray(y, dtype=np.float64).reshape(-1)
-        lin = self.predict(z64)
+        n = len(y)
+        residual = y - self.predict(z64)
+        miss = y - np.asarray(net, dtype=np.float64).reshape(-1)
         self.n_updates += 1
         rate = max(1.0 / self.horizon, 1.0 / self.n_updates)
-        for i, out in enumerate((lin, np.asarray(net, dtype=np.float64).reshape(-1))):
-            self.errors[i] += rate * (float(np.mean((y - out) ** 2)) - self.errors[i])
-        residual = y - lin
-        self.weights[: z.shape[1]] += 2.0 * self.lr * (residual @ z64) / len(y)
-        self.bias += 2.0 * self.lr * float(residual.mean())
+        self.errors[0] += rate * (float(residual @ residual) / n - self.errors[0])
+        self.errors[1] += rate * (float(miss @ miss) / n - self.errors[1])
+        self.linear_share = self._share()
+        step = 2.0 * self.lr / n
+        self.weights[: z.shape[1]] += step * (residual @ z64)
+        self.bias += step * float(residual.sum())
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
@@ -125,4 +128,5 @@ class LinearPath:
         path = cls(lr)
         path.weights = np.asarray(weights, dtype=np.float64)
         path.bias, path.errors, path.n_updates = float(state["bias"]), [float(e) for e in errors], n
+        path.linear_share = path._share()
         return path
