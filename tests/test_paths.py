@@ -132,9 +132,24 @@ def test_a_state_must_match_its_paths() -> None:
     plain_params = {**state["params"], "linear_path": 0.0}
     with pytest.raises(ValueError):
         DASRegressor.from_state({**state, "params": plain_params})
-    without = {k: v for k, v in state.items() if k != "rehearsal"}
+    without = {k: v for k, v in state.items() if k != "rehearsal"}  # as in a snapshot
+    loaded = DASRegressor.from_state(without)
+    assert loaded._rehearsal is not None and len(loaded._rehearsal) == 0
+    no_rehearsal = {**state, "params": {**state["params"], "rehearsal": 0}}
     with pytest.raises(ValueError):
-        DASRegressor.from_state(without)
+        DASRegressor.from_state(no_rehearsal)
+
+
+def test_a_snapshot_leaves_the_rehearsal_window_out_and_predicts_the_same() -> None:
+    from consumers.snapshots import prediction_state
+
+    for cls, kw in ((DASClassifier, {"rehearsal": 2}), (DASRegressor, {"rehearsal": 1})):
+        model, rows = _trained(cls, **kw)
+        lean = prediction_state(model.to_state())
+        assert "rehearsal" not in lean and ("linear" in lean) == (cls is DASRegressor)
+        copy_ = cls.from_state(lean)
+        method = "predict_proba_one" if cls is DASClassifier else "predict_one"
+        assert all(getattr(copy_, method)(x) == getattr(model, method)(x) for x, _ in rows[:10])
 
 
 def _river_cases():
