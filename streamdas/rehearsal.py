@@ -54,17 +54,21 @@ class RehearsalWindow:
     def extend(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch ``(x, y)`` followed by its rehearsed samples; the batch then joins the
         window (its newest rows replacing the oldest)."""
-        rows, targets = x.cpu().numpy(), y.cpu().numpy()
+        cpu = x.device.type == "cpu"
+        rows = x.numpy() if cpu else x.cpu().numpy()
+        targets = y.numpy() if cpu else y.cpu().numpy()
         out_x, out_y = x, y
         if self.size and self.per_sample:
             d = rows.shape[1]
-            idx = self.rng.integers(0, self.size, size=self.per_sample * len(rows))
+            idx = (self.rng.random(self.per_sample * len(rows)) * self.size).astype(np.intp)
             old = self.rows[idx, :d]
             if old.shape[1] < d:  # features added since: missing there (their mean, 0)
                 old = np.pad(old, ((0, 0), (0, d - old.shape[1])))
             assert self.targets is not None
-            out_x = torch.cat([x, torch.from_numpy(old).to(x.device)])
-            out_y = torch.cat([y, torch.from_numpy(self.targets[idx]).to(y.device)])
+            out_x = torch.from_numpy(np.concatenate((rows, old)))
+            out_y = torch.from_numpy(np.concatenate((targets, self.targets[idx])))
+            if not cpu:
+                out_x, out_y = out_x.to(x.device), out_y.to(y.device)
         self._push(rows, targets)
         return out_x, out_y
 
@@ -78,11 +82,13 @@ class RehearsalWindow:
             self.rows = grown
         rows, targets = rows[-self.window :], targets[-self.window :]
         k = len(rows)
-        slots = (self.next + np.arange(k)) % self.window
-        self.rows[slots, :d] = rows
-        if d < self.rows.shape[1]:
-            self.rows[slots, d:] = 0.0
-        self.targets[slots] = targets
+        first = min(k, self.window - self.next)  # slots up to the ring's end, then from its start
+        for lo, hi, src in ((self.next, self.next + first, slice(0, first)), (0, k - first, slice(first, k))):
+            if hi > lo:
+                self.rows[lo:hi, :d] = rows[src]
+                if d < self.rows.shape[1]:
+                    self.rows[lo:hi, d:] = 0.0
+                self.targets[lo:hi] = targets[src]
         self.next = (self.next + k) % self.window
         self.size = min(self.size + k, self.window)
 
