@@ -103,10 +103,10 @@ def model_payload(
 def prediction_state(state: dict[str, Any]) -> dict[str, Any]:
     """A streamdas estimator's state (``to_state()``) less what only learning reads: the
     optimizer's per-parameter state (Adam's moments and step counts; its parameter group with
-    the hyperparameters stays, as an optimizer has it before its first step) and the sizer's
-    running averages. Weights, averaged weights, standardizer, feature and class order and
-    parameters are kept, so the estimator it loads as predicts exactly as ``state``'s. A new
-    dict: ``state`` is not changed.
+    the hyperparameters stays, as an optimizer has it before its first step), the sizer's
+    running averages and the rehearsal window (``rehearsal``: recent input rows). Weights,
+    averaged weights, standardizer, feature and class order and parameters are kept, so the
+    estimator it loads as predicts exactly as ``state``'s. A new dict: ``state`` is not changed.
 
     >>> from streamdas import DASClassifier
     >>> model = DASClassifier(seed=1, batch_size=1)
@@ -118,9 +118,10 @@ def prediction_state(state: dict[str, Any]) -> dict[str, Any]:
     >>> lean["trainer"]["averages"], lean["trainer"]["model"] is full["trainer"]["model"]
     ({}, True)
     """
+    state = {k: v for k, v in state.items() if k != "rehearsal"}
     trainer = state.get("trainer")
-    if trainer is None:  # no optimizer step yet: nothing to leave out
-        return dict(state)
+    if trainer is None:  # no optimizer step yet: nothing else to leave out
+        return state
     optimizer = {"state": {}, "param_groups": trainer["optimizer"]["param_groups"]}
     return {**state, "trainer": {**trainer, "optimizer": optimizer, "averages": {}}}
 

@@ -824,6 +824,9 @@ def estimator_params(limits: Limits | None = None) -> dict[str, Rule]:
         "max_classes": integer(1, 2**20, none=True),
         "max_label_length": integer(1, 2**20),
         "max_features": integer(1, 2**24, none=True),
+        "linear_path": number(0, 10),
+        "rehearsal": integer(0, 64),
+        "rehearsal_window": integer(1, 2**20),
     }
 
 

@@ -11,7 +11,7 @@ deep copies go through the same state.
 >>> model = DASRegressor(seed=1)
 >>> model.learn_one({"a": 1.0}, 2.0)
 >>> sorted(model.to_state())
-['buffer_x', 'buffer_y', 'features', 'n_drifts_detected', 'params', 'stats', 'trainer', 'y_stats']
+['buffer_x', 'buffer_y', 'features', 'linear', 'n_drifts_detected', 'params', 'stats', 'trainer', 'y_stats']
 >>> DASRegressor.from_state(model.to_state()).predict_one({"a": 1.0})
 2.0
 """
@@ -46,6 +46,11 @@ class EstimatorState:
     drift_detector: Any
 
     _EXTRA_KEYS: ClassVar[tuple[str, ...]] = ()
+    #: Keys a state may lack (files written before they existed).
+    _OPTIONAL_KEYS: ClassVar[tuple[str, ...]] = ()
+    #: Parameters a state written before they existed takes, where the default would change
+    #: what its model does (otherwise an absent parameter takes its default).
+    _ABSENT_PARAMS: ClassVar[dict[str, Any]] = {}
 
     def _extra_state(self) -> dict[str, Any]:
         return {}
@@ -109,13 +114,15 @@ class EstimatorState:
             *cls._EXTRA_KEYS,
         }
         require(
-            set(state) == keys, f"estimator state has keys {sorted(map(str, state))}, expected {sorted(keys)}"
+            keys <= set(state) <= keys | set(cls._OPTIONAL_KEYS),
+            f"estimator state has keys {sorted(map(str, state))}, expected {sorted(keys)}",
         )
         params = state["params"]
         require(isinstance(params, dict), "params are not a dict")
         expected = set(param_names(cls))
         # a subset: parameters added since the file was written take their defaults
         require(set(params) <= expected, f"params have keys {sorted(map(str, params))}")
+        params = {**cls._ABSENT_PARAMS, **params}
         rules = checkpoint.estimator_params(limits)
         params = {
             k: (

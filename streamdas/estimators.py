@@ -29,9 +29,11 @@ from streamdas.fastpath import NumpyForward
 from streamdas.features import RunningStandardizer, check_target
 from streamdas.hyperparameters import Live, arguments, check_bound, config_args
 from streamdas.labels import LabelIndex
+from streamdas.linear_path import LinearPath
 from streamdas.memory import deep_size
 from streamdas.model import NetConfig
 from streamdas.readouts import EstimatorReadouts
+from streamdas.rehearsal import RehearsalWindow
 from streamdas.sizing import SizingConfig
 from streamdas.trainer import DASTrainer, TrainConfig, preload_optimizer
 
@@ -60,6 +62,8 @@ class _DASEstimator(EstimatorReadouts, EstimatorState):
     device: str
     seed: int | None
     max_features: int | None
+    rehearsal: int
+    rehearsal_window: int
 
     def __init__(self, **params: Any) -> None:
         """Take the hyperparameters a subclass's ``__init__`` declares (their defaults are the
@@ -73,6 +77,10 @@ class _DASEstimator(EstimatorReadouts, EstimatorState):
             setattr(self, name, None if value is None else int(value))
         if int(self.batch_size) < 1:
             raise ValueError("batch_size must be >= 1")
+        for name, lo in (("rehearsal", 0), ("rehearsal_window", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
         # Validate the configs now, so a bad argument fails at construction; and pay torch's
         # one-time optimizer costs here rather than on the first step inside the stream.
         preload_optimizer(self._train_config())
@@ -99,6 +107,9 @@ class _DASEstimator(EstimatorReadouts, EstimatorState):
         self._buffer = MinibatchBuffer()
         self._detector = None if self.drift_detector is None else self.drift_detector.clone()
         self.n_drifts_detected = 0
+        self._rehearsal = (
+            RehearsalWindow(self.rehearsal_window, self.rehearsal, self.seed) if self.rehearsal else None
+        )
 
     # ------------------------------------------------------------------ model
     def _n_outputs(self) -> int:
@@ -164,11 +175,12 @@ class _DASEstimator(EstimatorReadouts, EstimatorState):
         trainer = self._build()
         z = torch.from_numpy(self._encoder.standardize_batch(raw))
         y = self._target_tensor(targets)
+        self._before_step(z, y)
         if self._detector is None:  # nothing reads the loss: a sync-free step stays so
-            trainer.step(z, y)
+            self._train(trainer, z, y)
             return
         skipped = trainer.n_nonfinite
-        trainer.step(z, y)
+        self._train(trainer, z, y)
         loss = trainer.last_loss
         if trainer.n_nonfinite == skipped and loss is not None and math.isfinite(loss):
             self._detector.update(loss)
@@ -176,6 +188,24 @@ class _DASEstimator(EstimatorReadouts, EstimatorState):
                 self.n_drifts_detected += 1
                 if trainer.sizing_active:  # fine-tuning: detected and counted, never resized
                     trainer.cycle()
+
+    def _train(self, trainer: DASTrainer, z: torch.Tensor, y: torch.Tensor) -> None:
+        """One step on the batch, and on its rehearsed samples where ``rehearsal`` is on; those
+        do not count as samples learned (nor toward ``grow_every``)."""
+        if self._rehearsal is None:
+            trainer.step(z, y)
+            return
+        n = len(z)
+        z, y = self._rehearsal.extend(z, y)
+        extra = len(z) - n
+        counters = trainer.counters
+        counters.samples -= extra  # before the step: its sizing schedule reads the count
+        trainer.step(z, y)
+        if not counters.last_taken:
+            counters.samples += extra
+
+    def _before_step(self, z: torch.Tensor, y: torch.Tensor) -> None:
+        """Called with each batch's network inputs and targets before its optimizer step."""
 
     def _flush(self) -> None:
         self._step(*self._buffer.take(len(self._encoder)))
@@ -251,6 +281,19 @@ class _DASEstimator(EstimatorReadouts, EstimatorState):
     # ------------------------------------------------------------------ state
     def _target_tensor(self, targets: list[Any]) -> torch.Tensor:
         raise NotImplementedError
+
+    def _rehearsal_state(self) -> dict[str, Any]:
+        """The rehearsal window's state under ``rehearsal``, only where it is on (so states
+        without it keep their keys)."""
+        return {} if self._rehearsal is None else {"rehearsal": self._rehearsal.state()}
+
+    def _load_rehearsal(self, state: dict[str, Any], target_dtype: Any) -> None:
+        saved = state.get("rehearsal")  # absent with rehearsal on: an empty window (a snapshot)
+        checkpoint.require(saved is None or self._rehearsal is not None, "rehearsal state without rehearsal")
+        if saved is not None:
+            self._rehearsal = RehearsalWindow.from_state(
+                saved, self.rehearsal_window, self.rehearsal, len(self._encoder), target_dtype
+            )
 
     def _unit_test_skips(self) -> set[str]:
         # Like River's gradient-descent linear models: learn_many takes ONE optimizer step on
@@ -358,6 +401,15 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         Learning a sample whose new features would go past it raises
         :class:`streamdas.LimitError` and changes nothing; predicting ignores unknown
         features, as always (:attr:`n_features` counts the known ones).
+    rehearsal
+        Recent samples revisited per new sample: each optimizer step also learns from
+        ``rehearsal * batch_size`` samples drawn uniformly from the last ``rehearsal_window``
+        ones learned (:class:`streamdas.rehearsal.RehearsalWindow`), so a local concept gets
+        more updates per sample without a second pass. They do not count as samples learned,
+        but the weight averages (``prune_horizon``, ``average_horizon``) count each row of a
+        step. ``0`` (the default, the paper's): none. Not in the paper.
+    rehearsal_window
+        Most recent samples rehearsal draws from.
 
     Examples
     --------
@@ -413,6 +465,8 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         max_classes: int | None = 1000,
         max_label_length: int = 256,
         max_features: int | None = 10_000,
+        rehearsal: int = 0,
+        rehearsal_window: int = 256,
     ) -> None:
         super().__init__(**arguments(locals()))
 
@@ -493,11 +547,14 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
 
     _EXTRA_KEYS: ClassVar[tuple[str, ...]] = ("classes",)
 
+    _OPTIONAL_KEYS: ClassVar[tuple[str, ...]] = ("rehearsal",)
+
     def _extra_state(self) -> dict[str, Any]:
-        return {"classes": self._labels.state()}
+        return {"classes": self._labels.state(), **self._rehearsal_state()}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self._labels.load(state["classes"])
+        self._load_rehearsal(state, np.int64)
         checkpoint.require(
             all(y in self._labels.pos for y in self._buffer.targets),
             "a buffered label is not among the classes",
@@ -521,8 +578,11 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     Its defaults are its own, measured on TrumpApproval, ChickWeights and a drifting Friedman
     stream (``python -m benchmarks.accuracy --kind regression``; docs/benchmarks.md, "Regressor
     defaults"): one Adam step per sample (``batch_size=1``) at the paper's ``lr=1e-3``, ReLU
-    (the paper: SELU), a (64, 64) start. One step per sample costs more than one per 16: set
-    ``batch_size=16, lr=3e-3`` for speed, at a higher error (same section).
+    (the paper: SELU), a (64, 64) start, and a linear path beside the network
+    (``linear_path=0.02``; the paper: the network alone, ``linear_path=0``), which fits a
+    linear concept from the first samples (docs/benchmarks.md, "Linear path"). One step per
+    sample costs more than one per 16: set ``batch_size=16, lr=3e-3`` for speed, at a higher
+    error (same section).
 
     Parameters
     ----------
@@ -570,6 +630,12 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     average_horizon
         Predict with running averages of the weights over about this many samples (``0``,
         the default here and the paper's: the live weights); see :class:`DASClassifier`.
+    linear_path
+        Step size of a linear model learned beside the network on the same standardized
+        inputs and target (SGD on the squared error); each prediction blends the two, weighted
+        by their recent errors (:class:`streamdas.linear_path.LinearPath`), so a linear concept
+        is fit from the first samples while the network sizes itself. ``0`` (the paper's): the
+        network alone. Not in the paper.
     drift_detector
         Optional River drift detector on the loss.
     device
@@ -579,6 +645,11 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     max_features
         Most features the model may learn; ``None``: no bound. Beyond it learning raises
         :class:`streamdas.LimitError` and changes nothing (see :class:`DASClassifier`).
+    rehearsal
+        Recent samples revisited per new sample at each step (``0``, the default and the
+        paper's: none); see :class:`DASClassifier`.
+    rehearsal_window
+        Most recent samples rehearsal draws from.
 
     Examples
     --------
@@ -586,12 +657,13 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     >>> from streamdas import DASRegressor
     >>> model = DASRegressor(seed=42)
     >>> evaluate.progressive_val_score(datasets.TrumpApproval(), model, metrics.MAE())
-    MAE: 0.580973
+    MAE: 0.324302
     >>> model.layer_sizes
     [77, 77]
     """
 
     _loss: ClassVar[str] = "mse"
+    linear_path: float
 
     def __init__(
         self,
@@ -619,12 +691,41 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         device: str = "cpu",
         seed: int | None = None,
         max_features: int | None = 10_000,
+        linear_path: float = 0.02,
+        rehearsal: int = 0,
+        rehearsal_window: int = 256,
     ) -> None:
+        if not (isinstance(linear_path, (int, float)) and 0 <= linear_path <= 10):
+            raise ValueError(f"linear_path must be a number in [0, 10], got {linear_path!r}")
         super().__init__(**arguments(locals()))
 
     def _reset(self) -> None:
         super()._reset()
         self._y_stats = RunningStandardizer(1, clip=self.clip_sd)
+        self._linear = LinearPath(self.linear_path) if self.linear_path else None
+
+    def _train(self, trainer: DASTrainer, z: torch.Tensor, y: torch.Tensor) -> None:
+        """One step on the batch, and on its rehearsed samples where ``rehearsal`` is on; those
+        do not count as samples learned (nor toward ``grow_every``)."""
+        if self._rehearsal is None:
+            trainer.step(z, y)
+            return
+        n = len(z)
+        z, y = self._rehearsal.extend(z, y)
+        extra = len(z) - n
+        counters = trainer.counters
+        counters.samples -= extra  # before the step: its sizing schedule reads the count
+        trainer.step(z, y)
+        if not counters.last_taken:
+            counters.samples += extra
+
+    def _before_step(self, z: torch.Tensor, y: torch.Tensor) -> None:
+        if self._linear is None:
+            return
+        assert self._trainer is not None and self._fwd is not None
+        rows = z.numpy()
+        net = self._fwd(rows[0]) if len(rows) == 1 else self._trainer.predict(z).cpu().numpy()[:, 0]
+        self._linear.learn(rows, y.numpy(), net)
 
     def _n_outputs(self) -> int:
         return 1
@@ -659,7 +760,10 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         if self._trainer is None:
             return self._target_mean()
         assert self._fwd is not None
-        out = self._fwd(self._predict_input(x))
+        z = self._predict_input(x)
+        out = self._fwd(z)
+        if self._linear is not None:
+            out = self._linear.blend(z, out)
         y = float(self._to_target(out)[0])
         if not math.isfinite(y):  # past float32 (targets near its limit): again in float64
             y = float(self._to_target(out.astype(np.float64))[0])
@@ -668,17 +772,36 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     def predict_many(self, X: pd.DataFrame) -> pd.Series:
         if self._trainer is None:
             return pd.Series([self._target_mean()] * len(X), index=X.index, dtype=float)
-        out = self._to_target(self._outputs_many(X)[:, 0].astype(np.float64))
-        return pd.Series(out, index=X.index, dtype=float)
+        if self._linear is None:
+            out = self._outputs_many(X)[:, 0].astype(np.float64)
+        else:
+            assert self._trainer is not None
+            z = self._encoder.predict_frame(X)
+            with torch.no_grad():
+                net = self._trainer.predict(torch.from_numpy(z)).cpu().numpy()[:, 0].astype(np.float64)
+            out = self._linear.blend(z, net)
+        return pd.Series(self._to_target(out), index=X.index, dtype=float)
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"y_stats": self._y_stats.state()}
+        extra: dict[str, Any] = {"y_stats": self._y_stats.state(), **self._rehearsal_state()}
+        if self._linear is not None:  # only then: states without the path keep their keys
+            extra["linear"] = self._linear.state()
+        return extra
 
     _EXTRA_KEYS: ClassVar[tuple[str, ...]] = ("y_stats",)
+    _OPTIONAL_KEYS: ClassVar[tuple[str, ...]] = ("linear", "rehearsal")
+    _ABSENT_PARAMS: ClassVar[dict[str, Any]] = {"linear_path": 0.0}  # states from before the path
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self._y_stats = RunningStandardizer.from_state(state["y_stats"], clip=self.clip_sd)
         checkpoint.require(len(self._y_stats.count) == 1, "target statistics are not one column")
+        self._load_rehearsal(state, np.float32)
+        linear = state.get("linear")
+        checkpoint.require(
+            (linear is None) == (self._linear is None), "linear path does not match linear_path"
+        )
+        if linear is not None:
+            self._linear = LinearPath.from_state(linear, self.linear_path, len(self._encoder))
         for y in self._buffer.targets:
             check_target(y)
         if self._trainer is not None:
