@@ -34,8 +34,9 @@ BENCHMARKS: dict[str, str] = {
 }
 
 
-def run_suite(preset: str = "full", only: list[str] | None = None, repeats: int | None = None,
-              progress: bool = False) -> tuple[str, list[Section]]:
+def run_suite(
+    preset: str = "full", only: list[str] | None = None, repeats: int | None = None, progress: bool = False
+) -> tuple[str, list[Section]]:
     """Run the chosen benchmarks; return (markdown report, sections)."""
     sizes = PRESETS[preset]
     if repeats is not None:
@@ -69,10 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="shorter runs (minutes, not tens of minutes)")
     size.add_argument("--smoke", action="store_true", help="tiny runs that only check the suite works")
-    parser.add_argument("--only", action="append", choices=list(BENCHMARKS), metavar="NAME",
-                        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
-    parser.add_argument("--repeats", type=integer(low=1), default=None,
-                        help="timed repeats (best reported)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=list(BENCHMARKS),
+        metavar="NAME",
+        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}",
+    )
+    parser.add_argument("--repeats", type=integer(low=1), default=None, help="timed repeats (best reported)")
     parser.add_argument("--threads", type=integer(1, 1024), default=1, help="torch threads (default 1)")
     parser.add_argument("--out", type=Path, default=None, help="write the markdown report here")
     args = parser.parse_args(argv)

@@ -48,8 +48,15 @@ from typing import Any
 
 from benchmarks.common import Section, Sizes, take
 
-__all__ = ["CLASSIFICATION", "EXTRA_CLASSIFICATION", "REGRESSION", "main", "parse_overrides", "run",
-           "run_kind"]
+__all__ = [
+    "CLASSIFICATION",
+    "EXTRA_CLASSIFICATION",
+    "REGRESSION",
+    "main",
+    "parse_overrides",
+    "run",
+    "run_kind",
+]
 
 Data = list[tuple[dict, Any]]
 
@@ -64,32 +71,50 @@ def _sea(n: int, seed: int) -> Data:
 
     # Truly abrupt: the first half from one concept, the second from the other (River's
     # ConceptDriftStream overflows a float for a width this small on a long stream).
-    return (take(synth.SEA(variant=0, seed=seed, noise=0.1), n // 2)
-            + take(synth.SEA(variant=3, seed=seed + 1, noise=0.1), n - n // 2))
+    return take(synth.SEA(variant=0, seed=seed, noise=0.1), n // 2) + take(
+        synth.SEA(variant=3, seed=seed + 1, noise=0.1), n - n // 2
+    )
 
 
 def _agrawal(n: int, seed: int) -> Data:
     from river.datasets import synth
 
-    s = synth.ConceptDriftStream(synth.Agrawal(classification_function=0, seed=seed, perturbation=0.05),
-                                 synth.Agrawal(classification_function=2, seed=seed + 1,
-                                               perturbation=0.05),
-                                 position=n // 2, width=max(n // 10, 1), seed=seed)
+    s = synth.ConceptDriftStream(
+        synth.Agrawal(classification_function=0, seed=seed, perturbation=0.05),
+        synth.Agrawal(classification_function=2, seed=seed + 1, perturbation=0.05),
+        position=n // 2,
+        width=max(n // 10, 1),
+        seed=seed,
+    )
     return take(s, n)
 
 
 def _hyperplane(n: int, seed: int) -> Data:
     from river.datasets import synth
 
-    return take(synth.Hyperplane(seed=seed, n_features=10, n_drift_features=5, mag_change=0.001,
-                                 noise_percentage=0.05), n)
+    return take(
+        synth.Hyperplane(
+            seed=seed, n_features=10, n_drift_features=5, mag_change=0.001, noise_percentage=0.05
+        ),
+        n,
+    )
 
 
 def _rbf(n: int, seed: int) -> Data:
     from river.datasets import synth
 
-    return take(synth.RandomRBFDrift(seed_model=seed, seed_sample=seed + 1, n_classes=4, n_features=10,
-                                     n_centroids=50, change_speed=1e-3, n_drift_centroids=50), n)
+    return take(
+        synth.RandomRBFDrift(
+            seed_model=seed,
+            seed_sample=seed + 1,
+            n_classes=4,
+            n_features=10,
+            n_centroids=50,
+            change_speed=1e-3,
+            n_drift_centroids=50,
+        ),
+        n,
+    )
 
 
 def _rbf_complexity(n: int, seed: int) -> Data:
@@ -100,8 +125,12 @@ def _rbf_complexity(n: int, seed: int) -> Data:
     out: Data = []
     for i, centroids in enumerate((2, 50, 2)):
         k = n // 3 if i < 2 else n - 2 * (n // 3)
-        out += take(synth.RandomRBF(seed_model=seed, seed_sample=seed + 10 * i, n_classes=4,
-                                    n_features=10, n_centroids=centroids), k)
+        out += take(
+            synth.RandomRBF(
+                seed_model=seed, seed_sample=seed + 10 * i, n_classes=4, n_features=10, n_centroids=centroids
+            ),
+            k,
+        )
     return out
 
 
@@ -111,7 +140,10 @@ def _led(n: int, seed: int) -> Data:
     s = synth.ConceptDriftStream(
         synth.LEDDrift(seed=seed, noise_percentage=0.1, irrelevant_features=True, n_drift_features=3),
         synth.LEDDrift(seed=seed + 1, noise_percentage=0.1, irrelevant_features=True, n_drift_features=7),
-        position=n // 2, width=max(n // 20, 1), seed=seed)
+        position=n // 2,
+        width=max(n // 20, 1),
+        seed=seed,
+    )
     return take(s, n)
 
 
@@ -120,14 +152,19 @@ def _dataset(name: str) -> Callable[[int, int], Data]:
         from river import datasets
 
         return take(getattr(datasets, name)(), n)
+
     return make
 
 
 def _friedman(n: int, seed: int) -> Data:
     from river.datasets import synth
 
-    return take(synth.FriedmanDrift(drift_type="gsg", position=(n // 3, 2 * n // 3),
-                                    transition_window=max(n // 20, 1), seed=seed), n)
+    return take(
+        synth.FriedmanDrift(
+            drift_type="gsg", position=(n // 3, 2 * n // 3), transition_window=max(n // 20, 1), seed=seed
+        ),
+        n,
+    )
 
 
 #: stream name -> (n, seed) -> materialised samples.
@@ -164,18 +201,38 @@ CLS_PEERS = ("MLP (64,64)", "ARF", "HAT", "LogReg", "kNN+ADWIN")
 
 #: How ``DASClassifier``'s defaults were reached (issue 11), one change at a time from the
 #: defaults before it; the last step is the defaults themselves. (label, overrides).
-OLD_CLASSIFIER = {"hidden_sizes": (32, 32), "batch_size": 16, "alpha": 1e-4, "lr": 3e-3,
-                  "tau": 5e-3, "activation": "selu", "average_horizon": 0}
+OLD_CLASSIFIER = {
+    "hidden_sizes": (32, 32),
+    "batch_size": 16,
+    "alpha": 1e-4,
+    "lr": 3e-3,
+    "tau": 5e-3,
+    "activation": "selu",
+    "average_horizon": 0,
+}
 LADDER: list[tuple[str, dict[str, Any]]] = [
     ("old defaults: SELU, (32, 32), batch 16, lr 3e-3, tau 5e-3, alpha 1e-4", OLD_CLASSIFIER),
     ("+ lr = tau = 1e-2", {**OLD_CLASSIFIER, "lr": 1e-2, "tau": 1e-2}),
     ("+ ReLU", {**OLD_CLASSIFIER, "lr": 1e-2, "tau": 1e-2, "activation": "relu"}),
-    ("+ (64, 64)", {**OLD_CLASSIFIER, "lr": 1e-2, "tau": 1e-2, "activation": "relu",
-                    "hidden_sizes": (64, 64)}),
-    ("+ batch 12", {**OLD_CLASSIFIER, "lr": 1e-2, "tau": 1e-2, "activation": "relu",
-                    "hidden_sizes": (64, 64), "batch_size": 12}),
-    ("+ alpha 5e-5 (live weights: average_horizon=0)",
-     {"batch_size": 12, "alpha": 5e-5, "average_horizon": 0}),
+    (
+        "+ (64, 64)",
+        {**OLD_CLASSIFIER, "lr": 1e-2, "tau": 1e-2, "activation": "relu", "hidden_sizes": (64, 64)},
+    ),
+    (
+        "+ batch 12",
+        {
+            **OLD_CLASSIFIER,
+            "lr": 1e-2,
+            "tau": 1e-2,
+            "activation": "relu",
+            "hidden_sizes": (64, 64),
+            "batch_size": 12,
+        },
+    ),
+    (
+        "+ alpha 5e-5 (live weights: average_horizon=0)",
+        {"batch_size": 12, "alpha": 5e-5, "average_horizon": 0},
+    ),
     ("+ Polyak averaging over 130 samples", {"batch_size": 12, "alpha": 5e-5}),
     ("+ batch 8, alpha 3e-5 (the defaults)", {}),
 ]
@@ -209,7 +266,8 @@ def _make(kind: str, learner: str, seed: int, n_classes: int, overrides: dict[st
         if learner == "LogReg":
             lr = linear_model.LogisticRegression()
             return preprocessing.StandardScaler() | (
-                lr if n_classes <= 2 else multiclass.OneVsRestClassifier(lr))
+                lr if n_classes <= 2 else multiclass.OneVsRestClassifier(lr)
+            )
         if learner == "kNN+ADWIN":
             return preprocessing.StandardScaler() | KNNADWIN()
     else:
@@ -219,7 +277,8 @@ def _make(kind: str, learner: str, seed: int, n_classes: int, overrides: dict[st
             return preprocessing.StandardScaler() | linear_model.LinearRegression()
         if learner == "LinReg (scaled y)":
             return preprocessing.TargetStandardScaler(
-                preprocessing.StandardScaler() | linear_model.LinearRegression())
+                preprocessing.StandardScaler() | linear_model.LinearRegression()
+            )
         if learner == "ARF":  # its leaf models diverge on raw features (TrumpApproval's dates)
             return preprocessing.StandardScaler() | forest.ARFRegressor(seed=seed)
         if learner == "MLP (64,64)":
@@ -237,8 +296,11 @@ def _evaluate(kind: str, model: Any, data: Data) -> dict[str, Any]:
         update(y, predict(x))
         learn(x, y)
     seconds = time.perf_counter() - t0
-    out: dict[str, Any] = {"score": metric.get() * (100.0 if kind == "classification" else 1.0),
-                           "rate": len(data) / seconds, "n": len(data)}
+    out: dict[str, Any] = {
+        "score": metric.get() * (100.0 if kind == "classification" else 1.0),
+        "rate": len(data) / seconds,
+        "n": len(data),
+    }
     if hasattr(model, "layer_sizes"):
         final = [int(s) for s in model.layer_sizes]
         peak = list(final)
@@ -294,8 +356,9 @@ def _write_cache(cache: Path, stored: dict[str, Any]) -> None:
     os.replace(tmp, cache)
 
 
-def _task(kind: str, stream: str, n: int, seed: int, learners: list[tuple[str, dict[str, Any]]],
-          threads: int) -> dict[str, dict[str, Any]]:
+def _task(
+    kind: str, stream: str, n: int, seed: int, learners: list[tuple[str, dict[str, Any]]], threads: int
+) -> dict[str, dict[str, Any]]:
     """One stream and seed: materialise it once, run each learner; {learner label: result}."""
     from benchmarks.common import setup_torch
 
@@ -306,15 +369,27 @@ def _task(kind: str, stream: str, n: int, seed: int, learners: list[tuple[str, d
     for label, overrides in learners:
         t0 = time.perf_counter()
         out[label] = _evaluate(kind, _make(kind, label, seed, n_classes, overrides), data)
-        print(f"[accuracy] {kind} {stream} seed {seed} {label}: "
-              f"{out[label]['score']:.3f} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        print(
+            f"[accuracy] {kind} {stream} seed {seed} {label}: "
+            f"{out[label]['score']:.3f} in {time.perf_counter() - t0:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     return out
 
 
-def run_kind(kind: str, n: int, seeds: int, streams: list[str] | None = None,
-             das_variants: list[dict[str, Any]] | None = None, das_only: bool = False,
-             cache: Path | None = CACHE, read_cache: bool = False, jobs: int = 1,
-             threads: int = 1) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], list[str]]:
+def run_kind(
+    kind: str,
+    n: int,
+    seeds: int,
+    streams: list[str] | None = None,
+    das_variants: list[dict[str, Any]] | None = None,
+    das_only: bool = False,
+    cache: Path | None = CACHE,
+    read_cache: bool = False,
+    jobs: int = 1,
+    threads: int = 1,
+) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], list[str]]:
     """Run one kind's suite; return ({stream: {learner: [result per seed]}}, learner labels).
 
     DAS defaults and each variant always run; a peer is read from ``cache`` when ``read_cache``
@@ -357,8 +432,10 @@ def run_kind(kind: str, n: int, seeds: int, streams: list[str] | None = None,
             collect(stream, seed, _task(kind, stream, n, seed, todo, threads))
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [(stream, seed, pool.submit(_task, kind, stream, n, seed, todo, threads))
-                       for stream, seed, todo in tasks]
+            futures = [
+                (stream, seed, pool.submit(_task, kind, stream, n, seed, todo, threads))
+                for stream, seed, todo in tasks
+            ]
             for stream, seed, fut in futures:
                 collect(stream, seed, fut.result())
     return results, labels
@@ -383,8 +460,9 @@ def _widths(rs: list[dict[str, Any]], key: str) -> str:
     return str([round(statistics.fmean(col)) for col in zip(*ws, strict=True)])
 
 
-def sections(kind: str, results: dict[str, dict[str, list[dict[str, Any]]]], labels: list[str],
-             n: int, seeds: int) -> list[Section]:
+def sections(
+    kind: str, results: dict[str, dict[str, list[dict[str, Any]]]], labels: list[str], n: int, seeds: int
+) -> list[Section]:
     """The score table (mean ± sd), the speed/width table and the verdict notes of one kind."""
     cls = kind == "classification"
     digits = 2 if cls else 3
@@ -417,17 +495,23 @@ def sections(kind: str, results: dict[str, dict[str, list[dict[str, Any]]]], lab
             checks["strong"] += d <= min(means[p] for p in STRONG_REG_PEERS)
     k = len(results)
     what = "accuracy (%, higher is better)" if cls else "MAE (lower is better)"
-    notes.append(f"{what}, mean ± sd over {seeds} seed(s); prequential, up to {n:,} samples a stream "
-                 "(a dataset runs its full length if shorter); all learners on the same samples.")
+    notes.append(
+        f"{what}, mean ± sd over {seeds} seed(s); prequential, up to {n:,} samples a stream "
+        "(a dataset runs its full length if shorter); all learners on the same samples."
+    )
     if cls:
-        notes.append(f"Issue 11 goals for DAS defaults: not below the MLP by more than 0.3 on any stream "
-                     f"-> {checks['mlp']}/{k}; at least as accurate as ARF on >= 5 -> {checks['arf']}/{k}; "
-                     f"within 1 point of the best peer on >= 4 -> {checks['best']}/{k}.")
+        notes.append(
+            f"Issue 11 goals for DAS defaults: not below the MLP by more than 0.3 on any stream "
+            f"-> {checks['mlp']}/{k}; at least as accurate as ARF on >= 5 -> {checks['arf']}/{k}; "
+            f"within 1 point of the best peer on >= 4 -> {checks['best']}/{k}."
+        )
     else:
-        notes.append(f"Issue 11 goals for DAS defaults: never worse than the running mean -> "
-                     f"{checks['mean']}/{k}; at least as good as the best of "
-                     f"{', '.join(STRONG_REG_PEERS)} on >= 2 "
-                     f"-> {checks['strong']}/{k}.")
+        notes.append(
+            f"Issue 11 goals for DAS defaults: never worse than the running mean -> "
+            f"{checks['mean']}/{k}; at least as good as the best of "
+            f"{', '.join(STRONG_REG_PEERS)} on >= 2 "
+            f"-> {checks['strong']}/{k}."
+        )
     title_score = "accuracy (%)" if cls else "MAE"
     headers = ["stream", "samples", *labels, "best peer", "DAS - best peer", "best"]
     speed_headers = ["stream"]
@@ -436,22 +520,35 @@ def sections(kind: str, results: dict[str, dict[str, list[dict[str, Any]]]], lab
     speed_headers += [f"{lbl} samples/s" for lbl in labels]
     key = "accuracy" if cls else "regression"
     return [
-        Section(key, f"7{'a' if cls else 'b'}. {kind.capitalize()} on drifting streams: {title_score}",
-                headers, rows, notes),
-        Section(key, f"7{'a' if cls else 'b'}. {kind.capitalize()}: DAS widths and samples/s "
-                     "(mean over seeds)",
-                speed_headers, speed_rows,
-                ["Widths: mean over seeds per hidden layer; peak = widest each layer was at a sizing "
-                 "event. samples/s is wall clock of the prequential loop (the machine may be shared).",
-                 *(["Some peer results were read from the cache: their samples/s come from the run "
-                    "that computed them, not from this one (compare speeds only within one run)."]
-                   if any(r.get("cached") for by in results.values() for rs in by.values() for r in rs)
-                   else [])]),
+        Section(
+            key,
+            f"7{'a' if cls else 'b'}. {kind.capitalize()} on drifting streams: {title_score}",
+            headers,
+            rows,
+            notes,
+        ),
+        Section(
+            key,
+            f"7{'a' if cls else 'b'}. {kind.capitalize()}: DAS widths and samples/s (mean over seeds)",
+            speed_headers,
+            speed_rows,
+            [
+                "Widths: mean over seeds per hidden layer; peak = widest each layer was at a sizing "
+                "event. samples/s is wall clock of the prequential loop (the machine may be shared).",
+                *(
+                    [
+                        "Some peer results were read from the cache: their samples/s come from the run "
+                        "that computed them, not from this one (compare speeds only within one run)."
+                    ]
+                    if any(r.get("cached") for by in results.values() for rs in by.values() for r in rs)
+                    else []
+                ),
+            ],
+        ),
     ]
 
 
-def ladder_section(results: dict[str, dict[str, list[dict[str, Any]]]], n: int,
-                   seeds: int) -> Section:
+def ladder_section(results: dict[str, dict[str, list[dict[str, Any]]]], n: int, seeds: int) -> Section:
     """The classifier's defaults, reached one change at a time (:data:`LADDER`), in one run."""
     rows = []
     for name, overrides in LADDER:
@@ -462,11 +559,17 @@ def ladder_section(results: dict[str, dict[str, list[dict[str, Any]]]], n: int,
         means = [_ms([r["score"] for r in by[peer]])[0] for by in results.values()]
         rows.append([peer, *(f"{m:.2f}" for m in means), f"{statistics.fmean(means):.2f}"])
     short = [s.split(",")[0] for s in results]
-    return Section("accuracy", "7c. How DASClassifier's defaults were reached: accuracy (%)",
-                   ["settings (cumulative)", *short, "mean"], rows,
-                   [f"Mean over {seeds} seed(s), {n:,} samples a stream, the same run and samples as "
-                    "table 7a; each row changes one setting of the row above (the first row is the "
-                    "defaults before issue 11), the last row is `DASClassifier()`."])
+    return Section(
+        "accuracy",
+        "7c. How DASClassifier's defaults were reached: accuracy (%)",
+        ["settings (cumulative)", *short, "mean"],
+        rows,
+        [
+            f"Mean over {seeds} seed(s), {n:,} samples a stream, the same run and samples as "
+            "table 7a; each row changes one setting of the row above (the first row is the "
+            "defaults before issue 11), the last row is `DASClassifier()`."
+        ],
+    )
 
 
 def run(sizes: Sizes) -> list[Section]:
@@ -476,8 +579,13 @@ def run(sizes: Sizes) -> list[Section]:
     for kind in ("classification", "regression"):
         cls = kind == "classification"
         variants = [ov for _, ov in LADDER if ov] if cls else []
-        results, labels = run_kind(kind, sizes.accuracy_n, sizes.accuracy_seeds, das_variants=variants,
-                                   cache=None if sizes.accuracy_n < 1000 else CACHE)
+        results, labels = run_kind(
+            kind,
+            sizes.accuracy_n,
+            sizes.accuracy_seeds,
+            das_variants=variants,
+            cache=None if sizes.accuracy_n < 1000 else CACHE,
+        )
         main_labels = [lbl for lbl in labels if lbl not in {_das_label(v) for v in variants}]
         out.extend(sections(kind, results, main_labels, sizes.accuracy_n, sizes.accuracy_seeds))
         if cls:
@@ -488,17 +596,25 @@ def run(sizes: Sizes) -> list[Section]:
 def main(argv: list[str] | None = None) -> int:
     from streamdas.threads import limit_threads
 
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.accuracy",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.accuracy", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--kind", choices=["classification", "regression", "both"], default="both")
     parser.add_argument("--n", type=int, default=20_000, help="samples per stream (default 20,000)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per stream (default 3)")
     parser.add_argument("--streams", nargs="+", metavar="NAME", help="only these streams (exact names)")
-    parser.add_argument("--das", action="append", default=[], metavar="K=V[,K=V...]",
-                        help="a DAS variant (estimator keyword overrides), repeatable; each runs "
-                             "beside the defaults")
-    parser.add_argument("--das-only", action="store_true",
-                        help="rerun only DAS; peers come from the cache (missing ones are computed)")
+    parser.add_argument(
+        "--das",
+        action="append",
+        default=[],
+        metavar="K=V[,K=V...]",
+        help="a DAS variant (estimator keyword overrides), repeatable; each runs beside the defaults",
+    )
+    parser.add_argument(
+        "--das-only",
+        action="store_true",
+        help="rerun only DAS; peers come from the cache (missing ones are computed)",
+    )
     parser.add_argument("--fresh", action="store_true", help="ignore cached peer results")
     parser.add_argument("--cache", type=Path, default=CACHE, help=f"result cache (default {CACHE})")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
@@ -514,8 +630,17 @@ def main(argv: list[str] | None = None) -> int:
             streams = [s for s in args.streams if s in known] if args.streams else None
             if args.streams and not streams:
                 continue
-            results, labels = run_kind(kind, args.n, args.seeds, streams, variants, args.das_only,
-                                       args.cache, read_cache=not args.fresh, jobs=args.jobs)
+            results, labels = run_kind(
+                kind,
+                args.n,
+                args.seeds,
+                streams,
+                variants,
+                args.das_only,
+                args.cache,
+                read_cache=not args.fresh,
+                jobs=args.jobs,
+            )
             secs.extend(sections(kind, results, labels, args.n, args.seeds))
     report = "\n".join(s.to_markdown() for s in secs)
     report += f"\n- Wall time {time.perf_counter() - t0:.0f} s.\n"

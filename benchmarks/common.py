@@ -94,13 +94,36 @@ class Sizes:
 
 PRESETS: dict[str, Sizes] = {
     "full": Sizes(),
-    "quick": Sizes(repeats=1, throughput_n=5_000, sizing_n=10_000, scaling_n=1_500, profile_n=2_000,
-                   memory_n=100_000, memory_points=10, minibatch_n=8_192, gpu_steps=100,
-                   accuracy_n=5_000, accuracy_seeds=2),
-    "smoke": Sizes(repeats=1, throughput_n=300, sizing_n=1_200, scaling_n=100, widths=(10, 50),
-                   features=(10, 30), profile_n=100, memory_n=1_500, memory_points=3, minibatch_n=256,
-                   batch_sizes=(32, 64), gpu_steps=3, gpu_batch=8, accuracy_n=150,
-                   accuracy_seeds=1),
+    "quick": Sizes(
+        repeats=1,
+        throughput_n=5_000,
+        sizing_n=10_000,
+        scaling_n=1_500,
+        profile_n=2_000,
+        memory_n=100_000,
+        memory_points=10,
+        minibatch_n=8_192,
+        gpu_steps=100,
+        accuracy_n=5_000,
+        accuracy_seeds=2,
+    ),
+    "smoke": Sizes(
+        repeats=1,
+        throughput_n=300,
+        sizing_n=1_200,
+        scaling_n=100,
+        widths=(10, 50),
+        features=(10, 30),
+        profile_n=100,
+        memory_n=1_500,
+        memory_points=3,
+        minibatch_n=256,
+        batch_sizes=(32, 64),
+        gpu_steps=3,
+        gpu_batch=8,
+        accuracy_n=150,
+        accuracy_seeds=1,
+    ),
 }
 
 
@@ -199,9 +222,11 @@ def machine_description() -> str:
         blas = ",".join(str(i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas")
     except ImportError:  # pragma: no cover
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch threads={torch.get_num_threads()}, "
-            f"NumPy BLAS threads={blas}, "
-            f"Python {platform.python_version()}, torch {torch.__version__}, River {river.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch threads={torch.get_num_threads()}, "
+        f"NumPy BLAS threads={blas}, "
+        f"Python {platform.python_version()}, torch {torch.__version__}, River {river.__version__}"
+    )
 
 
 def rss_bytes() -> int:
@@ -229,16 +254,27 @@ def make_stream(name: str, seed: int = 42, n_features: int = 10) -> Iterator[tup
     from river.datasets import synth
 
     if name == "hyperplane":
-        return iter(synth.Hyperplane(seed=seed, n_features=n_features, n_drift_features=2,
-                                     mag_change=0.001, noise_percentage=0.05))
+        return iter(
+            synth.Hyperplane(
+                seed=seed, n_features=n_features, n_drift_features=2, mag_change=0.001, noise_percentage=0.05
+            )
+        )
     if name == "sea":
         return iter(synth.SEA(seed=seed))
     if name == "agrawal":
         return iter(synth.Agrawal(seed=seed))
     if name == "rbf":
-        return iter(synth.RandomRBFDrift(seed_model=seed, seed_sample=seed + 1, n_classes=2,
-                                         n_features=n_features, n_centroids=50, change_speed=1e-4,
-                                         n_drift_centroids=50))
+        return iter(
+            synth.RandomRBFDrift(
+                seed_model=seed,
+                seed_sample=seed + 1,
+                n_classes=2,
+                n_features=n_features,
+                n_centroids=50,
+                change_speed=1e-4,
+                n_drift_centroids=50,
+            )
+        )
     raise ValueError(f"unknown stream {name!r}")
 
 
@@ -317,12 +353,12 @@ def selu_mlp(n_in: int, hidden_sizes: tuple[int, ...], n_out: int, seed: int) ->
     for h in hidden_sizes:
         lin = torch.nn.Linear(fan, h)
         with torch.no_grad():
-            lin.weight.normal_(0.0, fan ** -0.5, generator=g)
+            lin.weight.normal_(0.0, fan**-0.5, generator=g)
             lin.bias.zero_()
         layers += [lin, torch.nn.SELU()]
         fan = h
     out = torch.nn.Linear(fan, n_out)
-    bound = fan ** -0.5
+    bound = fan**-0.5
     with torch.no_grad():
         out.weight.uniform_(-bound, bound, generator=g)
         out.bias.uniform_(-bound, bound, generator=g)
@@ -343,8 +379,9 @@ class TorchMLP:
     True
     """
 
-    def __init__(self, n_features: int, hidden_sizes: tuple[int, ...], n_classes: int,
-                 lr: float = 1e-3, seed: int = 42) -> None:
+    def __init__(
+        self, n_features: int, hidden_sizes: tuple[int, ...], n_classes: int, lr: float = 1e-3, seed: int = 42
+    ) -> None:
         self.net = selu_mlp(n_features, hidden_sizes, n_classes, seed)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.loss = torch.nn.CrossEntropyLoss()
@@ -378,7 +415,7 @@ def frames(data: list[tuple[dict, Any]], batch: int) -> list[tuple[pd.DataFrame,
     """Chunks of ``data`` as (DataFrame, Series) mini-batches, built before any timing."""
     out = []
     for s in range(0, len(data), batch):
-        chunk = data[s:s + batch]
+        chunk = data[s : s + batch]
         X = pd.DataFrame([x for x, _ in chunk])
         y = pd.Series([y for _, y in chunk])
         out.append((X, y))

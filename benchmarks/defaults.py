@@ -21,10 +21,12 @@ from streamdas.threads import limit_threads
 
 STREAMS: dict[str, Callable[[int], Iterable[tuple[dict[str, Any], Any]]]] = {
     "Hyperplane (10 features, drifting)": lambda n: synth.Hyperplane(
-        seed=1, n_features=10, mag_change=0.001).take(n),
+        seed=1, n_features=10, mag_change=0.001
+    ).take(n),
     "Agrawal function 2": lambda n: synth.Agrawal(classification_function=2, seed=1).take(n),
     "RandomRBF, 50 centroids, 4 classes": lambda n: synth.RandomRBF(
-        seed_model=1, seed_sample=1, n_classes=4, n_features=10, n_centroids=50).take(n),
+        seed_model=1, seed_sample=1, n_classes=4, n_features=10, n_centroids=50
+    ).take(n),
     "SEA variant 1": lambda n: synth.SEA(seed=1, variant=1).take(n),
 }
 

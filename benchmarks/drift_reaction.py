@@ -27,15 +27,20 @@ def _switch(*parts: tuple[Any, int]) -> Iterable[tuple[dict[str, Any], Any]]:
 
 
 STREAMS: dict[str, Stream] = {
-    "SEA abrupt (0 -> 3)": lambda n: _switch((synth.SEA(variant=0, seed=1), n // 2),
-                                             (synth.SEA(variant=3, seed=2), n - n // 2)),
+    "SEA abrupt (0 -> 3)": lambda n: _switch(
+        (synth.SEA(variant=0, seed=1), n // 2), (synth.SEA(variant=3, seed=2), n - n // 2)
+    ),
     "Agrawal abrupt (1 -> 4 -> 7)": lambda n: _switch(
         (synth.Agrawal(classification_function=1, seed=1), n // 3),
         (synth.Agrawal(classification_function=4, seed=2), n // 3),
-        (synth.Agrawal(classification_function=7, seed=3), n - 2 * (n // 3))),
+        (synth.Agrawal(classification_function=7, seed=3), n - 2 * (n // 3)),
+    ),
     "RBF 2 -> 50 -> 2 centroids": lambda n: _switch(
-        *[(synth.RandomRBF(seed_model=7, seed_sample=i, n_classes=4, n_features=10,
-                           n_centroids=c), n // 3) for i, c in enumerate((2, 50, 2))]),
+        *[
+            (synth.RandomRBF(seed_model=7, seed_sample=i, n_classes=4, n_features=10, n_centroids=c), n // 3)
+            for i, c in enumerate((2, 50, 2))
+        ]
+    ),
 }
 
 
@@ -46,8 +51,13 @@ def evaluate(stream: Iterable[tuple[dict[str, Any], Any]], model: DASClassifier)
         acc.update(y, y_pred)
         kappa.update(y, y_pred)
         model.learn_one(x, y)
-    return {"accuracy": acc.get(), "kappa": kappa.get(), "sizes": model.layer_sizes,
-            "drifts": model.n_drifts_detected, "cycles": model.n_sizing_cycles}
+    return {
+        "accuracy": acc.get(),
+        "kappa": kappa.get(),
+        "sizes": model.layer_sizes,
+        "drifts": model.n_drifts_detected,
+        "cycles": model.n_sizing_cycles,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,8 +74,10 @@ def _main(argv: list[str] | None) -> int:
     for name, make in STREAMS.items():
         for label, detector in (("off (default)", None), ("ADWIN on loss", drift.ADWIN())):
             r = evaluate(make(args.n), DASClassifier(seed=0, drift_detector=detector))
-            print(f"| {name} | {label} | {r['accuracy']:.4f} | {r['kappa']:.4f} | {r['sizes']} "
-                  f"| {r['drifts']} | {r['cycles']} |")
+            print(
+                f"| {name} | {label} | {r['accuracy']:.4f} | {r['kappa']:.4f} | {r['sizes']} "
+                f"| {r['drifts']} | {r['cycles']} |"
+            )
     return 0
 
 

@@ -51,9 +51,16 @@ def _data(device: torch.device, n: int, seed: int) -> tuple[torch.Tensor, torch.
     return x.to(device), y.to(device)
 
 
-def _time_steps(step: Callable[[torch.Tensor, torch.Tensor], Any], x: torch.Tensor, y: torch.Tensor,
-                batch: int, steps: int, warmup: int, device: torch.device,
-                cycles: Callable[[], int] = lambda: 0) -> dict[str, Any]:
+def _time_steps(
+    step: Callable[[torch.Tensor, torch.Tensor], Any],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: int,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    cycles: Callable[[], int] = lambda: 0,
+) -> dict[str, Any]:
     """Warm up, then time ``steps`` steps as one stretch and ``steps`` more one by one.
 
     Returns ``stretch`` (seconds per step), ``each`` (per-step seconds) and ``cycled`` (per
@@ -64,7 +71,7 @@ def _time_steps(step: Callable[[torch.Tensor, torch.Tensor], Any], x: torch.Tens
 
     def batch_at(k: int) -> tuple[torch.Tensor, torch.Tensor]:
         s = (k * batch) % (n - batch + 1)
-        return x[s:s + batch], y[s:s + batch]
+        return x[s : s + batch], y[s : s + batch]
 
     for _ in range(warmup):
         step(*batch_at(i))
@@ -93,8 +100,14 @@ def _time_steps(step: Callable[[torch.Tensor, torch.Tensor], Any], x: torch.Tens
     return {"stretch": stretch, "each": each, "cycled": cycled}
 
 
-def measure(device: str = "cuda", steps: int = 300, batch: int = 128, cycle_steps: int = 50,
-            warmup: int = 20, seed: int = 42) -> dict[str, Any]:
+def measure(
+    device: str = "cuda",
+    steps: int = 300,
+    batch: int = 128,
+    cycle_steps: int = 50,
+    warmup: int = 20,
+    seed: int = 42,
+) -> dict[str, Any]:
     """Step times of DAS (graph, eager, synchronising), static trainers (eager, graph) and a
     plain torch loop on ``device``, and the graph captures DAS made.
 
@@ -108,21 +121,31 @@ def measure(device: str = "cuda", steps: int = 300, batch: int = 128, cycle_step
     x, y = _data(dev, max(4 * batch, 1024), seed)
     das_cfg = NetConfig.paper_cnn(3, (32, 32), 10, hidden_sizes=PAPER_WIDTHS)
     sizing = SizingConfig(every=cycle_steps * batch, min_growth=4)
-    result: dict[str, Any] = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-                              "batch": batch, "steps": steps, "warmup": warmup}
+    result: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "batch": batch,
+        "steps": steps,
+        "warmup": warmup,
+    }
     das: dict[str, Any] = {}
-    for key, train in [("das_graph", TrainConfig()), ("das_eager", TrainConfig(cuda_graphs=False)),
-                       ("das_sync", TrainConfig(sync_free=False))]:
+    for key, train in [
+        ("das_graph", TrainConfig()),
+        ("das_eager", TrainConfig(cuda_graphs=False)),
+        ("das_sync", TrainConfig(sync_free=False)),
+    ]:
         trainer = DASTrainer(das_cfg, train, sizing, seed=seed, device=dev)
-        result[key] = _time_steps(trainer.step, x, y, batch, steps, warmup, dev,
-                                  cycles=lambda t=trainer: t.n_cycles)
+        result[key] = _time_steps(
+            trainer.step, x, y, batch, steps, warmup, dev, cycles=lambda t=trainer: t.n_cycles
+        )
         das[key] = trainer
     graphed = das["das_graph"]
     final = tuple(graphed.net.hidden_sizes)
     static_cfg = NetConfig.paper_cnn(3, (32, 32), 10, hidden_sizes=final)
     off = SizingConfig(grow=False, prune=False)
-    for key, train in [("static_eager", TrainConfig(regularizer="none", cuda_graphs=False)),
-                       ("static_graph", TrainConfig(regularizer="none"))]:
+    for key, train in [
+        ("static_eager", TrainConfig(regularizer="none", cuda_graphs=False)),
+        ("static_graph", TrainConfig(regularizer="none")),
+    ]:
         trainer = DASTrainer(static_cfg, train, off, seed=seed, device=dev)
         result[key] = _time_steps(trainer.step, x, y, batch, steps, warmup, dev)
 
@@ -137,17 +160,23 @@ def measure(device: str = "cuda", steps: int = 300, batch: int = 128, cycle_step
 
     net.train()
     result["plain"] = _time_steps(plain, x, y, batch, steps, warmup, dev)
-    result.update(final_sizes=list(final), cycles=graphed.n_cycles, captures=graphed.graph_captures,
-                  capture_s=graphed.graph_capture_seconds)
+    result.update(
+        final_sizes=list(final),
+        cycles=graphed.n_cycles,
+        captures=graphed.graph_captures,
+        capture_s=graphed.graph_capture_seconds,
+    )
     return result
 
 
-ROWS = [("DAS, graph replay between resizes (CUDA default)", "das_graph"),
-        ("DAS, sync-free eager (cuda_graphs=False)", "das_eager"),
-        ("DAS, synchronising step (sync_free=False)", "das_sync"),
-        ("static trainer, eager, DAS's final widths", "static_eager"),
-        ("static trainer, graph, DAS's final widths", "static_graph"),
-        ("plain torch loop, DAS's final widths", "plain")]
+ROWS = [
+    ("DAS, graph replay between resizes (CUDA default)", "das_graph"),
+    ("DAS, sync-free eager (cuda_graphs=False)", "das_eager"),
+    ("DAS, synchronising step (sync_free=False)", "das_sync"),
+    ("static trainer, eager, DAS's final widths", "static_eager"),
+    ("static trainer, graph, DAS's final widths", "static_graph"),
+    ("plain torch loop, DAS's final widths", "plain"),
+]
 
 
 def table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -159,10 +188,24 @@ def table(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     for label, key in ROWS:
         r = result[key]
         between = [t for t, c in zip(r["each"], r["cycled"], strict=True) if c == 0] or r["each"]
-        rows.append([label, 1e3 * r["stretch"], 1e3 * statistics.median(between), b / r["stretch"],
-                     r["stretch"] / eager, r["stretch"] / graph])
-    headers = ["step", "ms/step (stretch)", "median ms between resizes", "images/s (stretch)",
-               "ratio to static eager", "ratio to static graph"]
+        rows.append(
+            [
+                label,
+                1e3 * r["stretch"],
+                1e3 * statistics.median(between),
+                b / r["stretch"],
+                r["stretch"] / eager,
+                r["stretch"] / graph,
+            ]
+        )
+    headers = [
+        "step",
+        "ms/step (stretch)",
+        "median ms between resizes",
+        "images/s (stretch)",
+        "ratio to static eager",
+        "ratio to static graph",
+    ]
     return headers, rows
 
 
@@ -175,9 +218,11 @@ def capture_cost(result: dict[str, Any]) -> dict[str, float]:
     base = statistics.median(between)
     cycle = [t - base for t, c in zip(r["each"], r["cycled"], strict=True) if c == 1]
     after = [t - base for t, c in zip(r["each"], r["cycled"], strict=True) if c == 2]
-    return {"capture_ms": 1e3 * result["capture_s"] / max(result["captures"], 1),
-            "cycle_step_extra_ms": 1e3 * statistics.fmean(cycle) if cycle else math.nan,
-            "next_step_extra_ms": 1e3 * statistics.fmean(after) if after else math.nan}
+    return {
+        "capture_ms": 1e3 * result["capture_s"] / max(result["captures"], 1),
+        "cycle_step_extra_ms": 1e3 * statistics.fmean(cycle) if cycle else math.nan,
+        "next_step_extra_ms": 1e3 * statistics.fmean(after) if after else math.nan,
+    }
 
 
 def _notes(result: dict[str, Any]) -> list[str]:
@@ -199,9 +244,18 @@ def _notes(result: dict[str, Any]) -> list[str]:
 def run(sizes: Sizes) -> list[Section]:
     title = "6. GPU: paper CNN, DAS vs static step time, eager and CUDA graph"
     if not torch.cuda.is_available():
-        return [Section("gpu", title, [], [], [
-            "Skipped: CUDA is not available here (`torch.cuda.is_available()` is False). "
-            "Run `python -m benchmarks --only gpu` on a CUDA machine."])]
+        return [
+            Section(
+                "gpu",
+                title,
+                [],
+                [],
+                [
+                    "Skipped: CUDA is not available here (`torch.cuda.is_available()` is False). "
+                    "Run `python -m benchmarks --only gpu` on a CUDA machine."
+                ],
+            )
+        ]
     result = measure("cuda", steps=sizes.gpu_steps, batch=sizes.gpu_batch)
     headers, rows = table(result)
     return [Section("gpu", title, headers, rows, _notes(result))]

@@ -61,12 +61,21 @@ def _records(n: int, start: int, n_features: int, seed: int) -> list[bytes]:
 def _producer(bootstrap: str) -> Any:
     from kafka import KafkaProducer
 
-    return KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024,
-                         acks=1, enable_idempotence=False)
+    return KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024, acks=1, enable_idempotence=False
+    )
 
 
-def _produce(bootstrap: str, topic: str, n: int, n_features: int, seed: int,
-             rate: float | None, counter: list[int], first: int = 0) -> None:
+def _produce(
+    bootstrap: str,
+    topic: str,
+    n: int,
+    n_features: int,
+    seed: int,
+    rate: float | None,
+    counter: list[int],
+    first: int = 0,
+) -> None:
     producer = _producer(bootstrap)
     chunk = 500
     t0 = time.monotonic()
@@ -85,8 +94,9 @@ def _produce(bootstrap: str, topic: str, n: int, n_features: int, seed: int,
     producer.close()
 
 
-def _produce_rest(bootstrap: str, n: int, first: int, n_features: int, seed: int,
-                  rate: float, counter: list[int]) -> None:
+def _produce_rest(
+    bootstrap: str, n: int, first: int, n_features: int, seed: int, rate: float, counter: list[int]
+) -> None:
     _produce(bootstrap, "load-in", n, n_features, seed, rate, counter, first=first)
 
 
@@ -94,9 +104,13 @@ def _read(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
     """Every message of ``topic`` (all partitions), until three empty polls in a row."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             max_poll_records=5000, fetch_max_bytes=64 * 1024 * 1024,
-                             max_partition_fetch_bytes=64 * 1024 * 1024)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        max_poll_records=5000,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=64 * 1024 * 1024,
+    )
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
@@ -118,8 +132,7 @@ def _quantiles(values: list[float]) -> dict[str, float | None]:
     values = sorted(values)
     if not values:
         return {"p50": None, "p99": None}
-    return {"p50": values[len(values) // 2], "p99": values[min(len(values) - 1,
-                                                                 int(0.99 * len(values)))]}
+    return {"p50": values[len(values) // 2], "p99": values[min(len(values) - 1, int(0.99 * len(values)))]}
 
 
 def _manifests(messages: list[Any], name: str) -> list[dict[str, Any]]:
@@ -131,9 +144,10 @@ def freshness(bootstrap: str, group: str, output: str = "load-out") -> dict[str,
     """How far behind the learner the predictions' snapshots were, how old, and the sizes."""
     import bisect
 
-    snaps = sorted((m["meta"]["published_at"], m["meta"]["n_learned"], m["epoch"], m["version"],
-                    m["length"]) for m in _manifests(_read(bootstrap, f"{group}.snapshots"),
-                                                     "snapshot"))
+    snaps = sorted(
+        (m["meta"]["published_at"], m["meta"]["n_learned"], m["epoch"], m["version"], m["length"])
+        for m in _manifests(_read(bootstrap, f"{group}.snapshots"), "snapshot")
+    )
     states = _manifests(_read(bootstrap, f"{group}.state"), "learner")
     published = {(e, v): (t, n) for t, n, e, v, _ in snaps}
     times = [t for t, *_ in snaps]
@@ -155,12 +169,14 @@ def freshness(bootstrap: str, group: str, output: str = "load-out") -> dict[str,
         behind.append(learned - p["model_records"])
         age.append(t - published[(tag["epoch"], tag["version"])][0])
     sizes = sorted(size for *_, size in snaps)
-    return {"snapshots": len(snaps),
-            "behind_records": _quantiles(behind),
-            "age_s": _quantiles(age),
-            "first_use_s": _quantiles([t - published[key][0] for key, t in first_use.items()]),
-            "snapshot_bytes": _quantiles(sizes)["p50"],
-            "checkpoint_bytes": states[-1]["length"] if states else None}
+    return {
+        "snapshots": len(snaps),
+        "behind_records": _quantiles(behind),
+        "age_s": _quantiles(age),
+        "first_use_s": _quantiles([t - published[key][0] for key, t in first_use.items()]),
+        "snapshot_bytes": _quantiles(sizes)["p50"],
+        "checkpoint_bytes": states[-1]["length"] if states else None,
+    }
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -181,12 +197,12 @@ def _scrape(port: int) -> dict[str, float]:
     return values
 
 
-def _count_topic(bootstrap: str, topic: str, expected: int,
-                 timeout: float) -> tuple[int, dict[int, list[int]]]:
+def _count_topic(
+    bootstrap: str, topic: str, expected: int, timeout: float
+) -> tuple[int, dict[int, list[int]]]:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             max_poll_records=5000)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=5000)
     tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
@@ -209,15 +225,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--features", type=int, default=8)
-    parser.add_argument("--rate", type=float, default=None,
-                        help="produce while the service runs, at this many messages/s")
+    parser.add_argument(
+        "--rate", type=float, default=None, help="produce while the service runs, at this many messages/s"
+    )
     parser.add_argument("--model", default="das", choices=["das", "linear"])
     parser.add_argument("--instances", type=int, default=1, help="service processes (one group)")
     parser.add_argument("--model-scope", default="shared", choices=["shared", "partition"])
-    parser.add_argument("--max-poll-records", type=int, default=None,
-                        help="the services' poll size (default: the service's own default)")
-    parser.add_argument("--service-arg", action="append", default=[], metavar="FLAG",
-                        help="pass FLAG to every service, e.g. --service-arg=--publish-every=250")
+    parser.add_argument(
+        "--max-poll-records",
+        type=int,
+        default=None,
+        help="the services' poll size (default: the service's own default)",
+    )
+    parser.add_argument(
+        "--service-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="pass FLAG to every service, e.g. --service-arg=--publish-every=250",
+    )
     parser.add_argument("--bootstrap", default=None, help="use this broker instead of Tansu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="write the report to this file")
@@ -236,9 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     services: list[subprocess.Popen[bytes]] = []
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        admin.create_topics([NewTopic("load-in", args.partitions, 1),
-                             NewTopic("load-out", args.partitions, 1),
-                             NewTopic("load-dlq", 1, 1)])
+        admin.create_topics(
+            [
+                NewTopic("load-in", args.partitions, 1),
+                NewTopic("load-out", args.partitions, 1),
+                NewTopic("load-dlq", 1, 1),
+            ]
+        )
         admin.close()
         produced = [0]
         feeder = None
@@ -250,21 +280,51 @@ def main(argv: list[str] | None = None) -> int:
         ports = [free_port() for _ in range(args.instances)]
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         for k, metrics_port in enumerate(ports):
-            cmd = [sys.executable, "-m", "consumers", "--bootstrap-servers", bootstrap,
-                   "--topics", "load-in", "--output-topic", "load-out",
-                   "--dead-letter-topic", "load-dlq", "--group-id", "load",
-                   "--client-id", f"load-{k}", "--model-scope", args.model_scope,
-                   "--checkpoint-dir", str(workdir / "ckpt"), "--model", args.model,
-                   "--session-timeout-ms", "6000", "--heartbeat-interval-ms", "1000",
-                   "--metrics-port", str(metrics_port), "--log-level", "WARNING"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "consumers",
+                "--bootstrap-servers",
+                bootstrap,
+                "--topics",
+                "load-in",
+                "--output-topic",
+                "load-out",
+                "--dead-letter-topic",
+                "load-dlq",
+                "--group-id",
+                "load",
+                "--client-id",
+                f"load-{k}",
+                "--model-scope",
+                args.model_scope,
+                "--checkpoint-dir",
+                str(workdir / "ckpt"),
+                "--model",
+                args.model,
+                "--session-timeout-ms",
+                "6000",
+                "--heartbeat-interval-ms",
+                "1000",
+                "--metrics-port",
+                str(metrics_port),
+                "--log-level",
+                "WARNING",
+            ]
             if args.max_poll_records is not None:
                 cmd += ["--max-poll-records", str(args.max_poll_records)]
             cmd += args.service_arg
             if broker is not None:  # Tansu holds every fetch for fetch_max_wait_ms
                 cmd += ["--kafka", "fetch_max_wait_ms=20"]
-            services.append(subprocess.Popen(
-                cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                stderr=open(workdir / f"service-{k}.log", "wb")))  # noqa: SIM115
+            services.append(
+                subprocess.Popen(
+                    cmd,
+                    cwd=REPO,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=open(workdir / f"service-{k}.log", "wb"),  # noqa: SIM115
+                )
+            )
 
         def handled() -> dict[str, float]:
             total = {"handled": 0.0, "predicted": 0.0, "learned": 0.0}
@@ -281,9 +341,19 @@ def main(argv: list[str] | None = None) -> int:
                         break
                 except OSError:
                     pass
-            feeder = threading.Thread(target=_produce_rest, args=(
-                bootstrap, args.messages - backlog, backlog, args.features, args.seed,
-                args.rate, produced), daemon=True)
+            feeder = threading.Thread(
+                target=_produce_rest,
+                args=(
+                    bootstrap,
+                    args.messages - backlog,
+                    backlog,
+                    args.features,
+                    args.seed,
+                    args.rate,
+                    produced,
+                ),
+                daemon=True,
+            )
             feeder.start()
         samples: list[dict[str, float]] = []
         t_start = time.monotonic()
@@ -298,32 +368,45 @@ def main(argv: list[str] | None = None) -> int:
             if first_at is None and m["handled"] > 0:
                 first_at = now
             lag = produced[0] - m["handled"]
-            samples.append({"t": now - t_start, "handled": m["handled"], "lag": lag,
-                            "produced": produced[0]})
+            samples.append({"t": now - t_start, "handled": m["handled"], "lag": lag, "produced": produced[0]})
             print(f"t={now - t_start:6.1f}s handled={int(m['handled']):>8} lag={int(lag):>8}")
             if m["handled"] >= args.messages:
                 break
         end = samples[-1]
         # sustained rate: from the first sample with work done to the end, excluding startup
         busy = [s for s in samples if s["handled"] > 0]
-        rate = ((busy[-1]["handled"] - busy[0]["handled"]) / (busy[-1]["t"] - busy[0]["t"])
-                if len(busy) > 1 else float("nan"))
+        rate = (
+            (busy[-1]["handled"] - busy[0]["handled"]) / (busy[-1]["t"] - busy[0]["t"])
+            if len(busy) > 1
+            else float("nan")
+        )
         window = busy[1:-1] or busy
-        steady = ((window[-1]["handled"] - window[0]["handled"]) / (window[-1]["t"] - window[0]["t"])
-                  if len(window) > 1 else rate)
+        steady = (
+            (window[-1]["handled"] - window[0]["handled"]) / (window[-1]["t"] - window[0]["t"])
+            if len(window) > 1
+            else rate
+        )
         for service in services:
             service.send_signal(signal.SIGTERM)
         for service in services:
             service.wait(timeout=60)
         covered, widths = _count_topic(bootstrap, "load-out", args.messages, timeout=120)
         report = {
-            "messages": args.messages, "partitions": args.partitions, "features": args.features,
-            "model": args.model, "instances": args.instances, "model_scope": args.model_scope,
+            "messages": args.messages,
+            "partitions": args.partitions,
+            "features": args.features,
+            "model": args.model,
+            "instances": args.instances,
+            "model_scope": args.model_scope,
             "rate_target": args.rate,
-            "max_poll_records": args.max_poll_records, "service_args": args.service_arg,
-            "handled": end["handled"], "throughput_msgs_per_s": rate,
-            "steady_msgs_per_s": steady, "max_lag": max(s["lag"] for s in samples),
-            "final_lag": end["lag"], "predictions_in_output_topic": covered,
+            "max_poll_records": args.max_poll_records,
+            "service_args": args.service_arg,
+            "handled": end["handled"],
+            "throughput_msgs_per_s": rate,
+            "steady_msgs_per_s": steady,
+            "max_lag": max(s["lag"] for s in samples),
+            "final_lag": end["lag"],
+            "predictions_in_output_topic": covered,
             "service_exit": [service.returncode for service in services],
             "final_hidden_sizes": widths,
         }

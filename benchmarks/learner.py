@@ -58,7 +58,7 @@ def learner_rate(n: int, repeats: int = 3, replay_every: int = 0) -> dict[str, A
         state = LearnerState(DASClassifier(seed=42), topics=["in"])
         t0, c0 = time.perf_counter(), time.process_time()
         for start in range(0, len(values), POLL):
-            state.learn(values[start:start + POLL])
+            state.learn(values[start : start + POLL])
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
         keep["state"] = state
         keep["cpu"] = min(cpu, keep.get("cpu", cpu))
@@ -77,16 +77,22 @@ def learner_rate(n: int, repeats: int = 3, replay_every: int = 0) -> dict[str, A
         state._split = True
         t0 = time.perf_counter()
         for start in range(0, len(values), POLL):
-            state.learn(values[start:start + POLL])
+            state.learn(values[start : start + POLL])
         return time.perf_counter() - t0
 
     learn_s, _ = best_of(repeats, whole)
     decode_s, _ = best_of(repeats, decode_only)
     state = keep["state"]
-    return {"records": len(values), "learned": state.n_learned, "duplicates": state.n_duplicates,
-            "learn_rate": state.n_learned / learn_s, "learn_rate_cpu": state.n_learned / keep["cpu"],
-            "values_rate": len(values) / learn_s,
-            "decode_rate": len(values) / decode_s, "state": state}
+    return {
+        "records": len(values),
+        "learned": state.n_learned,
+        "duplicates": state.n_duplicates,
+        "learn_rate": state.n_learned / learn_s,
+        "learn_rate_cpu": state.n_learned / keep["cpu"],
+        "values_rate": len(values) / learn_s,
+        "decode_rate": len(values) / decode_s,
+        "state": state,
+    }
 
 
 def _encodings(state: Any, repeats: int) -> tuple[float, int, float, int]:
@@ -116,20 +122,41 @@ def run(sizes: Sizes) -> list[Section]:
     replayed = learner_rate(n, sizes.repeats, replay_every=1000)
     snap_s, snap_b, full_s, full_b = _encodings(plain["state"], sizes.repeats)
     rows = [
-        ["distinct records", f"{plain['learned']:,}", f"{plain['learn_rate']:,.0f}",
-         f"{plain['learn_rate_cpu']:,.0f}", f"{plain['decode_rate']:,.0f}"],
-        ["10% replayed", f"{replayed['learned']:,} + {replayed['duplicates']:,} skipped",
-         f"{replayed['learn_rate']:,.0f}", f"{replayed['learn_rate_cpu']:,.0f}",
-         f"{replayed['decode_rate']:,.0f}"],
+        [
+            "distinct records",
+            f"{plain['learned']:,}",
+            f"{plain['learn_rate']:,.0f}",
+            f"{plain['learn_rate_cpu']:,.0f}",
+            f"{plain['decode_rate']:,.0f}",
+        ],
+        [
+            "10% replayed",
+            f"{replayed['learned']:,} + {replayed['duplicates']:,} skipped",
+            f"{replayed['learn_rate']:,.0f}",
+            f"{replayed['learn_rate_cpu']:,.0f}",
+            f"{replayed['decode_rate']:,.0f}",
+        ],
     ]
-    notes = [f"DASClassifier defaults, one thread, {POLL} values per learn call; best of "
-             f"{sizes.repeats}.",
-             f"Snapshot encoding: {snap_s * 1000:.1f} ms for {snap_b / 1024:.0f} KiB; full learner state: "
-             f"{full_s * 1000:.1f} ms for {full_b / 1024:.0f} KiB."]
-    return [Section("learner", "Shared-scope learner: labelled records/s (decode + dedup + learn)",
-                    ["stream", "records learned", "learned records/s", "by CPU time",
-                     "decode + dedup only, values/s"],
-                    rows, notes)]
+    notes = [
+        f"DASClassifier defaults, one thread, {POLL} values per learn call; best of {sizes.repeats}.",
+        f"Snapshot encoding: {snap_s * 1000:.1f} ms for {snap_b / 1024:.0f} KiB; full learner state: "
+        f"{full_s * 1000:.1f} ms for {full_b / 1024:.0f} KiB.",
+    ]
+    return [
+        Section(
+            "learner",
+            "Shared-scope learner: labelled records/s (decode + dedup + learn)",
+            [
+                "stream",
+                "records learned",
+                "learned records/s",
+                "by CPU time",
+                "decode + dedup only, values/s",
+            ],
+            rows,
+            notes,
+        )
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,15 +45,30 @@ def measure(n: int, points: int, seed: int = 42) -> dict[str, Any]:
         model.learn_one(x, y)
         if (i + 1) % every == 0 or i + 1 == n:
             gc.collect()
-            trace.append({"n": i + 1, "rss": rss_bytes(), "model_bytes": model.model_bytes,
-                          "sizes": model.layer_sizes, "seconds": time.perf_counter() - t0,
-                          "history_len": len(model.size_history)})
+            trace.append(
+                {
+                    "n": i + 1,
+                    "rss": rss_bytes(),
+                    "model_bytes": model.model_bytes,
+                    "sizes": model.layer_sizes,
+                    "seconds": time.perf_counter() - t0,
+                    "history_len": len(model.size_history),
+                }
+            )
     return {"n": n, "trace": trace, "accuracy": correct / max(n, 1)}
 
 
 def run(sizes: Sizes) -> list[Section]:
-    cmd = [sys.executable, "-m", "benchmarks.memory", "--n", str(sizes.memory_n),
-           "--points", str(sizes.memory_points), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.memory",
+        "--n",
+        str(sizes.memory_n),
+        "--points",
+        str(sizes.memory_points),
+        "--json",
+    ]
     out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
     trace = result["trace"]
@@ -61,8 +76,17 @@ def run(sizes: Sizes) -> list[Section]:
     peak = max(p["rss"] for p in trace)
     growth = 100 * (end["rss"] - ref["rss"]) / ref["rss"] if ref["rss"] else float("nan")
     peak_growth = 100 * (peak - ref["rss"]) / ref["rss"] if ref["rss"] else float("nan")
-    rows = [[p["n"], p["rss"] / 2**20, p["model_bytes"] / 2**10, str(p["sizes"]), p["history_len"],
-             p["n"] / p["seconds"] if p["seconds"] else 0.0] for p in trace]
+    rows = [
+        [
+            p["n"],
+            p["rss"] / 2**20,
+            p["model_bytes"] / 2**10,
+            str(p["sizes"]),
+            p["history_len"],
+            p["n"] / p["seconds"] if p["seconds"] else 0.0,
+        ]
+        for p in trace
+    ]
     notes = [
         f"`{' '.join(['python', *cmd[1:]])}`: DASClassifier() defaults, prequential on a lazily generated "
         f"10-feature Hyperplane stream, in a fresh process; accuracy {result['accuracy']:.4f}.",
@@ -72,8 +96,7 @@ def run(sizes: Sizes) -> list[Section]:
         "model KiB = parameters + Adam state (DASClassifier.model_bytes); it moves with the "
         "hidden sizes, which DAS changes every 1,000 samples.",
     ]
-    headers = ["samples", "RSS MiB", "model KiB", "hidden sizes", "size_history events",
-               "samples/s so far"]
+    headers = ["samples", "RSS MiB", "model KiB", "hidden sizes", "size_history events", "samples/s so far"]
     return [Section("memory", f"4. Memory over {sizes.memory_n:,} samples", headers, rows, notes)]
 
 
@@ -91,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
     else:
         for p in result["trace"]:
-            print(f"{p['n']:>9,}  RSS {p['rss'] / 2**20:8.1f} MiB  model {p['model_bytes'] / 2**10:8.1f} KiB"
-                  f"  sizes {p['sizes']}")
+            print(
+                f"{p['n']:>9,}  RSS {p['rss'] / 2**20:8.1f} MiB  model {p['model_bytes'] / 2**10:8.1f} KiB"
+                f"  sizes {p['sizes']}"
+            )
     return 0
 
 

@@ -47,15 +47,30 @@ def run(sizes: Sizes) -> list[Section]:
 
         best_of(sizes.repeats, once)
         n = len(data)
-        rows.append([b, n / keep["tp"], n / keep["tl"], n / keep["total"],
-                     1e3 * keep["tl"] / len(batches), str(keep["model"].layer_sizes)])
+        rows.append(
+            [
+                b,
+                n / keep["tp"],
+                n / keep["tl"],
+                n / keep["total"],
+                1e3 * keep["tl"] / len(batches),
+                str(keep["model"].layer_sizes),
+            ]
+        )
     notes = [
         f"{len(data):,} samples of the 10-feature Hyperplane stream as pandas mini-batches (built before "
         f"timing); DASClassifier() defaults (grow_every=1000 samples); best of {sizes.repeats}.",
         "predict_many and learn_many columns are samples/s of that call alone; 'both' is the mini-batch "
         "prequential rate (predict then learn every batch).",
     ]
-    headers = ["batch", "predict_many samples/s", "learn_many samples/s", "both samples/s",
-               "ms per learn_many", "final sizes"]
-    return [Section("minibatch", "5. Mini-batch throughput (predict_many then learn_many)", headers, rows,
-                    notes)]
+    headers = [
+        "batch",
+        "predict_many samples/s",
+        "learn_many samples/s",
+        "both samples/s",
+        "ms per learn_many",
+        "final sizes",
+    ]
+    return [
+        Section("minibatch", "5. Mini-batch throughput (predict_many then learn_many)", headers, rows, notes)
+    ]

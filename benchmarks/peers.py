@@ -77,8 +77,8 @@ class KNNADWIN(base.Classifier):
             self._adwin.update(0 if votes.most_common(1)[0][0] == y else 1)
             if self._adwin.drift_detected and self._adwin.width < n:
                 keep = int(self._adwin.width)
-                self._X[:keep] = self._X[n - keep:n]
-                self._y = self._y[n - keep:]
+                self._X[:keep] = self._X[n - keep : n]
+                self._y = self._y[n - keep :]
                 n = keep
         if n == self.window_size:
             self._X[:-1] = self._X[1:]
@@ -98,8 +98,9 @@ class ScaledMLPClassifier:
     1
     """
 
-    def __init__(self, n_classes: int, hidden_sizes: tuple[int, ...] = (64, 64), lr: float = 1e-3,
-                 seed: int = 42) -> None:
+    def __init__(
+        self, n_classes: int, hidden_sizes: tuple[int, ...] = (64, 64), lr: float = 1e-3, seed: int = 42
+    ) -> None:
         self.n_classes, self.hidden_sizes, self.lr, self.seed = n_classes, hidden_sizes, lr, seed
         self.scaler = preprocessing.StandardScaler()
         self.mlp: TorchMLP | None = None
@@ -128,8 +129,7 @@ class MLPRegressor:
     True
     """
 
-    def __init__(self, hidden_sizes: tuple[int, ...] = (64, 64), lr: float = 1e-3,
-                 seed: int = 42) -> None:
+    def __init__(self, hidden_sizes: tuple[int, ...] = (64, 64), lr: float = 1e-3, seed: int = 42) -> None:
         self.hidden_sizes, self.lr, self.seed = hidden_sizes, lr, seed
         self.scaler = preprocessing.StandardScaler()
         self.y_var = stats.Var()

@@ -25,8 +25,9 @@ from streamdas.threads import limit_threads
 
 def stream(seed: int = 7, n: int = 10_000) -> Iterator[tuple[dict[str, Any], Any]]:
     for i, centroids in enumerate((2, 50, 2)):
-        gen = synth.RandomRBF(seed_model=seed, seed_sample=i, n_classes=4, n_features=10,
-                              n_centroids=centroids)
+        gen = synth.RandomRBF(
+            seed_model=seed, seed_sample=i, n_classes=4, n_features=10, n_centroids=centroids
+        )
         yield from gen.take(n)
 
 
@@ -36,8 +37,9 @@ CONFIGS: dict[str, dict[str, float]] = {
 }
 
 
-def run(prune_horizon: int, config: dict[str, float], every: int = 2_500,
-        seed: int = 0, n: int = 10_000) -> tuple[list[list[int]], float]:
+def run(
+    prune_horizon: int, config: dict[str, float], every: int = 2_500, seed: int = 0, n: int = 10_000
+) -> tuple[list[list[int]], float]:
     model = DASClassifier(seed=seed, prune_horizon=prune_horizon, **config)
     acc = metrics.Accuracy()
     widths = []

@@ -42,8 +42,9 @@ COMPONENTS: list[tuple[str, str, str]] = [
 ]
 
 
-def profile_components(model: Any, data: list[tuple[dict, Any]], top: int = 8
-                       ) -> tuple[list[list[Any]], list[list[Any]], float]:
+def profile_components(
+    model: Any, data: list[tuple[dict, Any]], top: int = 8
+) -> tuple[list[list[Any]], list[list[Any]], float]:
     """Profile a prequential run; return (component rows, top-``top`` by own time, total s)."""
     prof = cProfile.Profile()
     prof.enable()
@@ -56,11 +57,11 @@ def profile_components(model: Any, data: list[tuple[dict, Any]], top: int = 8
     for label, suffix, func in COMPONENTS:
         cum = sum(v[3] for k, v in raw.items() if k[0].endswith(suffix) and k[2] == func)
         calls = sum(v[1] for k, v in raw.items() if k[0].endswith(suffix) and k[2] == func)
-        rows.append([label, calls, cum, 100 * cum / total if total else 0.0,
-                     1e6 * cum / max(len(data), 1)])
+        rows.append([label, calls, cum, 100 * cum / total if total else 0.0, 1e6 * cum / max(len(data), 1)])
     own = sorted(raw.items(), key=lambda kv: -kv[1][2])[:top]
-    top_rows = [[f"{_short(k[0])}:{k[1]}({k[2]})", v[1], v[2], 100 * v[2] / total if total else 0.0]
-                for k, v in own]
+    top_rows = [
+        [f"{_short(k[0])}:{k[1]}({k[2]})", v[1], v[2], 100 * v[2] / total if total else 0.0] for k, v in own
+    ]
     return rows, top_rows, total
 
 
@@ -90,8 +91,9 @@ def run(sizes: Sizes) -> list[Section]:
         data = data10 if d == 10 else take(make_stream("hyperplane", n_features=d), sizes.scaling_n)
         cpu: list[float] = []
 
-        def once(hidden: tuple[int, int] = hidden, data: list[tuple[dict, Any]] = data,
-                 cpu: list[float] = cpu) -> float:
+        def once(
+            hidden: tuple[int, int] = hidden, data: list[tuple[dict, Any]] = data, cpu: list[float] = cpu
+        ) -> float:
             model = DASClassifier(hidden_sizes=hidden, grow=False, prune=False, seed=42)
             wall = prequential(model, data)[0]
             cpu.append(common.LAST_CPU_SECONDS[0])
@@ -100,26 +102,49 @@ def run(sizes: Sizes) -> list[Section]:
         best, _ = best_of(sizes.repeats, once)
         n = len(data)
         rows.append([sweep, str(hidden), d, n / best, n / min(cpu), 1e6 * min(cpu) / n])
-    sections.append(Section(
-        "scaling", "3a. Scaling: prequential throughput vs hidden width and number of features",
-        ["sweep", "hidden sizes", "features", "samples/s (wall, best)", "samples/s (CPU)", "CPU us/sample"],
-        rows,
-        [f"{sizes.scaling_n:,} samples of Hyperplane per point, fixed shape (grow=False, prune=False, "
-         f"weighted L1 on), batch_size=16, best of {sizes.repeats}."]))
+    sections.append(
+        Section(
+            "scaling",
+            "3a. Scaling: prequential throughput vs hidden width and number of features",
+            [
+                "sweep",
+                "hidden sizes",
+                "features",
+                "samples/s (wall, best)",
+                "samples/s (CPU)",
+                "CPU us/sample",
+            ],
+            rows,
+            [
+                f"{sizes.scaling_n:,} samples of Hyperplane per point, fixed shape (grow=False, prune=False, "
+                f"weighted L1 on), batch_size=16, best of {sizes.repeats}."
+            ],
+        )
+    )
 
     profile_data = take(make_stream("hyperplane", n_features=10), sizes.profile_n)
     for label, factory in [
         ("DASClassifier() defaults, 10 features", lambda: DASClassifier(seed=42)),
-        (f"fixed ({max(sizes.widths)}, {max(sizes.widths)}), 10 features",
-         lambda: DASClassifier(hidden_sizes=(max(sizes.widths),) * 2, grow=False, prune=False, seed=42)),
+        (
+            f"fixed ({max(sizes.widths)}, {max(sizes.widths)}), 10 features",
+            lambda: DASClassifier(hidden_sizes=(max(sizes.widths),) * 2, grow=False, prune=False, seed=42),
+        ),
     ]:
         model = factory()
         comp, top, total = profile_components(model, profile_data)
-        sections.append(Section(
-            "profile", f"3b. Where the time goes: {label}",
-            ["component (cumulative, nested)", "calls", "s", "% of run", "us/sample"], comp,
-            [f"cProfile of {len(profile_data):,} prequential samples, {total:.2f} s under the profiler "
-             f"(profiling inflates Python-level costs); final sizes {model.layer_sizes}.",
-             "Top functions by own time: " + "; ".join(
-                 f"`{r[0]}` {r[3]:.0f}% ({r[1]:,} calls)" for r in top) + "."]))
+        sections.append(
+            Section(
+                "profile",
+                f"3b. Where the time goes: {label}",
+                ["component (cumulative, nested)", "calls", "s", "% of run", "us/sample"],
+                comp,
+                [
+                    f"cProfile of {len(profile_data):,} prequential samples, {total:.2f} s under the "
+                    f"profiler (profiling inflates Python-level costs); final sizes {model.layer_sizes}.",
+                    "Top functions by own time: "
+                    + "; ".join(f"`{r[0]}` {r[3]:.0f}% ({r[1]:,} calls)" for r in top)
+                    + ".",
+                ],
+            )
+        )
     return sections

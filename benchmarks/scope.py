@@ -68,8 +68,15 @@ FETCH_MAX_WAIT_MS = 20
 def _rbf(n: int, seed: int, speed: float) -> Data:
     from river.datasets import synth
 
-    gen = synth.RandomRBFDrift(seed_model=seed, seed_sample=seed + 1, n_classes=4, n_features=10,
-                               n_centroids=50, change_speed=speed, n_drift_centroids=50)
+    gen = synth.RandomRBFDrift(
+        seed_model=seed,
+        seed_sample=seed + 1,
+        n_classes=4,
+        n_features=10,
+        n_centroids=50,
+        change_speed=speed,
+        n_drift_centroids=50,
+    )
     return [(dict(x), y) for x, y in gen.take(n)]
 
 
@@ -79,7 +86,9 @@ def _agrawal(n: int, seed: int) -> Data:
     gen = synth.ConceptDriftStream(
         stream=synth.Agrawal(classification_function=0, seed=seed),
         drift_stream=synth.Agrawal(classification_function=2, seed=seed + 1),
-        position=n // 2, seed=seed)
+        position=n // 2,
+        seed=seed,
+    )
     return [({k: float(v) for k, v in x.items()}, int(y)) for x, y in gen.take(n)]
 
 
@@ -137,8 +146,12 @@ def _learning(port: int) -> bool:
             text = r.read().decode()
     except (urllib.error.URLError, OSError):
         return False
-    return any(s.value == 1 for f in text_string_to_metric_families(text)
-               if f.name == "streamdas_learner" for s in f.samples)
+    return any(
+        s.value == 1
+        for f in text_string_to_metric_families(text)
+        if f.name == "streamdas_learner"
+        for s in f.samples
+    )
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -152,8 +165,7 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 def _produce(bootstrap: str, data: Data, partitions: int, rate: float) -> None:
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1,
-                             enable_idempotence=False)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1, enable_idempotence=False)
     t0 = time.monotonic()
     for i, (x, y) in enumerate(data):
         value = json.dumps({"x": x, "y": y, "id": i}).encode()
@@ -170,8 +182,7 @@ def _read_predictions(bootstrap: str, n: int, timeout: float) -> dict[int, dict[
     """The first prediction of each id (output topic order), until all ``n`` ids have one."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             max_poll_records=5000)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, max_poll_records=5000)
     tp = TopicPartition("out", 0)
     consumer.assign([tp])
     consumer.seek_to_beginning(tp)
@@ -188,8 +199,16 @@ def _read_predictions(bootstrap: str, n: int, timeout: float) -> dict[int, dict[
     return first
 
 
-def run_service(data: Data, *, partitions: int, scope: str, instances: int = 2,
-                rate: float = 2000.0, workdir: Path, log_level: str = "WARNING") -> dict[str, Any]:
+def run_service(
+    data: Data,
+    *,
+    partitions: int,
+    scope: str,
+    instances: int = 2,
+    rate: float = 2000.0,
+    workdir: Path,
+    log_level: str = "WARNING",
+) -> dict[str, Any]:
     """Run ``instances`` services of ``scope`` over ``data`` (round-robin over ``partitions``);
     the prequential accuracy of their predictions over the second half, and more."""
     from kafka import KafkaAdminClient
@@ -201,28 +220,53 @@ def run_service(data: Data, *, partitions: int, scope: str, instances: int = 2,
     logs = []
     try:
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
-        admin.create_topics([NewTopic("in", partitions, 1), NewTopic("out", 1, 1),
-                             NewTopic("dlq", 1, 1)])
+        admin.create_topics([NewTopic("in", partitions, 1), NewTopic("out", 1, 1), NewTopic("dlq", 1, 1)])
         admin.close()
         ports = [free_port() for _ in range(instances)]
         env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
         for k, port in enumerate(ports):
-            cmd = [sys.executable, "-m", "consumers", "--bootstrap-servers", broker.bootstrap,
-                   "--topics", "in", "--output-topic", "out", "--dead-letter-topic", "dlq",
-                   "--group-id", "scope", "--client-id", f"instance-{k}",
-                   "--model-scope", scope, "--checkpoint-dir", str(workdir / "ckpt"),
-                   "--session-timeout-ms", "6000", "--heartbeat-interval-ms", "1000",
-                   "--request-timeout-ms", "5000", "--metrics-port", str(port),
-                   "--log-level", log_level, "--kafka", f"fetch_max_wait_ms={FETCH_MAX_WAIT_MS}"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "consumers",
+                "--bootstrap-servers",
+                broker.bootstrap,
+                "--topics",
+                "in",
+                "--output-topic",
+                "out",
+                "--dead-letter-topic",
+                "dlq",
+                "--group-id",
+                "scope",
+                "--client-id",
+                f"instance-{k}",
+                "--model-scope",
+                scope,
+                "--checkpoint-dir",
+                str(workdir / "ckpt"),
+                "--session-timeout-ms",
+                "6000",
+                "--heartbeat-interval-ms",
+                "1000",
+                "--request-timeout-ms",
+                "5000",
+                "--metrics-port",
+                str(port),
+                "--log-level",
+                log_level,
+                "--kafka",
+                f"fetch_max_wait_ms={FETCH_MAX_WAIT_MS}",
+            ]
             logs.append(open(workdir / f"instance-{k}.log", "wb"))  # noqa: SIM115
-            procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logs[-1],
-                                          stderr=subprocess.STDOUT))
+            procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
         _wait(lambda: all(_ready(p) for p in ports), 120, "the instances were not ready")
         if scope == "shared":  # the learner's process has started and won the election
             _wait(lambda: any(_learning(p) for p in ports), 120, "no learner was elected")
         t0 = time.monotonic()
-        feeder = threading.Thread(target=_produce,
-                                  args=(broker.bootstrap, data, partitions, rate), daemon=True)
+        feeder = threading.Thread(
+            target=_produce, args=(broker.bootstrap, data, partitions, rate), daemon=True
+        )
         feeder.start()
         first = _read_predictions(broker.bootstrap, len(data), timeout=60 + 3 * len(data) / rate)
         elapsed = time.monotonic() - t0
@@ -242,14 +286,20 @@ def run_service(data: Data, *, partitions: int, scope: str, instances: int = 2,
     half = len(data) // 2
     second = [i for i in range(half, len(data))]
     hits = sum(1 for i in second if i in first and first[i]["prediction"] == data[i][1])
-    behind = sorted(i - first[i]["model_records"] for i in second
-                    if i in first and first[i].get("snapshot") is not None)
+    behind = sorted(
+        i - first[i]["model_records"] for i in second if i in first and first[i].get("snapshot") is not None
+    )
     return {
-        "scope": scope, "partitions": partitions, "instances": instances, "rate": rate,
-        "records": len(data), "predicted": len(first),
+        "scope": scope,
+        "partitions": partitions,
+        "instances": instances,
+        "rate": rate,
+        "records": len(data),
+        "predicted": len(first),
         "accuracy": 100.0 * hits / len(second),
-        "null_predictions_second_half": sum(1 for i in second
-                                            if i in first and first[i]["prediction"] is None),
+        "null_predictions_second_half": sum(
+            1 for i in second if i in first and first[i]["prediction"] is None
+        ),
         "behind_p50": statistics.median(behind) if behind else None,
         "behind_p99": behind[min(len(behind) - 1, int(0.99 * len(behind)))] if behind else None,
         "seconds": elapsed,
@@ -262,8 +312,9 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="rbf only, 4,000 records, 4 partitions (a smoke run)")
+    parser.add_argument(
+        "--quick", action="store_true", help="rbf only, 4,000 records, 4 partitions (a smoke run)"
+    )
     parser.add_argument("--streams", default="rbf,agrawal,rbf-fast")
     parser.add_argument("--partitions", default="4,12")
     parser.add_argument("--instances", type=int, default=2)
@@ -281,8 +332,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown stream {name!r}; choose from {', '.join(STREAMS)}")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="streamdas-scope-"))
     rows: list[dict[str, Any]] = []
-    print(f"| stream | records | partitions | learn_one loop | shared | partition | "
-          f"shared snapshot behind (p50 / p99 records) |\n|{' --- |' * 7}", flush=True)
+    print(
+        f"| stream | records | partitions | learn_one loop | shared | partition | "
+        f"shared snapshot behind (p50 / p99 records) |\n|{' --- |' * 7}",
+        flush=True,
+    )
     for name in streams:
         data = stream(name, n, args.seed)
         reference = reference_accuracy(data)
@@ -290,17 +344,30 @@ def main(argv: list[str] | None = None) -> int:
             results = {}
             for scope in ("shared", "partition"):
                 where = workdir / f"{name}-{count}-{scope}"
-                results[scope] = run_service(data, partitions=count, scope=scope,
-                                             instances=args.instances, rate=args.rate,
-                                             workdir=where)
+                results[scope] = run_service(
+                    data,
+                    partitions=count,
+                    scope=scope,
+                    instances=args.instances,
+                    rate=args.rate,
+                    workdir=where,
+                )
             shared, part = results["shared"], results["partition"]
-            row = {"stream": name, "records": len(data), "partitions": count,
-                   "reference": reference, "shared": shared, "partition": part}
+            row = {
+                "stream": name,
+                "records": len(data),
+                "partitions": count,
+                "reference": reference,
+                "shared": shared,
+                "partition": part,
+            }
             rows.append(row)
-            print(f"| {name} | {len(data):,} | {count} | {reference:.1f} | "
-                  f"{shared['accuracy']:.1f} | {part['accuracy']:.1f} | "
-                  f"{_fmt(shared['behind_p50'], '.0f')} / {_fmt(shared['behind_p99'], '.0f')} |",
-                  flush=True)
+            print(
+                f"| {name} | {len(data):,} | {count} | {reference:.1f} | "
+                f"{shared['accuracy']:.1f} | {part['accuracy']:.1f} | "
+                f"{_fmt(shared['behind_p50'], '.0f')} / {_fmt(shared['behind_p99'], '.0f')} |",
+                flush=True,
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     print(f"(logs in {workdir})")

@@ -37,8 +37,9 @@ def instrumented(targets: list[tuple[Any, str]]) -> Iterator[dict[str, list[floa
         key = f"{owner.__name__}.{name}"
         durations = timings.setdefault(key, [])
 
-        def wrapper(*args: Any, _f: Callable[..., Any] = original, _d: list[float] = durations,
-                    **kwargs: Any) -> Any:
+        def wrapper(
+            *args: Any, _f: Callable[..., Any] = original, _d: list[float] = durations, **kwargs: Any
+        ) -> Any:
             t0 = time.perf_counter()
             try:
                 return _f(*args, **kwargs)
@@ -69,9 +70,15 @@ def _one_run(data: list[tuple[dict, Any]], every: int) -> dict[str, Any]:
             t2 = time.perf_counter()
             predict_s += t1 - t0
             learn_s += t2 - t1
-    return {"learn": learn_s, "predict": predict_s, "grow": t["DASTrainer.grow"],
-            "prune": t["DASTrainer.prune"], "refresh": t["NumpyForward._refresh"],
-            "sizes": model.layer_sizes, "cycles": model.n_sizing_cycles}
+    return {
+        "learn": learn_s,
+        "predict": predict_s,
+        "grow": t["DASTrainer.grow"],
+        "prune": t["DASTrainer.prune"],
+        "refresh": t["NumpyForward._refresh"],
+        "sizes": model.layer_sizes,
+        "cycles": model.n_sizing_cycles,
+    }
 
 
 def run(sizes: Sizes) -> list[Section]:
@@ -83,10 +90,20 @@ def run(sizes: Sizes) -> list[Section]:
         r = runs[min(range(len(runs)), key=lambda i: shares[i])]
         sizing = sum(r["grow"]) + sum(r["prune"])
         n_events = len(r["grow"]) + len(r["prune"])
-        rows.append([every, r["cycles"], r["learn"], sum(r["grow"]), sum(r["prune"]),
-                     100 * sizing / r["learn"], 100 * max(shares),
-                     1e3 * sizing / max(n_events, 1), 1e3 * sum(r["refresh"]),
-                     str(r["sizes"])])
+        rows.append(
+            [
+                every,
+                r["cycles"],
+                r["learn"],
+                sum(r["grow"]),
+                sum(r["prune"]),
+                100 * sizing / r["learn"],
+                100 * max(shares),
+                1e3 * sizing / max(n_events, 1),
+                1e3 * sum(r["refresh"]),
+                str(r["sizes"]),
+            ]
+        )
     notes = [
         f"{len(data):,} samples of the 10-feature Hyperplane stream, DASClassifier defaults except "
         f"grow_every=N; best (lowest share) of {sizes.repeats} runs, worst share shown too.",
@@ -95,7 +112,18 @@ def run(sizes: Sizes) -> list[Section]:
         "refresh ms: rebuilding the NumPy prediction views after shape changes (paid in predict_one).",
         "Target: grow + prune <= 5% of learning time at N = 1,000.",
     ]
-    headers = ["N (grow_every)", "cycles", "learn s", "grow s", "prune s", "sizing % of learn (best)",
-               "sizing % (worst)", "ms per grow/prune", "refresh ms total", "final sizes"]
-    return [Section("sizing", "2. Cost of sizing (grow + prune share of learning time)", headers, rows,
-                    notes)]
+    headers = [
+        "N (grow_every)",
+        "cycles",
+        "learn s",
+        "grow s",
+        "prune s",
+        "sizing % of learn (best)",
+        "sizing % (worst)",
+        "ms per grow/prune",
+        "refresh ms total",
+        "final sizes",
+    ]
+    return [
+        Section("sizing", "2. Cost of sizing (grow + prune share of learning time)", headers, rows, notes)
+    ]

@@ -59,11 +59,20 @@ def measure(estimator: str, n: int, seed: int = 42) -> dict[str, Any]:
     rss1 = rss_bytes()
     batch = int(model.batch_size)
     head = times[: 2 * batch]
-    rest = times[2 * batch:] or times
-    return {"estimator": estimator, "n": n, "batch_size": batch, "first": times[0],
-            "first_step": times[batch - 1] if len(times) >= batch else float("nan"),
-            "head_max": max(head), "median": statistics.median(rest), "max_rest": max(rest),
-            "rss_before": rss0, "rss_after": rss1, "sizes": list(model.layer_sizes)}
+    rest = times[2 * batch :] or times
+    return {
+        "estimator": estimator,
+        "n": n,
+        "batch_size": batch,
+        "first": times[0],
+        "first_step": times[batch - 1] if len(times) >= batch else float("nan"),
+        "head_max": max(head),
+        "median": statistics.median(rest),
+        "max_rest": max(rest),
+        "rss_before": rss0,
+        "rss_after": rss1,
+        "sizes": list(model.layer_sizes),
+    }
 
 
 def _child(estimator: str, n: int) -> dict[str, Any]:
@@ -78,22 +87,52 @@ def run(sizes: Sizes) -> list[Section]:
         r = _child(est, sizes.throughput_n)
         excess = 1e3 * (r["head_max"] - r["median"])
         growth = (r["rss_after"] - r["rss_before"]) / 2**20
-        rows.append([f"DAS{'Classifier' if est == 'classifier' else 'Regressor'}()", r["n"],
-                     1e3 * r["first"], 1e3 * r["first_step"], 1e3 * r["head_max"], 1e3 * r["median"],
-                     excess, "yes" if excess <= 50 else "no", r["rss_before"] / 2**20,
-                     r["rss_after"] / 2**20, growth, "yes" if growth <= 10 else "no"])
-    notes.append("Fresh process per estimator (`python -m benchmarks.startup --estimator NAME --n N "
-                 "--json`): streamdas imported and the estimator built before the first sample; "
-                 "10-feature Hyperplane (the regressor's target: label + sum of features).")
-    notes.append("A sample = predict_one then learn_one, timed together. first-calls excess = the "
-                 "slowest sample of the first two minibatches minus the "
-                 "median of the later ones (target <= 50 ms); RSS growth from before the first "
-                 "sample to after the last (target <= 10 MiB).")
-    headers = ["estimator", "samples", "1st sample ms", "1st step's sample ms",
-               "slowest of first 2 batches ms", "median later ms", "first-calls excess ms",
-               "<= 50 ms", "RSS before MiB", "RSS after MiB", "RSS growth MiB", "<= 10 MiB"]
-    return [Section("startup", "8. Start-up: first samples' cost and RSS growth (fresh process)",
-                    headers, rows, notes)]
+        rows.append(
+            [
+                f"DAS{'Classifier' if est == 'classifier' else 'Regressor'}()",
+                r["n"],
+                1e3 * r["first"],
+                1e3 * r["first_step"],
+                1e3 * r["head_max"],
+                1e3 * r["median"],
+                excess,
+                "yes" if excess <= 50 else "no",
+                r["rss_before"] / 2**20,
+                r["rss_after"] / 2**20,
+                growth,
+                "yes" if growth <= 10 else "no",
+            ]
+        )
+    notes.append(
+        "Fresh process per estimator (`python -m benchmarks.startup --estimator NAME --n N "
+        "--json`): streamdas imported and the estimator built before the first sample; "
+        "10-feature Hyperplane (the regressor's target: label + sum of features)."
+    )
+    notes.append(
+        "A sample = predict_one then learn_one, timed together. first-calls excess = the "
+        "slowest sample of the first two minibatches minus the "
+        "median of the later ones (target <= 50 ms); RSS growth from before the first "
+        "sample to after the last (target <= 10 MiB)."
+    )
+    headers = [
+        "estimator",
+        "samples",
+        "1st sample ms",
+        "1st step's sample ms",
+        "slowest of first 2 batches ms",
+        "median later ms",
+        "first-calls excess ms",
+        "<= 50 ms",
+        "RSS before MiB",
+        "RSS after MiB",
+        "RSS growth MiB",
+        "<= 10 MiB",
+    ]
+    return [
+        Section(
+            "startup", "8. Start-up: first samples' cost and RSS growth (fresh process)", headers, rows, notes
+        )
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

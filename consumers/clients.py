@@ -89,10 +89,12 @@ def consumer_request_timeout_ms(cfg: ServiceConfig) -> int:
 
 def common_options(cfg: ServiceConfig) -> dict[str, Any]:
     """Options every client of the service gets (servers, client id, request timeout)."""
-    return {"bootstrap_servers": cfg.bootstrap_servers.split(","),
-            "client_id": cfg.client_id,
-            "request_timeout_ms": cfg.request_timeout_ms,
-            "bootstrap_timeout_ms": min(cfg.request_timeout_ms, 10000)}
+    return {
+        "bootstrap_servers": cfg.bootstrap_servers.split(","),
+        "client_id": cfg.client_id,
+        "request_timeout_ms": cfg.request_timeout_ms,
+        "bootstrap_timeout_ms": min(cfg.request_timeout_ms, 10000),
+    }
 
 
 def producer_options(cfg: ServiceConfig) -> dict[str, Any]:
@@ -105,9 +107,12 @@ def producer_options(cfg: ServiceConfig) -> dict[str, Any]:
     # At least once needs no idempotent producer, and kafka-python 3.0's jams for good
     # after a delivery timeout; a user may still turn it on through cfg.kafka.
     options: dict[str, Any] = {
-        "acks": "all", "linger_ms": 5, "batch_size": 256 * 1024,
+        "acks": "all",
+        "linger_ms": 5,
+        "batch_size": 256 * 1024,
         "enable_idempotence": False,
-        "max_block_ms": max(cfg.request_timeout_ms, 10000)}
+        "max_block_ms": max(cfg.request_timeout_ms, 10000),
+    }
     options.update(only_known(cfg.kafka, KafkaProducer))
     return {**common_options(cfg), **options}
 
@@ -120,9 +125,13 @@ def train_producer_options(cfg: ServiceConfig) -> dict[str, Any]:
     >>> options["max_in_flight_requests_per_connection"], options["delivery_timeout_ms"]
     (1, 2147483647)
     """
-    return {**producer_options(cfg), "max_in_flight_requests_per_connection": 1,
-            "enable_idempotence": False, "retries": float("inf"),
-            "delivery_timeout_ms": NEVER_EXPIRE_MS}
+    return {
+        **producer_options(cfg),
+        "max_in_flight_requests_per_connection": 1,
+        "enable_idempotence": False,
+        "retries": float("inf"),
+        "delivery_timeout_ms": NEVER_EXPIRE_MS,
+    }
 
 
 def make_consumer(cfg: ServiceConfig, group_id: str, **options: Any) -> KafkaConsumer:
@@ -133,12 +142,14 @@ def make_consumer(cfg: ServiceConfig, group_id: str, **options: Any) -> KafkaCon
     timeout = consumer_request_timeout_ms(cfg)
     return KafkaConsumer(
         **{**common_options(cfg), "request_timeout_ms": timeout},
-        group_id=group_id, enable_auto_commit=False,
+        group_id=group_id,
+        enable_auto_commit=False,
         auto_offset_reset=cfg.auto_offset_reset,
         session_timeout_ms=cfg.session_timeout_ms,
         heartbeat_interval_ms=cfg.heartbeat_interval_ms,
         max_poll_records=cfg.max_poll_records,
-        **{**only_known(cfg.kafka, KafkaConsumer), **options})
+        **{**only_known(cfg.kafka, KafkaConsumer), **options},
+    )
 
 
 def client_options(cfg: ServiceConfig) -> dict[str, Any]:
@@ -149,8 +160,7 @@ def client_options(cfg: ServiceConfig) -> dict[str, Any]:
     >>> client_options(ServiceConfig(kafka={"security_protocol": "SSL", "linger_ms": 5}))
     {'security_protocol': 'SSL', 'client_id': 'streamdas-consumer'}
     """
-    shared = only_known(only_known(only_known(cfg.kafka, KafkaProducer), KafkaConsumer),
-                        KafkaAdminClient)
+    shared = only_known(only_known(only_known(cfg.kafka, KafkaProducer), KafkaConsumer), KafkaAdminClient)
     return {**shared, "client_id": cfg.client_id}
 
 
@@ -166,13 +176,14 @@ def ensure_topics(cfg: ServiceConfig) -> list[str]:
     names = cfg.topic_names()
     created = []
     for topic in (names.state, names.snapshots):
-        with KafkaStateStore(cfg.bootstrap_servers, topic,
-                             client_options=client_options(cfg)) as store:
+        with KafkaStateStore(cfg.bootstrap_servers, topic, client_options=client_options(cfg)) as store:
             if store.ensure_topic():
                 created.append(topic)
-    admin = KafkaAdminClient(bootstrap_servers=cfg.bootstrap_servers.split(","),
-                             request_timeout_ms=cfg.request_timeout_ms,
-                             **client_options(cfg))
+    admin = KafkaAdminClient(
+        bootstrap_servers=cfg.bootstrap_servers.split(","),
+        request_timeout_ms=cfg.request_timeout_ms,
+        **client_options(cfg),
+    )
     try:
         admin.create_topics([NewTopic(names.train, 1, 1)])
         created.append(names.train)

@@ -37,8 +37,15 @@ try:
 except ModuleNotFoundError:  # Python 3.10: TOML files need 3.11+
     tomllib = None  # type: ignore[assignment]
 
-__all__ = ["ENV_PREFIX", "ConfigError", "InternalTopics", "ServiceConfig", "build_parser", "check_config",
-           "load_config"]
+__all__ = [
+    "ENV_PREFIX",
+    "ConfigError",
+    "InternalTopics",
+    "ServiceConfig",
+    "build_parser",
+    "check_config",
+    "load_config",
+]
 
 ENV_PREFIX = "STREAMDAS_"
 
@@ -111,9 +118,11 @@ class ServiceConfig:
                 except argparse.ArgumentTypeError as exc:
                     raise ConfigError(f"argument --{name.replace('_', '-')}: {exc}") from None
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
-            raise ConfigError(f"argument --heartbeat-interval-ms: expected less than the session "
-                              f"timeout ({self.session_timeout_ms} ms), got "
-                              f"{self.heartbeat_interval_ms}")
+            raise ConfigError(
+                f"argument --heartbeat-interval-ms: expected less than the session "
+                f"timeout ({self.session_timeout_ms} ms), got "
+                f"{self.heartbeat_interval_ms}"
+            )
 
     def topic_names(self) -> InternalTopics:
         """The shared scope's topics: those configured, else named after the group.
@@ -122,9 +131,11 @@ class ServiceConfig:
         InternalTopics(train='fraud.train', state='fraud-state', snapshots='fraud.snapshots')
         """
         group = self.group_id
-        return InternalTopics(self.train_topic or f"{group}.train",
-                              self.state_topic or f"{group}.state",
-                              self.snapshot_topic or f"{group}.snapshots")
+        return InternalTopics(
+            self.train_topic or f"{group}.train",
+            self.state_topic or f"{group}.state",
+            self.snapshot_topic or f"{group}.snapshots",
+        )
 
 
 class InternalTopics(NamedTuple):
@@ -143,47 +154,45 @@ _HELP: dict[str, str] = {
     "dead_letter_topic": "topic receiving unusable records with the reason",
     "group_id": "consumer group; instances sharing it split the partitions",
     "client_id": "Kafka client id",
-    "auto_offset_reset": "where to start a partition with no checkpoint and no commit: "
-                         "earliest or latest",
+    "auto_offset_reset": "where to start a partition with no checkpoint and no commit: earliest or latest",
     "session_timeout_ms": "consumer-group session timeout",
     "heartbeat_interval_ms": "consumer-group heartbeat interval",
     "request_timeout_ms": "Kafka request timeout (the consumer uses at least session timeout "
-                          "+ 5 s, so a SyncGroup the coordinator holds can complete)",
+    "+ 5 s, so a SyncGroup the coordinator holds can complete)",
     "max_poll_records": "largest poll batch (records); each partition's share is one minibatch",
     "poll_timeout_ms": "how long one poll waits for records",
     "model_scope": "shared (one model for the whole stream, learned by one elected instance, its "
-                   "state in Kafka) or partition (one model per input partition, checkpointed in "
-                   "--checkpoint-dir); see docs/service.md",
+    "state in Kafka) or partition (one model per input partition, checkpointed in "
+    "--checkpoint-dir); see docs/service.md",
     "train_topic": "shared scope: topic of the labelled records for the learner (1 partition; "
-                   "default <group-id>.train)",
+    "default <group-id>.train)",
     "state_topic": "shared scope: compacted topic of the learner's state (default <group-id>.state)",
     "snapshot_topic": "shared scope: compacted topic of the model snapshots predictions use "
-                      "(default <group-id>.snapshots)",
+    "(default <group-id>.snapshots)",
     "publish_every": "shared scope: the learner publishes a snapshot after this many learned records",
     "publish_interval_ms": "... or this many milliseconds after learning one, whichever comes first",
     "learner_mode": "shared scope: run this instance's learner in a process of its own (process) or in "
-                    "a thread of the service (thread)",
+    "a thread of the service (thread)",
     "task": "classification or regression",
     "model": "das (DASClassifier/DASRegressor) or linear (River linear baseline)",
     "seed": "seed of every fresh model",
     "torch_threads": "torch intra-op and NumPy BLAS threads (1 is fastest for minibatches of small nets)",
     "features": "fixed feature schema, comma-separated (default: none; records bring any "
-                "features, up to the model's max_features)",
+    "features, up to the model's max_features)",
     "checkpoint_dir": "partition scope: folder of per-partition checkpoints (shared by a group's "
-                      "instances); unused in the shared scope",
+    "instances); unused in the shared scope",
     "checkpoint_every": "checkpoint after this many records (shared scope: the learner's state)",
     "checkpoint_interval_s": "... or after this many seconds, whichever comes first",
     "checkpoint_keep": "checkpoint files kept per partition",
     "max_record_bytes": "larger values are dead-lettered as oversized",
     "dead_letter_value_bytes": "bytes of the original value a dead letter carries (with its full "
-                               "length and SHA-256); lowered to fit the producer's max_request_size",
+    "length and SHA-256); lowered to fit the producer's max_request_size",
     "flush_timeout_s": "longest wait for the producer before a checkpoint is postponed",
     "retry_backoff_max_s": "longest pause between reconnection attempts",
     "metrics_address": "address of the /metrics and /healthz server",
     "metrics_port": "port of the /metrics and /healthz server (0: any free port; unset: off)",
     "stall_seconds": "/healthz reports unhealthy when the loop made no progress this long",
-    "source": "embedded mode, no broker: a JSONL file, '-' for stdin, 'river:SEA' or "
-    "'sim:SCENARIO'",
+    "source": "embedded mode, no broker: a JSONL file, '-' for stdin, 'river:SEA' or 'sim:SCENARIO'",
     "output": "embedded mode: where predictions go (JSONL file, '-' for stdout)",
     "dead_letter_output": "embedded mode: where dead letters go (JSONL file; default stderr)",
     "limit": "stop after this many input records (embedded mode; also caps generated streams)",
@@ -211,7 +220,8 @@ def _text(value: Any) -> str:
 def _topic(value: Any) -> str:
     if not isinstance(value, str) or not _TOPIC_RE.fullmatch(value) or value in (".", ".."):
         raise argparse.ArgumentTypeError(
-            f"expected a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -), got {value!r}")
+            f"expected a Kafka topic name (1 to 249 of A-Z a-z 0-9 . _ -), got {value!r}"
+        )
     return value
 
 
@@ -240,7 +250,8 @@ def _topic_or_default(value: Any) -> str:
 def _servers(value: Any) -> str:
     """``HOST[:PORT]`` entries, comma-separated (IPv6 hosts in brackets when given a port)."""
     bad = argparse.ArgumentTypeError(
-        f"expected HOST:PORT entries, comma-separated (e.g. broker-1:9092), got {value!r}")
+        f"expected HOST:PORT entries, comma-separated (e.g. broker-1:9092), got {value!r}"
+    )
     if not isinstance(value, str):
         raise bad
     entries = [e.strip() for e in value.split(",")]
@@ -252,8 +263,11 @@ def _servers(value: Any) -> str:
                 port = rest[1:] if rest.startswith(":") else ""
         elif entry.count(":") == 1:
             host, port = entry.split(":")
-        if not host or (port is not None and not port.isdigit()) or (
-                port is not None and not 1 <= int(port) <= PORT_MAX):
+        if (
+            not host
+            or (port is not None and not port.isdigit())
+            or (port is not None and not 1 <= int(port) <= PORT_MAX)
+        ):
             raise bad
     return ",".join(entries)
 
@@ -337,6 +351,7 @@ def _coerce(name: str, value: Any, where: str | None = None) -> Any:
     except argparse.ArgumentTypeError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 
+
 def _json_or_str(text: str) -> Any:
     try:
         return json.loads(text)
@@ -376,12 +391,25 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(ServiceConfig):
         if f.name in _DICTS:
             continue
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                            type=_TYPES.get(f.name, str), help=_HELP.get(f.name))
-    parser.add_argument("--kafka", action="append", metavar="OPTION=VALUE",
-                        help="extra kafka-python option (repeatable), e.g. security_protocol=SSL")
-    parser.add_argument("--model-param", action="append", metavar="NAME=VALUE",
-                        help="estimator constructor argument (repeatable), e.g. lr=0.01")
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            type=_TYPES.get(f.name, str),
+            help=_HELP.get(f.name),
+        )
+    parser.add_argument(
+        "--kafka",
+        action="append",
+        metavar="OPTION=VALUE",
+        help="extra kafka-python option (repeatable), e.g. security_protocol=SSL",
+    )
+    parser.add_argument(
+        "--model-param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="estimator constructor argument (repeatable), e.g. lr=0.01",
+    )
     return parser
 
 
@@ -395,17 +423,13 @@ def _from_mapping(data: Mapping[str, Any], where: str) -> dict[str, Any]:
         elif name in names:
             if name in _DICTS and not isinstance(value, Mapping):
                 raise ConfigError(f"{where}: {key!r} must be a table, got {value!r}")
-            out[name] = dict(value) if name in _DICTS else _coerce(
-                name, value, f"{where}: setting {key!r}")
+            out[name] = dict(value) if name in _DICTS else _coerce(name, value, f"{where}: setting {key!r}")
         elif name not in ("consume",):
-            raise ConfigError(f"{where}: unknown setting {key!r}; accepted: "
-                              f"{', '.join(sorted(names))}")
+            raise ConfigError(f"{where}: unknown setting {key!r}; accepted: {', '.join(sorted(names))}")
     return out
 
 
-def load_config(
-    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
-) -> ServiceConfig:
+def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> ServiceConfig:
     """Build a :class:`ServiceConfig` from a TOML file, the environment and flags."""
     env = os.environ if env is None else env
     args = build_parser().parse_args(list(argv) if argv is not None else None)
@@ -418,8 +442,9 @@ def load_config(
         try:
             data = tomllib.loads(Path(config_path).read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ConfigError(f"argument --config: cannot read {config_path!r}: "
-                              f"{exc.strerror or exc}") from None
+            raise ConfigError(
+                f"argument --config: cannot read {config_path!r}: {exc.strerror or exc}"
+            ) from None
         except UnicodeDecodeError:
             raise ConfigError(f"argument --config: {config_path!r} is not UTF-8 text") from None
         except tomllib.TOMLDecodeError as exc:
@@ -438,13 +463,13 @@ def load_config(
     for key, value in env.items():
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
             continue
-        rest = key[len(ENV_PREFIX):].lower()
+        rest = key[len(ENV_PREFIX) :].lower()
         if rest in ("kafka_", "model_param_"):
             raise ConfigError(f"environment variable {key}: expected {key}<NAME>")
         if rest.startswith("kafka_"):
-            values["kafka"][rest[len("kafka_"):]] = _json_or_str(value)
+            values["kafka"][rest[len("kafka_") :]] = _json_or_str(value)
         elif rest.startswith("model_param_"):
-            values["model_params"][rest[len("model_param_"):]] = _json_or_str(value)
+            values["model_params"][rest[len("model_param_") :]] = _json_or_str(value)
         elif rest in names and rest not in _DICTS:
             values[rest] = _coerce(rest, value, f"environment variable {key}")
 
@@ -468,11 +493,16 @@ def _check_path(flag: str, path: str, check: Callable[[str], None]) -> None:
 
 #: Options the service gives kafka-python itself: flag (or ``None``: fixed by the service).
 _OWN_KAFKA_OPTIONS = {
-    "bootstrap_servers": "--bootstrap-servers", "client_id": "--client-id",
-    "group_id": "--group-id", "request_timeout_ms": "--request-timeout-ms",
-    "auto_offset_reset": "--auto-offset-reset", "session_timeout_ms": "--session-timeout-ms",
-    "heartbeat_interval_ms": "--heartbeat-interval-ms", "max_poll_records": "--max-poll-records",
-    "bootstrap_timeout_ms": None, "enable_auto_commit": None,
+    "bootstrap_servers": "--bootstrap-servers",
+    "client_id": "--client-id",
+    "group_id": "--group-id",
+    "request_timeout_ms": "--request-timeout-ms",
+    "auto_offset_reset": "--auto-offset-reset",
+    "session_timeout_ms": "--session-timeout-ms",
+    "heartbeat_interval_ms": "--heartbeat-interval-ms",
+    "max_poll_records": "--max-poll-records",
+    "bootstrap_timeout_ms": None,
+    "enable_auto_commit": None,
 }
 
 #: What :func:`consumers.service.consumer_request_timeout_ms` adds to the session timeout.
@@ -486,12 +516,15 @@ def _check_kafka_options(cfg: ServiceConfig) -> None:
     for option in cfg.kafka:
         if option in _OWN_KAFKA_OPTIONS:
             flag = _OWN_KAFKA_OPTIONS[option]
-            raise ConfigError(f"argument --kafka: {option} is " + (
-                f"set with {flag}" if flag else "set by the service"))
+            raise ConfigError(
+                f"argument --kafka: {option} is " + (f"set with {flag}" if flag else "set by the service")
+            )
         if option not in known:
-            raise ConfigError(f"argument --kafka: unknown option {option!r}; expected a "
-                              "KafkaConsumer or KafkaProducer option of kafka-python "
-                              "(e.g. security_protocol)")
+            raise ConfigError(
+                f"argument --kafka: unknown option {option!r}; expected a "
+                "KafkaConsumer or KafkaProducer option of kafka-python "
+                "(e.g. security_protocol)"
+            )
     # kafka-python refuses a consumer whose request timeout is not between these two
     defaults = KafkaConsumer.DEFAULT_CONFIG
     idle = cfg.kafka.get("connections_max_idle_ms", defaults["connections_max_idle_ms"])
@@ -502,7 +535,8 @@ def _check_kafka_options(cfg: ServiceConfig) -> None:
             f"argument --request-timeout-ms: the consumer's request timeout ({timeout} ms: the "
             f"larger of --request-timeout-ms and --session-timeout-ms + "
             f"{_COORDINATOR_MARGIN_MS}) must lie between fetch_max_wait_ms ({wait}) and "
-            f"connections_max_idle_ms ({idle})")
+            f"connections_max_idle_ms ({idle})"
+        )
 
 
 def _check_topics(cfg: ServiceConfig) -> None:
@@ -519,16 +553,21 @@ def _check_topics(cfg: ServiceConfig) -> None:
     consumers.config.ConfigError: argument --train-topic: 'a' is also an input topic
     """
     names = cfg.topic_names()
-    others = {**{t: "an input topic" for t in cfg.topics}, cfg.output_topic: "the output topic",
-              cfg.dead_letter_topic: "the dead-letter topic"}
+    others = {
+        **{t: "an input topic" for t in cfg.topics},
+        cfg.output_topic: "the output topic",
+        cfg.dead_letter_topic: "the dead-letter topic",
+    }
     for name, value in zip(("train_topic", "state_topic", "snapshot_topic"), names, strict=True):
         flag = "--" + name.replace("_", "-")
         if not getattr(cfg, name):
             try:
                 _topic(value)
             except argparse.ArgumentTypeError:
-                raise ConfigError(f"argument {flag}: the default {value!r} (from --group-id) is "
-                                  f"not a Kafka topic name; set {flag}") from None
+                raise ConfigError(
+                    f"argument {flag}: the default {value!r} (from --group-id) is "
+                    f"not a Kafka topic name; set {flag}"
+                ) from None
         if value in others:
             raise ConfigError(f"argument {flag}: {value!r} is also {others[value]}")
         others[value] = f"the {name.replace('_', ' ')}"

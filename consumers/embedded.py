@@ -46,9 +46,13 @@ _END = object()
 BATCH_BYTES = 32 * 1024 * 1024
 
 
-def batches(values: Iterable[bytes], size: int, live: bool = False,
-            stop: threading.Event | None = None, max_bytes: int = BATCH_BYTES
-            ) -> Iterator[list[bytes]]:
+def batches(
+    values: Iterable[bytes],
+    size: int,
+    live: bool = False,
+    stop: threading.Event | None = None,
+    max_bytes: int = BATCH_BYTES,
+) -> Iterator[list[bytes]]:
     """Group ``values`` into lists of at most ``size`` values and about ``max_bytes`` bytes (a
     batch ends with the value that reaches ``max_bytes``).
 
@@ -168,8 +172,7 @@ def run_embedded(
         dead = _open(cfg.dead_letter_output, sys.stderr, stack)
         for batch in batches(values, cfg.max_poll_records, live=cfg.source == "-", stop=stop):
             with lock:
-                result = process_guarded(state, batch, task=cfg.task,
-                                         max_bytes=cfg.max_record_bytes)
+                result = process_guarded(state, batch, task=cfg.task, max_bytes=cfg.max_record_bytes)
             origins = [Origin(cfg.source, 0, offset + i, None, v) for i, v in enumerate(batch)]
             for message in render(result, origins, limit=limit, value_bytes=value_bytes):
                 target = out if message.kind == "prediction" else dead

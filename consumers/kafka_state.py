@@ -184,18 +184,24 @@ _MAX_KEY_BYTES = 200 + len("/slot-0/") + 9
 _MAX_DEPTH = 32
 
 
-def _reader(bootstrap_servers: Any, max_message_bytes: int, request_timeout_ms: int,
-            client_options: dict[str, Any]) -> Any:
+def _reader(
+    bootstrap_servers: Any, max_message_bytes: int, request_timeout_ms: int, client_options: dict[str, Any]
+) -> Any:
     """A group-less consumer that reads a state topic from the start, fetching messages of up to
     ``max_message_bytes`` (a fetch waits at most a tenth of a second for new messages unless
     ``client_options`` sets ``fetch_max_wait_ms``)."""
     from kafka import KafkaConsumer
 
     return KafkaConsumer(
-        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest", allow_auto_create_topics=False,
+        bootstrap_servers=bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        allow_auto_create_topics=False,
         max_partition_fetch_bytes=max(1_048_576, 2 * max_message_bytes),
-        request_timeout_ms=request_timeout_ms, **{"fetch_max_wait_ms": 100, **client_options})
+        request_timeout_ms=request_timeout_ms,
+        **{"fetch_max_wait_ms": 100, **client_options},
+    )
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -271,7 +277,7 @@ def parse_key(name: str, key: bytes | None) -> tuple[str, int, int] | None:
     if not key.startswith(prefix) or len(key) > _MAX_KEY_BYTES:
         return None
     try:
-        tail = key[len(prefix):].decode("ascii")
+        tail = key[len(prefix) :].decode("ascii")
     except UnicodeDecodeError:
         return None
     if tail == "manifest":
@@ -315,8 +321,7 @@ def encode_chunk(token: bytes, version: int, index: int, n_chunks: int, payload:
     """
     if len(token) != 16:
         raise ValueError("token must be 16 bytes")
-    return _HEADER.pack(_MAGIC, _FORMAT, token, version, index, n_chunks,
-                        zlib.crc32(payload)) + payload
+    return _HEADER.pack(_MAGIC, _FORMAT, token, version, index, n_chunks, zlib.crc32(payload)) + payload
 
 
 def decode_chunk(value: bytes) -> tuple[ChunkHeader, bytes]:
@@ -376,8 +381,20 @@ def _counter(value: Any, what: str, low: int = 0, high: int = MAX_COUNTER) -> in
     return value
 
 
-_FIELDS = {"format", "name", "epoch", "version", "slot", "n_chunks", "chunk_bytes", "length",
-           "sha256", "token", "meta", "previous"}
+_FIELDS = {
+    "format",
+    "name",
+    "epoch",
+    "version",
+    "slot",
+    "n_chunks",
+    "chunk_bytes",
+    "length",
+    "sha256",
+    "token",
+    "meta",
+    "previous",
+}
 
 
 @dataclass(frozen=True)
@@ -412,17 +429,28 @@ class Manifest:
         return (self.epoch, self.version)
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": _FORMAT, "name": self.name, "epoch": self.epoch, "version": self.version,
-                "slot": self.slot, "n_chunks": self.n_chunks, "chunk_bytes": self.chunk_bytes,
-                "length": self.length, "sha256": self.sha256, "token": self.token, "meta": self.meta,
-                "previous": None if self.previous is None else self.previous.to_json()}
+        return {
+            "format": _FORMAT,
+            "name": self.name,
+            "epoch": self.epoch,
+            "version": self.version,
+            "slot": self.slot,
+            "n_chunks": self.n_chunks,
+            "chunk_bytes": self.chunk_bytes,
+            "length": self.length,
+            "sha256": self.sha256,
+            "token": self.token,
+            "meta": self.meta,
+            "previous": None if self.previous is None else self.previous.to_json(),
+        }
 
     def encode(self) -> bytes:
         return json.dumps(self.to_json(), separators=(",", ":"), allow_nan=False).encode()
 
     @classmethod
-    def decode(cls, raw: bytes, name: str, *, max_state_bytes: int,
-               max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Manifest:
+    def decode(
+        cls, raw: bytes, name: str, *, max_state_bytes: int, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ) -> Manifest:
         """Parse and check a manifest value; :class:`~streamdas.checkpoint.CheckpointError` if bad."""
         if len(raw) > max_bytes:
             raise CheckpointError(f"bad manifest: {len(raw)} bytes, more than {max_bytes}")
@@ -463,9 +491,19 @@ class Manifest:
         epoch = _counter(data["epoch"], "epoch")
         if previous is not None and (previous.slot == slot or previous.version >= version):
             raise ValueError("previous version in the same slot or not older")
-        return cls(name=name, epoch=epoch, version=version, slot=slot, n_chunks=n_chunks,
-                   chunk_bytes=chunk_bytes, length=length, sha256=data["sha256"],
-                   token=data["token"], meta=_plain_json(data["meta"], "meta"), previous=previous)
+        return cls(
+            name=name,
+            epoch=epoch,
+            version=version,
+            slot=slot,
+            n_chunks=n_chunks,
+            chunk_bytes=chunk_bytes,
+            length=length,
+            sha256=data["sha256"],
+            token=data["token"],
+            meta=_plain_json(data["meta"], "meta"),
+            previous=previous,
+        )
 
 
 @dataclass(frozen=True)
@@ -500,9 +538,14 @@ class StateLog:
     ([0], True)
     """
 
-    def __init__(self, name: str, *, keep_values: bool,
-                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        keep_values: bool,
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
         self.name = _check_name(name)
         self.keep_values = keep_values
         self.max_state_bytes = max_state_bytes
@@ -533,8 +576,9 @@ class StateLog:
         problem: str | None = None
         if value is not None:
             try:
-                manifest = Manifest.decode(value, self.name, max_state_bytes=self.max_state_bytes,
-                                           max_bytes=self.max_message_bytes)
+                manifest = Manifest.decode(
+                    value, self.name, max_state_bytes=self.max_state_bytes, max_bytes=self.max_message_bytes
+                )
             except CheckpointError as exc:
                 problem = f"the manifest at offset {offset} is unreadable: {exc}"
             else:
@@ -567,8 +611,10 @@ class StateLog:
         self._chunks[where] = (offset, kept)
         self._chunk_bytes += _payload_bytes(kept) - (_payload_bytes(old[1]) if old else 0)
         if self._chunk_bytes > 2 * (self.max_state_bytes + self.max_message_bytes):
-            raise CheckpointError(f"more chunk data under {self.name!r} than two states of "
-                                  f"max_state_bytes={self.max_state_bytes}: refusing to read on")
+            raise CheckpointError(
+                f"more chunk data under {self.name!r} than two states of "
+                f"max_state_bytes={self.max_state_bytes}: refusing to read on"
+            )
 
     # ------------------------------------------------------------------ queries
     def live_chunks(self, slot: int) -> set[int]:
@@ -582,8 +628,7 @@ class StateLog:
 
     def manifests(self) -> list[tuple[int, Manifest]]:
         """``(offset, manifest)`` kept, best first (highest epoch, version, then offset)."""
-        return sorted(self._manifests.items(), key=lambda item: (*item[1].rank, item[0]),
-                      reverse=True)
+        return sorted(self._manifests.items(), key=lambda item: (*item[1].rank, item[0]), reverse=True)
 
     def first_manifest_offset(self, epoch: int) -> int | None:
         """Offset of the first manifest of ``epoch`` read (``None``: none): the first claimant
@@ -593,8 +638,7 @@ class StateLog:
     def fenced(self, offset: int, manifest: Manifest) -> bool:
         """Whether ``manifest`` (at ``offset``) was written after a higher epoch's first manifest:
         a superseded writer's (a zombie's) write, never offered as a fallback."""
-        return any(epoch > manifest.epoch and first < offset
-                   for epoch, first in self._epoch_first.items())
+        return any(epoch > manifest.epoch and first < offset for epoch, first in self._epoch_first.items())
 
     @property
     def best(self) -> Manifest | None:
@@ -604,8 +648,12 @@ class StateLog:
 
     def without_values(self) -> StateLog:
         """A copy that keeps which chunk keys are live, not their values (a writer's view)."""
-        view = StateLog(self.name, keep_values=False, max_state_bytes=self.max_state_bytes,
-                        max_message_bytes=self.max_message_bytes)
+        view = StateLog(
+            self.name,
+            keep_values=False,
+            max_state_bytes=self.max_state_bytes,
+            max_message_bytes=self.max_message_bytes,
+        )
         view.next_offset = self.next_offset
         view._chunks = {k: (o, None if v is None else b"") for k, (o, v) in self._chunks.items()}
         view._manifests = dict(self._manifests)
@@ -635,19 +683,21 @@ def assemble(view: StateLog, manifest: Manifest) -> StoredState:
         except CheckpointError as exc:
             raise CheckpointError(f"{where} at offset {found[0]}: {exc}") from None
         if header.token != token:
-            raise CheckpointError(f"{where} at offset {found[0]} belongs to another write "
-                                  f"(version {header.version})")
+            raise CheckpointError(
+                f"{where} at offset {found[0]} belongs to another write (version {header.version})"
+            )
         if (header.version, header.index, header.n_chunks) != (manifest.version, i, manifest.n_chunks):
-            raise CheckpointError(f"{where} at offset {found[0]} says version {header.version}, "
-                                  f"chunk {header.index} of {header.n_chunks}")
+            raise CheckpointError(
+                f"{where} at offset {found[0]} says version {header.version}, "
+                f"chunk {header.index} of {header.n_chunks}"
+            )
         expected = min(manifest.chunk_bytes, manifest.length - i * manifest.chunk_bytes)
         if len(payload) != expected:
             raise CheckpointError(f"{where} holds {len(payload)} bytes, expected {expected}")
         parts.append(payload)
     blob = b"".join(parts)
     if len(blob) != manifest.length:
-        raise CheckpointError(f"version {manifest.version} has {len(blob)} bytes, "
-                              f"expected {manifest.length}")
+        raise CheckpointError(f"version {manifest.version} has {len(blob)} bytes, expected {manifest.length}")
     if hashlib.sha256(blob).hexdigest() != manifest.sha256:
         raise CheckpointError(f"version {manifest.version} fails its SHA-256")
     return StoredState(view.name, blob, manifest.epoch, manifest.version, manifest.meta)
@@ -696,11 +746,15 @@ def choose(view: StateLog) -> StoredState | None:
             previous = assemble(view, manifest)
         except CheckpointError:
             continue
-        raise DamagedStateError(f"state {view.name!r}: {problem}; version {previous.version} "
-                                f"(epoch {previous.epoch}) is intact (the error's .previous)",
-                                newest_version, previous)
-    raise DamagedStateError(f"state {view.name!r}: {problem}; no older version is intact",
-                            newest_version, None)
+        raise DamagedStateError(
+            f"state {view.name!r}: {problem}; version {previous.version} "
+            f"(epoch {previous.epoch}) is intact (the error's .previous)",
+            newest_version,
+            previous,
+        )
+    raise DamagedStateError(
+        f"state {view.name!r}: {problem}; no older version is intact", newest_version, None
+    )
 
 
 # ---------------------------------------------------------------------------------- writing
@@ -737,8 +791,9 @@ def check_meta(meta: dict[str, Any] | None) -> dict[str, Any]:
     return plain
 
 
-def plan_save(view: StateLog, blob: bytes, *, epoch: int, meta: dict[str, Any] | None,
-              chunk_bytes: int, token: bytes) -> SavePlan:
+def plan_save(
+    view: StateLog, blob: bytes, *, epoch: int, meta: dict[str, Any] | None, chunk_bytes: int, token: bytes
+) -> SavePlan:
     """The messages that save ``blob`` as the next version, given the writer's ``view``.
 
     The new chunks go to the slot the preferred manifest does not use; chunk keys of that slot
@@ -752,8 +807,10 @@ def plan_save(view: StateLog, blob: bytes, *, epoch: int, meta: dict[str, Any] |
     """
     _counter(epoch, "epoch")
     if view.highest_epoch is not None and epoch < view.highest_epoch:
-        raise StaleEpochError(f"state {view.name!r}: epoch {epoch} is below the newest manifest's "
-                              f"epoch {view.highest_epoch}; this writer has been superseded")
+        raise StaleEpochError(
+            f"state {view.name!r}: epoch {epoch} is below the newest manifest's "
+            f"epoch {view.highest_epoch}; this writer has been superseded"
+        )
     if not isinstance(blob, (bytes, bytearray, memoryview)):
         raise ValueError(f"blob must be bytes, not {type(blob).__name__}")
     blob = bytes(blob)
@@ -767,18 +824,31 @@ def plan_save(view: StateLog, blob: bytes, *, epoch: int, meta: dict[str, Any] |
     if version > MAX_COUNTER:
         raise ValueError("version counter exhausted")
     records: list[tuple[bytes, bytes | None]] = [
-        (chunk_key(view.name, slot, i), None)
-        for i in sorted(view.live_chunks(slot)) if i >= n_chunks]
-    records += [(chunk_key(view.name, slot, i),
-                 encode_chunk(token, version, i, n_chunks, blob[i * chunk_bytes:(i + 1) * chunk_bytes]))
-                for i in range(n_chunks)]
+        (chunk_key(view.name, slot, i), None) for i in sorted(view.live_chunks(slot)) if i >= n_chunks
+    ]
+    records += [
+        (
+            chunk_key(view.name, slot, i),
+            encode_chunk(token, version, i, n_chunks, blob[i * chunk_bytes : (i + 1) * chunk_bytes]),
+        )
+        for i in range(n_chunks)
+    ]
     previous = None
     if preferred is not None:
         previous = dataclasses.replace(preferred, previous=None)
-    manifest = Manifest(view.name, epoch=epoch, version=version, slot=slot, n_chunks=n_chunks,
-                        chunk_bytes=chunk_bytes, length=len(blob),
-                        sha256=hashlib.sha256(blob).hexdigest(), token=token.hex(), meta=meta,
-                        previous=previous)
+    manifest = Manifest(
+        view.name,
+        epoch=epoch,
+        version=version,
+        slot=slot,
+        n_chunks=n_chunks,
+        chunk_bytes=chunk_bytes,
+        length=len(blob),
+        sha256=hashlib.sha256(blob).hexdigest(),
+        token=token.hex(),
+        meta=meta,
+        previous=previous,
+    )
     return SavePlan(manifest, records)
 
 
@@ -809,17 +879,27 @@ class KafkaStateStore:
     on first use and remade after a Kafka error.
     """
 
-    def __init__(self, bootstrap_servers: str | list[str], topic: str, *,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 timeout_s: float = 60.0,
-                 client_options: dict[str, Any] | None = None) -> None:
-        if not 1 <= chunk_bytes <= MAX_CHUNK_BYTES or message_size(
-                b"k" * _MAX_KEY_BYTES, bytes(CHUNK_HEADER_BYTES + chunk_bytes)) > max_message_bytes:
-            raise ValueError(f"chunk_bytes={chunk_bytes}: a chunk message (the longest key, the "
-                             f"{CHUNK_HEADER_BYTES}-byte header, the chunk and the batch overhead) "
-                             f"must fit max_message_bytes={max_message_bytes}")
+    def __init__(
+        self,
+        bootstrap_servers: str | list[str],
+        topic: str,
+        *,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        timeout_s: float = 60.0,
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
+        if (
+            not 1 <= chunk_bytes <= MAX_CHUNK_BYTES
+            or message_size(b"k" * _MAX_KEY_BYTES, bytes(CHUNK_HEADER_BYTES + chunk_bytes))
+            > max_message_bytes
+        ):
+            raise ValueError(
+                f"chunk_bytes={chunk_bytes}: a chunk message (the longest key, the "
+                f"{CHUNK_HEADER_BYTES}-byte header, the chunk and the batch overhead) "
+                f"must fit max_message_bytes={max_message_bytes}"
+            )
         if max_message_bytes < 2 * MAX_META_BYTES + 4096:
             raise ValueError(f"max_message_bytes={max_message_bytes} cannot hold a manifest")
         if not 0 <= max_state_bytes <= MAX_COUNTER or timeout_s <= 0:
@@ -848,21 +928,31 @@ class KafkaStateStore:
             timeout_ms = int(self.timeout_s * 1000)
             request_ms = self._request_timeout_ms()
             self._producer = KafkaProducer(
-                bootstrap_servers=self.bootstrap_servers, acks="all",
+                bootstrap_servers=self.bootstrap_servers,
+                acks="all",
                 # kafka-python 3.0's idempotent producer can stall for good after a delivery
                 # timeout (see consumers/service.py); order matters only across flushes here.
-                enable_idempotence=False, linger_ms=0, allow_auto_create_topics=False,
+                enable_idempotence=False,
+                linger_ms=0,
+                allow_auto_create_topics=False,
                 max_request_size=max(1_048_576, self.max_message_bytes),
-                request_timeout_ms=request_ms, delivery_timeout_ms=max(timeout_ms, request_ms),
-                max_block_ms=timeout_ms, **self.client_options)
+                request_timeout_ms=request_ms,
+                delivery_timeout_ms=max(timeout_ms, request_ms),
+                max_block_ms=timeout_ms,
+                **self.client_options,
+            )
         return self._producer
 
     def _get_consumer(self) -> Any:
         if self._consumer is None:
             from kafka import TopicPartition
 
-            self._consumer = _reader(self.bootstrap_servers, self.max_message_bytes,
-                                     self._request_timeout_ms(), self.client_options)
+            self._consumer = _reader(
+                self.bootstrap_servers,
+                self.max_message_bytes,
+                self._request_timeout_ms(),
+                self.client_options,
+            )
             self._consumer.assign([TopicPartition(self.topic, 0)])
             self._topic_checked = False
         return self._consumer
@@ -903,9 +993,11 @@ class KafkaStateStore:
 
         topic_configs = {"cleanup.policy": "compact", **(configs or {})}
         try:
-            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers,
-                                     request_timeout_ms=self._request_timeout_ms(),
-                                     **self.client_options)
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap_servers,
+                request_timeout_ms=self._request_timeout_ms(),
+                **self.client_options,
+            )
         except KafkaError as exc:
             raise StateUnavailableError(f"cannot reach {self.bootstrap_servers}: {exc}") from exc
         try:
@@ -938,8 +1030,9 @@ class KafkaStateStore:
             if partitions and 0 in partitions:
                 self._topic_checked = True
             elif time.monotonic() > deadline:
-                raise StateUnavailableError(f"topic {self.topic!r} does not exist (or is not "
-                                            f"readable): create it with ensure_topic()") from error
+                raise StateUnavailableError(
+                    f"topic {self.topic!r} does not exist (or is not readable): create it with ensure_topic()"
+                ) from error
             else:
                 time.sleep(0.1)
         while True:
@@ -947,12 +1040,18 @@ class KafkaStateStore:
                 return int(consumer.end_offsets([tp])[tp])
             except Exception as exc:  # KafkaTimeoutError, UnknownTopicOrPartition, metadata...
                 if time.monotonic() > deadline:
-                    raise StateUnavailableError(f"no end offset for {self.topic!r}: "
-                                                f"{type(exc).__name__}: {exc}") from exc
+                    raise StateUnavailableError(
+                        f"no end offset for {self.topic!r}: {type(exc).__name__}: {exc}"
+                    ) from exc
                 time.sleep(0.1)
 
-    def _read(self, start: int | None, stop: int | None, deadline: float,
-              on_record: Callable[[int, bytes | None, bytes | None], None]) -> int:
+    def _read(
+        self,
+        start: int | None,
+        stop: int | None,
+        deadline: float,
+        on_record: Callable[[int, bytes | None, bytes | None], None],
+    ) -> int:
         """Feed records from ``start`` (``None``: the beginning) to ``on_record`` until the
         position reaches ``stop`` (``None``: the end offset now); returns the position reached.
 
@@ -976,8 +1075,9 @@ class KafkaStateStore:
             while position < end:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise StateUnavailableError(f"read {self.topic!r} only to offset {position} of "
-                                                f"{end} within {self.timeout_s} s")
+                    raise StateUnavailableError(
+                        f"read {self.topic!r} only to offset {position} of {end} within {self.timeout_s} s"
+                    )
                 batch = consumer.poll(timeout_ms=int(min(remaining, 0.5) * 1000), max_records=1_000_000)
                 for message in batch.get(tp, []):
                     on_record(message.offset, message.key, message.value)
@@ -988,8 +1088,12 @@ class KafkaStateStore:
             raise StateUnavailableError(f"reading {self.topic!r} failed: {exc}") from exc
 
     def _scan(self, name: str, keep_values: bool) -> StateLog:
-        view = StateLog(name, keep_values=keep_values, max_state_bytes=self.max_state_bytes,
-                        max_message_bytes=self.max_message_bytes)
+        view = StateLog(
+            name,
+            keep_values=keep_values,
+            max_state_bytes=self.max_state_bytes,
+            max_message_bytes=self.max_message_bytes,
+        )
         view.next_offset = self._read(None, None, self._deadline(), view.apply)
         return view
 
@@ -997,8 +1101,7 @@ class KafkaStateStore:
         """The writer's view of ``name``, brought up to the end (reads only the new records)."""
         view = self._views.get(name)
         if view is not None and self._end_offset(deadline) < view.next_offset:
-            log.warning("topic %s is shorter than what was read of it: reading it again",
-                        self.topic)
+            log.warning("topic %s is shorter than what was read of it: reading it again", self.topic)
             view = None
         if view is None:
             view = self._scan(name, keep_values=False)
@@ -1053,12 +1156,12 @@ class KafkaStateStore:
                     producer.flush(timeout=max(0.001, deadline - time.monotonic()))
                     queued = 0
             producer.flush(timeout=max(0.001, deadline - time.monotonic()))
-            return [int(f.get(timeout=max(0.001, deadline - time.monotonic())).offset)
-                    for f in futures]
+            return [int(f.get(timeout=max(0.001, deadline - time.monotonic())).offset) for f in futures]
         except KafkaError as exc:
             self._drop_clients()  # a fresh producer next time: nothing queued from this save
-            raise StateUnavailableError(f"writing to {self.topic!r} failed, not acknowledged: "
-                                        f"{type(exc).__name__}: {exc}") from exc
+            raise StateUnavailableError(
+                f"writing to {self.topic!r} failed, not acknowledged: {type(exc).__name__}: {exc}"
+            ) from exc
 
     def save(self, name: str, blob: bytes, *, epoch: int, meta: dict[str, Any] | None = None) -> int:
         """Save ``blob`` as the next version of ``name``; return that version.
@@ -1075,11 +1178,13 @@ class KafkaStateStore:
             deadline = self._deadline()
             return self._save(name, blob, epoch, meta, self._refresh(name, deadline), deadline)[0]
 
-    def _save(self, name: str, blob: bytes, epoch: int, meta: dict[str, Any] | None,
-              view: StateLog, deadline: float) -> tuple[int, int]:
+    def _save(
+        self, name: str, blob: bytes, epoch: int, meta: dict[str, Any] | None, view: StateLog, deadline: float
+    ) -> tuple[int, int]:
         """:meth:`save` with the lock held and ``view`` refreshed: ``(version, manifest offset)``."""
-        plan = plan_save(view, blob, epoch=epoch, meta=meta, chunk_bytes=self.chunk_bytes,
-                         token=os.urandom(16))
+        plan = plan_save(
+            view, blob, epoch=epoch, meta=meta, chunk_bytes=self.chunk_bytes, token=os.urandom(16)
+        )
         start = view.next_offset
         offsets = self._send(plan.records, deadline)
         ours = dict(zip(offsets, plan.records, strict=True))
@@ -1092,8 +1197,9 @@ class KafkaStateStore:
             view.next_offset = manifest_offset + 1
         return plan.manifest.version, manifest_offset
 
-    def claim(self, name: str, blob: bytes, *, min_epoch: int = 0,
-              meta: dict[str, Any] | None = None) -> tuple[int, int]:
+    def claim(
+        self, name: str, blob: bytes, *, min_epoch: int = 0, meta: dict[str, Any] | None = None
+    ) -> tuple[int, int]:
         """Save ``blob`` with a new epoch that no other writer holds; return ``(epoch, version)``.
 
         The epoch is one more than the highest of any manifest of ``name`` (at least
@@ -1114,13 +1220,21 @@ class KafkaStateStore:
             view = self._refresh(name, deadline)
             first = view.first_manifest_offset(epoch)
             if first is not None and first < offset:
-                raise ConcurrentWriteError(f"state {name!r}: epoch {epoch} was claimed first by "
-                                           f"another writer (offset {first}); this claim "
-                                           f"(version {version}) lost")
+                raise ConcurrentWriteError(
+                    f"state {name!r}: epoch {epoch} was claimed first by "
+                    f"another writer (offset {first}); this claim "
+                    f"(version {version}) lost"
+                )
             return epoch, version
 
-    def _check_alone(self, view: StateLog, plan: SavePlan, start: int,
-                     ours: dict[int, tuple[bytes, bytes | None]], deadline: float) -> int:
+    def _check_alone(
+        self,
+        view: StateLog,
+        plan: SavePlan,
+        start: int,
+        ours: dict[int, tuple[bytes, bytes | None]],
+        deadline: float,
+    ) -> int:
         """Read what others appended since ``start`` around our own records; raise on a conflict.
 
         Returns the offset read up to.
@@ -1139,8 +1253,12 @@ class KafkaStateStore:
                 return
             if kind[0] == "manifest" and value is not None:
                 try:
-                    other = Manifest.decode(value, view.name, max_state_bytes=self.max_state_bytes,
-                                            max_bytes=self.max_message_bytes)
+                    other = Manifest.decode(
+                        value,
+                        view.name,
+                        max_state_bytes=self.max_state_bytes,
+                        max_bytes=self.max_message_bytes,
+                    )
                 except CheckpointError:
                     return
                 if other.epoch > epoch:
@@ -1153,16 +1271,25 @@ class KafkaStateStore:
         position = self._read_around(start, ours, deadline, foreign)
         if newer:
             other = max(newer, key=lambda m: m.rank)
-            raise StaleEpochError(f"state {view.name!r}: a writer with epoch {other.epoch} saved "
-                                  f"version {other.version} during this save (epoch {epoch}); "
-                                  f"not publishing")
+            raise StaleEpochError(
+                f"state {view.name!r}: a writer with epoch {other.epoch} saved "
+                f"version {other.version} during this save (epoch {epoch}); "
+                f"not publishing"
+            )
         if clashes:
-            raise ConcurrentWriteError(f"state {view.name!r}: {clashes[0]} during this save "
-                                       f"({len(clashes)} conflicting records); not publishing")
+            raise ConcurrentWriteError(
+                f"state {view.name!r}: {clashes[0]} during this save "
+                f"({len(clashes)} conflicting records); not publishing"
+            )
         return position
 
-    def _read_around(self, start: int, ours: dict[int, tuple[bytes, bytes | None]], deadline: float,
-                     on_record: Callable[[int, bytes | None, bytes | None], None]) -> int:
+    def _read_around(
+        self,
+        start: int,
+        ours: dict[int, tuple[bytes, bytes | None]],
+        deadline: float,
+        on_record: Callable[[int, bytes | None, bytes | None], None],
+    ) -> int:
         """Read the records from ``start`` to the end that are not ``ours`` (the gaps between
         our offsets, then what follows the last), without fetching ours again where possible."""
         last = max(ours, default=start - 1)
@@ -1214,11 +1341,17 @@ class StateFollower:
         Extra kafka-python consumer settings (security, ``client_id``...).
     """
 
-    def __init__(self, bootstrap_servers: str | list[str], topic: str, name: str, *,
-                 max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 request_timeout_ms: int = 30000,
-                 client_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str | list[str],
+        topic: str,
+        name: str,
+        *,
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        request_timeout_ms: int = 30000,
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.name = _check_name(name)
@@ -1242,8 +1375,12 @@ class StateFollower:
         self._lock = threading.Lock()
 
     def _new_view(self) -> StateLog:
-        return StateLog(self.name, keep_values=True, max_state_bytes=self.max_state_bytes,
-                        max_message_bytes=self.max_message_bytes)
+        return StateLog(
+            self.name,
+            keep_values=True,
+            max_state_bytes=self.max_state_bytes,
+            max_message_bytes=self.max_message_bytes,
+        )
 
     @property
     def caught_up(self) -> bool:
@@ -1255,7 +1392,8 @@ class StateFollower:
             from kafka import TopicPartition
 
             self._consumer = _reader(
-                self.bootstrap_servers, self.max_message_bytes, self.request_timeout_ms, self.client_options)
+                self.bootstrap_servers, self.max_message_bytes, self.request_timeout_ms, self.client_options
+            )
             tp = TopicPartition(self.topic, 0)
             self._consumer.assign([tp])
             self._consumer.seek(tp, self._position)
@@ -1312,8 +1450,13 @@ class StateFollower:
         except KafkaError as exc:
             self._backoff = min(2 * self._backoff, 30.0)
             self._retry_at = time.monotonic() + self._backoff
-            log.warning("following %s failed (%s: %s); retrying in %.1f s",
-                        self.topic, type(exc).__name__, exc, self._backoff)
+            log.warning(
+                "following %s failed (%s: %s); retrying in %.1f s",
+                self.topic,
+                type(exc).__name__,
+                exc,
+                self._backoff,
+            )
             self._drop_consumer()
             return
         self._backoff = 0.25
@@ -1324,8 +1467,13 @@ class StateFollower:
             try:
                 self._view.apply(message.offset, message.key, message.value)
             except CheckpointError as exc:  # more chunk data than two states: start over here
-                log.error("state %r on %s: %s; forgetting what was read before offset %d",
-                          self.name, self.topic, exc, message.offset)
+                log.error(
+                    "state %r on %s: %s; forgetting what was read before offset %d",
+                    self.name,
+                    self.topic,
+                    exc,
+                    message.offset,
+                )
                 self._view = self._new_view()
                 self._tried = message.offset
         if not batch and self._end is not None and self._position < self._end:

@@ -91,9 +91,11 @@ def learner_topics(cfg: ServiceConfig) -> tuple[str, str, str]:
     ('fraud.train', 'fraud.state', 'fraud.snapshots')
     """
     group = cfg.group_id
-    return (getattr(cfg, "train_topic", "") or f"{group}.train",
-            getattr(cfg, "state_topic", "") or f"{group}.state",
-            getattr(cfg, "snapshot_topic", "") or f"{group}.snapshots")
+    return (
+        getattr(cfg, "train_topic", "") or f"{group}.train",
+        getattr(cfg, "state_topic", "") or f"{group}.state",
+        getattr(cfg, "snapshot_topic", "") or f"{group}.snapshots",
+    )
 
 
 def store_options(cfg: ServiceConfig) -> dict[str, Any]:
@@ -106,8 +108,11 @@ def store_options(cfg: ServiceConfig) -> dict[str, Any]:
     from kafka import KafkaAdminClient, KafkaProducer
 
     own = {"bootstrap_servers", "request_timeout_ms", "group_id", "acks", "client_id"}
-    known = set(KafkaConsumer.DEFAULT_CONFIG) & set(KafkaProducer.DEFAULT_CONFIG) & set(
-        KafkaAdminClient.DEFAULT_CONFIG)
+    known = (
+        set(KafkaConsumer.DEFAULT_CONFIG)
+        & set(KafkaProducer.DEFAULT_CONFIG)
+        & set(KafkaAdminClient.DEFAULT_CONFIG)
+    )
     options = {k: v for k, v in cfg.kafka.items() if k in known and k not in own}
     return {**options, "client_id": cfg.client_id}
 
@@ -140,28 +145,42 @@ class LearnerMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.records = prometheus_client.Counter(
-            "streamdas_learner_records", "Training records by outcome", ["outcome"], registry=registry)
+            "streamdas_learner_records", "Training records by outcome", ["outcome"], registry=registry
+        )
         self.rejections = prometheus_client.Counter(
-            "streamdas_learner_rejections", "Training records set aside, by reason", ["reason"],
-            registry=registry)
+            "streamdas_learner_rejections",
+            "Training records set aside, by reason",
+            ["reason"],
+            registry=registry,
+        )
         self.epoch = prometheus_client.Gauge(
-            "streamdas_learner_epoch", "The learner's epoch (-1: not the learner)", registry=registry)
+            "streamdas_learner_epoch", "The learner's epoch (-1: not the learner)", registry=registry
+        )
         self.snapshots = prometheus_client.Counter(
-            "streamdas_learner_snapshots", "Snapshots published", registry=registry)
+            "streamdas_learner_snapshots", "Snapshots published", registry=registry
+        )
         self.snapshot_version = prometheus_client.Gauge(
-            "streamdas_learner_snapshot_version", "Version of the last snapshot published",
-            registry=registry)
+            "streamdas_learner_snapshot_version", "Version of the last snapshot published", registry=registry
+        )
         self.last_snapshot = prometheus_client.Gauge(
-            "streamdas_learner_last_snapshot_timestamp_seconds", "When the last snapshot was published",
-            registry=registry)
+            "streamdas_learner_last_snapshot_timestamp_seconds",
+            "When the last snapshot was published",
+            registry=registry,
+        )
         self.checkpoints = prometheus_client.Counter(
-            "streamdas_learner_checkpoints", "Learner states saved", registry=registry)
+            "streamdas_learner_checkpoints", "Learner states saved", registry=registry
+        )
         self.last_checkpoint = prometheus_client.Gauge(
-            "streamdas_learner_last_checkpoint_timestamp_seconds", "When the learner state was last saved",
-            registry=registry)
+            "streamdas_learner_last_checkpoint_timestamp_seconds",
+            "When the learner state was last saved",
+            registry=registry,
+        )
         self.state_errors = prometheus_client.Counter(
-            "streamdas_learner_state_errors", "Failed state operations (claim, publish, checkpoint, load)",
-            ["operation"], registry=registry)
+            "streamdas_learner_state_errors",
+            "Failed state operations (claim, publish, checkpoint, load)",
+            ["operation"],
+            registry=registry,
+        )
         self.epoch.set(-1)
 
 
@@ -246,19 +265,29 @@ class Learner:
     def _make_consumer(self) -> Any:
         cfg = self.cfg
         options = {k: v for k, v in cfg.kafka.items() if k in KafkaConsumer.DEFAULT_CONFIG}
-        fixed = {"bootstrap_servers": cfg.bootstrap_servers.split(","), "client_id": cfg.client_id,
-                 "request_timeout_ms": max(cfg.request_timeout_ms,
-                                           cfg.session_timeout_ms + _COORDINATOR_MARGIN_MS),
-                 "group_id": self.group_id, "enable_auto_commit": False,
-                 "auto_offset_reset": "earliest", "session_timeout_ms": cfg.session_timeout_ms,
-                 "heartbeat_interval_ms": cfg.heartbeat_interval_ms,
-                 "max_poll_records": cfg.max_poll_records}
+        fixed = {
+            "bootstrap_servers": cfg.bootstrap_servers.split(","),
+            "client_id": cfg.client_id,
+            "request_timeout_ms": max(
+                cfg.request_timeout_ms, cfg.session_timeout_ms + _COORDINATOR_MARGIN_MS
+            ),
+            "group_id": self.group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "session_timeout_ms": cfg.session_timeout_ms,
+            "heartbeat_interval_ms": cfg.heartbeat_interval_ms,
+            "max_poll_records": cfg.max_poll_records,
+        }
         return KafkaConsumer(**{**options, **fixed})
 
     def _make_store(self, topic: str) -> KafkaStateStore:
         cfg = self.cfg
-        return KafkaStateStore(cfg.bootstrap_servers, topic, client_options=store_options(cfg),
-                               timeout_s=max(5.0, cfg.session_timeout_ms / 2000))
+        return KafkaStateStore(
+            cfg.bootstrap_servers,
+            topic,
+            client_options=store_options(cfg),
+            timeout_s=max(5.0, cfg.session_timeout_ms / 2000),
+        )
 
     def _connect(self) -> None:
         self.state_store = self._make_store(self.state_topic)
@@ -294,8 +323,9 @@ class Learner:
                 self._turn()
                 backoff = 0.5
             except (KafkaError, OSError) as exc:
-                log.warning("learner: broker error (%s: %s); reconnecting in %.1f s",
-                            type(exc).__name__, exc, backoff)
+                log.warning(
+                    "learner: broker error (%s: %s); reconnecting in %.1f s", type(exc).__name__, exc, backoff
+                )
                 self._close()
                 stop.wait(backoff)
                 backoff = min(backoff * 2, self.cfg.retry_backoff_max_s)
@@ -337,7 +367,7 @@ class Learner:
             for start in range(0, len(messages), self.publish_every):  # publish between chunks
                 if not self.is_learner:  # deposed by a refused publication
                     return
-                self._learn(messages[start:start + self.publish_every])
+                self._learn(messages[start : start + self.publish_every])
                 self._maybe_publish()
             self._maybe_publish()
             self._maybe_checkpoint()
@@ -381,8 +411,9 @@ class Learner:
             state = self._restore()
             snapshot_epoch = self.snapshot_store.latest_epoch(SNAPSHOT_NAME)
             min_epoch = 0 if snapshot_epoch is None else snapshot_epoch + 1
-            epoch, version = self.state_store.claim(LEARNER_NAME, state.to_blob(), min_epoch=min_epoch,
-                                                    meta=self._meta(state))
+            epoch, version = self.state_store.claim(
+                LEARNER_NAME, state.to_blob(), min_epoch=min_epoch, meta=self._meta(state)
+            )
         except (CheckpointError, ValueError) as exc:  # no answer, another claimant won, too large
             log.warning("learner: cannot take over yet (%s); retrying in %.1f s", exc, self._claim_backoff)
             self.metrics.state_errors.labels(operation="claim").inc()
@@ -396,8 +427,13 @@ class Learner:
         self._unpublished = 0
         self.metrics.checkpoints.inc()
         self.metrics.last_checkpoint.set_to_current_time()
-        log.info("learner: elected; epoch %d, state version %d, %d records learned, training topic "
-                 "from offset %s", epoch, version, state.n_learned, state.train_offset or 0)
+        log.info(
+            "learner: elected; epoch %d, state version %d, %d records learned, training topic from offset %s",
+            epoch,
+            version,
+            state.n_learned,
+            state.train_offset or 0,
+        )
         if not self._publish():
             return
         if state.train_offset is None:
@@ -413,7 +449,9 @@ class Learner:
         if parked is not None and self._saved_version is not None:
             head = self.state_store.head(LEARNER_NAME)
             unchanged = head is not None and (head.version, head.meta.get("owner")) == (
-                self._saved_version, self.owner)
+                self._saved_version,
+                self.owner,
+            )
             if unchanged:
                 return parked
         try:
@@ -425,18 +463,31 @@ class Learner:
         if stored is not None:
             try:
                 return LearnerState.from_blob(
-                    stored.blob, task=self.cfg.task, kind=self.cfg.model, topics=self.cfg.topics,
-                    features=self.cfg.features, max_bytes=message_limit(self.cfg.kafka),
+                    stored.blob,
+                    task=self.cfg.task,
+                    kind=self.cfg.model,
+                    topics=self.cfg.topics,
+                    features=self.cfg.features,
+                    max_bytes=message_limit(self.cfg.kafka),
                     params=self.cfg.model_params,
-                    where=f"learner state (epoch {stored.epoch}, version {stored.version})")
+                    where=f"learner state (epoch {stored.epoch}, version {stored.version})",
+                )
             except CheckpointError as exc:
-                log.error("learner: the saved state cannot be used (%s); starting a fresh model that "
-                          "learns the training topic from its beginning", exc)
+                log.error(
+                    "learner: the saved state cannot be used (%s); starting a fresh model that "
+                    "learns the training topic from its beginning",
+                    exc,
+                )
                 self.metrics.state_errors.labels(operation="load").inc()
         else:
             log.info("learner: no saved state; a fresh model learns the training topic from its beginning")
-        return LearnerState(make_estimator(self.spec), task=self.cfg.task, topics=self.cfg.topics,
-                            features=self.cfg.features, max_bytes=message_limit(self.cfg.kafka))
+        return LearnerState(
+            make_estimator(self.spec),
+            task=self.cfg.task,
+            topics=self.cfg.topics,
+            features=self.cfg.features,
+            max_bytes=message_limit(self.cfg.kafka),
+        )
 
     def _meta(self, state: LearnerState) -> dict[str, Any]:
         return {"owner": self.owner, "n_learned": state.n_learned, "train_offset": state.train_offset}
@@ -473,9 +524,14 @@ class Learner:
         return time.monotonic() >= self._retry_at[operation]
 
     def _maybe_publish(self) -> None:
-        if self._unpublished and self._due("publish") and (
-                self._unpublished >= self.publish_every or
-                time.monotonic() - self._first_unpublished >= self.publish_interval_s):
+        if (
+            self._unpublished
+            and self._due("publish")
+            and (
+                self._unpublished >= self.publish_every
+                or time.monotonic() - self._first_unpublished >= self.publish_interval_s
+            )
+        ):
             self._publish()
 
     def _publish(self) -> bool:
@@ -484,9 +540,15 @@ class Learner:
         if not self.is_learner or state is None or store is None or epoch is None:
             return False
         now = time.time()
-        version = self._save("publish", lambda: store.save(
-            SNAPSHOT_NAME, encode_snapshot(state.estimator, n_learned=state.n_learned, published_at=now),
-            epoch=epoch, meta={"owner": self.owner, "n_learned": state.n_learned, "published_at": now}))
+        version = self._save(
+            "publish",
+            lambda: store.save(
+                SNAPSHOT_NAME,
+                encode_snapshot(state.estimator, n_learned=state.n_learned, published_at=now),
+                epoch=epoch,
+                meta={"owner": self.owner, "n_learned": state.n_learned, "published_at": now},
+            ),
+        )
         if version is None:
             return self.is_learner
         self._unpublished = 0
@@ -496,9 +558,14 @@ class Learner:
         return True
 
     def _maybe_checkpoint(self) -> None:
-        if self._dirty and self._due("checkpoint") and (
-                self._dirty >= self.cfg.checkpoint_every or
-                time.monotonic() - self._last_checkpoint >= self.cfg.checkpoint_interval_s):
+        if (
+            self._dirty
+            and self._due("checkpoint")
+            and (
+                self._dirty >= self.cfg.checkpoint_every
+                or time.monotonic() - self._last_checkpoint >= self.cfg.checkpoint_interval_s
+            )
+        ):
             self._checkpoint()
 
     def _checkpoint(self) -> bool:
@@ -507,8 +574,10 @@ class Learner:
         if not self.is_learner or state is None or store is None or epoch is None:
             return False
         self._last_checkpoint = time.monotonic()  # a failed save waits for the next interval too
-        version = self._save("checkpoint", lambda: store.save(
-            LEARNER_NAME, state.to_blob(), epoch=epoch, meta=self._meta(state)))
+        version = self._save(
+            "checkpoint",
+            lambda: store.save(LEARNER_NAME, state.to_blob(), epoch=epoch, meta=self._meta(state)),
+        )
         if version is None:
             return False
         self._saved_version = version

@@ -54,9 +54,15 @@ METRIC_TYPES = frozenset({"counter", "gauge", "summary", "histogram", "info", "s
 
 def metric_families(registry: CollectorRegistry) -> list[list[Any]]:
     """``registry``'s metric families as JSON-ready lists ``[name, help, type, samples]``."""
-    return [[family.name, family.documentation, family.type,
-             [[s.name, s.labels, s.value] for s in family.samples]]
-            for family in registry.collect()]
+    return [
+        [
+            family.name,
+            family.documentation,
+            family.type,
+            [[s.name, s.labels, s.value] for s in family.samples],
+        ]
+        for family in registry.collect()
+    ]
 
 
 class ChildMetrics(Collector):
@@ -94,8 +100,9 @@ class ChildMetrics(Collector):
                     continue
                 metric = Metric(str(name), str(documentation), kind)
                 for sample_name, labels, value in samples:
-                    metric.add_sample(str(sample_name), {str(k): str(v) for k, v in labels.items()},
-                                      float(value))
+                    metric.add_sample(
+                        str(sample_name), {str(k): str(v) for k, v in labels.items()}, float(value)
+                    )
             except (TypeError, ValueError, AttributeError):
                 continue
             out.append(metric)
@@ -121,15 +128,15 @@ class LearnerProcess:
         killed (default: the group's session timeout plus 10 s).
     """
 
-    def __init__(self, cfg: ServiceConfig, telemetry: Any = None,
-                 stop_timeout_s: float | None = None) -> None:
+    def __init__(
+        self, cfg: ServiceConfig, telemetry: Any = None, stop_timeout_s: float | None = None
+    ) -> None:
         self.cfg = cfg
         self.is_learner = False
         self.epoch: int | None = None
         self.n_learned = 0
         self.pid: int | None = None
-        self.stop_timeout_s = (cfg.session_timeout_ms / 1000 + 10 if stop_timeout_s is None
-                               else stop_timeout_s)
+        self.stop_timeout_s = cfg.session_timeout_ms / 1000 + 10 if stop_timeout_s is None else stop_timeout_s
         self.metrics = ChildMetrics()
         registry = getattr(telemetry, "registry", None)
         if registry is not None:
@@ -160,12 +167,15 @@ class LearnerProcess:
         """Start the child and wait until ``stop`` is set; then ask it to stop (it saves and
         leaves its group) and wait for it. Raises ``RuntimeError`` if the child exits first."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "consumers.learner_process"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "consumers.learner_process"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
         assert proc.stdin is not None and proc.stdout is not None
         self.pid = proc.pid
-        reader = threading.Thread(target=self._read, args=(proc.stdout,), name="learner-status",
-                                  daemon=True)
+        reader = threading.Thread(target=self._read, args=(proc.stdout,), name="learner-status", daemon=True)
         reader.start()
         try:
             proc.stdin.write(json.dumps(dataclasses.asdict(self.cfg)).encode() + b"\n")
@@ -179,8 +189,7 @@ class LearnerProcess:
             try:
                 proc.wait(timeout=self.stop_timeout_s)
             except subprocess.TimeoutExpired:
-                log.error("the learner process did not stop within %.0f s; killing it",
-                          self.stop_timeout_s)
+                log.error("the learner process did not stop within %.0f s; killing it", self.stop_timeout_s)
         finally:
             with contextlib.suppress(OSError):
                 proc.stdin.close()
@@ -195,8 +204,12 @@ class LearnerProcess:
 def _report(learner: Any, out: IO[bytes], stop: threading.Event) -> None:
     """Write the learner's status and metrics every :data:`STATUS_EVERY_S` until stopped."""
     while True:
-        status = {"is_learner": bool(learner.is_learner), "epoch": learner.epoch,
-                  "n_learned": int(learner.n_learned), "metrics": metric_families(learner.registry)}
+        status = {
+            "is_learner": bool(learner.is_learner),
+            "epoch": learner.epoch,
+            "n_learned": int(learner.n_learned),
+            "metrics": metric_families(learner.registry),
+        }
         try:
             out.write(json.dumps(status).encode() + b"\n")
             out.flush()
@@ -225,8 +238,11 @@ def main() -> int:
     except (ValueError, TypeError, AttributeError) as exc:
         print(f"learner process: bad configuration: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=cfg.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -237,10 +253,8 @@ def main() -> int:
     learner = Learner(cfg)
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # stray prints must not corrupt the status stream
-    threading.Thread(target=_watch, args=(sys.stdin.buffer, stop), name="learner-input",
-                     daemon=True).start()
-    reporter = threading.Thread(target=_report, args=(learner, out, stop), name="learner-report",
-                                daemon=True)
+    threading.Thread(target=_watch, args=(sys.stdin.buffer, stop), name="learner-input", daemon=True).start()
+    reporter = threading.Thread(target=_report, args=(learner, out, stop), name="learner-report", daemon=True)
     reporter.start()
     with limit_threads(max(1, cfg.torch_threads)):
         worker = threading.Thread(target=learner.run, args=(stop,), name="learner", daemon=True)

@@ -158,14 +158,21 @@ def _bytes_fields(name: str, data: bytes | None, prefix: int) -> dict[str, Any]:
     if data is None:
         return {f"{name}_b64": None}
     data = bytes(data)
-    return {f"{name}_b64": base64.b64encode(data[:prefix]).decode("ascii"),
-            f"{name}_len": len(data),
-            f"{name}_sha256": hashlib.sha256(data).hexdigest()}
+    return {
+        f"{name}_b64": base64.b64encode(data[:prefix]).decode("ascii"),
+        f"{name}_len": len(data),
+        f"{name}_sha256": hashlib.sha256(data).hexdigest(),
+    }
 
 
 def dead_letter_payload(
-    key: bytes | None, value: bytes | None, topic: str, partition: int, offset: int,
-    rejection: Rejection, value_bytes: int = DEFAULT_DEAD_LETTER_VALUE_BYTES,
+    key: bytes | None,
+    value: bytes | None,
+    topic: str,
+    partition: int,
+    offset: int,
+    rejection: Rejection,
+    value_bytes: int = DEFAULT_DEAD_LETTER_VALUE_BYTES,
 ) -> dict[str, Any]:
     """The JSON object published to the dead-letter topic.
 
@@ -210,12 +217,16 @@ def dead_letter(origin: Origin, rejection: Rejection, *, limit: int, value_bytes
     True
     """
     key = message_key(origin.key)
-    data = encode(dead_letter_payload(origin.key, origin.value, origin.topic, origin.partition,
-                                      origin.offset, rejection, value_bytes))
+    data = encode(
+        dead_letter_payload(
+            origin.key, origin.value, origin.topic, origin.partition, origin.offset, rejection, value_bytes
+        )
+    )
     if len(data) + len(key or b"") > limit:  # a tiny max_request_size: keep only the facts
         small = Rejection(rejection.reason, clip(rejection.detail, 200))
-        payload = dead_letter_payload(origin.key, origin.value, origin.topic, origin.partition,
-                                      origin.offset, small, 0)
+        payload = dead_letter_payload(
+            origin.key, origin.value, origin.topic, origin.partition, origin.offset, small, 0
+        )
         if payload["key_b64"] is not None:
             payload["key_b64"] = ""
         data = encode(payload)
@@ -223,7 +234,11 @@ def dead_letter(origin: Origin, rejection: Rejection, *, limit: int, value_bytes
 
 
 def render(
-    result: BatchResult, origins: Sequence[Origin], *, limit: int, value_bytes: int,
+    result: BatchResult,
+    origins: Sequence[Origin],
+    *,
+    limit: int,
+    value_bytes: int,
     extra: Mapping[str, Any] | None = None,
 ) -> list[Outgoing]:
     """The messages of one processed batch, in input order.
@@ -247,8 +262,15 @@ def render(
     out: list[Outgoing] = []
     for i, rejection in result.rejections:
         o = origins[i]
-        out.append(Outgoing("dead_letter", i, message_key(o.key), dead_letter(
-            o, rejection, limit=limit, value_bytes=value_bytes), rejection.reason))
+        out.append(
+            Outgoing(
+                "dead_letter",
+                i,
+                message_key(o.key),
+                dead_letter(o, rejection, limit=limit, value_bytes=value_bytes),
+                rejection.reason,
+            )
+        )
     kept: list[tuple[int, dict[str, Any]]] = []
     for i, body in result.predictions:
         o = origins[i]
@@ -262,11 +284,19 @@ def render(
             kept.append((i, body))
             continue
         learned = "learned" if body.get("learned") else "not learned"
-        rejection = Rejection("output_too_large",
-                              f"prediction of {size} bytes > {limit} (the record was {learned})")
+        rejection = Rejection(
+            "output_too_large", f"prediction of {size} bytes > {limit} (the record was {learned})"
+        )
         result.rejections.append((i, rejection))
-        out.append(Outgoing("dead_letter", i, key, dead_letter(
-            o, rejection, limit=limit, value_bytes=value_bytes), rejection.reason))
+        out.append(
+            Outgoing(
+                "dead_letter",
+                i,
+                key,
+                dead_letter(o, rejection, limit=limit, value_bytes=value_bytes),
+                rejection.reason,
+            )
+        )
     result.predictions[:] = kept
     out.sort(key=lambda m: (m.index, m.kind == "dead_letter"))
     return out

@@ -33,8 +33,25 @@ OUTCOMES = ("predicted", "learned", "dead_lettered")
 """Allowed values of the ``outcome`` label of ``streamdas_records_total``."""
 
 DEFAULT_LATENCY_BUCKETS = (
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 """Histogram buckets (seconds) for per-record learn/predict latency."""
 
@@ -150,69 +167,113 @@ class ServiceMetrics:
         buckets = tuple(buckets)
 
         self.records = prometheus_client.Counter(
-            _name("records"), "Records handled, by outcome.", ["model", "outcome"],
-            registry=reg)
+            _name("records"), "Records handled, by outcome.", ["model", "outcome"], registry=reg
+        )
         self.dead_letters = prometheus_client.Counter(
-            _name("dead_letters"), "Records sent to the dead-letter topic, by reason.",
-            ["model", "reason"], registry=reg)
+            _name("dead_letters"),
+            "Records sent to the dead-letter topic, by reason.",
+            ["model", "reason"],
+            registry=reg,
+        )
         self.predict_latency = prometheus_client.Histogram(
-            _name("predict_latency_seconds"), "Per-record prediction latency.", ["model"],
-            buckets=buckets, registry=reg)
+            _name("predict_latency_seconds"),
+            "Per-record prediction latency.",
+            ["model"],
+            buckets=buckets,
+            registry=reg,
+        )
         self.learn_latency = prometheus_client.Histogram(
-            _name("learn_latency_seconds"), "Per-record learning latency.", ["model"],
-            buckets=buckets, registry=reg)
+            _name("learn_latency_seconds"),
+            "Per-record learning latency.",
+            ["model"],
+            buckets=buckets,
+            registry=reg,
+        )
         self.lag = prometheus_client.Gauge(
-            _name("consumer_lag_messages"), "Messages behind the partition's end offset.",
-            ["model", "partition"], registry=reg)
+            _name("consumer_lag_messages"),
+            "Messages behind the partition's end offset.",
+            ["model", "partition"],
+            registry=reg,
+        )
         self.last_checkpoint = prometheus_client.Gauge(
             _name("last_checkpoint_timestamp_seconds"),
-            "Unix time of the last successful checkpoint.", ["model"], registry=reg)
+            "Unix time of the last successful checkpoint.",
+            ["model"],
+            registry=reg,
+        )
         self.checkpoints = prometheus_client.Counter(
-            _name("checkpoints"), "Checkpoints written.", ["model"], registry=reg)
+            _name("checkpoints"), "Checkpoints written.", ["model"], registry=reg
+        )
         self.checkpoint_fallbacks = prometheus_client.Counter(
             _name("checkpoint_fallbacks"),
             "Unreadable checkpoints skipped, by what was loaded instead (older, fresh).",
-            ["model", "to"], registry=reg)
+            ["model", "to"],
+            registry=reg,
+        )
         self.accuracy = prometheus_client.Gauge(
             _name("prequential_accuracy"),
-            "Rolling test-then-train accuracy (classifiers), 0..1.", ["model"], registry=reg)
+            "Rolling test-then-train accuracy (classifiers), 0..1.",
+            ["model"],
+            registry=reg,
+        )
         self.mae = prometheus_client.Gauge(
             _name("prequential_mean_absolute_error"),
             "Rolling test-then-train mean absolute error (regressors), target units.",
-            ["model"], registry=reg)
+            ["model"],
+            registry=reg,
+        )
         self.window_samples = prometheus_client.Gauge(
             _name("prequential_window_samples"),
-            "Records in the rolling prequential window.", ["model"], registry=reg)
+            "Records in the rolling prequential window.",
+            ["model"],
+            registry=reg,
+        )
         self.broker_up = prometheus_client.Gauge(
-            _name("broker_up"), "1 when the broker was reachable at the last poll.",
-            ["model"], registry=reg)
+            _name("broker_up"), "1 when the broker was reachable at the last poll.", ["model"], registry=reg
+        )
         self.last_heartbeat = prometheus_client.Gauge(
             _name("last_heartbeat_timestamp_seconds"),
-            "Unix time of the last consume-loop iteration.", ["model"], registry=reg)
+            "Unix time of the last consume-loop iteration.",
+            ["model"],
+            registry=reg,
+        )
         self.start_time = prometheus_client.Gauge(
-            _name("start_time_seconds"), "Unix time the service started.", ["model"],
-            registry=reg)
+            _name("start_time_seconds"), "Unix time the service started.", ["model"], registry=reg
+        )
         self.start_time.labels(self.model).set(self._started)
         self.snapshot_epoch = prometheus_client.Gauge(
-            _name("snapshot_epoch"), "Epoch (learner term) of the model snapshot predictions use.",
-            ["model"], registry=reg)
+            _name("snapshot_epoch"),
+            "Epoch (learner term) of the model snapshot predictions use.",
+            ["model"],
+            registry=reg,
+        )
         self.snapshot_version = prometheus_client.Gauge(
-            _name("snapshot_version"), "Version of the model snapshot predictions use.",
-            ["model"], registry=reg)
+            _name("snapshot_version"),
+            "Version of the model snapshot predictions use.",
+            ["model"],
+            registry=reg,
+        )
         self.snapshot_learned = prometheus_client.Gauge(
             _name("snapshot_records_learned"),
-            "Records the model of the snapshot in use had learned.", ["model"], registry=reg)
+            "Records the model of the snapshot in use had learned.",
+            ["model"],
+            registry=reg,
+        )
         self.snapshot_age = prometheus_client.Gauge(
             _name("snapshot_age_seconds"),
             "Seconds since the learner published the snapshot in use (its clock against ours).",
-            ["model"], registry=reg)
+            ["model"],
+            registry=reg,
+        )
         self.learner = prometheus_client.Gauge(
-            _name("learner"), "1 while this instance is the group's elected learner.", ["model"],
-            registry=reg)
+            _name("learner"), "1 while this instance is the group's elected learner.", ["model"], registry=reg
+        )
         self.learner_learned = prometheus_client.Gauge(
             _name("learner_records_learned"),
             "Records learned by this instance's learner's model (0 unless it is the learner).",
-            ["model"], registry=reg)
+            ["model"],
+            registry=reg,
+        )
         self._snapshot_published: float | None = None
         # Pre-create the bounded label sets so rates exist from the first scrape.
         for outcome in OUTCOMES:
@@ -330,8 +391,7 @@ class ServiceMetrics:
 
     def mark_checkpoint(self, timestamp: float | None = None) -> None:
         """Record a successful checkpoint at ``timestamp`` (default: now)."""
-        self.last_checkpoint.labels(self.model).set(
-            time.time() if timestamp is None else float(timestamp))
+        self.last_checkpoint.labels(self.model).set(time.time() if timestamp is None else float(timestamp))
         self.checkpoints.labels(self.model).inc()
 
     def checkpoint_fallback(self, to: str) -> None:

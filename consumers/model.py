@@ -121,8 +121,10 @@ def check_checkpointable(est: Any) -> None:
     outputs = getattr(est, "max_classes", 1)
     for name, value in (("max_units", width), ("max_features", inputs), ("max_classes", outputs)):
         if value is None:
-            raise ValueError(f"{name}=None: the service needs max_units, max_features (and "
-                             f"max_classes) bounded, so that every model it saves can be loaded")
+            raise ValueError(
+                f"{name}=None: the service needs max_units, max_features (and "
+                f"max_classes) bounded, so that every model it saves can be loaded"
+            )
     depth = len(est.hidden_sizes)
     n = inputs * width + width + (depth - 1) * (width * width + width) + width * outputs + outputs
     limits = DEFAULT_LIMITS
@@ -131,7 +133,8 @@ def check_checkpointable(est: Any) -> None:
             f"a network of {inputs} inputs, {depth} hidden layers of up to {width} units and "
             f"{outputs} outputs may reach {n:,} parameters; a checkpoint holds at most "
             f"{limits.max_units} units a layer and {limits.max_parameters:,} parameters: lower "
-            f"max_units, max_features or max_classes")
+            f"max_units, max_features or max_classes"
+        )
 
 
 #: Feature bound of estimators that have none of their own (River's linear baselines).
@@ -203,8 +206,9 @@ def model_limits(est: Any) -> Limits:
     return Limits(
         max_features=getattr(est, "max_features", DEFAULT_MAX_FEATURES),
         max_classes=getattr(est, "max_classes", DEFAULT_MAX_CLASSES) if keeps_labels else None,
-        max_label_length=(getattr(est, "max_label_length", DEFAULT_MAX_LABEL_LENGTH)
-                          if keeps_labels else None),
+        max_label_length=(
+            getattr(est, "max_label_length", DEFAULT_MAX_LABEL_LENGTH) if keeps_labels else None
+        ),
     )
 
 
@@ -241,30 +245,34 @@ class _Admission:
                 return problem
         lim = self.limits
         if lim.max_features is not None and len(rec.x) > lim.max_features:
-            return Rejection("too_many_features",
-                             f"{len(rec.x)} features > max_features={lim.max_features}")
+            return Rejection("too_many_features", f"{len(rec.x)} features > max_features={lim.max_features}")
         if rec.y is None or not self.learn:
             return None
         if self.classification and lim.max_label_length is not None:
             length = len(str(rec.y))
             if length > lim.max_label_length:
-                return Rejection("label_too_long", f"label of {length} characters > "
-                                 f"max_label_length={lim.max_label_length}")
+                return Rejection(
+                    "label_too_long",
+                    f"label of {length} characters > max_label_length={lim.max_label_length}",
+                )
         new_classes: list[Any] = []
         if self.classes is not None and lim.max_classes is not None:
             labels = [False, True] if isinstance(rec.y, bool) else [rec.y]
-            new_classes = [c for c in labels
-                           if c not in self.classes and c not in self.new_classes]
+            new_classes = [c for c in labels if c not in self.classes and c not in self.new_classes]
             total = len(self.classes) + len(self.new_classes) + len(new_classes)
             if new_classes and total > lim.max_classes:
-                return Rejection("too_many_classes", f"label {clip(repr(rec.y), 100)} would be "
-                                 f"class {total} > max_classes={lim.max_classes}")
+                return Rejection(
+                    "too_many_classes",
+                    f"label {clip(repr(rec.y), 100)} would be class {total} > max_classes={lim.max_classes}",
+                )
         if self.known is not None and lim.max_features is not None:
             new = [k for k in rec.x if k not in self.known and k not in self.new_features]
             total = len(self.known) + len(self.new_features) + len(new)
             if new and total > lim.max_features:
-                return Rejection("too_many_features", f"{len(new)} new features would make "
-                                 f"{total} > max_features={lim.max_features}")
+                return Rejection(
+                    "too_many_features",
+                    f"{len(new)} new features would make {total} > max_features={lim.max_features}",
+                )
             self.new_features.update(new)
         self.new_classes.update(new_classes)
         return None
@@ -344,9 +352,7 @@ def _frames(rows: list[Record], uniform: bool) -> Iterator[tuple[int, pd.DataFra
         start = stop
 
 
-def _predict(
-    est: Any, X: pd.DataFrame, task: str
-) -> tuple[list[Any], list[dict[str, float] | None]]:
+def _predict(est: Any, X: pd.DataFrame, task: str) -> tuple[list[Any], list[dict[str, float] | None]]:
     n = len(X)
     if task == "regression":
         preds = est.predict_many(X)
@@ -379,7 +385,7 @@ def _predict_frame(est: Any, X: pd.DataFrame, task: str) -> list[Outcome]:
     out: list[Outcome] = []
     for k in range(len(X)):
         try:
-            row = X.iloc[k:k + 1].dropna(axis=1, how="all")
+            row = X.iloc[k : k + 1].dropna(axis=1, how="all")
             preds, probs = _predict(est, row, task)
             out.append((preds[0], probs[0]))
         except BaseException as exc:
@@ -458,8 +464,7 @@ def process_batch(
         try:
             key = keys[i] if keys is not None else None
             if key is not None and max_key_bytes is not None and len(key) > max_key_bytes:
-                parsed: Record | Rejection = Rejection(
-                    "oversized_key", f"{len(key)} bytes > {max_key_bytes}")
+                parsed: Record | Rejection = Rejection("oversized_key", f"{len(key)} bytes > {max_key_bytes}")
             else:
                 parsed = parse_record(raw, task=task, max_bytes=max_bytes)
             if isinstance(parsed, Record):
@@ -483,8 +488,7 @@ def process_batch(
     labelled: list[int] = []
     for pos, ((i, rec), outcome) in enumerate(zip(valid, outcomes, strict=True)):
         if isinstance(outcome, BaseException):
-            result.rejections.append((i, Rejection("model_error",
-                                                   f"predict: {_failure(outcome)}")))
+            result.rejections.append((i, Rejection("model_error", f"predict: {_failure(outcome)}")))
             continue
         pred, proba = outcome
         payload: dict[str, Any] = {"id": rec.id, "prediction": pred}
@@ -550,8 +554,7 @@ def _learn(
         except BaseException as exc:
             if isinstance(exc, STOP_REQUESTS):
                 raise
-            result.rejections.append((valid[pos][0], Rejection(
-                limit_reason(exc), f"learn: {_failure(exc)}")))
+            result.rejections.append((valid[pos][0], Rejection(limit_reason(exc), f"learn: {_failure(exc)}")))
 
     if not split:
         for pos in labelled:
@@ -563,7 +566,7 @@ def _learn(
         return done
     chosen = [rows[p] for p in labelled]
     for start, X in _frames(chosen, uniform=False):
-        part = labelled[start:start + len(X)]
+        part = labelled[start : start + len(X)]
         y = pd.Series([rows[p].y for p in part])
         try:
             est.learn_many(X, y, split=True)
@@ -572,20 +575,17 @@ def _learn(
         except BaseException as exc:
             if isinstance(exc, STOP_REQUESTS):
                 raise
-            log.warning("minibatch learning failed (%s); retrying record by record",
-                        _failure(exc))
+            log.warning("minibatch learning failed (%s); retrying record by record", _failure(exc))
         for k, pos in enumerate(part):
 
             def learn_row(k: int = k, X: pd.DataFrame = X, y: pd.Series = y) -> None:
-                est.learn_many(X.iloc[k:k + 1].dropna(axis=1, how="all"), y.iloc[k:k + 1], split=True)
+                est.learn_many(X.iloc[k : k + 1].dropna(axis=1, how="all"), y.iloc[k : k + 1], split=True)
 
             attempt(pos, learn_row)
     return done
 
 
-def process_guarded(
-    state: PartitionState, values: Sequence[bytes | None], **options: Any
-) -> BatchResult:
+def process_guarded(state: PartitionState, values: Sequence[bytes | None], **options: Any) -> BatchResult:
     """:func:`process_batch`, which contains each record's failures; should the batch still
     raise, its records are processed again one at a time, and a record that raises alone is
     rejected as ``internal_error``. Only a stop request (``KeyboardInterrupt``,
@@ -604,8 +604,12 @@ def process_guarded(
     except BaseException as exc:
         if isinstance(exc, STOP_REQUESTS):
             raise
-        log.error("a batch of %d records failed outside the per-record checks (%s); "
-                  "processing its records one at a time", len(values), _failure(exc))
+        log.error(
+            "a batch of %d records failed outside the per-record checks (%s); "
+            "processing its records one at a time",
+            len(values),
+            _failure(exc),
+        )
     state.n_records, state.dirty = before
     keys = options.pop("keys", None)
     result = BatchResult()

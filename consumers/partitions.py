@@ -56,9 +56,13 @@ class PartitionScope:
         self.cfg = cfg
         self.lock = lock
         self.spec = model_spec(cfg)
-        self.store = CheckpointStore(cfg.checkpoint_dir, keep=cfg.checkpoint_keep, kind=cfg.model,
-                                     on_fallback=telemetry.checkpoint_fallback,
-                                     params=cfg.model_params)
+        self.store = CheckpointStore(
+            cfg.checkpoint_dir,
+            keep=cfg.checkpoint_keep,
+            kind=cfg.model,
+            on_fallback=telemetry.checkpoint_fallback,
+            params=cfg.model_params,
+        )
         self._parked: dict[TopicPartition, PartitionState] = {}
 
     # -- the loop's hooks ------------------------------------------------------------------
@@ -107,13 +111,19 @@ class PartitionScope:
         state = self.configured(loaded.state)
         return state, state.next_offset
 
-    def process(self, state: PartitionState, values: Sequence[bytes | None],
-                keys: Sequence[bytes | None]) -> BatchResult:
+    def process(
+        self, state: PartitionState, values: Sequence[bytes | None], keys: Sequence[bytes | None]
+    ) -> BatchResult:
         """Predict then learn one partition's records (under the lock)."""
         with self.lock:
-            return process_guarded(state, values, task=self.cfg.task,
-                                   max_bytes=self.cfg.max_record_bytes, keys=keys,
-                                   max_key_bytes=MAX_KEY_BYTES)
+            return process_guarded(
+                state,
+                values,
+                task=self.cfg.task,
+                max_bytes=self.cfg.max_record_bytes,
+                keys=keys,
+                max_key_bytes=MAX_KEY_BYTES,
+            )
 
     def forward(self, result: BatchResult, origins: Sequence[Origin]) -> bool:
         """Nothing leaves the instance besides predictions and dead letters."""

@@ -130,11 +130,17 @@ class SharedScope:
     #: is predicted in parts of at most this many).
     max_batch = 250
 
-    def __init__(self, cfg: ServiceConfig, telemetry: Telemetry, lock: threading.RLock, *,
-                 on_send_error: Callable[[BaseException], None],
-                 follower_factory: Callable[[], Any] | None = None,
-                 learner_factory: Callable[[], Any] | None = None,
-                 producer_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ServiceConfig,
+        telemetry: Telemetry,
+        lock: threading.RLock,
+        *,
+        on_send_error: Callable[[BaseException], None],
+        follower_factory: Callable[[], Any] | None = None,
+        learner_factory: Callable[[], Any] | None = None,
+        producer_factory: Callable[[], Any] | None = None,
+    ) -> None:
         self.cfg = cfg
         self.telemetry = telemetry
         self.lock = lock
@@ -142,8 +148,7 @@ class SharedScope:
         self.on_send_error = on_send_error
         self.follower_factory = follower_factory or self._follower
         self.learner_factory = learner_factory or self._learner
-        self.producer_factory = producer_factory or (
-            lambda: KafkaProducer(**train_producer_options(cfg)))
+        self.producer_factory = producer_factory or (lambda: KafkaProducer(**train_producer_options(cfg)))
         self.slot = SnapshotSlot()
         self.snapshot: Any = None  # the snapshot in use
         self._blank = make_estimator(model_spec(cfg))  # its limits check records before any snapshot
@@ -158,8 +163,9 @@ class SharedScope:
     def _follower(self) -> Any:
         from consumers.snapshots import SnapshotFollower
 
-        return SnapshotFollower(self.cfg.bootstrap_servers, self.topics.snapshots,
-                                client_options=client_options(self.cfg))
+        return SnapshotFollower(
+            self.cfg.bootstrap_servers, self.topics.snapshots, client_options=client_options(self.cfg)
+        )
 
     def _learner(self) -> Any:
         if self.cfg.learner_mode == "process":
@@ -187,8 +193,12 @@ class SharedScope:
                 break
             except CONNECT_ERRORS as exc:
                 self.telemetry.broker_up(False, "cannot create the internal topics")
-                log.warning("cannot create the shared scope's topics %s yet (%s); retrying in "
-                            "%.1f s", list(self.topics), exc, delay)
+                log.warning(
+                    "cannot create the shared scope's topics %s yet (%s); retrying in %.1f s",
+                    list(self.topics),
+                    exc,
+                    delay,
+                )
                 stop.wait(delay)
                 delay = min(delay * 2, self.cfg.retry_backoff_max_s)
         if stop.is_set():
@@ -207,8 +217,12 @@ class SharedScope:
         with self.lock:
             self.snapshot = snapshot
         self.telemetry.snapshot(snapshot)
-        log.debug("predicting with snapshot %d.%d (%d records learned)", snapshot.epoch,
-                  snapshot.version, snapshot.n_learned)
+        log.debug(
+            "predicting with snapshot %d.%d (%d records learned)",
+            snapshot.epoch,
+            snapshot.version,
+            snapshot.n_learned,
+        )
 
     def assign(self, tp: TopicPartition) -> tuple[PartitionState, str]:
         """A newly assigned partition starts where the group committed it (no seek)."""
@@ -228,18 +242,25 @@ class SharedScope:
         """After a rewind: back to the last offset committed here, else to ``start``."""
         return self._state(), self._committed.get(tp, start)
 
-    def process(self, state: PartitionState, values: Sequence[bytes | None],
-                keys: Sequence[bytes | None]) -> BatchResult:
+    def process(
+        self, state: PartitionState, values: Sequence[bytes | None], keys: Sequence[bytes | None]
+    ) -> BatchResult:
         """Predict one partition's records with the snapshot in use (nothing is learned here;
         labelled records are checked against the model's limits as learning would)."""
         with self.lock:
             snapshot = self.snapshot
             state.estimator = self._blank if snapshot is None else snapshot.estimator
             try:
-                result = process_guarded(state, values, task=self.cfg.task,
-                                         max_bytes=self.cfg.max_record_bytes, keys=keys,
-                                         max_key_bytes=MAX_KEY_BYTES, learn=False,
-                                         check_labels=True)
+                result = process_guarded(
+                    state,
+                    values,
+                    task=self.cfg.task,
+                    max_bytes=self.cfg.max_record_bytes,
+                    keys=keys,
+                    max_key_bytes=MAX_KEY_BYTES,
+                    learn=False,
+                    check_labels=True,
+                )
             finally:
                 state.estimator = None
         tag = None if snapshot is None else {"epoch": snapshot.epoch, "version": snapshot.version}
@@ -273,16 +294,18 @@ class SharedScope:
             try:
                 value = encode_training_record(o.topic, o.partition, o.offset, rec.x, rec.y)
             except (TypeError, ValueError) as exc:  # validated records encode: a defect
-                result.rejections.append((i, Rejection(
-                    "internal_error", f"training record: {type(exc).__name__}: {exc}")))
+                result.rejections.append(
+                    (i, Rejection("internal_error", f"training record: {type(exc).__name__}: {exc}"))
+                )
                 continue
             try:
                 if self._limit and len(value) > self._limit:
                     raise MessageSizeTooLargeError(f"{len(value)} bytes > {self._limit}")
                 future = self.producer.send(self.topics.train, value=value)
             except MESSAGE_ERRORS as exc:  # refused before anything was queued: not learned
-                result.rejections.append((i, Rejection(
-                    "output_too_large", f"training record refused: {exc}; not learned")))
+                result.rejections.append(
+                    (i, Rejection("output_too_large", f"training record refused: {exc}; not learned"))
+                )
                 continue
             except KafkaError as exc:  # e.g. buffer full while the broker is unreachable
                 self.on_send_error(exc)
@@ -293,8 +316,11 @@ class SharedScope:
 
     def _on_error(self, exc: BaseException) -> None:
         if isinstance(exc, MESSAGE_ERRORS):
-            log.error("the broker refused a training record for its size (%s): the train topic's "
-                      "max.message.bytes must allow the producer's max_request_size", exc)
+            log.error(
+                "the broker refused a training record for its size (%s): the train topic's "
+                "max.message.bytes must allow the producer's max_request_size",
+                exc,
+            )
         self.on_send_error(exc)
 
     def flush(self, timeout: float) -> None:

@@ -78,7 +78,7 @@ REASONS: dict[str, str] = {
     "output_too_large": "the prediction would exceed the largest message the producer may send",
     "internal_error": "handling the record raised an unexpected error (named in the detail)",
     "undeliverable": "(counted, not written) the broker refused the dead letter even without "
-                     "the value's prefix",
+    "the value's prefix",
 }
 
 
@@ -147,9 +147,10 @@ def check_features(raw_x: dict[str, Any]) -> dict[str, float] | Rejection:
     x: dict[str, float] = {}
     for name, raw in raw_x.items():
         if len(name) > MAX_FEATURE_NAME_CHARS:
-            return Rejection("feature_name_too_long",
-                             f"feature name of {len(name)} characters > {MAX_FEATURE_NAME_CHARS}: "
-                             f"{clip(repr(name), 80)}")
+            return Rejection(
+                "feature_name_too_long",
+                f"feature name of {len(name)} characters > {MAX_FEATURE_NAME_CHARS}: {clip(repr(name), 80)}",
+            )
         if type(raw) is float and -_FLOAT32_MAX <= raw <= _FLOAT32_MAX:  # what check_value keeps
             x[name] = raw
             continue
@@ -157,8 +158,7 @@ def check_features(raw_x: dict[str, Any]) -> dict[str, float] | Rejection:
             x[name] = check_value(name, raw)
         except ValueError as exc:
             numeric = isinstance(raw, (int, float))
-            return Rejection("non_finite_feature" if numeric else "non_numeric_feature",
-                             str(exc)[:200])
+            return Rejection("non_finite_feature" if numeric else "non_numeric_feature", str(exc)[:200])
     return x
 
 

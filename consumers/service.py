@@ -131,8 +131,7 @@ class KafkaService:
         learner and train producer factories).
     """
 
-    def __init__(self, cfg: ServiceConfig, telemetry: Telemetry | None = None,
-                 **scope_options: Any) -> None:
+    def __init__(self, cfg: ServiceConfig, telemetry: Telemetry | None = None, **scope_options: Any) -> None:
         self.cfg = cfg
         self.telemetry = telemetry or Telemetry(cfg)
         self.lock = threading.RLock()  # held while the models change; scrapes read under it
@@ -141,8 +140,9 @@ class KafkaService:
             self.scope = PartitionScope(cfg, self.telemetry, self.lock)
             self.store = self.scope.store
         else:
-            self.scope = SharedScope(cfg, self.telemetry, self.lock,
-                                     on_send_error=self._on_send_error, **scope_options)
+            self.scope = SharedScope(
+                cfg, self.telemetry, self.lock, on_send_error=self._on_send_error, **scope_options
+            )
         self.states: dict[TopicPartition, PartitionState] = {}
         self._start_offsets: dict[TopicPartition, int] = {}
         self._stop = threading.Event()
@@ -156,9 +156,13 @@ class KafkaService:
         self.limit = message_limit(cfg.kafka)
         self.value_bytes = dead_letter_value_bytes(cfg.dead_letter_value_bytes, self.limit)
         if self.value_bytes < cfg.dead_letter_value_bytes:
-            log.warning("dead letters carry %d bytes of the original value, not %d: the "
-                        "producer's max_request_size allows messages of %d bytes",
-                        self.value_bytes, cfg.dead_letter_value_bytes, self.limit)
+            log.warning(
+                "dead letters carry %d bytes of the original value, not %d: the "
+                "producer's max_request_size allows messages of %d bytes",
+                self.value_bytes,
+                cfg.dead_letter_value_bytes,
+                self.limit,
+            )
         self._flush_failing = False
         self._last_checkpoint = time.monotonic()
         self._last_lag = 0.0
@@ -188,11 +192,13 @@ class KafkaService:
         connected or stopped."""
         cfg = self.cfg
         delay = 0.5
-        unknown = set(cfg.kafka) - set(only_known(cfg.kafka, KafkaConsumer)) - set(
-            only_known(cfg.kafka, KafkaProducer))
+        unknown = (
+            set(cfg.kafka)
+            - set(only_known(cfg.kafka, KafkaConsumer))
+            - set(only_known(cfg.kafka, KafkaProducer))
+        )
         if unknown:
-            log.warning("ignoring Kafka options no kafka-python client accepts: %s",
-                        sorted(unknown))
+            log.warning("ignoring Kafka options no kafka-python client accepts: %s", sorted(unknown))
         if not self.scope.start(self._stop, self.limit):
             return False
         while not self._stop.is_set():
@@ -200,14 +206,22 @@ class KafkaService:
                 self.producer = self.producer_factory()
                 consumer_timeout = consumer_request_timeout_ms(cfg)
                 if consumer_timeout != cfg.request_timeout_ms:
-                    log.info("consumer request timeout raised to %d ms (session timeout + "
-                             "%d ms) so a held SyncGroup can complete", consumer_timeout,
-                             COORDINATOR_MARGIN_MS)
+                    log.info(
+                        "consumer request timeout raised to %d ms (session timeout + "
+                        "%d ms) so a held SyncGroup can complete",
+                        consumer_timeout,
+                        COORDINATOR_MARGIN_MS,
+                    )
                 self.consumer = make_consumer(cfg, cfg.group_id)
                 self.consumer.subscribe(cfg.topics, listener=_Listener(self))
                 self.telemetry.broker_up(True)
-                log.info("connected to %s; subscribed to %s as group %r (model scope: %s)",
-                         cfg.bootstrap_servers, cfg.topics, cfg.group_id, cfg.model_scope)
+                log.info(
+                    "connected to %s; subscribed to %s as group %r (model scope: %s)",
+                    cfg.bootstrap_servers,
+                    cfg.topics,
+                    cfg.group_id,
+                    cfg.model_scope,
+                )
                 return True
             except CONNECT_ERRORS as exc:
                 self._close_clients()
@@ -222,7 +236,8 @@ class KafkaService:
             if client is not None:
                 try:
                     client.close(timeout=5) if client is self.producer else client.close(
-                        autocommit=False, timeout_ms=5000)
+                        autocommit=False, timeout_ms=5000
+                    )
                 except Exception as exc:
                     log.debug("closing client: %s", exc)
         self.consumer = self.producer = None
@@ -242,8 +257,9 @@ class KafkaService:
                 backoff = min(backoff * 2, self.cfg.retry_backoff_max_s)
                 continue
             try:
-                batch = self.consumer.poll(timeout_ms=self.cfg.poll_timeout_ms,
-                                           max_records=self.cfg.max_poll_records)
+                batch = self.consumer.poll(
+                    timeout_ms=self.cfg.poll_timeout_ms, max_records=self.cfg.max_poll_records
+                )
                 backoff = 0.5
             except KafkaError as exc:
                 self.telemetry.broker_up(False, "poll failed")
@@ -275,8 +291,7 @@ class KafkaService:
         batch_all = batch
         stray = [tp for tp in batch if tp not in self.states]
         if stray:
-            log.warning("skipping records of partitions not assigned here: %s",
-                        sorted(map(tuple, stray)))
+            log.warning("skipping records of partitions not assigned here: %s", sorted(map(tuple, stray)))
             batch = {tp: m for tp, m in batch.items() if tp in self.states}
             try:
                 mine = set(self.consumer.assignment())
@@ -353,9 +368,15 @@ class KafkaService:
             yield run
 
     def _part_failed(self, tp: TopicPartition, part: list[Any], exc: Exception) -> None:
-        log.exception("handling %d record(s) of %s:%d from offset %d failed; they will be "
-                      "handled one at a time after a rewind", len(part), tp.topic,
-                      tp.partition, part[0].offset, exc_info=exc)
+        log.exception(
+            "handling %d record(s) of %s:%d from offset %d failed; they will be "
+            "handled one at a time after a rewind",
+            len(part),
+            tp.topic,
+            tp.partition,
+            part[0].offset,
+            exc_info=exc,
+        )
         error = clip(f"{type(exc).__name__}: {exc}", 300)
         for m in part:
             count = self._failures.pop((tp, m.offset), (0, ""))[0]
@@ -370,19 +391,18 @@ class KafkaService:
         origins = [Origin(m.topic, m.partition, m.offset, m.key, m.value) for m in messages]
         failed = self._failures.get((tp, messages[0].offset))
         if len(messages) == 1 and failed is not None and failed[0] >= MAX_ATTEMPTS:
-            rejection = Rejection("internal_error",
-                                  f"handling failed {failed[0]} times; last: {failed[1]}")
+            rejection = Rejection("internal_error", f"handling failed {failed[0]} times; last: {failed[1]}")
             with self.lock:
                 state.n_records += 1
                 state.dirty += 1
             result = BatchResult(rejections=[(0, rejection)])
         else:
-            result = self.scope.process(state, [m.value for m in messages],
-                                        [m.key for m in messages])
+            result = self.scope.process(state, [m.value for m in messages], [m.key for m in messages])
             if not self.scope.forward(result, origins):
                 return False
-        outgoing = render(result, origins, limit=self.limit, value_bytes=self.value_bytes,
-                          extra={"consumer": cfg.client_id})
+        outgoing = render(
+            result, origins, limit=self.limit, value_bytes=self.value_bytes, extra={"consumer": cfg.client_id}
+        )
         for message in outgoing:
             if not self._send(message, origins[message.index], result):
                 return False
@@ -412,19 +432,18 @@ class KafkaService:
         except KafkaError as exc:  # e.g. buffer full while the broker is unreachable
             self._on_send_error(exc)
             return False
-        future.add_errback(functools.partial(self._on_delivery_error, message.kind, origin,
-                                             rejection))
+        future.add_errback(functools.partial(self._on_delivery_error, message.kind, origin, rejection))
         return True
 
-    def _on_delivery_error(self, kind: str, origin: Origin, rejection: Rejection | None,
-                           exc: BaseException) -> None:
+    def _on_delivery_error(
+        self, kind: str, origin: Origin, rejection: Rejection | None, exc: BaseException
+    ) -> None:
         if isinstance(exc, MESSAGE_ERRORS):
             self._on_refused(kind, origin, rejection, exc)
         else:
             self._on_send_error(exc)
 
-    def _on_refused(self, kind: str, origin: Origin, rejection: Rejection | None,
-                    exc: BaseException) -> None:
+    def _on_refused(self, kind: str, origin: Origin, rejection: Rejection | None, exc: BaseException) -> None:
         """The broker or the producer refused one message for its size (any thread)."""
         with self._refused_lock:
             self._refused.append((kind, origin, rejection, exc))
@@ -441,14 +460,18 @@ class KafkaService:
                 replacement = Rejection("output_too_large", f"prediction refused: {exc}")
                 value_bytes = self.value_bytes
             elif kind == "dead_letter" and rejection is not None:
-                log.error("the dead letter of %s was refused (%s): sent again without the "
-                          "value", where, exc)
-                replacement = Rejection(rejection.reason, "dead letter refused with the value's "
-                                        f"prefix: {exc}")
+                log.error("the dead letter of %s was refused (%s): sent again without the value", where, exc)
+                replacement = Rejection(
+                    rejection.reason, f"dead letter refused with the value's prefix: {exc}"
+                )
                 value_bytes = 0
             else:
-                log.error("the dead letter of %s was refused again (%s): not written; the "
-                          "record stays in its input topic", where, exc)
+                log.error(
+                    "the dead letter of %s was refused again (%s): not written; the "
+                    "record stays in its input topic",
+                    where,
+                    exc,
+                )
                 self.telemetry.metrics.record("dead_lettered", reason="undeliverable")
                 continue
             data = dead_letter(origin, replacement, limit=self.limit, value_bytes=value_bytes)
@@ -459,8 +482,7 @@ class KafkaService:
             self._send(message, origin, None)
 
     def _on_send_error(self, exc: BaseException) -> None:
-        log.error("producer could not deliver a message (%s): will rewind to the checkpoints",
-                  exc)
+        log.error("producer could not deliver a message (%s): will rewind to the checkpoints", exc)
         self._send_failed = True
         self.telemetry.broker_up(False, "a send failed: rewinding")
 
@@ -473,11 +495,15 @@ class KafkaService:
         pending = self._pending()
         if pending <= 0:
             return False
-        return (pending >= self.cfg.checkpoint_every
-                or time.monotonic() - self._last_checkpoint >= self.cfg.checkpoint_interval_s)
+        return (
+            pending >= self.cfg.checkpoint_every
+            or time.monotonic() - self._last_checkpoint >= self.cfg.checkpoint_interval_s
+        )
 
     def _checkpoint(
-        self, tps: Iterable[TopicPartition], flush_timeout_s: float | None = None,
+        self,
+        tps: Iterable[TopicPartition],
+        flush_timeout_s: float | None = None,
         deadline: float | None = None,
     ) -> dict[TopicPartition, OffsetAndMetadata] | None:
         """Flush the producers, then save every changed partition; ``None`` if postponed.
@@ -485,8 +511,11 @@ class KafkaService:
         With a ``deadline`` (``time.monotonic()``), partitions are saved until it passes; the
         others keep their older save and are left out of the returned offsets.
         """
-        dirty = [tp for tp in tps if tp in self.states and self.states[tp].dirty > 0
-                 and self.states[tp].next_offset is not None]
+        dirty = [
+            tp
+            for tp in tps
+            if tp in self.states and self.states[tp].dirty > 0 and self.states[tp].next_offset is not None
+        ]
         if not dirty:
             return {}
         if self.producer is None:
@@ -501,8 +530,7 @@ class KafkaService:
         except KafkaTimeoutError:
             self._flush_failing = True
             self.telemetry.broker_up(False, "producer flush timing out")
-            log.warning("producer flush timed out after %.1f s: save and commit postponed",
-                        timeout)
+            log.warning("producer flush timed out after %.1f s: save and commit postponed", timeout)
             return None
         self._flush_failing = False
         if self._must_rewind:
@@ -511,8 +539,10 @@ class KafkaService:
         checkpointed = False
         for tp in dirty:
             if deadline is not None and time.monotonic() >= deadline:
-                log.warning("save time budget spent: %d partition(s) handed back at their "
-                            "previous save", len(dirty) - len(offsets))
+                log.warning(
+                    "save time budget spent: %d partition(s) handed back at their previous save",
+                    len(dirty) - len(offsets),
+                )
                 break
             state = self.states[tp]
             checkpointed = self.scope.save(tp, state) or checkpointed
@@ -560,8 +590,9 @@ class KafkaService:
     def _revoke(self, revoked: set[TopicPartition]) -> dict[TopicPartition, OffsetAndMetadata]:
         budget = self.cfg.session_timeout_ms / 2000  # the listener must not hold the group
         deadline = time.monotonic() + budget
-        offsets = self._checkpoint(revoked, flush_timeout_s=min(self.cfg.flush_timeout_s, budget),
-                                   deadline=deadline)
+        offsets = self._checkpoint(
+            revoked, flush_timeout_s=min(self.cfg.flush_timeout_s, budget), deadline=deadline
+        )
         for tp in revoked:
             self.scope.revoked(tp, self.states.pop(tp, None), offsets is not None)
             self._start_offsets.pop(tp, None)
@@ -576,8 +607,7 @@ class KafkaService:
             self.states.pop(tp, None)
             self.scope.lost(tp)
             self._start_offsets.pop(tp, None)
-        log.warning("lost %s without a save (group membership expired)",
-                    sorted(map(tuple, lost)))
+        log.warning("lost %s without a save (group membership expired)", sorted(map(tuple, lost)))
 
     def _assign(self, assigned: set[TopicPartition]) -> None:
         with self.lock:
@@ -589,8 +619,7 @@ class KafkaService:
             self.states[tp] = state
             if state.next_offset is not None:
                 self.consumer.seek(tp, state.next_offset)
-            log.info("assigned %s:%d at offset %s (%s)", tp.topic, tp.partition,
-                     state.next_offset, source)
+            log.info("assigned %s:%d at offset %s (%s)", tp.topic, tp.partition, state.next_offset, source)
         if not assigned:
             log.info("assigned no partitions (the group gave them all to other members)")
         self.scope.assigned()
@@ -602,9 +631,15 @@ class KafkaService:
         now = time.monotonic()
         coordinator = getattr(self.consumer, "_coordinator", None)
         known = coordinator is None or not coordinator.coordinator_unknown()
-        why = ("group coordinator unknown" if not known
-               else "producer flush timing out" if self._flush_failing
-               else "a send failed: rewinding" if self._send_failed else None)
+        why = (
+            "group coordinator unknown"
+            if not known
+            else "producer flush timing out"
+            if self._flush_failing
+            else "a send failed: rewinding"
+            if self._send_failed
+            else None
+        )
         self.telemetry.broker_up(why is None, why)
         if now - self._last_lag < 1.0:
             return

@@ -126,8 +126,9 @@ def prediction_state(state: dict[str, Any]) -> dict[str, Any]:
     return {**state, "trainer": {**trainer, "optimizer": optimizer, "averages": {}}}
 
 
-def model_from_payload(payload: Any, *, kind: str | None = None, where: str = "model",
-                       limits: checkpoint.Limits | None = None) -> Any:
+def model_from_payload(
+    payload: Any, *, kind: str | None = None, where: str = "model", limits: checkpoint.Limits | None = None
+) -> Any:
     """Rebuild what :func:`model_payload` wrote, validating every field; ``kind`` (``"das"``
     or ``"linear"``) refuses a model of the other kind. :class:`CheckpointError` naming
     ``where`` for anything that does not fit. No trial step here (see :func:`checked`).
@@ -205,13 +206,25 @@ def encode_snapshot(estimator: Any, *, n_learned: int, published_at: float | Non
     stamp = time.time() if published_at is None else float(published_at)
     if not isinstance(n_learned, int) or n_learned < 0 or not math.isfinite(stamp):
         raise ValueError("n_learned must be a count and published_at a finite time")
-    return checkpoint.dumps({"format": SNAPSHOT_FORMAT,
-                             "model": model_payload(estimator, prediction_only=True),
-                             "n_learned": int(n_learned), "published_at": stamp})
+    return checkpoint.dumps(
+        {
+            "format": SNAPSHOT_FORMAT,
+            "model": model_payload(estimator, prediction_only=True),
+            "n_learned": int(n_learned),
+            "published_at": stamp,
+        }
+    )
 
 
-def decode_snapshot(blob: bytes, *, epoch: int, version: int, kind: str | None = None,
-                    limits: checkpoint.Limits | None = None, check: bool = True) -> Snapshot:
+def decode_snapshot(
+    blob: bytes,
+    *,
+    epoch: int,
+    version: int,
+    kind: str | None = None,
+    limits: checkpoint.Limits | None = None,
+    check: bool = True,
+) -> Snapshot:
     """Read a snapshot's bytes (every checkpoint check, then a trial prediction unless ``check``
     is false); :class:`CheckpointError` for anything wrong."""
     where = f"snapshot (epoch {epoch}, version {version})"
@@ -242,10 +255,16 @@ def consumer_options(options: dict[str, Any] | None) -> dict[str, Any]:
     """
     from kafka import KafkaConsumer
 
-    own = {"bootstrap_servers", "group_id", "enable_auto_commit", "auto_offset_reset",
-           "allow_auto_create_topics", "max_partition_fetch_bytes", "request_timeout_ms"}
-    return {k: v for k, v in (options or {}).items()
-            if k in KafkaConsumer.DEFAULT_CONFIG and k not in own}
+    own = {
+        "bootstrap_servers",
+        "group_id",
+        "enable_auto_commit",
+        "auto_offset_reset",
+        "allow_auto_create_topics",
+        "max_partition_fetch_bytes",
+        "request_timeout_ms",
+    }
+    return {k: v for k, v in (options or {}).items() if k in KafkaConsumer.DEFAULT_CONFIG and k not in own}
 
 
 class SnapshotFollower:
@@ -277,15 +296,27 @@ class SnapshotFollower:
         Largest snapshot read.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str, *, client_options: dict[str, Any] | None = None,
-                 kind: str | None = None, limits: checkpoint.Limits | None = None,
-                 request_timeout_ms: int = 30000, max_state_bytes: int = DEFAULT_MAX_STATE_BYTES) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        client_options: dict[str, Any] | None = None,
+        kind: str | None = None,
+        limits: checkpoint.Limits | None = None,
+        request_timeout_ms: int = 30000,
+        max_state_bytes: int = DEFAULT_MAX_STATE_BYTES,
+    ) -> None:
         self.kind = kind
         self.limits = limits
-        self._follower = StateFollower(bootstrap_servers, topic, SNAPSHOT_NAME,
-                                       max_state_bytes=max_state_bytes,
-                                       request_timeout_ms=request_timeout_ms,
-                                       client_options=consumer_options(client_options))
+        self._follower = StateFollower(
+            bootstrap_servers,
+            topic,
+            SNAPSHOT_NAME,
+            max_state_bytes=max_state_bytes,
+            request_timeout_ms=request_timeout_ms,
+            client_options=consumer_options(client_options),
+        )
         #: Snapshots that verified on the topic but failed the model's checks.
         self.n_rejected = 0
 
@@ -303,8 +334,13 @@ class SnapshotFollower:
             if stored is None:
                 return None
             try:
-                return decode_snapshot(stored.blob, epoch=stored.epoch, version=stored.version,
-                                       kind=self.kind, limits=self.limits)
+                return decode_snapshot(
+                    stored.blob,
+                    epoch=stored.epoch,
+                    version=stored.version,
+                    kind=self.kind,
+                    limits=self.limits,
+                )
             except CheckpointError as exc:
                 self.n_rejected += 1
                 log.error("snapshot refused: %s", exc)

@@ -53,8 +53,10 @@ def _river_stream_class(name: str) -> type:
     from river.datasets import synth
 
     if name not in synth.__all__:
-        raise ValueError(f"unknown River stream {name!r}; choose from "
-                         f"{', '.join('river:' + n for n in sorted(synth.__all__))}")
+        raise ValueError(
+            f"unknown River stream {name!r}; choose from "
+            f"{', '.join('river:' + n for n in sorted(synth.__all__))}"
+        )
     return getattr(synth, name)
 
 
@@ -62,8 +64,9 @@ def _scenario_name(name: str) -> str:
     from simulations.scenarios import SCENARIOS
 
     if name not in SCENARIOS:
-        raise ValueError(f"unknown scenario {name!r}; choose from "
-                         f"{', '.join('sim:' + n for n in sorted(SCENARIOS))}")
+        raise ValueError(
+            f"unknown scenario {name!r}; choose from {', '.join('sim:' + n for n in sorted(SCENARIOS))}"
+        )
     return name
 
 
@@ -87,8 +90,9 @@ def check_source(spec: str) -> None:
         _scenario_name(argument)
     elif not (sep and prefix in SOURCES) and not Path(spec).is_file():
         others = "".join(f", {p}:..." for p in sorted(SOURCES) if p not in ("river", "sim"))
-        raise ValueError(f"{spec!r} is not a file; expected a JSONL file, '-' (stdin){others}, "
-                         "river:NAME or sim:SCENARIO")
+        raise ValueError(
+            f"{spec!r} is not a file; expected a JSONL file, '-' (stdin){others}, river:NAME or sim:SCENARIO"
+        )
 
 
 @register_source("river")
@@ -146,7 +150,7 @@ def _fd_lines(fd: int, chunk: int = 1 << 16) -> Iterator[bytes]:
             continue
         end = pending.rfind(b"\n")
         complete = bytes(pending[:end])
-        del pending[:end + 1]
+        del pending[: end + 1]
         for line in complete.split(b"\n"):
             line = line.rstrip(b"\r")
             if line.strip():

@@ -85,8 +85,10 @@ def _float_dict(d: Any, what: str) -> dict[str, float]:
     checkpoint.require(isinstance(d, dict), f"{what} is not a dict")
     out = {}
     for k, v in d.items():
-        checkpoint.require(type(k) is str and type(v) in (int, float) and math.isfinite(v),
-                           f"{what} holds {k!r}: {v!r}, not a str name and a finite number")
+        checkpoint.require(
+            type(k) is str and type(v) in (int, float) and math.isfinite(v),
+            f"{what} holds {k!r}: {v!r}, not a str name and a finite number",
+        )
         out[k] = float(v)
     return out
 
@@ -116,8 +118,7 @@ def linear_to_state(estimator: Any) -> dict[str, Any]:
         obj = getattr(estimator, key, None)
         if key == "intercept_lr" and type(obj) is optim.schedulers.Constant:
             params[key] = checkpoint.plain(float(obj.learning_rate), "intercept_lr")
-        elif (key == "optimizer" and type(obj) is optim.SGD
-                and type(obj.lr) is optim.schedulers.Constant):
+        elif key == "optimizer" and type(obj) is optim.SGD and type(obj.lr) is optim.schedulers.Constant:
             params["sgd_lr"] = checkpoint.plain(float(obj.lr.learning_rate), "sgd_lr")
         elif isinstance(value, tuple):  # another nested River object: must be the default
             if value != defaults[key]:
@@ -155,8 +156,10 @@ def linear_from_state(state: Any) -> Any:
         params["optimizer"] = optim.SGD(params.pop("sgd_lr"))
     est = cls(**params)
     l1_keys = {"max_cum_l1", "cum_l1"} if est.l1 else set()
-    require(set(state) == {"class", "params", "weights", "intercept", "n_iterations", *l1_keys},
-            f"baseline state has keys {sorted(map(str, state))}")
+    require(
+        set(state) == {"class", "params", "weights", "intercept", "n_iterations", *l1_keys},
+        f"baseline state has keys {sorted(map(str, state))}",
+    )
     est._weights = utils.VectorDict(_float_dict(state["weights"], "weights"))
     intercept, n_iter = state["intercept"], state["n_iterations"]
     require(type(intercept) is float and math.isfinite(intercept), "intercept is not finite")
@@ -240,10 +243,16 @@ class CheckpointStore:
     True
     """
 
-    def __init__(self, root: str | os.PathLike[str], keep: int = 2, kind: str | None = None,
-                 on_fallback: Callable[[str], None] | None = None,
-                 params: Mapping[str, Any] | None = None, limits: checkpoint.Limits | None = None,
-                 stale_after_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        keep: int = 2,
+        kind: str | None = None,
+        on_fallback: Callable[[str], None] | None = None,
+        params: Mapping[str, Any] | None = None,
+        limits: checkpoint.Limits | None = None,
+        stale_after_s: float = 600.0,
+    ) -> None:
         if kind not in (None, "das", "linear"):
             raise ValueError(f"kind must be 'das', 'linear' or None, got {kind!r}")
         self.root = Path(root)
@@ -304,8 +313,12 @@ class CheckpointStore:
             try:
                 check_architecture(trainer.net.config, trainer.sizing, self.limits)
             except ValueError as exc:  # said now, not first at the next start
-                log.error("checkpoint %s will be refused at load: its model outgrew the bounds a "
-                          "checkpoint may hold (streamdas.checkpoint.Limits): %s", path, exc)
+                log.error(
+                    "checkpoint %s will be refused at load: its model outgrew the bounds a "
+                    "checkpoint may hold (streamdas.checkpoint.Limits): %s",
+                    path,
+                    exc,
+                )
         for _, old in self._files(topic, partition)[self.keep :]:
             old.unlink(missing_ok=True)
         return path
@@ -324,17 +337,27 @@ class CheckpointStore:
             except ValueError:
                 continue
             use = "configured" if key in mutable else "checkpoint's"
-            log.warning("checkpoint %s: parameter %s is %r in the checkpoint and %r in the "
-                        "configuration; using the %s value", where, key, _plain(current[key]),
-                        _plain(configured), use)
+            log.warning(
+                "checkpoint %s: parameter %s is %r in the checkpoint and %r in the "
+                "configuration; using the %s value",
+                where,
+                key,
+                _plain(current[key]),
+                _plain(configured),
+                use,
+            )
             if key in mutable:
                 apply[key] = configured
         if apply:
             try:
                 estimator.mutate(apply)
             except (TypeError, ValueError) as exc:  # validated at configuration: not expected
-                log.warning("checkpoint %s: the configured %s cannot be applied (%s); the "
-                            "checkpoint's values stay", where, sorted(apply), exc)
+                log.warning(
+                    "checkpoint %s: the configured %s cannot be applied (%s); the checkpoint's values stay",
+                    where,
+                    sorted(apply),
+                    exc,
+                )
 
     def _fallback(self, to: str) -> None:
         if self.on_fallback is not None:
@@ -350,16 +373,25 @@ class CheckpointStore:
                 estimator, extra = _load(path, self.kind, self.limits)
                 features = extra.get("features")
                 n_records = extra.get("n_records", 0)
-                checkpoint.require(features is None or (isinstance(features, list) and all(
-                    type(f) is str for f in features)), "features are not a list of names")
+                checkpoint.require(
+                    features is None
+                    or (isinstance(features, list) and all(type(f) is str for f in features)),
+                    "features are not a list of names",
+                )
                 checkpoint.require(type(n_records) is int and n_records >= 0, "bad n_records")
                 self._reconcile(estimator, f"{topic}:{partition} ({path.name})")
                 x, y = checkpoint.trial_input(estimator)  # features the model knows: within its limits
                 checkpoint.self_check(estimator, x, y, str(path))
             except (CheckpointError, ValueError) as exc:
                 to = "an older checkpoint" if i + 1 < len(files) else "a fresh model"
-                log.error("checkpoint fallback: %s:%d skips unreadable %s, falls back to %s: %s",
-                          topic, partition, path, to, exc)
+                log.error(
+                    "checkpoint fallback: %s:%d skips unreadable %s, falls back to %s: %s",
+                    topic,
+                    partition,
+                    path,
+                    to,
+                    exc,
+                )
                 self._fallback("older" if i + 1 < len(files) else "fresh")
                 continue
             state = PartitionState(

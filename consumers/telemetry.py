@@ -56,15 +56,23 @@ class Telemetry:
 
     def __init__(self, cfg: ServiceConfig, log_every_s: float = 10.0) -> None:
         self.registry = prometheus_client.CollectorRegistry()
-        self.metrics = ServiceMetrics(registry=self.registry, model="service", task=cfg.task,
-                                      stall_seconds=cfg.stall_seconds)
+        self.metrics = ServiceMetrics(
+            registry=self.registry, model="service", task=cfg.task, stall_seconds=cfg.stall_seconds
+        )
         self.server = None
         if cfg.metrics_port is not None:
-            self.server = serve(address=cfg.metrics_address, port=cfg.metrics_port,
-                                registry=self.registry, health=self.health,
-                                checks={"/livez": self.alive, "/readyz": self.health})
-            log.info("metrics on %s/metrics, health on %s/livez, /readyz (= /healthz)",
-                     self.server.url, self.server.url)
+            self.server = serve(
+                address=cfg.metrics_address,
+                port=cfg.metrics_port,
+                registry=self.registry,
+                health=self.health,
+                checks={"/livez": self.alive, "/readyz": self.health},
+            )
+            log.info(
+                "metrics on %s/metrics, health on %s/livez, /readyz (= /healthz)",
+                self.server.url,
+                self.server.url,
+            )
         self.log_every_s = log_every_s
         self.totals = {"records": 0, "predicted": 0, "learned": 0, "dead_lettered": 0}
         self._lags: dict[int, int] = {}
@@ -72,9 +80,7 @@ class Telemetry:
         self._last_log = time.monotonic()
         self._last_records = 0
 
-    def watch_models(
-        self, models: Callable[[], Mapping[str, Any]], lock: Any = None
-    ) -> None:
+    def watch_models(self, models: Callable[[], Mapping[str, Any]], lock: Any = None) -> None:
         """Export the live shape of the models returned by ``models()`` at each scrape,
         read while holding ``lock`` (the one the loop holds while the models change)."""
         ModelCollector(models, registry=self.registry, lock=lock)
@@ -115,9 +121,13 @@ class Telemetry:
         if now - self._last_log >= self.log_every_s:
             rate = (self.totals["records"] - self._last_records) / (now - self._last_log)
             ready, reason = self.metrics.ready()
-            log.info("progress: %s, %.0f records/s, lag %s%s", self.totals, rate,
-                     sum(self._lags.values()) if self._lags else "n/a",
-                     "" if ready else f"; not ready: {reason}")
+            log.info(
+                "progress: %s, %.0f records/s, lag %s%s",
+                self.totals,
+                rate,
+                sum(self._lags.values()) if self._lags else "n/a",
+                "" if ready else f"; not ready: {reason}",
+            )
             self._last_log, self._last_records = now, self.totals["records"]
 
     def broker_up(self, up: bool, why: str | None = None) -> None:
@@ -128,8 +138,7 @@ class Telemetry:
         """Count one processed batch."""
         m = self.metrics
         n_pred = len(result.predictions)
-        self.totals["records"] += len({i for i, _ in result.predictions}
-                                      | {i for i, _ in result.rejections})
+        self.totals["records"] += len({i for i, _ in result.predictions} | {i for i, _ in result.rejections})
         if n_pred:
             m.record("predicted", n=n_pred)
             m.observe_predict(result.predict_seconds, n=n_pred)
@@ -155,8 +164,7 @@ class Telemetry:
     def snapshot(self, snapshot: Any) -> None:
         """The shared scope predicts with ``snapshot`` from now on (its epoch, version, records
         learned and publication time become gauges; its age is computed at each scrape)."""
-        self.metrics.set_snapshot(snapshot.epoch, snapshot.version, snapshot.n_learned,
-                                  snapshot.published_at)
+        self.metrics.set_snapshot(snapshot.epoch, snapshot.version, snapshot.n_learned, snapshot.published_at)
 
     def watch_learner(self, learner: Callable[[], Any]) -> None:
         """Export whether ``learner()`` (the shared scope's learner, or ``None``) is the elected

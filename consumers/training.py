@@ -86,14 +86,30 @@ _REASON = re.compile(r"[a-z][a-z0-9_]{0,47}")
 #: Why the learner set a training record aside: the input checks' reasons that apply, and the
 #: learner's own.
 TRAINING_REASONS: dict[str, str] = {
-    **{k: REASONS[k] for k in (
-        "empty", "oversized", "undecodable", "invalid_json", "not_object", "missing_x",
-        "non_numeric_feature", "non_finite_feature", "feature_name_too_long", "bad_label",
-        "missing_feature", "unknown_feature", "too_many_features", "label_too_long",
-        "too_many_classes", "model_error", "internal_error")},
+    **{
+        k: REASONS[k]
+        for k in (
+            "empty",
+            "oversized",
+            "undecodable",
+            "invalid_json",
+            "not_object",
+            "missing_x",
+            "non_numeric_feature",
+            "non_finite_feature",
+            "feature_name_too_long",
+            "bad_label",
+            "missing_feature",
+            "unknown_feature",
+            "too_many_features",
+            "label_too_long",
+            "too_many_classes",
+            "model_error",
+            "internal_error",
+        )
+    },
     "missing_label": "a training record without a label ('y' absent or null)",
-    "bad_source": "'t', 'p' or 'o' is not a topic name, partition and offset, or 't' is not an "
-                  "input topic",
+    "bad_source": "'t', 'p' or 'o' is not a topic name, partition and offset, or 't' is not an input topic",
     "too_many_sources": f"a new input partition beyond the {MAX_SOURCES} the learner keeps offsets of",
 }
 
@@ -123,8 +139,11 @@ def encode_training_record(topic: str, partition: int, offset: int, x: dict[str,
     """
     if isinstance(y, np.generic):
         y = y.item()
-    return json.dumps({"t": topic, "p": int(partition), "o": int(offset), "x": x, "y": y},
-                      separators=(",", ":"), allow_nan=False).encode("utf-8")
+    return json.dumps(
+        {"t": topic, "p": int(partition), "o": int(offset), "x": x, "y": y},
+        separators=(",", ":"),
+        allow_nan=False,
+    ).encode("utf-8")
 
 
 def _count(value: Any, high: int) -> TypeGuard[int]:
@@ -160,10 +179,16 @@ def _decode(value: bytes | None, task: str, max_bytes: int) -> TrainingRecord | 
     if type(obj) is not dict:
         return Rejection("not_object", type(obj).__name__)
     topic, partition, offset = obj.get("t"), obj.get("p"), obj.get("o")
-    if (type(topic) is not str or not _TOPIC.fullmatch(topic) or not _count(partition, _MAX_PARTITION)
-            or not _count(offset, _MAX_OFFSET)):
-        return Rejection("bad_source", f"t={clip(repr(topic), 100)}, p={clip(repr(partition), 40)}, "
-                                       f"o={clip(repr(offset), 40)}")
+    if (
+        type(topic) is not str
+        or not _TOPIC.fullmatch(topic)
+        or not _count(partition, _MAX_PARTITION)
+        or not _count(offset, _MAX_OFFSET)
+    ):
+        return Rejection(
+            "bad_source",
+            f"t={clip(repr(topic), 100)}, p={clip(repr(partition), 40)}, o={clip(repr(offset), 40)}",
+        )
     raw_x = obj.get("x")
     if type(raw_x) is not dict or not raw_x:
         return Rejection("missing_x", EMPTY_RECORD if raw_x == {} else "no 'x' object")
@@ -201,8 +226,7 @@ def _unless_unsafe(exc: BaseException, est: Any, before: tuple[int, int] | None)
     if isinstance(exc, STOP_REQUESTS):
         raise exc
     if _progress(est) != before:
-        raise ModelStateError(f"learning failed midway: {type(exc).__name__}: "
-                              f"{clip(str(exc), 300)}") from exc
+        raise ModelStateError(f"learning failed midway: {type(exc).__name__}: {clip(str(exc), 300)}") from exc
 
 
 def _progress(est: Any) -> tuple[int, int] | None:
@@ -285,9 +309,15 @@ class LearnerState:
     ({('in', 0): 5}, 1, 1)
     """
 
-    def __init__(self, estimator: Any, *, task: str = "classification",
-                 topics: Iterable[str] | None = None, features: Sequence[str] | None = None,
-                 max_bytes: int = MAX_TRAINING_BYTES) -> None:
+    def __init__(
+        self,
+        estimator: Any,
+        *,
+        task: str = "classification",
+        topics: Iterable[str] | None = None,
+        features: Sequence[str] | None = None,
+        max_bytes: int = MAX_TRAINING_BYTES,
+    ) -> None:
         if task not in ("classification", "regression"):
             raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
         self.estimator = estimator
@@ -381,8 +411,7 @@ class LearnerState:
                 continue
             except BaseException as exc:
                 _unless_unsafe(exc, est, before)
-                log.debug("a frame of %d records was refused (%s); learning them one by one",
-                          len(part), exc)
+                log.debug("a frame of %d records was refused (%s); learning them one by one", len(part), exc)
             self._learn_each(part, report)  # nothing was learned: as learn_one would, one by one
 
     def _learn_each(self, records: list[TrainingRecord], report: LearnReport) -> None:
@@ -396,8 +425,14 @@ class LearnerState:
                 _unless_unsafe(exc, est, before)
                 reason = limit_reason(exc)
                 if reason == "model_error":
-                    log.warning("the model refused a training record from %s:%d@%d: %s: %s",
-                                rec.topic, rec.partition, rec.offset, type(exc).__name__, clip(str(exc), 300))
+                    log.warning(
+                        "the model refused a training record from %s:%d@%d: %s: %s",
+                        rec.topic,
+                        rec.partition,
+                        rec.offset,
+                        type(exc).__name__,
+                        clip(str(exc), 300),
+                    )
                 self._reject(report, reason)
 
     # ------------------------------------------------------------------ saving
@@ -406,30 +441,56 @@ class LearnerState:
         learned: dict[str, dict[int, int]] = {}
         for (topic, partition), offset in self.learned.items():
             learned.setdefault(topic, {})[partition] = offset
-        return checkpoint.dumps({
-            "format": LEARNER_FORMAT, "task": self.task, "model": model_payload(self.estimator),
-            "learned": learned, "train_offset": self.train_offset, "n_learned": self.n_learned,
-            "n_duplicates": self.n_duplicates, "rejected": dict(self.rejected)})
+        return checkpoint.dumps(
+            {
+                "format": LEARNER_FORMAT,
+                "task": self.task,
+                "model": model_payload(self.estimator),
+                "learned": learned,
+                "train_offset": self.train_offset,
+                "n_learned": self.n_learned,
+                "n_duplicates": self.n_duplicates,
+                "rejected": dict(self.rejected),
+            }
+        )
 
     @classmethod
-    def from_blob(cls, blob: bytes, *, task: str, kind: str | None = None,
-                  topics: Iterable[str] | None = None, features: Sequence[str] | None = None,
-                  max_bytes: int = MAX_TRAINING_BYTES, limits: checkpoint.Limits | None = None,
-                  params: dict[str, Any] | None = None, where: str = "learner state",
-                  check: bool = True) -> LearnerState:
+    def from_blob(
+        cls,
+        blob: bytes,
+        *,
+        task: str,
+        kind: str | None = None,
+        topics: Iterable[str] | None = None,
+        features: Sequence[str] | None = None,
+        max_bytes: int = MAX_TRAINING_BYTES,
+        limits: checkpoint.Limits | None = None,
+        params: dict[str, Any] | None = None,
+        where: str = "learner state",
+        check: bool = True,
+    ) -> LearnerState:
         """Read what :meth:`to_blob` wrote, validating every field; with ``check`` the model
         then passes its trial step (:func:`consumers.snapshots.checked`). ``params`` are the
         configured model parameters: every difference with the state's is logged, and the
         ones a model may change while learning (``lr``, ``alpha``...) take the configured
         value. :class:`CheckpointError` for anything wrong."""
         payload = checkpoint.loads(blob, limits, where)
-        fields = {"format", "task", "model", "learned", "train_offset", "n_learned", "n_duplicates",
-                  "rejected"}
+        fields = {
+            "format",
+            "task",
+            "model",
+            "learned",
+            "train_offset",
+            "n_learned",
+            "n_duplicates",
+            "rejected",
+        }
         if set(payload) != fields or payload["format"] != LEARNER_FORMAT:
             raise CheckpointError(f"{where} is not a {LEARNER_FORMAT} payload")
         if payload["task"] != task:
-            raise CheckpointError(f"{where} is a {clip(repr(payload['task']), 40)} learner, "
-                                  f"the service runs {task!r}")
+            raise CheckpointError(
+                f"{where} is a {clip(repr(payload['task']), 40)} learner, the service runs {task!r}"
+            )
         estimator = model_from_payload(payload["model"], kind=kind, where=where, limits=limits)
         state = cls(estimator, task=task, topics=topics, features=features, max_bytes=max_bytes)
         checkpoint.guarded(lambda: state._read_fields(payload), where)
@@ -445,11 +506,15 @@ class LearnerState:
         require(isinstance(learned, dict), "learned offsets are not a dict")
         out: dict[tuple[str, int], int] = {}
         for topic, offsets in learned.items():
-            require(type(topic) is str and _TOPIC.fullmatch(topic) is not None and isinstance(offsets, dict),
-                    "learned offsets are not topic -> {partition: offset}")
+            require(
+                type(topic) is str and _TOPIC.fullmatch(topic) is not None and isinstance(offsets, dict),
+                "learned offsets are not topic -> {partition: offset}",
+            )
             for partition, offset in offsets.items():
-                require(_count(partition, _MAX_PARTITION) and _count(offset, _MAX_OFFSET),
-                        "a learned offset is not a partition and an offset")
+                require(
+                    _count(partition, _MAX_PARTITION) and _count(offset, _MAX_OFFSET),
+                    "a learned offset is not a partition and an offset",
+                )
                 out[(topic, partition)] = offset
                 require(len(out) <= MAX_SOURCES, f"more than {MAX_SOURCES} learned offsets")
         train_offset = payload["train_offset"]
@@ -457,9 +522,15 @@ class LearnerState:
         n_learned, n_duplicates = payload["n_learned"], payload["n_duplicates"]
         require(_count(n_learned, _MAX_OFFSET) and _count(n_duplicates, _MAX_OFFSET), "bad counts")
         rejected = payload["rejected"]
-        require(isinstance(rejected, dict) and len(rejected) <= 64 and all(
-            type(k) is str and _REASON.fullmatch(k) and _count(v, _MAX_OFFSET) for k, v in rejected.items()),
-            "rejection counts are not reason -> count")
+        require(
+            isinstance(rejected, dict)
+            and len(rejected) <= 64
+            and all(
+                type(k) is str and _REASON.fullmatch(k) and _count(v, _MAX_OFFSET)
+                for k, v in rejected.items()
+            ),
+            "rejection counts are not reason -> count",
+        )
         self.learned = out
         self.train_offset = train_offset
         self.n_learned, self.n_duplicates = n_learned, n_duplicates
@@ -484,16 +555,22 @@ def _reconcile(estimator: Any, params: dict[str, Any], where: str) -> None:
         current = estimator._get_params()
     except Exception:  # a model that does not say its parameters: nothing to compare
         return
-    mutable: set[str] = (getattr(estimator, "_mutable_attributes", set())
-                         if model_kind(estimator) == "das" else set())
+    mutable: set[str] = (
+        getattr(estimator, "_mutable_attributes", set()) if model_kind(estimator) == "das" else set()
+    )
     apply = {}
     for key, configured in sorted(params.items()):
         if key not in current or _plain(current[key]) == _plain(configured):
             continue
         use = "configured" if key in mutable else "saved"
-        log.warning("%s: parameter %s is %r in the saved state and %r in the configuration; using "
-                    "the %s value", where, key, clip(repr(_plain(current[key])), 100),
-                    clip(repr(configured), 100), use)
+        log.warning(
+            "%s: parameter %s is %r in the saved state and %r in the configuration; using the %s value",
+            where,
+            key,
+            clip(repr(_plain(current[key])), 100),
+            clip(repr(configured), 100),
+            use,
+        )
         if key in mutable:
             apply[key] = configured
     if apply:

@@ -97,22 +97,36 @@ def build_parser() -> argparse.ArgumentParser:
     env = os.environ
     topics = env.get("STREAMDAS_TOPICS", "streamdas-input").split(",")
     parser = argparse.ArgumentParser(
-        prog="replay.py", description="Replay a drift scenario into a Kafka topic as JSON records.")
-    parser.add_argument("--bootstrap-servers",
-                        default=env.get("STREAMDAS_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
-                        help="Kafka bootstrap servers (env STREAMDAS_BOOTSTRAP_SERVERS)")
-    parser.add_argument("--topic", default=topics[0].strip(),
-                        help="input topic (env STREAMDAS_TOPICS, first entry)")
-    parser.add_argument("--scenario", default=env.get("STREAMDAS_REPLAY_SCENARIO", "complexity"),
-                        help="scenario name (see `streamdas simulate --help`)")
+        prog="replay.py", description="Replay a drift scenario into a Kafka topic as JSON records."
+    )
+    parser.add_argument(
+        "--bootstrap-servers",
+        default=env.get("STREAMDAS_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
+        help="Kafka bootstrap servers (env STREAMDAS_BOOTSTRAP_SERVERS)",
+    )
+    parser.add_argument(
+        "--topic", default=topics[0].strip(), help="input topic (env STREAMDAS_TOPICS, first entry)"
+    )
+    parser.add_argument(
+        "--scenario",
+        default=env.get("STREAMDAS_REPLAY_SCENARIO", "complexity"),
+        help="scenario name (see `streamdas simulate --help`)",
+    )
     parser.add_argument("--n-samples", type=int, default=None, help="scenario length")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--passes", type=int, default=1, help="replays of the scenario; 0: forever")
-    parser.add_argument("--rate", type=float,
-                        default=float(env.get("STREAMDAS_REPLAY_RATE", "0") or 0),
-                        help="messages per second; 0: as fast as the broker takes them")
-    parser.add_argument("--bad-fraction", type=float, default=0.0,
-                        help="fraction of unusable messages, for the dead-letter path")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=float(env.get("STREAMDAS_REPLAY_RATE", "0") or 0),
+        help="messages per second; 0: as fast as the broker takes them",
+    )
+    parser.add_argument(
+        "--bad-fraction",
+        type=float,
+        default=0.0,
+        help="fraction of unusable messages, for the dead-letter path",
+    )
     parser.add_argument("--limit", type=int, default=None, help="stop after this many messages")
     parser.add_argument("--dry-run", action="store_true", help="print JSON lines, no Kafka")
     return parser
@@ -134,8 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.dry_run:
         from kafka import KafkaProducer
 
-        producer = KafkaProducer(bootstrap_servers=args.bootstrap_servers.split(","),
-                                 linger_ms=20, acks="all", retries=10)
+        producer = KafkaProducer(
+            bootstrap_servers=args.bootstrap_servers.split(","), linger_ms=20, acks="all", retries=10
+        )
     started = time.monotonic()
     sent = 0
     try:

@@ -45,14 +45,50 @@ __all__ = ["PARTS", "main", "replace_block"]
 
 #: The "Why not the estimator's defaults?" runs: (label, extra arguments).
 DEFAULTS_RUNS = [
-    ("estimator defaults", "estimator_defaults",
-     ["--das", "hidden_sizes=(32,32)", "--das", "alpha=2e-5", "--das", "lr=1e-3", "--das",
-      "tau=1e-3", "--das", "min_growth=4", "--das", "grow_every=1000", "--das", "batch_size=16",
-      "--das", "prune_horizon=800"]),
-    ("estimator defaults + paper prune test", "estimator_defaults_paper_prune",
-     ["--das", "hidden_sizes=(32,32)", "--das", "alpha=2e-5", "--das", "lr=1e-3", "--das",
-      "tau=1e-3", "--das", "min_growth=4", "--das", "grow_every=1000", "--das", "batch_size=16",
-      "--das", "prune_horizon=0"]),
+    (
+        "estimator defaults",
+        "estimator_defaults",
+        [
+            "--das",
+            "hidden_sizes=(32,32)",
+            "--das",
+            "alpha=2e-5",
+            "--das",
+            "lr=1e-3",
+            "--das",
+            "tau=1e-3",
+            "--das",
+            "min_growth=4",
+            "--das",
+            "grow_every=1000",
+            "--das",
+            "batch_size=16",
+            "--das",
+            "prune_horizon=800",
+        ],
+    ),
+    (
+        "estimator defaults + paper prune test",
+        "estimator_defaults_paper_prune",
+        [
+            "--das",
+            "hidden_sizes=(32,32)",
+            "--das",
+            "alpha=2e-5",
+            "--das",
+            "lr=1e-3",
+            "--das",
+            "tau=1e-3",
+            "--das",
+            "min_growth=4",
+            "--das",
+            "grow_every=1000",
+            "--das",
+            "batch_size=16",
+            "--das",
+            "prune_horizon=0",
+        ],
+    ),
     ("simulation settings", "simulation_settings", []),
 ]
 
@@ -63,12 +99,14 @@ def replace_block(text: str, name: str, content: str) -> str:
     >>> replace_block("a\\n<!-- docs:x -->\\nold\\n<!-- /docs:x -->\\nb", "x", "new")
     'a\\n<!-- docs:x -->\\nnew\\n<!-- /docs:x -->\\nb'
     """
-    pattern = re.compile(rf"(<!-- docs:{re.escape(name)} -->\n).*?(\n?<!-- /docs:{re.escape(name)} -->)",
-                         re.S)
+    pattern = re.compile(
+        rf"(<!-- docs:{re.escape(name)} -->\n).*?(\n?<!-- /docs:{re.escape(name)} -->)", re.S
+    )
     if not pattern.search(text):
         raise KeyError(f"no <!-- docs:{name} --> ... <!-- /docs:{name} --> block")
-    return pattern.sub(lambda m: m.group(1) + content.rstrip("\n") + "\n" + m.group(2).lstrip("\n"),
-                       text, count=1)
+    return pattern.sub(
+        lambda m: m.group(1) + content.rstrip("\n") + "\n" + m.group(2).lstrip("\n"), text, count=1
+    )
 
 
 class Docs:
@@ -115,16 +153,26 @@ def demo(docs: Docs) -> None:
     summary = json.loads((out / "summary.json").read_text())
     table = (out / "results.md").read_text().split("\n\n", 2)[2].strip()
     n = summary["n_samples"]
-    docs.block("docs/experiments.md", "demo-table", "\n".join([
-        table, "",
-        f"(`streamdas simulate`, {n:,} samples, seed {summary['seed']}; seconds = time in each "
-        "learner's predict + learn, DAS's including the one-time cost of building its trainer; "
-        f"the whole run took {seconds:.1f} s including plots. Hidden sizes after the last "
-        "pruning are what the network kept; \"now\" adds the units grown at the last sizing "
-        "cycle, which the parameter count includes.)"]))
+    docs.block(
+        "docs/experiments.md",
+        "demo-table",
+        "\n".join(
+            [
+                table,
+                "",
+                f"(`streamdas simulate`, {n:,} samples, seed {summary['seed']}; seconds = time in each "
+                "learner's predict + learn, DAS's including the one-time cost of building its trainer; "
+                f"the whole run took {seconds:.1f} s including plots. Hidden sizes after the last "
+                'pruning are what the network kept; "now" adds the units grown at the last sizing '
+                "cycle, which the parameter count includes.)",
+            ]
+        ),
+    )
     names = ["2 centroids", "16 centroids", "2 centroids again"]
-    lines = ["| learner | " + " | ".join(f"{c}: accuracy / units" for c in names) + " |",
-             "|---|" + "---|" * len(names)]
+    lines = [
+        "| learner | " + " | ".join(f"{c}: accuracy / units" for c in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
     for learner, entry in summary["learners"].items():
         cells = []
         for seg in entry["segments"]:
@@ -146,16 +194,18 @@ def growth_check(docs: Docs) -> None:
     with limit_threads():
         rows = growth.run(seeds, n)
     command = "python -m simulations.growth" + (f" --seeds 0 --n {n}" if docs.quick else "")
-    docs.block("docs/experiments.md", "growth-check",
-               growth.table(rows, n) + f"\n(`{command}`)")
+    docs.block("docs/experiments.md", "growth-check", growth.table(rows, n) + f"\n(`{command}`)")
 
 
 def defaults(docs: Docs) -> None:
     """The three runs of "Why not the estimator's defaults?" and their table."""
     n = 3000 if docs.quick else 30_000
     step = n // 10
-    rows = [f"| settings | command | total units after pruning every {step:,} samples (drifts at "
-            f"{n // 3:,} and {2 * n // 3:,}) |", "|---|---|---|"]
+    rows = [
+        f"| settings | command | total units after pruning every {step:,} samples (drifts at "
+        f"{n // 3:,} and {2 * n // 3:,}) |",
+        "|---|---|---|",
+    ]
     for label, folder, extra in DEFAULTS_RUNS:
         out = docs.results / "defaults_evidence" / folder
         argv = ["complexity", "-n", str(n), "--learners", "das", *extra, "-o", str(out)]
@@ -164,8 +214,10 @@ def defaults(docs: Docs) -> None:
         das = metrics[metrics["learner"] == "das"].set_index("n_samples")["total_units"]
         units = [int(das.loc[k]) for k in range(step, n + 1, step) if k in das.index]
         shown = " ".join(f'"{a}"' if "(" in a else a for a in extra)
-        command = (f"python -m simulations complexity -n {n} --learners das {shown} "
-                   f"-o results/defaults_evidence/{folder}").replace("  ", " ")
+        command = (
+            f"python -m simulations complexity -n {n} --learners das {shown} "
+            f"-o results/defaults_evidence/{folder}"
+        ).replace("  ", " ")
         rows.append(f"| {label} | `{command}` | {', '.join(map(str, units))} |")
     docs.block("docs/experiments.md", "defaults-evidence", "\n".join(rows))
     pruning_rule(docs)
@@ -183,8 +235,12 @@ def pruning_rule(docs: Docs) -> None:
     docs.block("docs/experiments.md", "pruning-rule", f"{text.strip()}\n\n(`{command}`)")
 
 
-PAPER_IMAGES = {"fig1": "fig1_sizes_vs_alpha.png", "fig2": "fig2_start_widths.png",
-                "table1": "table1_sizes_vs_difficulty.png", "table23": "table23_baselines.png"}
+PAPER_IMAGES = {
+    "fig1": "fig1_sizes_vs_alpha.png",
+    "fig2": "fig2_start_widths.png",
+    "table1": "table1_sizes_vs_difficulty.png",
+    "table23": "table23_baselines.png",
+}
 
 
 def paper(docs: Docs) -> None:
@@ -192,16 +248,17 @@ def paper(docs: Docs) -> None:
     from simulations.paper import main as run_paper
 
     out = docs.results / "paper"
-    status, text = _quiet(lambda: run_paper(["all", "-o", str(out)] + (["--quick"] if docs.quick
-                                                                       else [])))
+    status, text = _quiet(lambda: run_paper(["all", "-o", str(out)] + (["--quick"] if docs.quick else [])))
     if status != 0:
         raise RuntimeError(f"simulations.paper failed:\n{text}")
     for name, image in PAPER_IMAGES.items():
         docs.image(out / name / image, image)
         res = json.loads((out / name / "results.json").read_text())
-        docs.block("docs/experiments.md", f"paper-{name}",
-                   f"{res['table'].strip()}\n\n(`python -m simulations.paper {name}`: "
-                   f"{res['seconds']} s.)")
+        docs.block(
+            "docs/experiments.md",
+            f"paper-{name}",
+            f"{res['table'].strip()}\n\n(`python -m simulations.paper {name}`: {res['seconds']} s.)",
+        )
 
 
 def bench_summary(sections: list) -> str:
@@ -220,25 +277,43 @@ def bench_summary(sections: list) -> str:
     if das:
         rate = float(das[1])
         met = "met" if rate >= 20_000 else "NOT met"
-        lines.append(f"| prequential `DASClassifier()`, 10-feature stream | {rate:,.0f} samples/s "
-                     f"| >= 20,000 ({met}, {rate / 20_000:.2f}x) |")
+        lines.append(
+            f"| prequential `DASClassifier()`, 10-feature stream | {rate:,.0f} samples/s "
+            f"| >= 20,000 ({met}, {rate / 20_000:.2f}x) |"
+        )
     else:
         lines.append(f"| prequential `DASClassifier()`, 10-feature stream | {missing} | >= 20,000 |")
     if das and mlp:
         ratio = float(das[1]) / float(mlp[1])
-        lines.append(f"| against a per-sample torch MLP of the same size | {ratio:.1f}x | >= 10x "
-                     f"({'met' if ratio >= 10 else 'NOT met'}) |")
+        lines.append(
+            f"| against a per-sample torch MLP of the same size | {ratio:.1f}x | >= 10x "
+            f"({'met' if ratio >= 10 else 'NOT met'}) |"
+        )
     else:
         lines.append(f"| against a per-sample torch MLP of the same size | {missing} | >= 10x |")
-    river = [r for r in (by_key["throughput"].rows if "throughput" in by_key else [])
-             if str(r[0]).startswith("river ")]
-    lines.append("| River in the same run | " + (" · ".join(
-        f"{str(r[0])[6:]} {float(r[1]):,.0f}" for r in river) + " samples/s" if river
-        else missing) + " | |")
+    river = [
+        r
+        for r in (by_key["throughput"].rows if "throughput" in by_key else [])
+        if str(r[0]).startswith("river ")
+    ]
+    lines.append(
+        "| River in the same run | "
+        + (
+            " · ".join(f"{str(r[0])[6:]} {float(r[1]):,.0f}" for r in river) + " samples/s"
+            if river
+            else missing
+        )
+        + " | |"
+    )
     sizing = row("sizing", lambda r: int(r[0]) == 1000)
-    lines.append("| grow + prune, share of learning time (N = 1,000) | " + (
-        f"{float(sizing[5]):.1f}% | <= 5% ({'met' if float(sizing[5]) <= 5 else 'NOT met'}) |"
-        if sizing else f"{missing} | <= 5% |"))
+    lines.append(
+        "| grow + prune, share of learning time (N = 1,000) | "
+        + (
+            f"{float(sizing[5]):.1f}% | <= 5% ({'met' if float(sizing[5]) <= 5 else 'NOT met'}) |"
+            if sizing
+            else f"{missing} | <= 5% |"
+        )
+    )
     growth = None
     if "memory" in by_key:
         for note in by_key["memory"].notes:
@@ -246,30 +321,47 @@ def bench_summary(sections: list) -> str:
             if note.startswith("RSS growth") and m:
                 growth = float(m.group(1))
     span = by_key["memory"].title.split("over ")[-1] if growth is not None else "a long run"
-    lines.append(f"| RSS growth over {span} | "
-                 + (f"{growth:+.2f}% | <= 5% ({'met' if growth <= 5 else 'NOT met'}) |"
-                    if growth is not None else f"{missing} | <= 5% |"))
+    lines.append(
+        f"| RSS growth over {span} | "
+        + (
+            f"{growth:+.2f}% | <= 5% ({'met' if growth <= 5 else 'NOT met'}) |"
+            if growth is not None
+            else f"{missing} | <= 5% |"
+        )
+    )
     mini = row("minibatch", lambda r: int(r[0]) == 1024)
-    lines.append("| `predict_many` + `learn_many`, batch 1,024 | "
-                 + (f"{float(mini[3]):,.0f} samples/s | |" if mini else f"{missing} | |"))
+    lines.append(
+        "| `predict_many` + `learn_many`, batch 1,024 | "
+        + (f"{float(mini[3]):,.0f} samples/s | |" if mini else f"{missing} | |")
+    )
     gpu = by_key.get("gpu")
-    lines.append("| GPU step, DAS / static | " + (
-        "see docs/benchmarks.md, section 6" if gpu and gpu.rows
-        else "not measured (no GPU was available)") + " | <= 1.15x |")
-    for kind, label in (("accuracy", "accuracy goals, 8 drifting classification streams"),
-                        ("regression", "accuracy goals, 3 regression streams")):
+    lines.append(
+        "| GPU step, DAS / static | "
+        + ("see docs/benchmarks.md, section 6" if gpu and gpu.rows else "not measured (no GPU was available)")
+        + " | <= 1.15x |"
+    )
+    for kind, label in (
+        ("accuracy", "accuracy goals, 8 drifting classification streams"),
+        ("regression", "accuracy goals, 3 regression streams"),
+    ):
         goals = [n for s in sections if s.key == kind for n in s.notes if n.startswith("Issue 11 goals")]
-        lines.append(f"| {label} (issue 11) | "
-                     + (goals[0].split(": ", 1)[1].replace("|", "/") if goals else missing) + " | |")
+        lines.append(
+            f"| {label} (issue 11) | "
+            + (goals[0].split(": ", 1)[1].replace("|", "/") if goals else missing)
+            + " | |"
+        )
     startup = by_key.get("startup")
     for r in startup.rows if startup else []:
-        lines.append(f"| {r[0]} first samples, fresh process: excess over a later one; RSS growth "
-                     f"over {int(r[1]):,} samples | {float(r[6]):.1f} ms; {float(r[10]):+.1f} MiB | "
-                     f"<= 50 ms ({'met' if float(r[6]) <= 50 else 'NOT met'}); <= 10 MiB "
-                     f"({'met' if float(r[10]) <= 10 else 'NOT met'}) |")
+        lines.append(
+            f"| {r[0]} first samples, fresh process: excess over a later one; RSS growth "
+            f"over {int(r[1]):,} samples | {float(r[6]):.1f} ms; {float(r[10]):+.1f} MiB | "
+            f"<= 50 ms ({'met' if float(r[6]) <= 50 else 'NOT met'}); <= 10 MiB "
+            f"({'met' if float(r[10]) <= 10 else 'NOT met'}) |"
+        )
     if not startup:
-        lines.append(f"| first samples' cost and RSS growth, fresh process | {missing} "
-                     "| <= 50 ms; <= 10 MiB |")
+        lines.append(
+            f"| first samples' cost and RSS growth, fresh process | {missing} | <= 50 ms; <= 10 MiB |"
+        )
     return "\n".join(lines)
 
 
@@ -301,49 +393,67 @@ def learner_table(res: dict) -> str:
     """``benchmarks.learner``'s figures (:func:`service`'s ``learner.json``) as docs/benchmarks.md
     shows them: the table, then the target and the encodings."""
     plain, replayed = res["distinct"], res["replayed"]
-    lines = ["| stream | records learned | learned records/s | by CPU time | decode + dedup only, "
-             "values/s |", "|---|---|---|---|---|"]
-    for label, r, learned in (("distinct records", plain, f"{plain['learned']:,}"),
-                              ("10% replayed", replayed,
-                               f"{replayed['learned']:,} + {replayed['duplicates']:,} skipped")):
-        lines.append(f"| {label} | {learned} | {r['learn_rate']:,.0f} | {r['learn_rate_cpu']:,.0f} "
-                     f"| {r['decode_rate']:,.0f} |")
+    lines = [
+        "| stream | records learned | learned records/s | by CPU time | decode + dedup only, values/s |",
+        "|---|---|---|---|---|",
+    ]
+    for label, r, learned in (
+        ("distinct records", plain, f"{plain['learned']:,}"),
+        ("10% replayed", replayed, f"{replayed['learned']:,} + {replayed['duplicates']:,} skipped"),
+    ):
+        lines.append(
+            f"| {label} | {learned} | {r['learn_rate']:,.0f} | {r['learn_rate_cpu']:,.0f} "
+            f"| {r['decode_rate']:,.0f} |"
+        )
     ratio = plain["learn_rate"] / LEARNER_TARGET
-    lines += ["", f"Best of {res['repeats']}. Target: at least {LEARNER_TARGET:,} labelled records/s on "
-              f"one core with the defaults: {'met' if ratio >= 1 else 'NOT met'} ({ratio:.1f}x). A "
-              f"snapshot of that model ({res['snapshot_bytes'] / 1024:.0f} KiB) encodes in "
-              f"{res['snapshot_s'] * 1000:.1f} ms, the full learner state in {res['full_s'] * 1000:.1f} ms."]
+    lines += [
+        "",
+        f"Best of {res['repeats']}. Target: at least {LEARNER_TARGET:,} labelled records/s on "
+        f"one core with the defaults: {'met' if ratio >= 1 else 'NOT met'} ({ratio:.1f}x). A "
+        f"snapshot of that model ({res['snapshot_bytes'] / 1024:.0f} KiB) encodes in "
+        f"{res['snapshot_s'] * 1000:.1f} ms, the full learner state in {res['full_s'] * 1000:.1f} ms.",
+    ]
     return "\n".join(lines)
 
 
 def scope_table(rows: list[dict]) -> str:
     """``benchmarks.scope --json``'s rows as docs/benchmarks.md shows them: the table, then how
     far each scope is from the ``learn_one`` loop."""
-    lines = ["| stream | records | input partitions | `learn_one` loop | shared scope | partition scope "
-             "| shared: snapshot behind (p50 / p99 records) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines = [
+        "| stream | records | input partitions | `learn_one` loop | shared scope | partition scope "
+        "| shared: snapshot behind (p50 / p99 records) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
     previous = None
     for r in rows:
         shared, part = r["shared"], r["partition"]
         name = "same" if r["stream"] == previous else SCOPE_STREAMS.get(r["stream"], r["stream"])
         previous = r["stream"]
         acc = f"{shared['accuracy']:.1f}"
-        behind = " / ".join("n/a" if shared[k] is None else f"{shared[k]:,.0f}"
-                            for k in ("behind_p50", "behind_p99"))
-        lines.append(f"| {name} | {r['records']:,} | {r['partitions']} | {r['reference']:.1f} | "
-                     f"{f'**{acc}**' if shared['accuracy'] >= part['accuracy'] else acc} | "
-                     f"{part['accuracy']:.1f} | {behind} |")
+        behind = " / ".join(
+            "n/a" if shared[k] is None else f"{shared[k]:,.0f}" for k in ("behind_p50", "behind_p99")
+        )
+        lines.append(
+            f"| {name} | {r['records']:,} | {r['partitions']} | {r['reference']:.1f} | "
+            f"{f'**{acc}**' if shared['accuracy'] >= part['accuracy'] else acc} | "
+            f"{part['accuracy']:.1f} | {behind} |"
+        )
     target = [r for r in rows if r["stream"] in ("rbf", "agrawal")]
     if target:
         counts = sorted({r["partitions"] for r in target})
-        gaps = [max(r["reference"] - r["shared"]["accuracy"] for r in target if r["partitions"] == c)
-                for c in counts]
+        gaps = [
+            max(r["reference"] - r["shared"]["accuracy"] for r in target if r["partitions"] == c)
+            for c in counts
+        ]
         losses = [r["reference"] - r["partition"]["accuracy"] for r in target]
-        lines += ["", f"On the slow streams ({', '.join(sorted({r['stream'] for r in target}))}) the "
-                  f"shared scope is within {' and '.join(f'{g:.1f}' for g in gaps)} points of the "
-                  f"`learn_one` loop at {' and '.join(map(str, counts))} partitions, while the "
-                  f"partition scope loses {min(losses):.1f} to {max(losses):.1f} points (each of its "
-                  "models learns 1/P of the records)."]
+        lines += [
+            "",
+            f"On the slow streams ({', '.join(sorted({r['stream'] for r in target}))}) the "
+            f"shared scope is within {' and '.join(f'{g:.1f}' for g in gaps)} points of the "
+            f"`learn_one` loop at {' and '.join(map(str, counts))} partitions, while the "
+            f"partition scope loses {min(losses):.1f} to {max(losses):.1f} points (each of its "
+            "models learns 1/P of the records).",
+        ]
     return "\n".join(lines)
 
 
@@ -354,28 +464,37 @@ def _kib(n: float | None) -> str:
 def load_table(reports: list[dict]) -> str:
     """``benchmarks.kafka_load --json`` reports of the shared scope (one per instance count) as
     docs/benchmarks.md shows them: the table, then whether the service kept up."""
-    lines = ["| instances | predictions/s (steady) | max lag | snapshots published | behind (p50 / p99 "
-             "records) | age (p50 / p99) | first use (p50 / p99) | snapshot | learner checkpoint |",
-             "| ---: | --- | ---: | ---: | --- | --- | --- | ---: | ---: |"]
+    lines = [
+        "| instances | predictions/s (steady) | max lag | snapshots published | behind (p50 / p99 "
+        "records) | age (p50 / p99) | first use (p50 / p99) | snapshot | learner checkpoint |",
+        "| ---: | --- | ---: | ---: | --- | --- | --- | ---: | ---: |",
+    ]
     for r in reports:
         f = r["freshness"]
-        behind = " / ".join("n/a" if f["behind_records"][k] is None else f"{f['behind_records'][k]:,.0f}"
-                            for k in ("p50", "p99"))
-        age, first = (" / ".join("n/a" if f[key].get(k) is None else f"{f[key][k]:.2f} s"
-                                 for k in ("p50", "p99"))
-                      for key in ("age_s", "first_use_s"))
-        lines.append(f"| {r['instances']} | {r['throughput_msgs_per_s']:,.0f} "
-                     f"({r['steady_msgs_per_s']:,.0f}) | {r['max_lag']:,.0f} | {f['snapshots']} | "
-                     f"{behind} | {age} | {first} | {_kib(f['snapshot_bytes'])} | "
-                     f"{_kib(f['checkpoint_bytes'])} |")
+        behind = " / ".join(
+            "n/a" if f["behind_records"][k] is None else f"{f['behind_records'][k]:,.0f}"
+            for k in ("p50", "p99")
+        )
+        age, first = (
+            " / ".join("n/a" if f[key].get(k) is None else f"{f[key][k]:.2f} s" for k in ("p50", "p99"))
+            for key in ("age_s", "first_use_s")
+        )
+        lines.append(
+            f"| {r['instances']} | {r['throughput_msgs_per_s']:,.0f} "
+            f"({r['steady_msgs_per_s']:,.0f}) | {r['max_lag']:,.0f} | {f['snapshots']} | "
+            f"{behind} | {age} | {first} | {_kib(f['snapshot_bytes'])} | "
+            f"{_kib(f['checkpoint_bytes'])} |"
+        )
     notes = []
     for r in reports:
         kept = r["steady_msgs_per_s"] >= 0.95 * r["rate_target"]
         complete = r["predictions_in_output_topic"] == r["messages"]
-        notes.append(f"{r['instances']} instance{'s' if r['instances'] > 1 else ''}: "
-                     f"{'kept' if kept else 'did not keep'} up with {r['rate_target']:,.0f} records/s "
-                     f"offered; {r['predictions_in_output_topic']:,} of {r['messages']:,} records got a "
-                     f"prediction{'' if complete else ' (INCOMPLETE)'}; final lag {r['final_lag']:,.0f}.")
+        notes.append(
+            f"{r['instances']} instance{'s' if r['instances'] > 1 else ''}: "
+            f"{'kept' if kept else 'did not keep'} up with {r['rate_target']:,.0f} records/s "
+            f"offered; {r['predictions_in_output_topic']:,} of {r['messages']:,} records got a "
+            f"prediction{'' if complete else ' (INCOMPLETE)'}; final lag {r['final_lag']:,.0f}."
+        )
     return "\n".join([*lines, "", " ".join(notes)])
 
 
@@ -391,28 +510,43 @@ def service(docs: Docs) -> None:
     out.mkdir(parents=True, exist_ok=True)
     setup_torch(1)
     sizes = PRESETS["smoke" if docs.quick else "full"]
-    runs = {"distinct": learner_rate(sizes.throughput_n, sizes.repeats),
-            "replayed": learner_rate(sizes.throughput_n, sizes.repeats, replay_every=1000)}
+    runs = {
+        "distinct": learner_rate(sizes.throughput_n, sizes.repeats),
+        "replayed": learner_rate(sizes.throughput_n, sizes.repeats, replay_every=1000),
+    }
     snap_s, snap_b, full_s, full_b = _encodings(runs["distinct"]["state"], sizes.repeats)
-    learner = {"repeats": sizes.repeats, "snapshot_s": snap_s, "snapshot_bytes": snap_b,
-               "full_s": full_s, "full_bytes": full_b,
-               **{k: {f: v for f, v in r.items() if f != "state"} for k, r in runs.items()}}
+    learner = {
+        "repeats": sizes.repeats,
+        "snapshot_s": snap_s,
+        "snapshot_bytes": snap_b,
+        "full_s": full_s,
+        "full_bytes": full_b,
+        **{k: {f: v for f, v in r.items() if f != "state"} for k, r in runs.items()},
+    }
     (out / "learner.json").write_text(json.dumps(learner, indent=2))
     docs.block("docs/benchmarks.md", "service-learner", learner_table(learner))
 
     argv = ["--quick", "--n", "1000"] if docs.quick else []
-    status, text = _quiet(lambda: scope.main([*argv, "--json", str(out / "scope.json"),
-                                              "--workdir", str(out / "scope")]))
+    status, text = _quiet(
+        lambda: scope.main([*argv, "--json", str(out / "scope.json"), "--workdir", str(out / "scope")])
+    )
     if status != 0:
         raise RuntimeError(f"benchmarks.scope failed:\n{text}")
-    docs.block("docs/benchmarks.md", "service-scope",
-               scope_table(json.loads((out / "scope.json").read_text())))
+    docs.block(
+        "docs/benchmarks.md", "service-scope", scope_table(json.loads((out / "scope.json").read_text()))
+    )
 
     reports = []
     for instances in (1, 2):
         path = out / f"kafka_load_{instances}.json"
-        argv = ["--messages", "3000" if docs.quick else "100000",
-                "--rate", "2000" if docs.quick else "10000", "--instances", str(instances)]
+        argv = [
+            "--messages",
+            "3000" if docs.quick else "100000",
+            "--rate",
+            "2000" if docs.quick else "10000",
+            "--instances",
+            str(instances),
+        ]
         status, text = _quiet(lambda a=[*argv, "--json", str(path)]: kafka_load.main(a))
         if status != 0:
             raise RuntimeError(f"benchmarks.kafka_load {argv} failed:\n{text}")
@@ -421,18 +555,25 @@ def service(docs: Docs) -> None:
 
 
 PARTS: dict[str, Callable[[Docs], None]] = {
-    "demo": demo, "defaults": defaults, "paper": paper, "bench": bench,
-    "service": service}
+    "demo": demo,
+    "defaults": defaults,
+    "paper": paper,
+    "bench": bench,
+    "service": service,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make docs", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", action="append", choices=list(PARTS),
-                        help="regenerate only this part (repeatable)")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes (a smoke test: its numbers mean nothing)")
-    parser.add_argument("--root", type=Path, default=ROOT,
-                        help="folder holding README.md and docs/ (default: this checkout)")
+    parser.add_argument(
+        "--only", action="append", choices=list(PARTS), help="regenerate only this part (repeatable)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sizes (a smoke test: its numbers mean nothing)"
+    )
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help="folder holding README.md and docs/ (default: this checkout)"
+    )
     args = parser.parse_args(argv)
     from streamdas.threads import limit_threads
 
@@ -442,8 +583,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             print(f"[make docs] {name} ...", file=sys.stderr, flush=True)
             PARTS[name](docs)
-            print(f"[make docs] {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr,
-                  flush=True)
+            print(f"[make docs] {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     return 0
 
 

@@ -50,21 +50,41 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("scenario", nargs="?", help="scenario name (see --list)")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    p.add_argument("-n", "--length", type=integer(low=MIN_LENGTH), default=None,
-                   help=f"stream length (samples, at least {MIN_LENGTH})")
+    p.add_argument(
+        "-n",
+        "--length",
+        type=integer(low=MIN_LENGTH),
+        default=None,
+        help=f"stream length (samples, at least {MIN_LENGTH})",
+    )
     p.add_argument("--seed", type=integer(0, 2**32 - 1), default=42)
-    p.add_argument("--learners", default=None,
-                   help="comma-separated learners (default: all for the task), e.g. das,hat")
-    p.add_argument("-o", "--output", default=None,
-                   help="results folder (default results/<scenario>-seed<seed>)")
-    p.add_argument("--window", type=integer(low=1), default=None,
-                   help="rolling metric window (default: length/20, at least 200)")
-    p.add_argument("--eval-every", type=integer(low=1), default=None,
-                   help="record a row every N samples")
-    p.add_argument("--das", action="append", type=_das_arg, default=[], metavar="KEY=VALUE",
-                   help="extra DAS constructor argument, repeatable (e.g. --das alpha=1e-4)")
-    p.add_argument("--threads", type=integer(1, 1024), default=1,
-                   help="torch threads (default 1: small networks only lose from more)")
+    p.add_argument(
+        "--learners", default=None, help="comma-separated learners (default: all for the task), e.g. das,hat"
+    )
+    p.add_argument(
+        "-o", "--output", default=None, help="results folder (default results/<scenario>-seed<seed>)"
+    )
+    p.add_argument(
+        "--window",
+        type=integer(low=1),
+        default=None,
+        help="rolling metric window (default: length/20, at least 200)",
+    )
+    p.add_argument("--eval-every", type=integer(low=1), default=None, help="record a row every N samples")
+    p.add_argument(
+        "--das",
+        action="append",
+        type=_das_arg,
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra DAS constructor argument, repeatable (e.g. --das alpha=1e-4)",
+    )
+    p.add_argument(
+        "--threads",
+        type=integer(1, 1024),
+        default=1,
+        help="torch threads (default 1: small networks only lose from more)",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return p
@@ -80,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     demo = args.scenario is None
     scenario = DEMO["scenario"] if demo else args.scenario
     if scenario not in SCENARIOS:
-        usage_error("streamdas simulate", f"argument scenario: unknown scenario {scenario!r}; "
-                    f"choose from {', '.join(sorted(SCENARIOS))} (see --list)")
+        usage_error(
+            "streamdas simulate",
+            f"argument scenario: unknown scenario {scenario!r}; "
+            f"choose from {', '.join(sorted(SCENARIOS))} (see --list)",
+        )
     if args.length is not None:
         length = args.length
     else:
@@ -105,9 +128,12 @@ def main(argv: list[str] | None = None) -> int:
 
         unknown = [s.strip() for s in args.learners.split(",") if s.strip() not in LEARNERS[task]]
         if unknown:
-            usage_error("streamdas simulate", f"argument --learners: unknown learner(s) "
-                        f"{', '.join(unknown)} for {task}; choose from "
-                        f"{','.join(sorted(LEARNERS[task]))}")
+            usage_error(
+                "streamdas simulate",
+                f"argument --learners: unknown learner(s) "
+                f"{', '.join(unknown)} for {task}; choose from "
+                f"{','.join(sorted(LEARNERS[task]))}",
+            )
     cfg = RunConfig(
         scenario=scenario,
         n_samples=length,

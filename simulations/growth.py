@@ -43,8 +43,9 @@ def _peak(model: Any) -> list[int]:
     return [max(col) for col in zip(*sizes, strict=True)] if sizes else []
 
 
-def run(seeds: list[int], n: int = 18_000, with_arf: bool = True,
-        progress: bool = False) -> list[dict[str, Any]]:
+def run(
+    seeds: list[int], n: int = 18_000, with_arf: bool = True, progress: bool = False
+) -> list[dict[str, Any]]:
     """One row per seed: hard-segment accuracy of DAS, the start- and peak-width static MLPs
     (with their widths) and ARF (None when ``with_arf`` is off)."""
     rows = []
@@ -59,22 +60,35 @@ def run(seeds: list[int], n: int = 18_000, with_arf: bool = True,
         peak = _peak(das)
         start = make_das("classification", "static_mlp", seed)
         static_peak = make_das("classification", "static_mlp", seed, hidden_sizes=tuple(peak))
-        row = {"seed": seed, "das": das_acc, "start": _hard_accuracy(start, data, lo, hi),
-               "start_width": start_width, "peak": _hard_accuracy(static_peak, data, lo, hi),
-               "peak_width": peak,
-               "arf": _hard_accuracy(make_learner("arf", "classification", seed), data, lo, hi)
-               if with_arf else None}
+        row = {
+            "seed": seed,
+            "das": das_acc,
+            "start": _hard_accuracy(start, data, lo, hi),
+            "start_width": start_width,
+            "peak": _hard_accuracy(static_peak, data, lo, hi),
+            "peak_width": peak,
+            "arf": _hard_accuracy(make_learner("arf", "classification", seed), data, lo, hi)
+            if with_arf
+            else None,
+        }
         rows.append(row)
         if progress:
-            print(f"[growth] seed {seed}: DAS {row['das']:.4f}, start {row['start']:.4f}, "
-                  f"peak {row['peak']:.4f}, ARF {row['arf']}", file=sys.stderr, flush=True)
+            print(
+                f"[growth] seed {seed}: DAS {row['das']:.4f}, start {row['start']:.4f}, "
+                f"peak {row['peak']:.4f}, ARF {row['arf']}",
+                file=sys.stderr,
+                flush=True,
+            )
     return rows
 
 
 def table(rows: list[dict[str, Any]], n: int) -> str:
     """Markdown: the accuracies, DAS's margins and the three goals' verdicts per seed."""
-    lines = ["| seed | DAS | static, start width | static, peak width | ARF | DAS - start | "
-             "DAS - peak | DAS - ARF |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| seed | DAS | static, start width | static, peak width | ARF | DAS - start | "
+        "DAS - peak | DAS - ARF |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     met = {"start": 0, "peak": 0, "arf": 0}
     for r in rows:
         arf = r["arf"]
@@ -86,20 +100,23 @@ def table(rows: list[dict[str, Any]], n: int) -> str:
         lines.append(
             f"| {r['seed']} | {r['das']:.4f} | {r['start']:.4f} {tuple(r['start_width'])} | "
             f"{r['peak']:.4f} {tuple(r['peak_width'])} | {arf_cell} | "
-            f"{r['das'] - r['start']:+.4f} | {r['das'] - r['peak']:+.4f} | {arf_gap} |")
+            f"{r['das'] - r['start']:+.4f} | {r['das'] - r['peak']:+.4f} | {arf_gap} |"
+        )
     k = len(rows)
-    lines += ["", f"- Prequential accuracy over the whole hard (16-centroid) segment of the `complexity` "
-              f"scenario, {n:,} samples; static MLPs are DAS's network with its simulation settings, "
-              "fixed at the width shown (no growth, no pruning, no regularizer).",
-              f"- Goals (issue 11): DAS >= the start-width MLP on {met['start']}/{k} seeds; within one "
-              f"point of the peak-width MLP on {met['peak']}/{k}; within five points of ARF on "
-              + (f"{met['arf']}/{k}." if all(r["arf"] is not None for r in rows) else "(ARF not run).")]
+    lines += [
+        "",
+        f"- Prequential accuracy over the whole hard (16-centroid) segment of the `complexity` "
+        f"scenario, {n:,} samples; static MLPs are DAS's network with its simulation settings, "
+        "fixed at the width shown (no growth, no pruning, no regularizer).",
+        f"- Goals (issue 11): DAS >= the start-width MLP on {met['start']}/{k} seeds; within one "
+        f"point of the peak-width MLP on {met['peak']}/{k}; within five points of ARF on "
+        + (f"{met['arf']}/{k}." if all(r["arf"] is not None for r in rows) else "(ARF not run)."),
+    ]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m simulations.growth",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m simulations.growth", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     parser.add_argument("--n", type=int, default=18_000, help="samples (default 18,000, the demo's)")
     parser.add_argument("--no-arf", action="store_true", help="skip ARF (the slow one)")

@@ -46,7 +46,7 @@ def _puzzle_split(n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, ...
     states, dist = load_puzzle()
     X, y = one_hot(states), dist.astype(np.float32)
     idx = np.random.default_rng(seed).permutation(len(X))
-    tr, te = idx[:n_train], idx[len(idx) - n_test:]
+    tr, te = idx[:n_train], idx[len(idx) - n_test :]
     mu, sd = float(y[tr].mean()), float(y[tr].std())
     return X[tr], (y[tr] - mu) / sd, X[te], (y[te] - mu) / sd, sd
 
@@ -73,13 +73,21 @@ def fig1(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     for a in alphas:
         spec = BatchSpec(hidden_sizes=(100, 100, 100), epochs=epochs, alpha=a, seed=seed)
         run = train_batch(X, y, Xv, yv, spec, task="regression", y_scale=sd)
-        rows.append({"alpha": a, "final_sizes": run.final_sizes, "sizes": run.sizes,
-                     "test_mae_moves": run.score, "n_parameters": run.n_parameters})
+        rows.append(
+            {
+                "alpha": a,
+                "final_sizes": run.final_sizes,
+                "sizes": run.sizes,
+                "test_mae_moves": run.score,
+                "n_parameters": run.n_parameters,
+            }
+        )
         print(f"alpha={a:g}: sizes {run.final_sizes}, test MAE {run.score:.3f} moves", flush=True)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for layer in range(3):
-        ax.plot(alphas, [r["final_sizes"][layer] for r in rows], marker="o",
-                label=f"hidden layer {layer + 1}")
+        ax.plot(
+            alphas, [r["final_sizes"][layer] for r in rows], marker="o", label=f"hidden layer {layer + 1}"
+        )
     ax.set_xscale("log")
     ax.set_xlabel("alpha (weighted L1 strength)")
     ax.set_ylabel("final units")
@@ -87,11 +95,12 @@ def fig1(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save_fig(fig, out / "fig1_sizes_vs_alpha.png")
-    lines = ["| alpha | final sizes | total units | parameters | test MAE (moves) |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['alpha']:g} | {'/'.join(map(str, r['final_sizes']))} | "
-              f"{sum(r['final_sizes'])} | {r['n_parameters']} | {r['test_mae_moves']:.3f} |"
-              for r in rows]
+    lines = ["| alpha | final sizes | total units | parameters | test MAE (moves) |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {r['alpha']:g} | {'/'.join(map(str, r['final_sizes']))} | "
+        f"{sum(r['final_sizes'])} | {r['n_parameters']} | {r['test_mae_moves']:.3f} |"
+        for r in rows
+    ]
     return {"rows": rows, "table": "\n".join(lines), "n_train": n_train, "epochs": epochs}
 
 
@@ -110,14 +119,14 @@ def fig2(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     for w in starts:
         spec = BatchSpec(hidden_sizes=(w, w, w), epochs=epochs, alpha=alpha, seed=seed)
         run = train_batch(X, y, Xv, yv, spec, task="regression", y_scale=sd)
-        rows.append({"start": w, "sizes": run.sizes, "final_sizes": run.final_sizes,
-                     "test_mae_moves": run.score})
+        rows.append(
+            {"start": w, "sizes": run.sizes, "final_sizes": run.final_sizes, "test_mae_moves": run.score}
+        )
         print(f"start {w}: final sizes {run.final_sizes}, test MAE {run.score:.3f}", flush=True)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.2), sharey=True)
     for layer, ax in enumerate(axes):
         for r in rows:
-            ax.plot(range(1, epochs + 1), [s[layer] for s in r["sizes"]],
-                    label=f"start {r['start']}")
+            ax.plot(range(1, epochs + 1), [s[layer] for s in r["sizes"]], label=f"start {r['start']}")
         ax.set_title(f"hidden layer {layer + 1}", fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -126,8 +135,9 @@ def fig2(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     fig.suptitle(f"8-puzzle, alpha={alpha:g}: sizes over training", fontsize=10)
     _save_fig(fig, out / "fig2_start_widths.png")
     lines = ["| start width | final sizes | test MAE (moves) |", "|---|---|---|"]
-    lines += [f"| {r['start']} | {'/'.join(map(str, r['final_sizes']))} | "
-              f"{r['test_mae_moves']:.3f} |" for r in rows]
+    lines += [
+        f"| {r['start']} | {'/'.join(map(str, r['final_sizes']))} | {r['test_mae_moves']:.3f} |" for r in rows
+    ]
     return {"rows": rows, "table": "\n".join(lines), "alpha": alpha, "epochs": epochs}
 
 
@@ -147,8 +157,9 @@ def _digits(classes: int, seed: int) -> tuple[np.ndarray, ...]:
 
 #: The paper's CNN on 8x8 digits: 4 conv (strides 1,2,1,2; dropout after conv2/conv4) + dense.
 #: It starts small (8 filters, 16 dense units) and grows; alpha = 3e-4, tau and lr as the paper.
-CNN_SPEC = BatchSpec(hidden_sizes=(8, 8, 8, 8, 16), epochs=20, batch_size=32, cnn=True,
-                     input_hw=(8, 8), alpha=3e-4, lr=1e-3)
+CNN_SPEC = BatchSpec(
+    hidden_sizes=(8, 8, 8, 8, 16), epochs=20, batch_size=32, cnn=True, input_hw=(8, 8), alpha=3e-4, lr=1e-3
+)
 
 
 #: Strength of the l2,1 (group lasso) baseline, set by hand so that its final size is of the
@@ -172,8 +183,11 @@ def _stream_sizes(n_centroids: int, n: int, seed: int) -> dict[str, Any]:
         model.learn_one(x, y)
         if i >= 3 * n // 4 and i % 100 == 0:
             sizes.append(sum(effective_sizes(model)))
-    return {"units": float(np.mean(sizes)), "final_sizes": effective_sizes(model),
-            "accuracy_2nd_half": hits / (n - n // 2)}
+    return {
+        "units": float(np.mean(sizes)),
+        "final_sizes": effective_sizes(model),
+        "accuracy_2nd_half": hits / (n - n // 2),
+    }
 
 
 def table1(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
@@ -192,10 +206,17 @@ def table1(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         res = [_stream_sizes(k, n, s) for s in seeds]
         u_mean, u_2sd = mean_2sd([r["units"] for r in res])
         a_mean, a_2sd = mean_2sd([r["accuracy_2nd_half"] for r in res])
-        stream_rows.append({"centroids": k, "units_mean": u_mean, "units_2sd": u_2sd,
-                            "accuracy_mean": a_mean, "accuracy_2sd": a_2sd, "runs": res})
-        print(f"stream, {k} centroids: {u_mean:.1f} ± {u_2sd:.1f} units, "
-              f"accuracy {a_mean:.3f}", flush=True)
+        stream_rows.append(
+            {
+                "centroids": k,
+                "units_mean": u_mean,
+                "units_2sd": u_2sd,
+                "accuracy_mean": a_mean,
+                "accuracy_2sd": a_2sd,
+                "runs": res,
+            }
+        )
+        print(f"stream, {k} centroids: {u_mean:.1f} ± {u_2sd:.1f} units, accuracy {a_mean:.3f}", flush=True)
     digit_rows = []
     spec = replace(CNN_SPEC, epochs=3) if quick else CNN_SPEC
     for c in [2, 10] if quick else [2, 5, 10]:
@@ -205,18 +226,29 @@ def table1(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
             runs.append(train_batch(X, y, Xv, yv, replace(spec, seed=s)))
         sizes = np.array([r.final_sizes for r in runs], dtype=float)
         acc = mean_2sd([r.score for r in runs])
-        digit_rows.append({
-            "classes": c,
-            "mean_sizes": sizes.mean(0).round(1).tolist(),
-            "mean_parameters": float(np.mean([r.n_parameters for r in runs])),
-            "accuracy_mean": acc[0], "accuracy_2sd": acc[1],
-            "runs": [r.to_dict() for r in runs],
-        })
-        print(f"digits, {c} classes: sizes {sizes.mean(0).round(1).tolist()}, "
-              f"accuracy {acc[0]:.3f} ± {acc[1]:.3f}", flush=True)
+        digit_rows.append(
+            {
+                "classes": c,
+                "mean_sizes": sizes.mean(0).round(1).tolist(),
+                "mean_parameters": float(np.mean([r.n_parameters for r in runs])),
+                "accuracy_mean": acc[0],
+                "accuracy_2sd": acc[1],
+                "runs": [r.to_dict() for r in runs],
+            }
+        )
+        print(
+            f"digits, {c} classes: sizes {sizes.mean(0).round(1).tolist()}, "
+            f"accuracy {acc[0]:.3f} ± {acc[1]:.3f}",
+            flush=True,
+        )
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    a1.errorbar(ks, [r["units_mean"] for r in stream_rows],
-                yerr=[r["units_2sd"] for r in stream_rows], marker="o", capsize=3)
+    a1.errorbar(
+        ks,
+        [r["units_mean"] for r in stream_rows],
+        yerr=[r["units_2sd"] for r in stream_rows],
+        marker="o",
+        capsize=3,
+    )
     a1.set_xscale("log", base=2)
     a1.set_xlabel("centroids in the stream")
     a1.set_ylabel("DAS hidden units (total)")
@@ -231,15 +263,23 @@ def table1(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     a2.grid(alpha=0.3)
     a2.legend(fontsize=7)
     _save_fig(fig, out / "table1_sizes_vs_difficulty.png")
-    lines = ["| stream | DAS units (mean ± 2SD) | prequential accuracy, 2nd half |",
-             "|---|---|---|"]
-    lines += [f"| {r['centroids']} centroids | {r['units_mean']:.1f} ± {r['units_2sd']:.1f} | "
-              f"{r['accuracy_mean']:.3f} ± {r['accuracy_2sd']:.3f} |" for r in stream_rows]
-    lines += ["", "| digits | parameters | conv1 | conv2 | conv3 | conv4 | dense | "
-              "test accuracy (mean ± 2SD) |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['classes']} classes | {r['mean_parameters']:.0f} | "
-              + " | ".join(f"{v:.1f}" for v in r["mean_sizes"])
-              + f" | {r['accuracy_mean']:.3f} ± {r['accuracy_2sd']:.3f} |" for r in digit_rows]
+    lines = ["| stream | DAS units (mean ± 2SD) | prequential accuracy, 2nd half |", "|---|---|---|"]
+    lines += [
+        f"| {r['centroids']} centroids | {r['units_mean']:.1f} ± {r['units_2sd']:.1f} | "
+        f"{r['accuracy_mean']:.3f} ± {r['accuracy_2sd']:.3f} |"
+        for r in stream_rows
+    ]
+    lines += [
+        "",
+        "| digits | parameters | conv1 | conv2 | conv3 | conv4 | dense | test accuracy (mean ± 2SD) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['classes']} classes | {r['mean_parameters']:.0f} | "
+        + " | ".join(f"{v:.1f}" for v in r["mean_sizes"])
+        + f" | {r['accuracy_mean']:.3f} ± {r['accuracy_2sd']:.3f} |"
+        for r in digit_rows
+    ]
     return {"streams": stream_rows, "digits": digit_rows, "table": "\n".join(lines)}
 
 
@@ -256,21 +296,28 @@ def table23(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     starting widths). Mean ± 2SD of test accuracy.
     """
     seeds = [seed, seed + 1] if quick else [seed, seed + 1, seed + 2]
-    base = replace(CNN_SPEC, epochs=3, fine_tune_epochs=1) if quick else replace(
-        CNN_SPEC, fine_tune_epochs=10)
+    base = (
+        replace(CNN_SPEC, epochs=3, fine_tune_epochs=1) if quick else replace(CNN_SPEC, fine_tune_epochs=10)
+    )
     total = base.epochs + base.fine_tune_epochs
     variants: dict[str, Callable[[tuple[int, ...]], BatchSpec]] = {
         "Static A (DAS sizes, no reg.)": lambda sz: replace(
-            base, hidden_sizes=sz, regularizer="none", grow=False, prune=False, epochs=total,
-            fine_tune_epochs=0),
+            base,
+            hidden_sizes=sz,
+            regularizer="none",
+            grow=False,
+            prune=False,
+            epochs=total,
+            fine_tune_epochs=0,
+        ),
         "Static, weighted L1 (DAS sizes)": lambda sz: replace(
-            base, hidden_sizes=sz, grow=False, prune=False, epochs=total, fine_tune_epochs=0),
+            base, hidden_sizes=sz, grow=False, prune=False, epochs=total, fine_tune_epochs=0
+        ),
         "Dynamic, l2,1": lambda sz: replace(base, regularizer="l21", alpha=L21_ALPHA),
-        "DAS without growth (from DAS sizes)": lambda sz: replace(
-            base, hidden_sizes=sz, grow=False),
+        "DAS without growth (from DAS sizes)": lambda sz: replace(base, hidden_sizes=sz, grow=False),
         "Static, initial size (no reg.)": lambda sz: replace(
-            base, regularizer="none", grow=False, prune=False, epochs=total,
-            fine_tune_epochs=0),
+            base, regularizer="none", grow=False, prune=False, epochs=total, fine_tune_epochs=0
+        ),
     }
     results: dict[str, list[dict[str, Any]]] = {"DAS, weighted L1": []}
     for name in variants:
@@ -290,11 +337,24 @@ def table23(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
         m, sd2 = mean_2sd([r["score"] for r in runs])
         p = float(np.mean([r["n_parameters"] for r in runs]))
         sizes = np.mean([r["final_sizes"] for r in runs], axis=0).round(1).tolist()
-        rows.append({"model": name, "accuracy_mean": m, "accuracy_2sd": sd2,
-                     "mean_parameters": p, "mean_sizes": sizes})
+        rows.append(
+            {
+                "model": name,
+                "accuracy_mean": m,
+                "accuracy_2sd": sd2,
+                "mean_parameters": p,
+                "mean_sizes": sizes,
+            }
+        )
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.barh([r["model"] for r in rows], [r["accuracy_mean"] for r in rows],
-            xerr=[r["accuracy_2sd"] for r in rows], color="tab:blue", alpha=0.7, capsize=3)
+    ax.barh(
+        [r["model"] for r in rows],
+        [r["accuracy_mean"] for r in rows],
+        xerr=[r["accuracy_2sd"] for r in rows],
+        color="tab:blue",
+        alpha=0.7,
+        capsize=3,
+    )
     lo = min(r["accuracy_mean"] - r["accuracy_2sd"] for r in rows)
     ax.set_xlim(max(0.0, lo - 0.02), 1.0)
     ax.invert_yaxis()
@@ -302,34 +362,43 @@ def table23(out: Path, quick: bool = False, seed: int = 0) -> dict[str, Any]:
     ax.set_title(f"8x8 digits, paper's CNN, {len(seeds)} seeds", fontsize=10)
     ax.tick_params(axis="y", labelsize=7)
     _save_fig(fig, out / "table23_baselines.png")
-    lines = ["| model | test accuracy (mean ± 2SD) | mean parameters | mean final sizes |",
-             "|---|---|---|---|"]
-    lines += [f"| {r['model']} | {100 * r['accuracy_mean']:.1f} % ± {100 * r['accuracy_2sd']:.1f}"
-              f" | {r['mean_parameters']:.0f} | {'/'.join(f'{v:g}' for v in r['mean_sizes'])} |"
-              for r in rows]
+    lines = [
+        "| model | test accuracy (mean ± 2SD) | mean parameters | mean final sizes |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['model']} | {100 * r['accuracy_mean']:.1f} % ± {100 * r['accuracy_2sd']:.1f}"
+        f" | {r['mean_parameters']:.0f} | {'/'.join(f'{v:g}' for v in r['mean_sizes'])} |"
+        for r in rows
+    ]
     return {"rows": rows, "runs": results, "table": "\n".join(lines), "seeds": seeds}
 
 
 EXPERIMENTS: dict[str, Callable[..., dict[str, Any]]] = {
-    "fig1": fig1, "fig2": fig2, "table1": table1, "table23": table23,
+    "fig1": fig1,
+    "fig2": fig2,
+    "table1": table1,
+    "table23": table23,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m simulations.paper", description=__doc__.split(
-        "\n")[0])
+    p = argparse.ArgumentParser(prog="python -m simulations.paper", description=__doc__.split("\n")[0])
     p.add_argument("experiment", choices=[*EXPERIMENTS, "all"])
-    p.add_argument("-o", "--output", default=None,
-                   help="results folder (default results/paper/<experiment>, with --quick "
-                   "results/paper-quick/<experiment>: a smoke run never overwrites a full one)")
+    p.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="results folder (default results/paper/<experiment>, with --quick "
+        "results/paper-quick/<experiment>: a smoke run never overwrites a full one)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="tiny smoke-test version (seconds)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     return p
 
 
-def default_output(name: str, quick: bool, output: str | None = None,
-                   several: bool = False) -> Path:
+def default_output(name: str, quick: bool, output: str | None = None, several: bool = False) -> Path:
     """Where experiment ``name`` writes: ``results/paper/<name>``, or ``results/paper-quick/<name>``
     with ``--quick`` (so a smoke run never overwrites a full run's results); under ``-o DIR``,
     ``DIR`` for one experiment and ``DIR/<name>`` for several.
@@ -355,8 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         res = EXPERIMENTS[name](out, quick=args.quick, seed=args.seed)
         res["seconds"] = round(time.perf_counter() - t0, 1)
-        res["command"] = "python -m simulations.paper " + " ".join(
-            sys.argv[1:] if argv is None else argv)
+        res["command"] = "python -m simulations.paper " + " ".join(sys.argv[1:] if argv is None else argv)
         save_json(out / "results.json", res)
         (out / "table.md").write_text(res["table"] + "\n")
         print(f"\n## {name} ({res['seconds']} s) -> {out}\n\n{res['table']}\n", flush=True)

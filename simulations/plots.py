@@ -56,8 +56,7 @@ def _metric_axes(ax: Axes, df: pd.DataFrame, stream: ScenarioStream, metric: str
     col = f"{metric}_rolling"
     for name, part in df.groupby("learner", sort=False):
         ls, lw, z = STYLES.get(str(name), ("-", 1.1, 1))
-        ax.plot(part["n_samples"], part[col], label=name, color=COLORS.get(str(name)), lw=lw,
-                ls=ls, zorder=z)
+        ax.plot(part["n_samples"], part[col], label=name, color=COLORS.get(str(name)), lw=lw, ls=ls, zorder=z)
     _drift_markers(ax, stream)
     ax.set_ylabel(f"rolling {metric}")
     ax.grid(alpha=0.3)
@@ -71,14 +70,26 @@ def _size_axes(ax: Axes, df: pd.DataFrame, stream: ScenarioStream, learner: str 
         return False
     for k, c in enumerate(layer_cols):
         if part[c].notna().any():
-            line, = ax.plot(part["n_samples"], part[c], label=f"layer {c[7:]} after pruning",
-                            lw=1.6, ls=LAYER_STYLES[k % len(LAYER_STYLES)],
-                            drawstyle="steps-post", zorder=3)
+            (line,) = ax.plot(
+                part["n_samples"],
+                part[c],
+                label=f"layer {c[7:]} after pruning",
+                lw=1.6,
+                ls=LAYER_STYLES[k % len(LAYER_STYLES)],
+                drawstyle="steps-post",
+                zorder=3,
+            )
             now = f"now_l{c[7:]}"
             if now in part and part[now].notna().any():
-                ax.plot(part["n_samples"], part[now], color=line.get_color(), lw=0.8,
-                        alpha=0.35, drawstyle="steps-post",
-                        label=f"layer {c[7:]} now (with units just grown)")
+                ax.plot(
+                    part["n_samples"],
+                    part[now],
+                    color=line.get_color(),
+                    lw=0.8,
+                    alpha=0.35,
+                    drawstyle="steps-post",
+                    label=f"layer {c[7:]} now (with units just grown)",
+                )
     _drift_markers(ax, stream)
     ax.set_ylabel("DAS hidden units")
     ax.grid(alpha=0.3)
@@ -108,8 +119,7 @@ def plot_sizes(df: pd.DataFrame, stream: ScenarioStream, path: str | Path) -> Pa
     fig, ax = plt.subplots(figsize=(8, 3))
     _size_axes(ax, df, stream)
     ax.set_xlabel("samples")
-    ax.set_title(f"{stream.name}: DAS hidden units per layer (after each pruning; faint: now)",
-                 fontsize=10)
+    ax.set_title(f"{stream.name}: DAS hidden units per layer (after each pruning; faint: now)", fontsize=10)
     return _save(fig, path)
 
 
@@ -118,8 +128,7 @@ def plot_parameters(df: pd.DataFrame, stream: ScenarioStream, path: str | Path) 
     fig, ax = plt.subplots(figsize=(8, 3))
     if "n_parameters" in df:
         for name, part in df[df["n_parameters"].notna()].groupby("learner", sort=False):
-            ax.plot(part["n_samples"], part["n_parameters"], label=name,
-                    color=COLORS.get(str(name)), lw=1.3)
+            ax.plot(part["n_samples"], part["n_parameters"], label=name, color=COLORS.get(str(name)), lw=1.3)
         ax.legend(fontsize=7)
     _drift_markers(ax, stream)
     ax.set_xlabel("samples")
@@ -136,14 +145,21 @@ def plot_events(events: pd.DataFrame, stream: ScenarioStream, path: str | Path) 
     part = events[events["learner"] == "das"] if len(events) else events
     if len(part):
         d = part["delta_units"]
-        cycles = pd.DataFrame({
-            "grown": d.where(d > 0, 0), "pruned": d.where(d < 0, 0), "n": part["n_samples"],
-        }).groupby("n").sum()
+        cycles = (
+            pd.DataFrame(
+                {
+                    "grown": d.where(d > 0, 0),
+                    "pruned": d.where(d < 0, 0),
+                    "n": part["n_samples"],
+                }
+            )
+            .groupby("n")
+            .sum()
+        )
         width = max(stream.n_samples / 250, 1)
         ax.bar(cycles.index, cycles["grown"], width=width, color="tab:green", label="grown")
         ax.bar(cycles.index, cycles["pruned"], width=width, color="tab:red", label="pruned")
-        ax.plot(cycles.index, cycles["grown"] + cycles["pruned"], "k.", ms=4,
-                label="net change of the cycle")
+        ax.plot(cycles.index, cycles["grown"] + cycles["pruned"], "k.", ms=4, label="net change of the cycle")
         ax.legend(fontsize=7, ncol=3)
     ax.axhline(0, color="k", lw=0.5)
     _drift_markers(ax, stream)
@@ -154,16 +170,15 @@ def plot_events(events: pd.DataFrame, stream: ScenarioStream, path: str | Path) 
     return _save(fig, path)
 
 
-def plot_overview(
-    df: pd.DataFrame, stream: ScenarioStream, path: str | Path, metric: str
-) -> Path:
+def plot_overview(df: pd.DataFrame, stream: ScenarioStream, path: str | Path, metric: str) -> Path:
     """Two panels: rolling metric of all learners, and DAS hidden units per layer."""
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
     _metric_axes(a1, df, stream, metric)
     a1.set_title(f"{stream.name}: {stream.description}", fontsize=9)
     _size_axes(a2, df, stream)
-    a2.set_title("DAS hidden units per layer, read after each pruning (faint: with the units "
-                 "grown since)", fontsize=8)
+    a2.set_title(
+        "DAS hidden units per layer, read after each pruning (faint: with the units grown since)", fontsize=8
+    )
     a2.set_xlabel("samples")
     return _save(fig, path)
 

@@ -194,14 +194,16 @@ def _events(name: str, model: Any) -> list[dict[str, Any]]:
     for ev in getattr(core, "size_history", []):
         sizes = [int(s) for s in ev["sizes"]]
         delta = 0 if prev is None else sum(sizes) - sum(prev)
-        rows.append({
-            "learner": name,
-            "n_samples": int(ev["n_samples"]),
-            "event": str(ev.get("event", "")),
-            "sizes": "|".join(map(str, sizes)),
-            "total_units": sum(sizes),
-            "delta_units": delta,
-        })
+        rows.append(
+            {
+                "learner": name,
+                "n_samples": int(ev["n_samples"]),
+                "event": str(ev.get("event", "")),
+                "sizes": "|".join(map(str, sizes)),
+                "total_units": sum(sizes),
+                "delta_units": delta,
+            }
+        )
         prev = sizes
     return rows
 
@@ -239,7 +241,10 @@ def _run(config: RunConfig) -> RunResult:
     rows: list[dict[str, Any]] = []
     wall = time.perf_counter()
     bar = tqdm(
-        total=stream.n_samples, desc=f"{stream.name}", unit="smp", disable=not config.progress,
+        total=stream.n_samples,
+        desc=f"{stream.name}",
+        unit="smp",
+        disable=not config.progress,
         mininterval=0.5,
     )
     for i, (x, y) in enumerate(stream, start=1):
@@ -268,8 +273,12 @@ def _run(config: RunConfig) -> RunResult:
     )
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"metrics": out / "metrics.csv", "events": out / "events.csv",
-             "summary": out / "summary.json", "table": out / "results.md"}
+    files = {
+        "metrics": out / "metrics.csv",
+        "events": out / "events.csv",
+        "summary": out / "summary.json",
+        "table": out / "results.md",
+    }
     df.to_csv(files["metrics"], index=False)
     ev.to_csv(files["events"], index=False)
 
@@ -373,4 +382,3 @@ def markdown_table(summary: dict[str, Any]) -> str:
             f"{_fmt(e.get('n_parameters'))} | {secs:.1f} |"
         )
     return "\n".join(lines) + "\n"
-

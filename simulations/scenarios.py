@@ -190,9 +190,7 @@ def _blobs(
     centres = rng.random((n_centroids, n_features))
     labels = np.arange(n_centroids) % n_classes
     rng.shuffle(labels)
-    allowed = (
-        np.arange(n_centroids) if classes is None else np.flatnonzero(np.isin(labels, classes))
-    )
+    allowed = np.arange(n_centroids) if classes is None else np.flatnonzero(np.isin(labels, classes))
 
     def factory(seed: int) -> Iterator[Sample]:
         r = np.random.default_rng(seed)
@@ -452,44 +450,130 @@ _B = _switch_scenario
 SCENARIOS: dict[str, ScenarioSpec] = {
     s.name: s
     for s in [
-        _spec("complexity", "classification",
-              "RBF blobs 2 -> 16 -> 2 centroids (DAS grows, then shrinks)", 30_000, _complexity),
-        _spec("sea_abrupt", "classification", "SEA 0 -> 1 -> 2 -> 3, abrupt at 1/4, 1/2, 3/4",
-              20_000,
-              _B("sea_abrupt", "SEA variants 0 -> 1 -> 2 -> 3, abrupt at 1/4, 1/2, 3/4",
-                 [_sea(v) for v in range(4)], [0, 1, 2, 3], [0.25, 0.5, 0.75], 0.0, "abrupt",
-                 ["SEA 0->1", "SEA 1->2", "SEA 2->3"])),
-        _spec("sea_gradual", "classification", "SEA 0 -> 3, gradual over 10% of the stream",
-              20_000,
-              _B("sea_gradual", "SEA variant 0 -> 3, gradual (linear) over 10% centred at 1/2",
-                 [_sea(0), _sea(3)], [0, 1], [0.5], 0.1, "gradual", ["SEA 0->3"])),
-        _spec("agrawal_abrupt", "classification", "Agrawal functions 1 -> 4 -> 7, abrupt",
-              20_000,
-              _B("agrawal_abrupt", "Agrawal functions 1 -> 4 -> 7, abrupt at 1/3 and 2/3",
-                 [_agrawal(1), _agrawal(4), _agrawal(7)], [0, 1, 2], [1 / 3, 2 / 3], 0.0, "abrupt",
-                 ["Agrawal 1->4", "Agrawal 4->7"])),
-        _spec("agrawal_gradual", "classification", "Agrawal function 0 -> 2, gradual over 20%",
-              20_000,
-              _B("agrawal_gradual", "Agrawal function 0 -> 2, gradual over 20% centred at 1/2",
-                 [_agrawal(0), _agrawal(2)], [0, 1], [0.5], 0.2, "gradual", ["Agrawal 0->2"])),
-        _spec("rbf_abrupt", "classification", "RandomRBF model A -> model B, abrupt at 1/2",
-              20_000,
-              _B("rbf_abrupt", "River RandomRBF (6-D, 8 centroids, 3 classes): A -> B at 1/2",
-                 [_rbf(1), _rbf(2)], [0, 1], [0.5], 0.0, "abrupt", ["RBF A->B"])),
-        _spec("hyperplane_incremental", "classification",
-              "rotating hyperplane, incremental drift over [1/3, 2/3)", 20_000, _incremental),
-        _spec("recurring", "classification", "SEA 0, 3, 0, 3 (recurring concepts A, B, A, B)",
-              20_000,
-              _B("recurring", "recurring concepts SEA 0, 3, 0, 3 (A, B, A, B) at 1/4, 1/2, 3/4",
-                 [_sea(0), _sea(3)], [0, 1, 0, 1], [0.25, 0.5, 0.75], 0.0, "abrupt",
-                 ["A->B", "B->A", "A->B"])),
-        _spec("features", "classification", "features x2,x3 disappear, x4,x5 appear, then back",
-              20_000, _features),
+        _spec(
+            "complexity",
+            "classification",
+            "RBF blobs 2 -> 16 -> 2 centroids (DAS grows, then shrinks)",
+            30_000,
+            _complexity,
+        ),
+        _spec(
+            "sea_abrupt",
+            "classification",
+            "SEA 0 -> 1 -> 2 -> 3, abrupt at 1/4, 1/2, 3/4",
+            20_000,
+            _B(
+                "sea_abrupt",
+                "SEA variants 0 -> 1 -> 2 -> 3, abrupt at 1/4, 1/2, 3/4",
+                [_sea(v) for v in range(4)],
+                [0, 1, 2, 3],
+                [0.25, 0.5, 0.75],
+                0.0,
+                "abrupt",
+                ["SEA 0->1", "SEA 1->2", "SEA 2->3"],
+            ),
+        ),
+        _spec(
+            "sea_gradual",
+            "classification",
+            "SEA 0 -> 3, gradual over 10% of the stream",
+            20_000,
+            _B(
+                "sea_gradual",
+                "SEA variant 0 -> 3, gradual (linear) over 10% centred at 1/2",
+                [_sea(0), _sea(3)],
+                [0, 1],
+                [0.5],
+                0.1,
+                "gradual",
+                ["SEA 0->3"],
+            ),
+        ),
+        _spec(
+            "agrawal_abrupt",
+            "classification",
+            "Agrawal functions 1 -> 4 -> 7, abrupt",
+            20_000,
+            _B(
+                "agrawal_abrupt",
+                "Agrawal functions 1 -> 4 -> 7, abrupt at 1/3 and 2/3",
+                [_agrawal(1), _agrawal(4), _agrawal(7)],
+                [0, 1, 2],
+                [1 / 3, 2 / 3],
+                0.0,
+                "abrupt",
+                ["Agrawal 1->4", "Agrawal 4->7"],
+            ),
+        ),
+        _spec(
+            "agrawal_gradual",
+            "classification",
+            "Agrawal function 0 -> 2, gradual over 20%",
+            20_000,
+            _B(
+                "agrawal_gradual",
+                "Agrawal function 0 -> 2, gradual over 20% centred at 1/2",
+                [_agrawal(0), _agrawal(2)],
+                [0, 1],
+                [0.5],
+                0.2,
+                "gradual",
+                ["Agrawal 0->2"],
+            ),
+        ),
+        _spec(
+            "rbf_abrupt",
+            "classification",
+            "RandomRBF model A -> model B, abrupt at 1/2",
+            20_000,
+            _B(
+                "rbf_abrupt",
+                "River RandomRBF (6-D, 8 centroids, 3 classes): A -> B at 1/2",
+                [_rbf(1), _rbf(2)],
+                [0, 1],
+                [0.5],
+                0.0,
+                "abrupt",
+                ["RBF A->B"],
+            ),
+        ),
+        _spec(
+            "hyperplane_incremental",
+            "classification",
+            "rotating hyperplane, incremental drift over [1/3, 2/3)",
+            20_000,
+            _incremental,
+        ),
+        _spec(
+            "recurring",
+            "classification",
+            "SEA 0, 3, 0, 3 (recurring concepts A, B, A, B)",
+            20_000,
+            _B(
+                "recurring",
+                "recurring concepts SEA 0, 3, 0, 3 (A, B, A, B) at 1/4, 1/2, 3/4",
+                [_sea(0), _sea(3)],
+                [0, 1, 0, 1],
+                [0.25, 0.5, 0.75],
+                0.0,
+                "abrupt",
+                ["A->B", "B->A", "A->B"],
+            ),
+        ),
+        _spec(
+            "features",
+            "classification",
+            "features x2,x3 disappear, x4,x5 appear, then back",
+            20_000,
+            _features,
+        ),
         _spec("classes", "classification", "classes 2 and 3 appear at 1/2", 20_000, _classes),
-        _spec("label_noise", "classification", "burst of 30% label noise in [0.4, 0.6)",
-              20_000, _noise_burst),
-        _spec("friedman", "regression", "Friedman #1 with global abrupt drift (DASRegressor)",
-              20_000, _friedman),
+        _spec(
+            "label_noise", "classification", "burst of 30% label noise in [0.4, 0.6)", 20_000, _noise_burst
+        ),
+        _spec(
+            "friedman", "regression", "Friedman #1 with global abrupt drift (DASRegressor)", 20_000, _friedman
+        ),
     ]
 }
 
@@ -526,4 +610,3 @@ def list_scenarios() -> list[tuple[str, str, str, int]]:
     True
     """
     return [(s.name, s.task, s.description, s.default_length) for s in SCENARIOS.values()]
-

@@ -54,8 +54,7 @@ def _child(argv: list[str], env: dict[str, str], out: int, err: int) -> None:
         os._exit(status if isinstance(status, int) else 1)
 
 
-def run_case(argv: list[str], env: dict[str, str] | None = None,
-             timeout_s: float = 60.0) -> dict[str, Any]:
+def run_case(argv: list[str], env: dict[str, str] | None = None, timeout_s: float = 60.0) -> dict[str, Any]:
     """Run ``streamdas ARGV`` in a forked child; its status, stdout and stderr."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         sys.stdout.flush()
@@ -77,8 +76,11 @@ def run_case(argv: list[str], env: dict[str, str] | None = None,
             time.sleep(0.02)
         out.seek(0)
         err.seek(0)
-        return {"status": status, "stdout": out.read().decode(errors="replace"),
-                "stderr": err.read().decode(errors="replace")}
+        return {
+            "status": status,
+            "stdout": out.read().decode(errors="replace"),
+            "stderr": err.read().decode(errors="replace"),
+        }
 
 
 def main() -> None:

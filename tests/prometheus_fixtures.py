@@ -54,8 +54,7 @@ def require_binary(name: str) -> str:
     """Return the binary's path; skip (or fail under STREAMDAS_REQUIRE_SERVICES=1) if absent."""
     path = find_binary(name)
     if path is None:
-        msg = (f"{name} not found (apt-get install -y prometheus, or set "
-               f"STREAMDAS_{name.upper()})")
+        msg = f"{name} not found (apt-get install -y prometheus, or set STREAMDAS_{name.upper()})"
         if services_required():
             pytest.fail(msg + " and STREAMDAS_REQUIRE_SERVICES=1", pytrace=False)
         pytest.skip(msg)
@@ -109,11 +108,11 @@ class Prometheus:
         """Instant query; returns the ``result`` vector."""
         return self.api("query", query=expr)["result"]
 
-    def query_range(self, expr: str, start: float, end: float, step: float = 1.0
-                    ) -> list[dict[str, Any]]:
+    def query_range(self, expr: str, start: float, end: float, step: float = 1.0) -> list[dict[str, Any]]:
         """Range query; returns the ``result`` matrix."""
-        return self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}",
-                        step=f"{step}")["result"]
+        return self.api("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step}")[
+            "result"
+        ]
 
     def wait_for(self, expr: str, predicate: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Poll ``expr`` until ``predicate(result)`` is true; fail the test on timeout."""
@@ -125,8 +124,10 @@ class Prometheus:
             if predicate(result):
                 return result
             time.sleep(0.25)
-        pytest.fail(f"Prometheus never satisfied the condition on {expr!r}; last: {result}\n"
-                    f"log tail:\n{self.log_tail()}")
+        pytest.fail(
+            f"Prometheus never satisfied the condition on {expr!r}; last: {result}\n"
+            f"log tail:\n{self.log_tail()}"
+        )
 
     def check_alive(self) -> None:
         """Fail with the log if Prometheus died."""
@@ -160,14 +161,18 @@ def metrics_endpoint() -> Iterator[MetricsEndpoint]:
 
 def _write_config(path: Path, targets: list[str], job: str) -> None:
     config = {
-        "global": {"scrape_interval": f"{SCRAPE_INTERVAL_S}s",
-                   "evaluation_interval": f"{SCRAPE_INTERVAL_S}s"},
-        "scrape_configs": [{
-            "job_name": job,
+        "global": {
             "scrape_interval": f"{SCRAPE_INTERVAL_S}s",
-            "scrape_timeout": f"{SCRAPE_INTERVAL_S}s",
-            "static_configs": [{"targets": list(targets)}],
-        }],
+            "evaluation_interval": f"{SCRAPE_INTERVAL_S}s",
+        },
+        "scrape_configs": [
+            {
+                "job_name": job,
+                "scrape_interval": f"{SCRAPE_INTERVAL_S}s",
+                "scrape_timeout": f"{SCRAPE_INTERVAL_S}s",
+                "static_configs": [{"targets": list(targets)}],
+            }
+        ],
     }
     path.write_text(json.dumps(config, indent=2))  # JSON is valid YAML
 
@@ -175,14 +180,19 @@ def _write_config(path: Path, targets: list[str], job: str) -> None:
 def _start(binary: str, config: Path, data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as log_file:
         return subprocess.Popen(
-            [binary,
-             f"--config.file={config}",
-             f"--storage.tsdb.path={data}",
-             f"--web.listen-address=127.0.0.1:{port}",
-             "--storage.tsdb.retention.time=1h",
-             "--log.level=warn"],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=config.parent)
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--storage.tsdb.retention.time=1h",
+                "--log.level=warn",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=config.parent,
+        )
 
 
 def _ready(url: str) -> bool:
@@ -201,8 +211,9 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=5)
 
 
-def start_prometheus(targets: list[str], workdir: Path, job: str = "streamdas"
-                     ) -> contextlib.AbstractContextManager[Prometheus]:
+def start_prometheus(
+    targets: list[str], workdir: Path, job: str = "streamdas"
+) -> contextlib.AbstractContextManager[Prometheus]:
     """Start Prometheus scraping ``targets`` (``host:port``) every second; stop it on exit."""
 
     @contextlib.contextmanager
@@ -222,8 +233,7 @@ def start_prometheus(targets: list[str], workdir: Path, job: str = "streamdas"
                 time.sleep(0.2)
             if process.poll() is None and _ready(url):
                 try:
-                    yield Prometheus(url=url, process=process, config_path=config,
-                                     log_path=log, job=job)
+                    yield Prometheus(url=url, process=process, config_path=config, log_path=log, job=job)
                 finally:
                     _stop(process)
                 return

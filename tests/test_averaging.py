@@ -35,8 +35,12 @@ from streamdas.averaging import WARMUP_FRACTION, ParameterAverages
 def _trainer(horizon: int = 50, **sizing: object) -> DASTrainer:
     """No growth before the first step and no sizing cycle: the tests resize by hand."""
     settings: dict[str, object] = {"every": 10_000, "grow": False, **sizing}
-    return DASTrainer(NetConfig(4, (6, 5), 3), TrainConfig(lr=1e-2, average_horizon=horizon),
-                      SizingConfig(**settings), seed=0)  # type: ignore[arg-type]
+    return DASTrainer(
+        NetConfig(4, (6, 5), 3),
+        TrainConfig(lr=1e-2, average_horizon=horizon),
+        SizingConfig(**settings),
+        seed=0,
+    )  # type: ignore[arg-type]
 
 
 def _batch(seed: int, n: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,8 +147,12 @@ def test_estimator_predicts_with_the_averages_one_row_and_many():
     assert live_differs  # the averages are not the live weights
     frame = pd.DataFrame(xs)
     assert list(model.predict_many(frame)) == [model.predict_one(x) for x in xs]
-    np.testing.assert_allclose(model.predict_proba_many(frame).to_numpy(),
-                               [list(model.predict_proba_one(x).values()) for x in xs], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict_proba_many(frame).to_numpy(),
+        [list(model.predict_proba_one(x).values()) for x in xs],
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
 
 def test_horizon_zero_predicts_with_the_live_weights():
@@ -216,8 +224,11 @@ def test_averaged_predictions_beat_the_live_weights_on_a_noisy_stream():
     seeds 0-2 (and +1.6 on seed 3). The bar: a gain on every seed, over one point on average."""
     gains = []
     for seed in range(3):
-        data = list(synth.LEDDrift(seed=seed, noise_percentage=0.1, irrelevant_features=True,
-                                   n_drift_features=3).take(4000))
+        data = list(
+            synth.LEDDrift(
+                seed=seed, noise_percentage=0.1, irrelevant_features=True, n_drift_features=3
+            ).take(4000)
+        )
         scores = []
         for horizon in (130, 0):
             model, acc = DASClassifier(seed=seed, average_horizon=horizon), metrics.Accuracy()

@@ -31,8 +31,9 @@ def _batch(n: int, d: int, n_out: int, seed: int = 0) -> tuple[torch.Tensor, tor
 @pytest.mark.parametrize("shape", [(5, (7,), 3), (10, (34, 33), 2), (3, (4, 6, 5), 1), (2, (9,), 4)])
 def test_gradients_equal_autograd(activation, loss, shape):
     n_in, hidden, n_out = shape
-    net = DASNet(NetConfig(n_in, hidden, n_out, activation=activation),
-                 generator=torch.Generator().manual_seed(1))
+    net = DASNet(
+        NetConfig(n_in, hidden, n_out, activation=activation), generator=torch.Generator().manual_seed(1)
+    )
     x, y = _batch(16, n_in, n_out)
     if loss == "mse":
         y = torch.randn(16, n_out, generator=torch.Generator().manual_seed(2))
@@ -40,8 +41,11 @@ def test_gradients_equal_autograd(activation, loss, shape):
     assert bp.supported
     value, grads = bp(x.numpy(), y.numpy())
     out = net(x)
-    ref = (torch.nn.functional.cross_entropy(out, y) if loss == "cross_entropy"
-           else torch.nn.functional.mse_loss(out, y))
+    ref = (
+        torch.nn.functional.cross_entropy(out, y)
+        if loss == "cross_entropy"
+        else torch.nn.functional.mse_loss(out, y)
+    )
     ref.backward()
     assert value == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)
     params = bp.parameters()
@@ -133,8 +137,9 @@ def test_regularizer_array_gradient_equals_torch(name):
         layer.bias.grad = torch.randn_like(layer.bias)
     arrays = [(layer.weight.grad.numpy().copy(), layer.bias.grad.numpy().copy()) for layer in layers]
     reg.add_grad(layers)
-    reg.add_grad_arrays([(layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in layers],
-                        arrays)
+    reg.add_grad_arrays(
+        [(layer.weight.detach().numpy(), layer.bias.detach().numpy()) for layer in layers], arrays
+    )
     for layer, (gw, gb) in zip(layers, arrays, strict=True):
         np.testing.assert_allclose(gw, layer.weight.grad.numpy(), rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(gb, layer.bias.grad.numpy(), rtol=1e-6, atol=1e-7)
@@ -171,8 +176,12 @@ def test_numpy_adam_declines_what_it_does_not_compute():
     p = torch.nn.Parameter(torch.ones(2))
     p.grad = torch.ones(2)
     grads = [np.ones(2, np.float32)]
-    for opt in (torch.optim.AdamW([p], lr=0.1), torch.optim.SGD([p], lr=0.1),
-                torch.optim.Adam([p], lr=0.1, amsgrad=True), torch.optim.Adam([p], lr=0.1, weight_decay=0.1)):
+    for opt in (
+        torch.optim.AdamW([p], lr=0.1),
+        torch.optim.SGD([p], lr=0.1),
+        torch.optim.Adam([p], lr=0.1, amsgrad=True),
+        torch.optim.Adam([p], lr=0.1, weight_decay=0.1),
+    ):
         opt.step()
         assert not NumpyAdam(opt).step([p], grads)
 
@@ -206,12 +215,20 @@ def test_numpy_adam_flat_buffers_are_the_optimizer_state_and_bitwise_per_paramet
     for step in range(3):
         gathered = [g.copy() for g in grads] if step == 1 else grads  # copies: not one buffer
         assert adam.step(params, gathered)
-        views = [(p.detach().numpy(), opt_twin.state[p]["exp_avg"].numpy(),
-                  opt_twin.state[p]["exp_avg_sq"].numpy(), opt_twin.state[p]["step"].numpy()) for p in twins]
+        views = [
+            (
+                p.detach().numpy(),
+                opt_twin.state[p]["exp_avg"].numpy(),
+                opt_twin.state[p]["exp_avg_sq"].numpy(),
+                opt_twin.state[p]["step"].numpy(),
+            )
+            for p in twins
+        ]
         NumpyAdam._update(views, grads, (1e-2, 0.9, 0.999, 1e-8))
     m = opt.state[params[0]]["exp_avg"]
-    assert all(opt.state[p]["exp_avg"].untyped_storage().data_ptr() == m.untyped_storage().data_ptr()
-               for p in params)
+    assert all(
+        opt.state[p]["exp_avg"].untyped_storage().data_ptr() == m.untyped_storage().data_ptr() for p in params
+    )
     for p, q in zip(params, twins, strict=True):
         assert torch.equal(p, q)
         for key in ("exp_avg", "exp_avg_sq", "step"):

@@ -15,9 +15,19 @@ from benchmarks import accuracy
 from benchmarks.common import PRESETS, Section
 from benchmarks.sizing_cost import instrumented
 
-MODULES = ["benchmarks.common", "benchmarks.throughput", "benchmarks.sizing_cost", "benchmarks.scaling",
-           "benchmarks.memory", "benchmarks.minibatch", "benchmarks.gpu", "benchmarks.accuracy",
-           "benchmarks.peers", "benchmarks.startup", "benchmarks.__main__"]
+MODULES = [
+    "benchmarks.common",
+    "benchmarks.throughput",
+    "benchmarks.sizing_cost",
+    "benchmarks.scaling",
+    "benchmarks.memory",
+    "benchmarks.minibatch",
+    "benchmarks.gpu",
+    "benchmarks.accuracy",
+    "benchmarks.peers",
+    "benchmarks.startup",
+    "benchmarks.__main__",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +53,18 @@ def test_cli_writes_the_markdown_report(tmp_path: Path, capsys: pytest.CaptureFi
 def test_report_has_every_table(smoke: tuple[str, list[Section]]) -> None:
     text, _ = smoke
     assert text.startswith("## streamdas benchmark report")
-    for title in ("1. Prequential throughput", "2. Cost of sizing", "3a. Scaling", "3b. Where the time goes",
-                  "4. Memory", "5. Mini-batch throughput", "6. GPU", "7a. Classification", "7b. Regression",
-                  "8. Start-up"):
+    for title in (
+        "1. Prequential throughput",
+        "2. Cost of sizing",
+        "3a. Scaling",
+        "3b. Where the time goes",
+        "4. Memory",
+        "5. Mini-batch throughput",
+        "6. GPU",
+        "7a. Classification",
+        "7b. Regression",
+        "8. Start-up",
+    ):
         assert title in text, title
 
 
@@ -54,8 +73,18 @@ def test_every_table_is_filled(smoke: tuple[str, list[Section]]) -> None:
     by_key: dict[str, list[Section]] = {}
     for s in sections:
         by_key.setdefault(s.key, []).append(s)
-    assert set(by_key) == {"throughput", "sizing", "scaling", "profile", "memory", "minibatch", "gpu",
-                           "accuracy", "regression", "startup"}
+    assert set(by_key) == {
+        "throughput",
+        "sizing",
+        "scaling",
+        "profile",
+        "memory",
+        "minibatch",
+        "gpu",
+        "accuracy",
+        "regression",
+        "startup",
+    }
     sizes = PRESETS["smoke"]
     for key, group in by_key.items():
         for s in group:
@@ -108,7 +137,6 @@ def test_every_table_is_filled(smoke: tuple[str, list[Section]]) -> None:
     assert [r[0] for r in reg.rows] == list(accuracy.REGRESSION)
     assert all(float(c.split(" ± ")[0]) >= 0 for r in reg.rows for c in r[2:7])
 
-
     startup = by_key["startup"][0]
     assert [r[0] for r in startup.rows] == ["DASClassifier()", "DASRegressor()"]
     assert all(r[1] == sizes.throughput_n and r[2] > 0 and r[6] >= -1 for r in startup.rows)
@@ -124,14 +152,15 @@ def test_accuracy_das_only_reads_peers_from_the_cache(tmp_path: Path) -> None:
     key = next(k for k in stored if k.endswith("|LinReg"))
     stored[key]["score"] = -1.0  # a marker: only a cache read can bring it back
     cache.write_text(json.dumps(stored))
-    again, labels = accuracy.run_kind("regression", 60, 1, stream, [{"lr": 1e-2}], das_only=True,
-                                      cache=cache)
+    again, labels = accuracy.run_kind("regression", 60, 1, stream, [{"lr": 1e-2}], das_only=True, cache=cache)
     assert labels == ["DAS", "DAS[lr=0.01]", *accuracy.REG_PEERS]
     assert again["TrumpApproval"]["LinReg"][0]["score"] == -1.0
     speed = accuracy.sections("regression", again, labels, 60, 1)[1]
     assert any("read from the cache" in n for n in speed.notes)
-    assert not any("read from the cache" in n
-                   for n in accuracy.sections("regression", first, labels[:1] + labels[2:], 60, 1)[1].notes)
+    assert not any(
+        "read from the cache" in n
+        for n in accuracy.sections("regression", first, labels[:1] + labels[2:], 60, 1)[1].notes
+    )
     das_again, das_first = again["TrumpApproval"]["DAS"][0], first["TrumpApproval"]["DAS"][0]
     assert das_again["score"] == pytest.approx(das_first["score"])
     fresh, _ = accuracy.run_kind("regression", 60, 1, stream, cache=cache)  # the suite never reads it
@@ -139,16 +168,36 @@ def test_accuracy_das_only_reads_peers_from_the_cache(tmp_path: Path) -> None:
 
 
 def test_accuracy_cli_and_overrides(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert accuracy.parse_overrides("batch_size=4,hidden_sizes=(8, 8)") == {"batch_size": 4,
-                                                                           "hidden_sizes": (8, 8)}
+    assert accuracy.parse_overrides("batch_size=4,hidden_sizes=(8, 8)") == {
+        "batch_size": 4,
+        "hidden_sizes": (8, 8),
+    }
     with pytest.raises(ValueError, match="key=value"):
         accuracy.parse_overrides("lr")
     with pytest.raises(ValueError, match="unknown classification stream"):
         accuracy.run_kind("classification", 50, 1, ["nope"], cache=None)
     out = tmp_path / "acc.md"
-    assert accuracy.main(["--kind", "classification", "--streams", "Phishing", "--n", "80", "--seeds", "2",
-                          "--das", "batch_size=4", "--cache", str(tmp_path / "c.json"),
-                          "--out", str(out)]) == 0
+    assert (
+        accuracy.main(
+            [
+                "--kind",
+                "classification",
+                "--streams",
+                "Phishing",
+                "--n",
+                "80",
+                "--seeds",
+                "2",
+                "--das",
+                "batch_size=4",
+                "--cache",
+                str(tmp_path / "c.json"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = out.read_text()
     assert "| Phishing | 80 |" in text and "DAS[batch_size=4]" in text and "kNN+ADWIN" in text
     assert text in capsys.readouterr().out
@@ -167,8 +216,10 @@ def test_gpu_benchmark_logic_runs_on_cpu() -> None:
     assert len(das["each"]) == len(das["cycled"]) == 3 and 1 in das["cycled"]
     assert result["captures"] == 0  # no graphs on the CPU
     assert set(gpu.capture_cost(result)) == {"capture_ms", "cycle_step_extra_ms", "next_step_extra_ms"}
-    assert gpu.main(["--device", "cpu", "--steps", "2", "--batch", "4", "--cycle-steps", "1",
-                     "--warmup", "0"]) == 0
+    assert (
+        gpu.main(["--device", "cpu", "--steps", "2", "--batch", "4", "--cycle-steps", "1", "--warmup", "0"])
+        == 0
+    )
 
 
 def test_instrumented_restores_methods() -> None:

@@ -55,16 +55,22 @@ MALFORMED: dict[str, list[str | None]] = {
     "invalid_json": ['{"x": {"a": 1', "{'x': 1}", "{]", "[1, 2"],
     "not_object": ['"a string"', "[1, 2, 3]", "42", "null"],
     "missing_x": ['{"y": 1, "id": {i}}', '{"x": {}, "y": 0, "id": {i}}', '{"x": 5, "id": {i}}'],
-    "non_numeric_feature": ['{"x": {"a": "one", "b": 2}, "id": {i}}',
-                            '{"x": {"a": null, "b": 2}, "y": 1, "id": {i}}',
-                            '{"x": {"a": [1], "b": 2}, "id": {i}}'],
-    "non_finite_feature": ['{"x": {"a": NaN, "b": 2}, "y": 1, "id": {i}}',
-                           '{"x": {"a": Infinity, "b": 2}, "id": {i}}',
-                           '{"x": {"a": 1e308, "b": 2}, "y": 0, "id": {i}}'],
+    "non_numeric_feature": [
+        '{"x": {"a": "one", "b": 2}, "id": {i}}',
+        '{"x": {"a": null, "b": 2}, "y": 1, "id": {i}}',
+        '{"x": {"a": [1], "b": 2}, "id": {i}}',
+    ],
+    "non_finite_feature": [
+        '{"x": {"a": NaN, "b": 2}, "y": 1, "id": {i}}',
+        '{"x": {"a": Infinity, "b": 2}, "id": {i}}',
+        '{"x": {"a": 1e308, "b": 2}, "y": 0, "id": {i}}',
+    ],
     "missing_feature": ['{"x": {"a": 0.5}, "y": 1, "id": {i}}'],
     "unknown_feature": ['{"x": {"a": 0.5, "b": 0.1, "c": 9}, "id": {i}}'],
-    "bad_label": ['{"x": {"a": 0.5, "b": 0.1}, "y": [1], "id": {i}}',
-                  '{"x": {"a": 0.5, "b": 0.1}, "y": {"k": 1}, "id": {i}}'],
+    "bad_label": [
+        '{"x": {"a": 0.5, "b": 0.1}, "y": [1], "id": {i}}',
+        '{"x": {"a": 0.5, "b": 0.1}, "y": {"k": 1}, "id": {i}}',
+    ],
     "bad_id": ['{"x": {"a": 0.5, "b": 0.1}, "y": 1, "id": [{i}]}'],
     "oversized": ['{"x": {"a": 1, "b": 2}, "id": {i}, "pad": "' + "z" * 3000 + '"}'],
     "undecodable": [None],  # bytes below
@@ -111,9 +117,7 @@ def _key_id(key: str | None) -> int:
     return int(key[3:])
 
 
-def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
-    tansu: TansuBroker, tmp_path: Path
-) -> None:
+def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(tansu: TansuBroker, tmp_path: Path) -> None:
     seed = int(os.environ.get("STREAMDAS_CHAOS_SEED", "2024"))
     rng = random.Random(seed)
     bs = tansu.bootstrap
@@ -133,7 +137,7 @@ def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
                 size = burst_len
             else:
                 size = 100
-            produce(bs, "in", values[first:first + size], keys=keys[first:first + size])
+            produce(bs, "in", values[first : first + size], keys=keys[first : first + size])
             if first == burst_at:
                 burst_done.set()
             first += size
@@ -142,16 +146,24 @@ def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
     metrics = free_port()
 
     def start(name: str, port: int | None = None) -> ServiceProcess:
-        args = service_args(bs, tmp_path, client_id=name, checkpoint_every=300,
-                            max_poll_records=20, max_record_bytes=MAX_BYTES, features="a,b",
-                            request_timeout_ms=2000, flush_timeout_s=2, metrics_port=port)
+        args = service_args(
+            bs,
+            tmp_path,
+            client_id=name,
+            checkpoint_every=300,
+            max_poll_records=20,
+            max_record_bytes=MAX_BYTES,
+            features="a,b",
+            request_timeout_ms=2000,
+            flush_timeout_s=2,
+            metrics_port=port,
+        )
         args += ["--kafka", "delivery_timeout_ms=3000"]
         return ServiceProcess(args, tmp_path / f"{name}.log")
 
     def joined(proc: ServiceProcess, before: int) -> None:
         """Wait until ``proc`` logged a new assignment (its log is shared by restarts)."""
-        assert wait_for(lambda: proc.log().count("assigned in:") > before, timeout=90), \
-            proc.log()[-2000:]
+        assert wait_for(lambda: proc.log().count("assigned in:") > before, timeout=90), proc.log()[-2000:]
 
     def settled(*procs: ServiceProcess, quiet: float = 2.0) -> None:
         """Wait until no member is in a rebalance: each one's last group event (its log is
@@ -164,13 +176,21 @@ def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
         Apache Kafka elects another leader; no client can repair it. So a member is stopped
         or killed only while the group is settled.
         """
+
         def last_events() -> tuple[tuple[int, bool], ...]:
             events = []
             for proc in procs:
                 text = proc.log()
-                at = max(text.rfind(e) for e in ("assigned in:", "assigned no partitions",
-                                                  "revoked [", "lost [",
-                                                  "consumers.service: connected to"))
+                at = max(
+                    text.rfind(e)
+                    for e in (
+                        "assigned in:",
+                        "assigned no partitions",
+                        "revoked [",
+                        "lost [",
+                        "consumers.service: connected to",
+                    )
+                )
                 events.append((at, text.startswith("assigned ", at)))
             return tuple(events)
 
@@ -211,15 +231,13 @@ def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
         for _attempt in range(3):  # until a backlog was in flight when the broker froze
             tansu.pause()  # ... the broker freezes past the producer's delivery timeout ...
             try:
-                expired = wait_for(lambda: "could not deliver" in a.log() + b.log(),
-                                   timeout=10)
+                expired = wait_for(lambda: "could not deliver" in a.log() + b.log(), timeout=10)
                 time.sleep(1.0)
             finally:
                 tansu.resume()
             if expired or next_burst >= N_RECORDS:
                 break
-            produce(bs, "in", values[next_burst:next_burst + 500],
-                    keys=keys[next_burst:next_burst + 500])
+            produce(bs, "in", values[next_burst : next_burst + 500], keys=keys[next_burst : next_burst + 500])
             next_burst += 500
         time.sleep(rng.uniform(1.0, 3.0))
         settled(a, b)  # both rejoined after the freeze (see settled: Tansu)
@@ -241,8 +259,12 @@ def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
             return {_key_id(p["key"]) for p in records}
 
         preds = read_topic(bs, "out", lambda r: valid <= predicted_ids(r), timeout=120)
-        dead = read_topic(bs, "dlq", lambda r: len({_key_id(base64.b64decode(
-            d["key_b64"]).decode()) for d in r}) >= len(malformed), timeout=60)
+        dead = read_topic(
+            bs,
+            "dlq",
+            lambda r: len({_key_id(base64.b64decode(d["key_b64"]).decode()) for d in r}) >= len(malformed),
+            timeout=60,
+        )
         seen: list[tuple[float, int | None, str]] = []  # readiness changes while waiting
         t0 = time.monotonic()
 
@@ -253,15 +275,16 @@ def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
             return code == 200
 
         assert wait_for(ready, timeout=90), (
-            f"last member unready; /healthz over time (s, code, reason): {seen}\n"
-            + a.log()[-3000:])
+            f"last member unready; /healthz over time (s, code, reason): {seen}\n" + a.log()[-3000:]
+        )
         ready_after = time.monotonic() - a_started
         ends: dict[int, int] = defaultdict(int)  # each partition's end offset
         for r in preds + dead:
             ends[r["partition"]] = max(ends[r["partition"]], r["offset"] + 1)
         store = CheckpointStore(tmp_path / "ckpt")
-        assert wait_for(lambda: all(store.latest_offset("in", p) == ends[p]
-                                    for p in range(PARTITIONS)), timeout=90), a.log()[-3000:]
+        assert wait_for(
+            lambda: all(store.latest_offset("in", p) == ends[p] for p in range(PARTITIONS)), timeout=90
+        ), a.log()[-3000:]
         a.signal(signal.SIGTERM)  # a model checkpointed at each partition's end
         assert a.wait(timeout=60) == 0, a.log()[-3000:]
     finally:
@@ -292,16 +315,25 @@ def test_chaos_kills_rebalances_and_a_frozen_broker_lose_nothing(
         assert loaded is not None
         est = loaded.state.estimator
         learned = est.n_samples_learned + est.n_samples_buffered
-        assert learned >= want, (partition, learned, want, [
-            line for name in ("a", "b") for line in (tmp_path / f"{name}.log").read_text(
-                errors="replace").splitlines()
-            if any(w in line for w in ("assigned", "revoked", "lost", "rewind", "skipping"))])
+        assert learned >= want, (
+            partition,
+            learned,
+            want,
+            [
+                line
+                for name in ("a", "b")
+                for line in (tmp_path / f"{name}.log").read_text(errors="replace").splitlines()
+                if any(w in line for w in ("assigned", "revoked", "lost", "rewind", "skipping"))
+            ],
+        )
         assert est.n_samples_buffered < est.batch_size
     duplicates = sum(n - 1 for n in predicted.values())
     letters = Counter(_key_id(base64.b64decode(d["key_b64"]).decode()) for d in dead)
-    print(f"chaos: {N_RECORDS} records ({len(labelled)} labelled, {len(unlabelled)} unlabelled,"
-          f" {len(malformed)} malformed of {len(set(malformed.values()))} reasons), {kills}"
-          f" SIGKILLs, {len(processes)} processes; duplicate predictions: {duplicates},"
-          f" duplicate dead letters: {sum(n - 1 for n in letters.values())};"
-          f" a prediction expired during a freeze: {expired}; last restart seen ready"
-          f" {ready_after:.1f} s after its start")
+    print(
+        f"chaos: {N_RECORDS} records ({len(labelled)} labelled, {len(unlabelled)} unlabelled,"
+        f" {len(malformed)} malformed of {len(set(malformed.values()))} reasons), {kills}"
+        f" SIGKILLs, {len(processes)} processes; duplicate predictions: {duplicates},"
+        f" duplicate dead letters: {sum(n - 1 for n in letters.values())};"
+        f" a prediction expired during a freeze: {expired}; last restart seen ready"
+        f" {ready_after:.1f} s after its start"
+    )

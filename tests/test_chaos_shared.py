@@ -49,17 +49,30 @@ N_RECORDS = 6000
 MAX_BYTES = 2048
 
 #: The last group event each role logs: the predictor's and the learner's.
-PREDICTOR_EVENTS = ("assigned in:", "assigned no partitions", "revoked [", "lost [",
-                    "consumers.service: connected to")
-LEARNER_EVENTS = ("learner: elected", "learner: another member", "learner: revoked",
-                  "learner: lost", "learner: joined group", "learner: deposed")
+PREDICTOR_EVENTS = (
+    "assigned in:",
+    "assigned no partitions",
+    "revoked [",
+    "lost [",
+    "consumers.service: connected to",
+)
+LEARNER_EVENTS = (
+    "learner: elected",
+    "learner: another member",
+    "learner: revoked",
+    "learner: lost",
+    "learner: joined group",
+    "learner: deposed",
+)
 
 
 def _settled_events(text: str) -> tuple[tuple[int, bool], tuple[int, bool]]:
     """Where each role's last group event is in a log, and whether it ends a rebalance."""
     out = []
-    for events, done in ((PREDICTOR_EVENTS, ("assigned ",)),
-                         (LEARNER_EVENTS, ("learner: elected", "learner: another member"))):
+    for events, done in (
+        (PREDICTOR_EVENTS, ("assigned ",)),
+        (LEARNER_EVENTS, ("learner: elected", "learner: another member")),
+    ):
         at = max(text.rfind(e) for e in events)
         out.append((at, at >= 0 and text.startswith(done, at)))
     return out[0], out[1]
@@ -82,7 +95,7 @@ def test_shared_scope_learns_exactly_once_through_learner_kills_and_a_frozen_bro
     def send(n: int) -> None:
         with feeding:
             last = min(fed[0] + n, N_RECORDS - 1000)
-            produce(bs, "in", values[fed[0]:last], keys=keys[fed[0]:last])
+            produce(bs, "in", values[fed[0] : last], keys=keys[fed[0] : last])
             fed[0] = last
 
     def feed() -> None:  # the stream keeps flowing through the chaos
@@ -94,9 +107,16 @@ def test_shared_scope_learns_exactly_once_through_learner_kills_and_a_frozen_bro
     incarnations = {"a": 0, "b": 0}
 
     def start(name: str) -> ServiceProcess:
-        args = shared_args(bs, tmp_path, name, metrics_port=ports[name], max_poll_records=20,
-                           max_record_bytes=MAX_BYTES, request_timeout_ms=2000,
-                           flush_timeout_s=2)
+        args = shared_args(
+            bs,
+            tmp_path,
+            name,
+            metrics_port=ports[name],
+            max_poll_records=20,
+            max_record_bytes=MAX_BYTES,
+            request_timeout_ms=2000,
+            flush_timeout_s=2,
+        )
         args += ["--kafka", "delivery_timeout_ms=3000"]
         # A log per incarnation: a restarted member's log must not show its predecessor's
         # events, or the group would look settled before the newcomer joined.
@@ -109,6 +129,7 @@ def test_shared_scope_learns_exactly_once_through_learner_kills_and_a_frozen_bro
     def settled(quiet: float = 2.0) -> None:
         """Wait until neither group is in a rebalance: each member's last event of each role
         is the end of one, one member is the learner, and nothing changed for ``quiet`` s."""
+
         def snapshot() -> tuple[Any, ...]:
             return tuple(_settled_events(p.log()) for p in procs.values())
 
@@ -168,8 +189,9 @@ def test_shared_scope_learns_exactly_once_through_learner_kills_and_a_frozen_bro
             time.sleep(rng.uniform(0.05, 0.3))
             tansu.pause()
             try:
-                expired = wait_for(lambda: any("could not deliver" in p.log()
-                                               for p in procs.values()), timeout=6)
+                expired = wait_for(
+                    lambda: any("could not deliver" in p.log() for p in procs.values()), timeout=6
+                )
             finally:
                 tansu.resume()
             if expired:
@@ -178,22 +200,29 @@ def test_shared_scope_learns_exactly_once_through_learner_kills_and_a_frozen_bro
         stop_feed.set()
         producer.join(timeout=120)
         assert not producer.is_alive()
-        produce(bs, "in", values[fed[0]:], keys=keys[fed[0]:])  # the rest at once
+        produce(bs, "in", values[fed[0] :], keys=keys[fed[0] :])  # the rest at once
 
         def predicted_ids(records: list[dict[str, Any]]) -> set[int]:
             return {_key_id(p["key"]) for p in records}
 
         preds = read_topic(bs, "out", lambda r: valid <= predicted_ids(r), timeout=120)
-        dead = read_topic(bs, "dlq", lambda r: len({_key_id(base64.b64decode(
-            d["key_b64"]).decode()) for d in r}) >= len(malformed), timeout=60)
+        dead = read_topic(
+            bs,
+            "dlq",
+            lambda r: len({_key_id(base64.b64decode(d["key_b64"]).decode()) for d in r}) >= len(malformed),
+            timeout=60,
+        )
 
         def learned_all() -> bool:
             name = learner()
-            return name is not None and scrape(ports[name]).get(
-                "streamdas_learner_records_learned") == len(labelled)
+            return name is not None and scrape(ports[name]).get("streamdas_learner_records_learned") == len(
+                labelled
+            )
 
         assert wait_for(learned_all, timeout=120), (
-            {n: scrape(p) for n, p in ports.items()}, procs["a"].log()[-3000:])
+            {n: scrape(p) for n, p in ports.items()},
+            procs["a"].log()[-3000:],
+        )
         settled()
         for proc in procs.values():  # a graceful stop saves the learner's state
             proc.signal(signal.SIGTERM)
@@ -223,11 +252,16 @@ def test_shared_scope_learns_exactly_once_through_learner_kills_and_a_frozen_bro
     state = learner_state(bs, "test.state")
     est = state.estimator
     assert est.n_samples_learned + est.n_samples_buffered == len(labelled), (
-        est.n_samples_learned, est.n_samples_buffered, len(labelled))
+        est.n_samples_learned,
+        est.n_samples_buffered,
+        len(labelled),
+    )
     assert state.n_learned == len(labelled)
     assert not (tmp_path / "ckpt").exists()
-    print(f"chaos (shared scope): {N_RECORDS} records ({len(labelled)} labelled, "
-          f"{len(unlabelled)} unlabelled, {len(malformed)} malformed); SIGKILLed: {killed}; "
-          f"duplicate predictions: {sum(n - 1 for n in predicted.values())}; redeliveries the "
-          f"learner skipped: {state.n_duplicates}; a prediction expired during a freeze: "
-          f"{expired}")
+    print(
+        f"chaos (shared scope): {N_RECORDS} records ({len(labelled)} labelled, "
+        f"{len(unlabelled)} unlabelled, {len(malformed)} malformed); SIGKILLed: {killed}; "
+        f"duplicate predictions: {sum(n - 1 for n in predicted.values())}; redeliveries the "
+        f"learner skipped: {state.n_duplicates}; a prediction expired during a freeze: "
+        f"{expired}"
+    )

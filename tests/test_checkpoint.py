@@ -59,8 +59,7 @@ def test_checkpoint_is_loaded_with_weights_only(tmp_path: Path, monkeypatch):
 def test_truncated_and_garbage_files_raise(tmp_path: Path):
     path = save_estimator(_trained(n=50), tmp_path / "m.ckpt")
     data = path.read_bytes()
-    for i, damaged in enumerate([data[: len(data) // 2], data[:10], b"", b"\x00" * 64,
-                                 b"PK\x03\x04garbage"]):
+    for i, damaged in enumerate([data[: len(data) // 2], data[:10], b"", b"\x00" * 64, b"PK\x03\x04garbage"]):
         p = tmp_path / f"bad{i}.ckpt"
         p.write_bytes(damaged)
         with pytest.raises(CheckpointError):
@@ -75,8 +74,12 @@ def test_incompatible_payloads_raise_clear_errors(tmp_path: Path):
         load_estimator(tmp_path / "other.ckpt")
 
     model = _trained(n=50)
-    payload = {"format": ckpt.ESTIMATOR_FORMAT, "class": "DASClassifier",
-               "estimator": model.to_state(), "extra": {}}
+    payload = {
+        "format": ckpt.ESTIMATOR_FORMAT,
+        "class": "DASClassifier",
+        "estimator": model.to_state(),
+        "extra": {},
+    }
     # Weights that do not fit the stated architecture.
     w = payload["estimator"]["trainer"]["model"]["hidden.0.weight"]
     payload["estimator"]["trainer"]["model"]["hidden.0.weight"] = torch.zeros(w.shape[0] + 1, w.shape[1])
@@ -84,8 +87,12 @@ def test_incompatible_payloads_raise_clear_errors(tmp_path: Path):
     with pytest.raises(CheckpointError, match="does not fit"):
         load_estimator(tmp_path / "shapes.ckpt")
 
-    payload = {"format": ckpt.ESTIMATOR_FORMAT, "class": "DASClassifier",
-               "estimator": model.to_state(), "extra": {}}
+    payload = {
+        "format": ckpt.ESTIMATOR_FORMAT,
+        "class": "DASClassifier",
+        "estimator": model.to_state(),
+        "extra": {},
+    }
     opt = payload["estimator"]["trainer"]["optimizer"]
     first = next(iter(opt["state"].values()))
     first["exp_avg"] = torch.zeros(3, 3)

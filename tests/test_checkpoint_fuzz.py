@@ -88,7 +88,10 @@ def _tensor_variant(rng: random.Random, old: torch.Tensor) -> Any:
     """A tensor like ``old`` with one thing wrong (or nothing, sometimes)."""
     shape = tuple(old.shape)
     options = [
-        lambda: old.double(), lambda: old.half(), lambda: old.long(), lambda: old.bool(),
+        lambda: old.double(),
+        lambda: old.half(),
+        lambda: old.long(),
+        lambda: old.bool(),
         lambda: torch.zeros(1, dtype=old.dtype).expand(*shape) if old.dim() else old,
         lambda: torch.zeros(1).expand(10**5, 10**5),
         lambda: torch.empty(shape, device="meta"),
@@ -106,11 +109,13 @@ def _tensor_variant(rng: random.Random, old: torch.Tensor) -> Any:
         lambda: torch.zeros(0),
     ]
     if old.numel() and old.dtype in (torch.float32, torch.uint8):
+
         def flipped() -> torch.Tensor:  # one bit of one element
             t = old.clone().contiguous()
             raw = t.view(torch.uint8).view(-1)
             raw[rng.randrange(raw.numel())] ^= 1 << rng.randrange(8)
             return t
+
         options += [flipped] * 4
     return rng.choice(options)()
 
@@ -118,9 +123,33 @@ def _tensor_variant(rng: random.Random, old: torch.Tensor) -> Any:
 def _replacement(rng: random.Random, old: Any) -> Any:
     if isinstance(old, torch.Tensor) and rng.random() < 0.8:
         return _tensor_variant(rng, old)
-    pool = [None, "x", "", -1, 0, 10**12, 2**70, 1e308, -1e308, float("nan"), float("inf"), True,
-            [], {}, [1, "a"], {"a": 1}, torch.zeros(0), torch.zeros(3, 3), torch.ones(2, dtype=torch.int64),
-            "ADWIN", 0.5, [10**9, 10**9], "meta", "x" * 100_000, [[[[[[[[1]]]]]]]] * 10]
+    pool = [
+        None,
+        "x",
+        "",
+        -1,
+        0,
+        10**12,
+        2**70,
+        1e308,
+        -1e308,
+        float("nan"),
+        float("inf"),
+        True,
+        [],
+        {},
+        [1, "a"],
+        {"a": 1},
+        torch.zeros(0),
+        torch.zeros(3, 3),
+        torch.ones(2, dtype=torch.int64),
+        "ADWIN",
+        0.5,
+        [10**9, 10**9],
+        "meta",
+        "x" * 100_000,
+        [[[[[[[[1]]]]]]]] * 10,
+    ]
     if isinstance(old, (int, float)) and not isinstance(old, bool):
         pool += [old * 1000, -old, old + 1, old + 0.5, float(old) if isinstance(old, int) else int(old)]
     if isinstance(old, list):
@@ -151,11 +180,13 @@ def _mutate(rng: random.Random, payload: dict) -> dict:
                 trainer = payload["estimator"]["trainer"]
                 target = trainer["net"] if rng.random() < 0.7 else payload["estimator"]["params"]
                 target[rng.choice(["hidden_sizes", "n_inputs", "n_outputs", "max_units"])] = rng.choice(
-                    [[10**9, 10**9], 10**9, [2**62], -3, [0], [25_000, 25_000], None, [4000] * 8])
+                    [[10**9, 10**9], 10**9, [2**62], -3, [0], [25_000, 25_000], None, [4000] * 8]
+                )
             elif action < 0.42:  # huge or NaN hyperparameters in the optimizer's group
                 group = payload["estimator"]["trainer"]["optimizer"]["param_groups"][0]
                 group[rng.choice(["lr", "betas", "eps", "weight_decay", "amsgrad", "fused"])] = rng.choice(
-                    [float("nan"), 1e30, "abc", -1.0, (1.5, 0.9), (0.9,), 0.0, None, True])
+                    [float("nan"), 1e30, "abc", -1.0, (1.5, 0.9), (0.9,), 0.0, None, True]
+                )
             elif action < 0.48:  # the same for the optimizer's per-parameter state
                 state = payload["estimator"]["trainer"]["optimizer"]["state"]
                 entry = state[rng.choice(list(state))]
@@ -163,7 +194,8 @@ def _mutate(rng: random.Random, payload: dict) -> dict:
                 entry[k] = _tensor_variant(rng, entry[k])
             elif action < 0.52 and isinstance(payload.get("extra"), dict):
                 payload["extra"][rng.choice(["a", "offsets"])] = rng.choice(
-                    [torch.zeros(2), float("nan"), [[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]], {1.5: 2}, 2**80])
+                    [torch.zeros(2), float("nan"), [[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]], {1.5: 2}, 2**80]
+                )
             else:
                 parent[key] = _replacement(rng, parent[key])
         except (TypeError, KeyError, IndexError, ValueError, RuntimeError):
@@ -175,8 +207,9 @@ def _reseal(body: bytes) -> bytes:
     """``body`` behind a valid header: what follows the integrity check gets the bytes."""
     from streamdas import checkpoint as ckpt
 
-    return struct.pack(f"<{len(ckpt.MAGIC)}sQ32s", ckpt.MAGIC, len(body),
-                       hashlib.sha256(body).digest()) + body
+    return (
+        struct.pack(f"<{len(ckpt.MAGIC)}sQ32s", ckpt.MAGIC, len(body), hashlib.sha256(body).digest()) + body
+    )
 
 
 def _damage(rng: random.Random, data: bytes) -> bytes:
@@ -226,9 +259,23 @@ def _worker(base: Path, seed: int, n: int, out: Path) -> None:
     violations: list[tuple[str, str]] = []
     watching = [False]
     writes = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-    events = ("os.system", "subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.fork",
-              "os.remove", "os.unlink", "os.rename", "os.rmdir", "shutil.rmtree", "os.chmod",
-              "os.truncate", "socket.connect", "ctypes.dlopen")
+    events = (
+        "os.system",
+        "subprocess.Popen",
+        "os.exec",
+        "os.posix_spawn",
+        "os.spawn",
+        "os.fork",
+        "os.remove",
+        "os.unlink",
+        "os.rename",
+        "os.rmdir",
+        "shutil.rmtree",
+        "os.chmod",
+        "os.truncate",
+        "socket.connect",
+        "ctypes.dlopen",
+    )
 
     def audit(event: str, args: tuple[Any, ...]) -> None:
         if not watching[0]:
@@ -237,9 +284,10 @@ def _worker(base: Path, seed: int, n: int, out: Path) -> None:
             violations.append((event, repr(args)[:200]))
         elif event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
             mode, flags = args[1], args[2] if len(args) > 2 else 0
-            if ((isinstance(mode, str) and any(c in mode for c in "wax+"))
-                    or (isinstance(flags, int) and flags & writes)) and not os.fsdecode(args[0]).startswith(
-                        str(root)):
+            if (
+                (isinstance(mode, str) and any(c in mode for c in "wax+"))
+                or (isinstance(flags, int) and flags & writes)
+            ) and not os.fsdecode(args[0]).startswith(str(root)):
                 violations.append((event, repr(args)[:200]))
 
     sys.addaudithook(audit)
@@ -261,7 +309,7 @@ def _worker(base: Path, seed: int, n: int, out: Path) -> None:
         elif kind == "bytes":
             path.write_bytes(_damage(rng, raw))
         else:
-            path.write_bytes(_reseal(_damage_pickle(rng, raw[raw.index(b"PK\x03\x04"):])))
+            path.write_bytes(_reseal(_damage_pickle(rng, raw[raw.index(b"PK\x03\x04") :])))
         watching[0] = True
         try:
             model, _ = load_estimator(path)
@@ -283,8 +331,9 @@ def _worker(base: Path, seed: int, n: int, out: Path) -> None:
     # VmHWM, the worker's own peak: ru_maxrss would carry pytest's peak over the exec.
     status = Path("/proc/self/status").read_text().splitlines()
     peak = int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) / 1024
-    out.write_text(json.dumps({"counts": counts, "findings": findings, "violations": violations,
-                               "peak_rss_mib": peak}))
+    out.write_text(
+        json.dumps({"counts": counts, "findings": findings, "violations": violations, "peak_rss_mib": peak})
+    )
 
 
 def test_fuzzed_checkpoints_load_or_raise_checkpoint_error(tmp_path: Path) -> None:
@@ -295,9 +344,16 @@ def test_fuzzed_checkpoints_load_or_raise_checkpoint_error(tmp_path: Path) -> No
         save_estimator(model, tmp_path / f"{cls.__name__}.ckpt")
         (tmp_path / f"{cls.__name__}.probe.json").write_text(json.dumps(probe))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    workers = [subprocess.Popen([sys.executable, __file__, str(tmp_path), str(seed), str(N_PER_WORKER)],
-                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-               for seed in range(N_WORKERS)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, __file__, str(tmp_path), str(seed), str(N_PER_WORKER)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        for seed in range(N_WORKERS)
+    ]
     reports = []
     for seed, worker in enumerate(workers):
         output, _ = worker.communicate(timeout=600)

@@ -14,8 +14,12 @@ from streamdas import checkpoint as ckpt
 
 
 def _payload(model) -> dict:
-    return {"format": ckpt.ESTIMATOR_FORMAT, "class": type(model).__name__,
-            "estimator": model.to_state(), "extra": {}}
+    return {
+        "format": ckpt.ESTIMATOR_FORMAT,
+        "class": type(model).__name__,
+        "estimator": model.to_state(),
+        "extra": {},
+    }
 
 
 def _trained(n: int = 60, **kw) -> DASClassifier:
@@ -50,8 +54,13 @@ def test_hostile_detector_entry_runs_nothing(tmp_path: Path):
 
 
 def test_every_river_detector_on_the_allow_list_round_trips(tmp_path: Path):
-    for det in [drift.ADWIN(delta=0.01), drift.PageHinkley(threshold=20.0), drift.KSWIN(seed=1),
-                drift.NoDrift(), drift.DummyDriftDetector(t_0=100)]:
+    for det in [
+        drift.ADWIN(delta=0.01),
+        drift.PageHinkley(threshold=20.0),
+        drift.KSWIN(seed=1),
+        drift.NoDrift(),
+        drift.DummyDriftDetector(t_0=100),
+    ]:
         model = _trained(n=20, drift_detector=det)
         loaded, _ = load_estimator(save_estimator(model, tmp_path / "m.ckpt"))
         assert type(loaded.drift_detector) is type(det)
@@ -67,18 +76,21 @@ def test_detector_outside_the_allow_list_is_refused_at_save(tmp_path: Path):
         save_estimator(model, tmp_path / "m.ckpt")
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda s: s.update(features=5),                               # not a list
-    lambda s: s.update(stats={"count": [1.0], "mean": "x", "m2": [0.0]}),
-    lambda s: s.update(n_drifts_detected=[1]),
-    lambda s: s.update(classes=7),
-    lambda s: s["params"].update(hidden_sizes="abc"),
-    lambda s: s["params"].update(extra_param=1),
-    lambda s: s.update(buffer_x=[1, 2]),
-    lambda s: s["trainer"].update(net=[1]),
-    lambda s: s["trainer"].update(counters=None),
-    lambda s: s.pop("trainer"),
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda s: s.update(features=5),  # not a list
+        lambda s: s.update(stats={"count": [1.0], "mean": "x", "m2": [0.0]}),
+        lambda s: s.update(n_drifts_detected=[1]),
+        lambda s: s.update(classes=7),
+        lambda s: s["params"].update(hidden_sizes="abc"),
+        lambda s: s["params"].update(extra_param=1),
+        lambda s: s.update(buffer_x=[1, 2]),
+        lambda s: s["trainer"].update(net=[1]),
+        lambda s: s["trainer"].update(counters=None),
+        lambda s: s.pop("trainer"),
+    ],
+)
 def test_malformed_state_raises_checkpoint_error_only(tmp_path: Path, mutate):
     payload = _payload(_trained())
     mutate(payload["estimator"])

@@ -110,8 +110,14 @@ def _load_elsewhere(paths: list[Path]) -> dict[str, list[Any]]:
     """Load each file in one subprocess (2 GiB more address space than it starts with):
     ``{file name: [outcome, MiB the peak RSS grew by]}``; the subprocess must exit cleanly."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, "-c", _LOADER, *map(str, paths)], capture_output=True,
-                         text=True, env=env, cwd=REPO, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-c", _LOADER, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+    )
     assert run.returncode == 0, f"the loader died (exit {run.returncode}): {run.stderr[-2000:]}"
     return json.loads(run.stdout.strip().splitlines()[-1])
 
@@ -124,7 +130,7 @@ def _data_offset(path: Path, entry_suffix: str) -> int:
     body_start = data.index(b"PK\x03\x04")
     body = data[body_start:]
     info = next(i for i in zipfile.ZipFile(io.BytesIO(body)).infolist() if i.filename.endswith(entry_suffix))
-    n, m = struct.unpack("<HH", body[info.header_offset + 26: info.header_offset + 30])
+    n, m = struct.unpack("<HH", body[info.header_offset + 26 : info.header_offset + 30])
     return body_start + info.header_offset + 30 + n + m
 
 
@@ -133,7 +139,7 @@ def test_a_flipped_bit_in_tensor_data_is_caught(tmp_path: Path, payload: dict[st
     path = ckpt.save(payload, tmp_path / "m.ckpt")
     good = path.read_bytes()
     load_estimator(path)  # the undamaged file loads
-    names = [i.filename for i in zipfile.ZipFile(io.BytesIO(good[good.index(b"PK\x03\x04"):])).infolist()]
+    names = [i.filename for i in zipfile.ZipFile(io.BytesIO(good[good.index(b"PK\x03\x04") :])).infolist()]
     storages = [n for n in names if "/data/" in n]
     for entry in storages:
         at = _data_offset(path, entry) + 1
@@ -151,8 +157,9 @@ def test_a_flipped_bit_in_tensor_data_is_caught(tmp_path: Path, payload: dict[st
             load_estimator(path)
 
 
-def test_files_without_the_header_load_and_their_crcs_are_checked(tmp_path: Path,
-                                                                   payload: dict[str, Any]) -> None:
+def test_files_without_the_header_load_and_their_crcs_are_checked(
+    tmp_path: Path, payload: dict[str, Any]
+) -> None:
     """Files written before the header (a bare torch zip) still load, fully validated; the
     zip's own CRC-32 then catches a flipped bit in an entry's data."""
     path = tmp_path / "old.ckpt"
@@ -162,7 +169,7 @@ def test_files_without_the_header_load_and_their_crcs_are_checked(tmp_path: Path
     data = bytearray(path.read_bytes())
     body = zipfile.ZipFile(path)
     info = next(i for i in body.infolist() if i.filename.endswith("/data/2"))
-    n, m = struct.unpack("<HH", bytes(data[info.header_offset + 26: info.header_offset + 30]))
+    n, m = struct.unpack("<HH", bytes(data[info.header_offset + 26 : info.header_offset + 30]))
     data[info.header_offset + 30 + n + m + 3] ^= 0x04
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="CRC"):
@@ -190,22 +197,34 @@ def test_a_file_over_the_size_bound_is_refused_before_it_is_read(tmp_path: Path)
 def _stride0(payload: dict[str, Any], width: int) -> Callable[[dict[str, Any]], None]:
     """Declare ``width``-wide layers whose weights are zeros expanded to that shape: a few
     bytes on disk each, 2.5 GB each once copied into a network."""
+
     def change(state: dict[str, Any]) -> None:
         trainer = state["estimator"]["trainer"]
         trainer["net"]["hidden_sizes"] = [width, width]
         state["estimator"]["params"]["max_units"] = None
         n_in, n_out = trainer["net"]["n_inputs"], trainer["net"]["n_outputs"]
-        shapes = {"hidden.0.weight": (width, n_in), "hidden.0.bias": (width,),
-                  "hidden.1.weight": (width, width), "hidden.1.bias": (width,),
-                  "output.weight": (n_out, width), "output.bias": (n_out,)}
+        shapes = {
+            "hidden.0.weight": (width, n_in),
+            "hidden.0.bias": (width,),
+            "hidden.1.weight": (width, width),
+            "hidden.1.bias": (width,),
+            "output.weight": (n_out, width),
+            "output.bias": (n_out,),
+        }
         trainer["model"] = {k: torch.zeros(1).expand(*s) for k, s in shapes.items()}
         for holder in ("averages", "polyak"):
-            trainer[holder] = {k: torch.zeros(1).expand(*s) for k, s in shapes.items()
-                               if holder == "polyak" or k.startswith("hidden")}
+            trainer[holder] = {
+                k: torch.zeros(1).expand(*s)
+                for k, s in shapes.items()
+                if holder == "polyak" or k.startswith("hidden")
+            }
         for i, s in enumerate(shapes.values()):
-            trainer["optimizer"]["state"][i] = {"step": torch.tensor(1.0),
-                                                "exp_avg": torch.zeros(1).expand(*s),
-                                                "exp_avg_sq": torch.zeros(1).expand(*s)}
+            trainer["optimizer"]["state"][i] = {
+                "step": torch.tensor(1.0),
+                "exp_avg": torch.zeros(1).expand(*s),
+                "exp_avg_sq": torch.zeros(1).expand(*s),
+            }
+
     return change
 
 
@@ -217,17 +236,20 @@ def test_small_files_cannot_ask_for_large_memory(tmp_path: Path, payload: dict[s
         model = state["estimator"]["trainer"]["model"]
         for k, v in model.items():
             model[k] = torch.empty(v.shape, device="meta")
+
     files.append(_write(payload, tmp_path / "meta.ckpt", meta))
 
     def untrained(state: dict[str, Any]) -> None:  # 2.2 KB; its first learning step built 9.2 GB
         state["estimator"]["trainer"] = None
         state["estimator"]["buffer_x"], state["estimator"]["buffer_y"] = [], []
         state["estimator"]["params"].update(hidden_sizes=[10_000, 10_000], max_units=None)
+
     files.append(_write(payload, tmp_path / "untrained.ckpt", untrained))
 
     def grows_large(state: dict[str, Any]) -> None:  # within the width bound, but not grown once
         untrained(state)
         state["estimator"]["params"].update(hidden_sizes=[4000, 4000], growth_percentage=1.0)
+
     files.append(_write(payload, tmp_path / "grows.ckpt", grows_large))
 
     # ``extra`` of five million zeros, deflated to a few kilobytes inside the zip
@@ -278,9 +300,11 @@ BROKEN = {
     "renamed_adam_key": lambda s: _first_state(s).update(exp_avg_renamed=_first_state(s).pop("exp_avg")),
     "extra_adam_key": lambda s: _first_state(s).update(max_exp_avg_sq=_first_state(s)["exp_avg_sq"]),
     "nan_weight": lambda s: _weights(s).update(
-        {"hidden.0.weight": _nan_at_first(_weights(s)["hidden.0.weight"])}),
+        {"hidden.0.weight": _nan_at_first(_weights(s)["hidden.0.weight"])}
+    ),
     "nan_exp_avg_sq": lambda s: _first_state(s).update(
-        exp_avg_sq=_nan_at_first(_first_state(s)["exp_avg_sq"])),
+        exp_avg_sq=_nan_at_first(_first_state(s)["exp_avg_sq"])
+    ),
     "negative_exp_avg_sq": lambda s: _first_state(s).update(exp_avg_sq=-1 - _first_state(s)["exp_avg_sq"]),
     "inf_exp_avg": lambda s: _first_state(s).update(exp_avg=_first_state(s)["exp_avg"] + float("inf")),
     "float64_exp_avg": lambda s: _first_state(s).update(exp_avg=_first_state(s)["exp_avg"].double()),
@@ -302,20 +326,26 @@ BROKEN = {
     "huge_train_lr": lambda s: s["estimator"]["trainer"]["train"].update(lr=1e30),
     "meta_device": lambda s: s["estimator"]["params"].update(device="meta"),
     "sparse_weight": lambda s: _weights(s).update({"output.bias": _weights(s)["output.bias"].to_sparse()}),
-    "meta_weight": lambda s: _weights(s).update({"output.bias": torch.empty(_weights(s)["output.bias"].shape,
-                                                                            device="meta")}),
-    "stride0_weight": lambda s: _weights(s).update({"hidden.0.weight": torch.zeros(1).expand(
-        *_weights(s)["hidden.0.weight"].shape)}),
-    "transposed_weight": lambda s: _weights(s).update({"hidden.1.weight": torch.zeros(
-        tuple(reversed(_weights(s)["hidden.1.weight"].shape))).t()}),
+    "meta_weight": lambda s: _weights(s).update(
+        {"output.bias": torch.empty(_weights(s)["output.bias"].shape, device="meta")}
+    ),
+    "stride0_weight": lambda s: _weights(s).update(
+        {"hidden.0.weight": torch.zeros(1).expand(*_weights(s)["hidden.0.weight"].shape)}
+    ),
+    "transposed_weight": lambda s: _weights(s).update(
+        {"hidden.1.weight": torch.zeros(tuple(reversed(_weights(s)["hidden.1.weight"].shape))).t()}
+    ),
     "float64_weight": lambda s: _weights(s).update({"output.bias": _weights(s)["output.bias"].double()}),
     "nan_polyak": lambda s: s["estimator"]["trainer"]["polyak"].update(
-        {"output.bias": _nan_at_first(s["estimator"]["trainer"]["polyak"]["output.bias"])}),
+        {"output.bias": _nan_at_first(s["estimator"]["trainer"]["polyak"]["output.bias"])}
+    ),
     "nan_sizer_average": lambda s: s["estimator"]["trainer"]["averages"].update(
-        {"hidden.0.bias": _nan_at_first(s["estimator"]["trainer"]["averages"]["hidden.0.bias"])}),
+        {"hidden.0.bias": _nan_at_first(s["estimator"]["trainer"]["averages"]["hidden.0.bias"])}
+    ),
     "huge_standardizer_mean": lambda s: s["estimator"]["stats"]["mean"].__setitem__(0, 1e300),
     "inf_buffered_row": lambda s: s["estimator"]["buffer_x"].__setitem__(
-        0, s["estimator"]["buffer_x"][0] + float("inf")),
+        0, s["estimator"]["buffer_x"][0] + float("inf")
+    ),
     "rng_wrong_size": lambda s: s["estimator"]["trainer"].update(rng=torch.zeros(7, dtype=torch.uint8)),
     "counter_text": lambda s: s["estimator"]["trainer"]["counters"].update(n_steps="9"),
     "started_not_bool": lambda s: s["estimator"]["trainer"]["counters"].update(started="no"),
@@ -335,7 +365,8 @@ def test_states_that_loaded_broken_are_refused(tmp_path: Path, payload: dict[str
 
 
 def test_a_renamed_adam_key_is_an_error_at_load_not_at_the_first_learn(
-        tmp_path: Path, payload: dict[str, Any]) -> None:
+    tmp_path: Path, payload: dict[str, Any]
+) -> None:
     path = _write(payload, tmp_path / "m.ckpt", BROKEN["renamed_adam_key"])
     with pytest.raises(CheckpointError, match="optimizer state 0 has keys"):
         load_estimator(path)
@@ -358,9 +389,9 @@ def test_an_untrained_estimator_within_bounds_loads(tmp_path: Path, cls: type) -
 
 # ---------------------------------------------------------------------- finding 4: detectors
 HOSTILE_DETECTOR_PARAMS = {
-    "adwin_max_buckets": ("ADWIN", {"max_buckets": 10**12}),   # aborted the process natively
-    "adwin_clock_0": ("ADWIN", {"clock": 0}),                  # pyo3 PanicException (BaseException)
-    "adwin_max_buckets_0": ("ADWIN", {"max_buckets": 0}),      # panics at the first update
+    "adwin_max_buckets": ("ADWIN", {"max_buckets": 10**12}),  # aborted the process natively
+    "adwin_clock_0": ("ADWIN", {"clock": 0}),  # pyo3 PanicException (BaseException)
+    "adwin_max_buckets_0": ("ADWIN", {"max_buckets": 0}),  # panics at the first update
     "adwin_delta": ("ADWIN", {"delta": 5.0}),
     "adwin_clock_bool": ("ADWIN", {"clock": True}),
     "kswin_window": ("KSWIN", {"window_size": 10**9, "stat_size": 30}),
@@ -373,11 +404,14 @@ HOSTILE_DETECTOR_PARAMS = {
 
 
 def test_detector_parameters_are_range_checked_and_panics_contained(
-        tmp_path: Path, payload: dict[str, Any]) -> None:
+    tmp_path: Path, payload: dict[str, Any]
+) -> None:
     files = []
     for name, (cls, params) in HOSTILE_DETECTOR_PARAMS.items():
+
         def change(state: dict[str, Any], cls: str = cls, params: dict = params) -> None:
             state["estimator"]["params"]["drift_detector"] = {"class": cls, "params": params}
+
         files.append(_write(payload, tmp_path / f"{name}.ckpt", change))
     results = _load_elsewhere(files)
     assert set(results) == {f"{n}.ckpt" for n in HOSTILE_DETECTOR_PARAMS}
@@ -387,6 +421,7 @@ def test_detector_parameters_are_range_checked_and_panics_contained(
 
 def test_a_native_panic_is_contained() -> None:
     """pyo3's PanicException derives from BaseException: ``except Exception`` misses it."""
+
     def panic() -> None:
         detector = drift.ADWIN(max_buckets=0)  # valid in River's eyes; panics in Rust
         detector.update(0.5)
@@ -402,8 +437,10 @@ def test_a_native_panic_is_contained() -> None:
 
 # ---------------------------------------------------------------------- the store
 def _records(n: int, start: int = 0) -> list[bytes]:
-    return [json.dumps({"x": {"a": (i % 7) / 7, "b": (i % 3) - 1.0}, "y": i % 2, "id": i}).encode()
-            for i in range(start, start + n)]
+    return [
+        json.dumps({"x": {"a": (i % 7) / 7, "b": (i % 3) - 1.0}, "y": i % 2, "id": i}).encode()
+        for i in range(start, start + n)
+    ]
 
 
 def _state(n: int = 40, **params: Any) -> PartitionState:
@@ -471,8 +508,11 @@ def test_parameter_mismatch_is_logged_with_both_values(tmp_path: Path, caplog) -
     learning take the configured values; each difference is logged with both."""
     from kafka import TopicPartition
 
-    cfg = ServiceConfig(checkpoint_dir=str(tmp_path / "ckpt"), model_scope="partition",
-                        model_params={"hidden_sizes": [16], "lr": 0.05, "batch_size": 8})
+    cfg = ServiceConfig(
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        model_scope="partition",
+        model_params={"hidden_sizes": [16], "lr": 0.05, "batch_size": 8},
+    )
     CheckpointStore(cfg.checkpoint_dir).save("in", 0, _state(40, lr=0.01))
     service = KafkaService(cfg)
     service.consumer = type("C", (), {"seek": lambda self, tp, offset: None})()
@@ -480,10 +520,15 @@ def test_parameter_mismatch_is_logged_with_both_values(tmp_path: Path, caplog) -
         service._assign({TopicPartition("in", 0)})
     model = service.states[TopicPartition("in", 0)].estimator
     messages = [r.getMessage() for r in caplog.records]
-    assert any("hidden_sizes is [8] in the checkpoint and [16] in the configuration; using the "
-               "checkpoint's value" in m for m in messages), messages
-    assert any("lr is 0.01 in the checkpoint and 0.05 in the configuration; using the configured "
-               "value" in m for m in messages), messages
+    assert any(
+        "hidden_sizes is [8] in the checkpoint and [16] in the configuration; using the "
+        "checkpoint's value" in m
+        for m in messages
+    ), messages
+    assert any(
+        "lr is 0.01 in the checkpoint and 0.05 in the configuration; using the configured value" in m
+        for m in messages
+    ), messages
     assert not any("batch_size" in m for m in messages)  # equal: nothing to say
     assert model.layer_sizes[0] != 16 and model.lr == 0.05
     assert model.trainer.optimizer.param_groups[0]["lr"] == 0.05
@@ -510,8 +555,7 @@ def test_service_on_tansu_survives_a_detector_that_aborted_it(tansu, tmp_path: P
 
     service = ServiceProcess(service_args(bs, tmp_path), tmp_path / "service.log")
     try:
-        preds = read_topic(bs, "out", lambda r: {p["offset"] for p in r} >= set(range(100, 200)),
-                           timeout=90)
+        preds = read_topic(bs, "out", lambda r: {p["offset"] for p in r} >= set(range(100, 200)), timeout=90)
         assert service.alive(), service.log()[-3000:]
     finally:
         service.signal(15)

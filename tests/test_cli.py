@@ -53,8 +53,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("argv", "flag", "accepted"), BAD, ids=[" ".join(b[0]) for b in BAD])
-def test_bad_flag_is_one_line_naming_it_exit_2(argv: list[str], flag: str, accepted: str,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_flag_is_one_line_naming_it_exit_2(
+    argv: list[str], flag: str, accepted: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     try:
         status = main(argv)
     except SystemExit as exc:
@@ -70,8 +71,12 @@ def test_bad_flag_from_the_installed_command_has_no_traceback(tmp_path: Path) ->
     """The real process: exit status 2, one line on stderr, nothing on stdout."""
     proc = subprocess.run(
         [sys.executable, "-m", "streamdas.cli", "consume", "--source", "sim:nope"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "argument --source" in proc.stderr
@@ -82,41 +87,106 @@ def test_bad_flag_from_the_installed_command_has_no_traceback(tmp_path: Path) ->
 WRONG = [
     ("metrics port too large", ["consume", "--metrics-port", "99999"], {}, "--metrics-port"),
     ("metrics port negative", ["consume", "--metrics-port", "-1"], {}, "--metrics-port"),
-    ("metrics port in use", ["consume", "--source", "river:SEA", "--limit", "3", "--model", "linear",
-                             "--output", "{tmp}/out.jsonl", "--metrics-port", "{busy}"], {},
-     "--metrics-port"),
-    ("metrics address not this host's", ["consume", "--source", "river:SEA", "--limit", "3",
-                                         "--model", "linear", "--output", "{tmp}/out.jsonl",
-                                         "--metrics-address", "192.0.2.1", "--metrics-port", "0"],
-     {}, "--metrics-port"),
+    (
+        "metrics port in use",
+        [
+            "consume",
+            "--source",
+            "river:SEA",
+            "--limit",
+            "3",
+            "--model",
+            "linear",
+            "--output",
+            "{tmp}/out.jsonl",
+            "--metrics-port",
+            "{busy}",
+        ],
+        {},
+        "--metrics-port",
+    ),
+    (
+        "metrics address not this host's",
+        [
+            "consume",
+            "--source",
+            "river:SEA",
+            "--limit",
+            "3",
+            "--model",
+            "linear",
+            "--output",
+            "{tmp}/out.jsonl",
+            "--metrics-address",
+            "192.0.2.1",
+            "--metrics-port",
+            "0",
+        ],
+        {},
+        "--metrics-port",
+    ),
     ("log level unknown", ["consume", "--log-level", "LOUD"], {}, "--log-level"),
-    ("output folder missing", ["consume", "--source", "river:SEA",
-                               "--output", "/nonexistent/dir/x.jsonl"], {}, "--output"),
+    (
+        "output folder missing",
+        ["consume", "--source", "river:SEA", "--output", "/nonexistent/dir/x.jsonl"],
+        {},
+        "--output",
+    ),
     ("output is a folder", ["consume", "--source", "river:SEA", "--output", "{tmp}"], {}, "--output"),
-    ("dead-letter output in /proc", ["consume", "--source", "river:SEA",
-                                     "--dead-letter-output", "/proc/nope/x.jsonl"], {},
-     "--dead-letter-output"),
-    ("checkpoint dir in /proc", ["consume", "--model-scope", "partition", "--checkpoint-dir",
-                                 "/proc/nope"], {}, "--checkpoint-dir"),
-    ("checkpoint dir is a file", ["consume", "--model-scope", "partition", "--checkpoint-dir",
-                                  "{file}"], {}, "--checkpoint-dir"),
+    (
+        "dead-letter output in /proc",
+        ["consume", "--source", "river:SEA", "--dead-letter-output", "/proc/nope/x.jsonl"],
+        {},
+        "--dead-letter-output",
+    ),
+    (
+        "checkpoint dir in /proc",
+        ["consume", "--model-scope", "partition", "--checkpoint-dir", "/proc/nope"],
+        {},
+        "--checkpoint-dir",
+    ),
+    (
+        "checkpoint dir is a file",
+        ["consume", "--model-scope", "partition", "--checkpoint-dir", "{file}"],
+        {},
+        "--checkpoint-dir",
+    ),
     ("model scope unknown", ["consume", "--model-scope", "global"], {}, "--model-scope"),
     ("group id making no topic name", ["consume", "--group-id", "my group"], {}, "--train-topic"),
-    ("train topic is the input topic", ["consume", "--topics", "in", "--train-topic", "in"], {},
-     "--train-topic"),
+    (
+        "train topic is the input topic",
+        ["consume", "--topics", "in", "--train-topic", "in"],
+        {},
+        "--train-topic",
+    ),
     ("limit zero", ["consume", "--source", "river:SEA", "--limit", "0"], {}, "--limit"),
     ("stall seconds zero", ["consume", "--stall-seconds", "0"], {}, "--stall-seconds"),
-    ("checkpoint interval nan", ["consume", "--checkpoint-interval-s", "nan"], {},
-     "--checkpoint-interval-s"),
+    ("checkpoint interval nan", ["consume", "--checkpoint-interval-s", "nan"], {}, "--checkpoint-interval-s"),
     ("flush timeout overflows", ["consume", "--flush-timeout-s", "1e300"], {}, "--flush-timeout-s"),
-    ("session timeout not an integer", ["consume", "--session-timeout-ms", "1e3"], {},
-     "--session-timeout-ms"),
-    ("heartbeat above session", ["consume", "--heartbeat-interval-ms", "50000"], {},
-     "--heartbeat-interval-ms"),
-    ("request timeout above idle limit", ["consume", "--request-timeout-ms", "600000"], {},
-     "--request-timeout-ms"),
-    ("bootstrap port not a number", ["consume", "--bootstrap-servers", "host:abc"], {},
-     "--bootstrap-servers"),
+    (
+        "session timeout not an integer",
+        ["consume", "--session-timeout-ms", "1e3"],
+        {},
+        "--session-timeout-ms",
+    ),
+    (
+        "heartbeat above session",
+        ["consume", "--heartbeat-interval-ms", "50000"],
+        {},
+        "--heartbeat-interval-ms",
+    ),
+    (
+        "request timeout above idle limit",
+        ["consume", "--request-timeout-ms", "600000"],
+        {},
+        "--request-timeout-ms",
+    ),
+    (
+        "bootstrap port not a number",
+        ["consume", "--bootstrap-servers", "host:abc"],
+        {},
+        "--bootstrap-servers",
+    ),
     ("bootstrap empty entry", ["consume", "--bootstrap-servers", "a:9092,"], {}, "--bootstrap-servers"),
     ("topic name", ["consume", "--topics", "bad/topic"], {}, "--topics"),
     ("output topic empty", ["consume", "--output-topic", ""], {}, "--output-topic"),
@@ -154,20 +224,42 @@ WRONG = [
 
 #: Right command lines next to the wrong ones: the checks refuse only what cannot work.
 RIGHT = [
-    ("embedded run with metrics", ["consume", "--source", "river:SEA", "--limit", "3", "--model",
-                                   "linear", "--output", "{tmp}/new.jsonl", "--metrics-port", "0",
-                                   "--log-level", "warning"], {}),
-    ("embedded run, settings from the environment",
-     ["consume", "--source", "sim:sea_abrupt", "--output", "{tmp}/env.jsonl"],
-     {"STREAMDAS_LIMIT": "4", "STREAMDAS_MODEL": "linear", "STREAMDAS_LOG_LEVEL": "ERROR",
-      "STREAMDAS_METRICS_PORT": "0", "STREAMDAS_THREADS": "1"}),
+    (
+        "embedded run with metrics",
+        [
+            "consume",
+            "--source",
+            "river:SEA",
+            "--limit",
+            "3",
+            "--model",
+            "linear",
+            "--output",
+            "{tmp}/new.jsonl",
+            "--metrics-port",
+            "0",
+            "--log-level",
+            "warning",
+        ],
+        {},
+    ),
+    (
+        "embedded run, settings from the environment",
+        ["consume", "--source", "sim:sea_abrupt", "--output", "{tmp}/env.jsonl"],
+        {
+            "STREAMDAS_LIMIT": "4",
+            "STREAMDAS_MODEL": "linear",
+            "STREAMDAS_LOG_LEVEL": "ERROR",
+            "STREAMDAS_METRICS_PORT": "0",
+            "STREAMDAS_THREADS": "1",
+        },
+    ),
     ("simulate list", ["simulate", "--list"], {}),
 ]
 
 
 def _fill(text: str, tmp: Path, busy: int) -> str:
-    return text.replace("{tmp}", str(tmp)).replace("{file}", str(tmp / "a-file")).replace(
-        "{busy}", str(busy))
+    return text.replace("{tmp}", str(tmp)).replace("{file}", str(tmp / "a-file")).replace("{busy}", str(busy))
 
 
 @pytest.fixture(scope="module")
@@ -182,21 +274,32 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        cases = [{"argv": [_fill(a, tmp, port) for a in argv],
-                  "env": {k: _fill(v, tmp, port) for k, v in env.items()}, "timeout_s": 60}
-                 for _, argv, env, *_ in WRONG + RIGHT]
+        cases = [
+            {
+                "argv": [_fill(a, tmp, port) for a in argv],
+                "env": {k: _fill(v, tmp, port) for k, v in env.items()},
+                "timeout_s": 60,
+            }
+            for _, argv, env, *_ in WRONG + RIGHT
+        ]
         proc = subprocess.run(
-            [sys.executable, str(ROOT / "tests" / "cli_runner.py")], input=json.dumps(cases),
-            capture_output=True, text=True, timeout=60 * len(cases), cwd=tmp,
-            env={**os.environ, "PYTHONPATH": str(ROOT)})
+            [sys.executable, str(ROOT / "tests" / "cli_runner.py")],
+            input=json.dumps(cases),
+            capture_output=True,
+            text=True,
+            timeout=60 * len(cases),
+            cwd=tmp,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     return {"tmp": tmp, **{case[0]: result for case, result in zip(WRONG + RIGHT, results, strict=True)}}
 
 
 @pytest.mark.parametrize(("name", "flag"), [(w[0], w[3]) for w in WRONG], ids=[w[0] for w in WRONG])
-def test_a_wrong_argument_is_one_line_on_stderr_with_status_2(name: str, flag: str,
-                                                              cli_runs: dict[str, dict]) -> None:
+def test_a_wrong_argument_is_one_line_on_stderr_with_status_2(
+    name: str, flag: str, cli_runs: dict[str, dict]
+) -> None:
     """The process exits with status 2 and one line, ``streamdas...: error: ...`` naming what is
     wrong, before any work (a run that went ahead would be killed at 60 s: status None)."""
     run = cli_runs[name]
@@ -212,8 +315,10 @@ def test_a_right_command_line_still_runs(name: str, cli_runs: dict[str, dict]) -
     run = cli_runs[name]
     assert run["status"] == 0, run["stderr"][-2000:]
     assert "Traceback" not in run["stderr"]
-    outputs = {"embedded run with metrics": ("new.jsonl", 3),
-               "embedded run, settings from the environment": ("env.jsonl", 4)}
+    outputs = {
+        "embedded run with metrics": ("new.jsonl", 3),
+        "embedded run, settings from the environment": ("env.jsonl", 4),
+    }
     if name in outputs:
         file, lines = outputs[name]
         assert len((cli_runs["tmp"] / file).read_text().splitlines()) == lines
@@ -225,8 +330,9 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 @pytest.mark.parametrize("command", ["simulate", "consume", "bench", "info"])
-def test_every_subcommand_has_help_under_its_own_name(command: str,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_subcommand_has_help_under_its_own_name(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
     assert exc.value.code == 0
@@ -244,10 +350,24 @@ def test_live_pipe_gets_each_prediction_as_its_record_arrives() -> None:
     back before it sends the next (bounds generous for a loaded 2-core machine; before the fix
     nothing came out until the end of input)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamdas.cli", "consume", "--source", "-", "--model-param",
-         "hidden_sizes=[8]", "--log-level", "WARNING"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+        [
+            sys.executable,
+            "-m",
+            "streamdas.cli",
+            "consume",
+            "--source",
+            "-",
+            "--model-param",
+            "hidden_sizes=[8]",
+            "--log-level",
+            "WARNING",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.stdin is not None and proc.stdout is not None
     lines: queue.Queue[bytes] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True)
@@ -281,10 +401,24 @@ def test_sigterm_on_a_live_pipe_exits_cleanly_with_predictions_flushed() -> None
     "Fatal Python error" (before the fix the reader thread, blocked in a buffered stdin read,
     aborted interpreter shutdown with status 134), and every prediction made is in the output."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamdas.cli", "consume", "--source", "-", "--model", "linear",
-         "--log-level", "WARNING"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+        [
+            sys.executable,
+            "-m",
+            "streamdas.cli",
+            "consume",
+            "--source",
+            "-",
+            "--model",
+            "linear",
+            "--log-level",
+            "WARNING",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     lines: queue.Queue[bytes] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True)

@@ -54,8 +54,9 @@ def _scrape(port: int) -> dict[tuple[str, str], float]:
     out: dict[tuple[str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            label = (sample.labels.get("reason") or sample.labels.get("outcome")
-                     or sample.labels.get("model", ""))
+            label = (
+                sample.labels.get("reason") or sample.labels.get("outcome") or sample.labels.get("model", "")
+            )
             out[(sample.name, label)] = out.get((sample.name, label), 0.0) + sample.value
     return out
 
@@ -63,8 +64,9 @@ def _scrape(port: int) -> dict[tuple[str, str], float]:
 def _committed(bootstrap: str, group: str, topic: str, partitions: list[int]) -> dict[int, Any]:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
-                             enable_auto_commit=False, request_timeout_ms=10000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, request_timeout_ms=10000
+    )
     try:
         return {p: consumer.committed(TopicPartition(topic, p)) for p in partitions}
     finally:
@@ -103,13 +105,15 @@ def test_bad_records_go_to_dead_letter_topic_and_sigterm_is_graceful(
     for i, (reason, value) in enumerate(bad.items()):
         values += [value, good[100 + i]]
         keys += [reason.encode(), None]
-    values += good[100 + len(bad):]
+    values += good[100 + len(bad) :]
     keys += [None] * (len(values) - len(keys))
     assert produce(bs, "in", values, keys=keys) == len(values)
 
     metrics = free_port()
-    service = ServiceProcess(service_args(bs, tmp_path, max_record_bytes=2048, features="a,b",
-                                          metrics_port=metrics), tmp_path / "svc.log")
+    service = ServiceProcess(
+        service_args(bs, tmp_path, max_record_bytes=2048, features="a,b", metrics_port=metrics),
+        tmp_path / "svc.log",
+    )
     try:
         dead = read_topic(bs, "dlq", lambda r: len(r) >= len(bad), timeout=60)
         preds = read_topic(bs, "out", lambda r: len(r) >= 200, timeout=30)
@@ -129,8 +133,11 @@ def test_bad_records_go_to_dead_letter_topic_and_sigterm_is_graceful(
         for reason in bad:
             assert scraped[("streamdas_dead_letters_total", reason)] == 1.0
         assert scraped[("streamdas_records_total", "predicted")] == 200.0
-        widths = [v for (name, label), v in scraped.items()
-                  if name == "streamdas_model_hidden_units" and label == "in-0"]
+        widths = [
+            v
+            for (name, label), v in scraped.items()
+            if name == "streamdas_model_hidden_units" and label == "in-0"
+        ]
         assert widths == [float(w) for w in preds[-1]["hidden_sizes"]]
 
         service.signal(signal.SIGTERM)
@@ -144,8 +151,7 @@ def test_bad_records_go_to_dead_letter_topic_and_sigterm_is_graceful(
         service.stop()
 
 
-def _background_producer(bs: str, n: int, start: int, chunk: int,
-                         pause: float) -> threading.Thread:
+def _background_producer(bs: str, n: int, start: int, chunk: int, pause: float) -> threading.Thread:
     def run() -> None:
         for first in range(start, start + n, chunk):
             produce(bs, "in", labelled_records(min(chunk, start + n - first), start=first))
@@ -156,15 +162,15 @@ def _background_producer(bs: str, n: int, start: int, chunk: int,
     return thread
 
 
-def test_sigkill_then_restart_leaves_no_record_without_prediction(
-    tansu: TansuBroker, tmp_path: Path
-) -> None:
+def test_sigkill_then_restart_leaves_no_record_without_prediction(tansu: TansuBroker, tmp_path: Path) -> None:
     bs = tansu.bootstrap
     create_topics(bs, {"in": 3, "out": 3, "dlq": 1})
     total = 6000
     produce(bs, "in", labelled_records(1500))
-    first = ServiceProcess(service_args(bs, tmp_path, client_id="first", checkpoint_every=300,
-                                        max_poll_records=200), tmp_path / "first.log")
+    first = ServiceProcess(
+        service_args(bs, tmp_path, client_id="first", checkpoint_every=300, max_poll_records=200),
+        tmp_path / "first.log",
+    )
     try:
         assert read_topic(bs, "out", lambda r: len(r) >= 1000, timeout=60), first.log()[-2000:]
         producer = _background_producer(bs, total - 1500, start=1500, chunk=300, pause=0.2)
@@ -179,8 +185,10 @@ def test_sigkill_then_restart_leaves_no_record_without_prediction(
     producer.join(timeout=60)
     inputs = _inputs(bs, "in", total)
 
-    second = ServiceProcess(service_args(bs, tmp_path, client_id="second", checkpoint_every=300,
-                                         max_poll_records=200), tmp_path / "second.log")
+    second = ServiceProcess(
+        service_args(bs, tmp_path, client_id="second", checkpoint_every=300, max_poll_records=200),
+        tmp_path / "second.log",
+    )
     try:
         preds = read_topic(bs, "out", _until_covered(inputs), timeout=90)
     finally:
@@ -211,8 +219,7 @@ def test_sigterm_mid_stream_then_restart_has_no_gap_and_no_duplicate(
     total = 4000
     produce(bs, "in", labelled_records(1000))
     args = {"checkpoint_every": 100_000, "checkpoint_interval_s": 600, "max_poll_records": 100}
-    first = ServiceProcess(service_args(bs, tmp_path, client_id="first", **args),
-                           tmp_path / "first.log")
+    first = ServiceProcess(service_args(bs, tmp_path, client_id="first", **args), tmp_path / "first.log")
     try:
         assert read_topic(bs, "out", lambda r: len(r) >= 500, timeout=60), first.log()[-2000:]
         producer = _background_producer(bs, total - 1000, start=1000, chunk=200, pause=0.1)
@@ -227,8 +234,7 @@ def test_sigterm_mid_stream_then_restart_has_no_gap_and_no_duplicate(
     producer.join(timeout=60)
     inputs = _inputs(bs, "in", total)
     assert sum(at_stop.values()) < total  # stopped mid-stream
-    second = ServiceProcess(service_args(bs, tmp_path, client_id="second", **args),
-                            tmp_path / "second.log")
+    second = ServiceProcess(service_args(bs, tmp_path, client_id="second", **args), tmp_path / "second.log")
     try:
         preds = read_topic(bs, "out", _until_covered(inputs), timeout=90)
     finally:
@@ -257,9 +263,7 @@ def _switches(preds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return switched
 
 
-def test_two_instances_split_partitions_and_hand_over_model_state(
-    tansu: TansuBroker, tmp_path: Path
-) -> None:
+def test_two_instances_split_partitions_and_hand_over_model_state(tansu: TansuBroker, tmp_path: Path) -> None:
     bs = tansu.bootstrap
     create_topics(bs, {"in": 4, "out": 2, "dlq": 1})
     a = ServiceProcess(service_args(bs, tmp_path, client_id="a"), tmp_path / "a.log")
@@ -269,8 +273,9 @@ def test_two_instances_split_partitions_and_hand_over_model_state(
     def feed(n: int, start: int) -> None:
         nonlocal produced
         for partition in range(4):
-            produced += produce(bs, "in", labelled_records(n, start=10_000 * partition + start),
-                                partition=partition)
+            produced += produce(
+                bs, "in", labelled_records(n, start=10_000 * partition + start), partition=partition
+            )
 
     def owners(records: list[dict[str, Any]]) -> dict[int, str]:
         return {r["partition"]: r["consumer"] for r in sorted(records, key=lambda r: r["offset"])}
@@ -286,7 +291,10 @@ def test_two_instances_split_partitions_and_hand_over_model_state(
                 break
             feed(20, 300 + 20 * round_)
         assert sorted(owners(preds).values()) == ["a", "a", "b", "b"], (
-            owners(preds), a.log()[-1500:], b.log()[-1500:])
+            owners(preds),
+            a.log()[-1500:],
+            b.log()[-1500:],
+        )
 
         b.signal(signal.SIGTERM)  # b leaves: its partitions (and their models) move to a
         assert b.wait(timeout=30) == 0
@@ -314,8 +322,7 @@ def test_two_instances_split_partitions_and_hand_over_model_state(
 def test_broker_down_at_start_then_up(tansu_binary: str, tmp_path: Path) -> None:
     port, metrics = free_port(), free_port()
     bs = f"127.0.0.1:{port}"
-    service = ServiceProcess(service_args(bs, tmp_path, metrics_port=metrics),
-                             tmp_path / "svc.log")
+    service = ServiceProcess(service_args(bs, tmp_path, metrics_port=metrics), tmp_path / "svc.log")
     broker = TansuBroker(tansu_binary, port=port, log_path=tmp_path / "tansu.log")
     try:
         assert wait_for(lambda: healthz(metrics) == 503, timeout=30), service.log()[-2000:]
@@ -338,15 +345,12 @@ def test_broker_down_at_start_then_up(tansu_binary: str, tmp_path: Path) -> None
         broker.stop()
 
 
-def test_broker_hang_sigstop_then_sigcont_is_survived(
-    tansu: TansuBroker, tmp_path: Path
-) -> None:
+def test_broker_hang_sigstop_then_sigcont_is_survived(tansu: TansuBroker, tmp_path: Path) -> None:
     bs = tansu.bootstrap
     metrics = free_port()
     create_topics(bs, {"in": 2, "out": 1, "dlq": 1})
     produce(bs, "in", labelled_records(300))
-    service = ServiceProcess(service_args(bs, tmp_path, metrics_port=metrics),
-                             tmp_path / "svc.log")
+    service = ServiceProcess(service_args(bs, tmp_path, metrics_port=metrics), tmp_path / "svc.log")
     try:
         inputs = _inputs(bs, "in", 300)
         assert inputs <= _covered(read_topic(bs, "out", _until_covered(inputs), timeout=60))
@@ -381,17 +385,23 @@ def test_service_resumes_after_its_predictions_expired_while_the_broker_was_froz
     create_topics(bs, {"in": 2, "out": 1, "dlq": 1})
     n = 6000
     produce(bs, "in", labelled_records(n))
-    args = service_args(bs, tmp_path, metrics_port=metrics, max_poll_records=10,
-                        request_timeout_ms=2000, flush_timeout_s=2, checkpoint_every=100000,
-                        checkpoint_interval_s=60)
+    args = service_args(
+        bs,
+        tmp_path,
+        metrics_port=metrics,
+        max_poll_records=10,
+        request_timeout_ms=2000,
+        flush_timeout_s=2,
+        checkpoint_every=100000,
+        checkpoint_interval_s=60,
+    )
     args += ["--kafka", "delivery_timeout_ms=3000", "--kafka", "linger_ms=50"]
     service = ServiceProcess(args, tmp_path / "svc.log")
     try:
         assert read_topic(bs, "out", lambda r: len(r) >= 1, timeout=60), service.log()[-2000:]
         tansu.pause()  # the service goes on with what it fetched; its sends expire
         try:
-            assert wait_for(lambda: "could not deliver" in service.log(), timeout=30), \
-                service.log()[-3000:]
+            assert wait_for(lambda: "could not deliver" in service.log(), timeout=30), service.log()[-3000:]
             time.sleep(1)
         finally:
             tansu.resume()

@@ -93,8 +93,10 @@ def _service(tmp_path: Path, **overrides: Any) -> KafkaService:
 
 
 def _messages(start: int, n: int) -> list[Message]:
-    return [Message("in", 0, o, None, json.dumps({"x": {"a": o % 5, "b": 1.0}, "y": o % 2}
-                                                  ).encode()) for o in range(start, start + n)]
+    return [
+        Message("in", 0, o, None, json.dumps({"x": {"a": o % 5, "b": 1.0}, "y": o % 2}).encode())
+        for o in range(start, start + n)
+    ]
 
 
 def test_checkpoint_then_commit_after_every_n_records(tmp_path: Path) -> None:
@@ -195,8 +197,11 @@ def _labelled(start: int, n: int) -> list[Message]:
     out = []
     for o in range(start, start + n):
         a, b = rng.uniform(-1, 1), rng.uniform(-1, 1)
-        out.append(Message("in", 0, o, None, json.dumps(
-            {"x": {"a": a, "b": b}, "y": int(a + b > 0), "id": o}).encode()))
+        out.append(
+            Message(
+                "in", 0, o, None, json.dumps({"x": {"a": a, "b": b}, "y": int(a + b > 0), "id": o}).encode()
+            )
+        )
     return out
 
 
@@ -210,11 +215,10 @@ def test_model_after_n_records_does_not_depend_on_poll_size(tmp_path: Path) -> N
     messages = _labelled(0, 1000)
     finals = {}
     for poll in (1, 16, 1000):
-        service = _service(tmp_path / str(poll), model_params={"hidden_sizes": [8],
-                                                               "grow_every": 100})
+        service = _service(tmp_path / str(poll), model_params={"hidden_sizes": [8], "grow_every": 100})
         service._assign({TP})
         for start in range(0, len(messages), poll):
-            service._handle(TP, messages[start:start + poll])
+            service._handle(TP, messages[start : start + poll])
         est = service.states[TP].estimator
         assert est.n_samples_learned + est.n_samples_buffered == 1000
         assert est.n_sizing_cycles >= 9
@@ -277,14 +281,11 @@ def test_failed_poll_rewinds_every_partition_even_those_not_handled_yet(tmp_path
     assert producer.closed and service.producer is not producer  # a fresh producer
     assert not service._send_failed
     service._process_poll({TP: _messages(0, 5), TP1: _on(TP1, _messages(0, 5))})
-    offsets = sorted((json.loads(v)["partition"], json.loads(v)["offset"])
-                     for _, v in service.producer.sent)
+    offsets = sorted((json.loads(v)["partition"], json.loads(v)["offset"]) for _, v in service.producer.sent)
     assert offsets == [(p, o) for p in (0, 1) for o in range(5)]
 
 
-def test_partial_checkpoint_on_revoke_keeps_the_other_partitions_countdown(
-    tmp_path: Path
-) -> None:
+def test_partial_checkpoint_on_revoke_keeps_the_other_partitions_countdown(tmp_path: Path) -> None:
     service = _service(tmp_path)  # checkpoint every 10 records
     service._assign({TP, TP1})
     service._handle(TP, _messages(0, 8))
@@ -332,9 +333,7 @@ def test_producer_is_at_least_once_without_idempotence(tmp_path: Path) -> None:
     assert producer_options(forced.cfg)["enable_idempotence"] is True  # the user's choice
 
 
-def test_liveness_ignores_the_broker_and_readiness_needs_broker_and_assignment(
-    tmp_path: Path
-) -> None:
+def test_liveness_ignores_the_broker_and_readiness_needs_broker_and_assignment(tmp_path: Path) -> None:
     service = _service(tmp_path)
     telemetry = service.telemetry
     telemetry.heartbeat()
@@ -398,9 +397,16 @@ def test_scrape_waits_for_the_learning_step_to_finish(tmp_path: Path) -> None:
         worker = threading.Thread(target=service._handle, args=(TP, _messages(20, 20)))
         worker.start()
         assert inside.wait(timeout=10)
-        scrape = threading.Thread(target=lambda: seen.append(
-            int(service.telemetry.registry.get_sample_value(
-                "streamdas_model_samples_learned_total", {"model": "in-0"}) or -1)))
+        scrape = threading.Thread(
+            target=lambda: seen.append(
+                int(
+                    service.telemetry.registry.get_sample_value(
+                        "streamdas_model_samples_learned_total", {"model": "in-0"}
+                    )
+                    or -1
+                )
+            )
+        )
         scrape.start()
         scrape.join(timeout=0.5)
         still_waiting = scrape.is_alive()
@@ -427,9 +433,7 @@ def test_records_of_a_lost_partition_are_left_to_its_owner(tmp_path: Path) -> No
     assert TP1 not in service.states
 
 
-def test_records_of_an_assigned_partition_unknown_to_the_service_come_again(
-    tmp_path: Path
-) -> None:
+def test_records_of_an_assigned_partition_unknown_to_the_service_come_again(tmp_path: Path) -> None:
     service = _service(tmp_path)  # e.g. the assignment listener failed for partition 1
     service._assign({TP})
     service.consumer.assigned = {TP, TP1}

@@ -36,8 +36,7 @@ def test_every_bad_kind_is_rejected_with_its_reason(reason: str) -> None:
     assert reason in REASONS
 
 
-@pytest.mark.parametrize("literal", [b"Infinity", b"-Infinity", b"1e999", b"1e39", b"null",
-                                     b'"1"'])
+@pytest.mark.parametrize("literal", [b"Infinity", b"-Infinity", b"1e999", b"1e39", b"null", b'"1"'])
 def test_non_finite_and_non_numeric_literals(literal: bytes) -> None:
     result = parse_record(b'{"x": {"a": ' + literal + b"}}")
     assert isinstance(result, Rejection)
@@ -50,30 +49,37 @@ def test_booleans_are_features_as_in_river() -> None:
 
 def test_valid_record_keeps_label_and_id() -> None:
     assert parse_record(b'{"x": {"a": 1, "b": -2.5}, "y": "cat", "id": "r9"}') == Record(
-        x={"a": 1.0, "b": -2.5}, y="cat", id="r9")
+        x={"a": 1.0, "b": -2.5}, y="cat", id="r9"
+    )
     assert parse_record(b'{"x": {"a": 1}, "y": "cat"}', task="regression").reason == "bad_label"
 
 
 def _das_state(task: str = "classification", features: list[str] | None = None) -> PartitionState:
-    return PartitionState(make_estimator(ModelSpec(task=task, params={"hidden_sizes": (8,)},
-                                                   seed=3)), features)
+    return PartitionState(
+        make_estimator(ModelSpec(task=task, params={"hidden_sizes": (8,)}, seed=3)), features
+    )
 
 
 def _records(n: int, start: int = 0) -> list[bytes]:
-    return [json.dumps({"x": {"a": (i % 7) / 7, "b": (i % 3) - 1.0}, "y": i % 2, "id": i}
-                       ).encode() for i in range(start, start + n)]
+    return [
+        json.dumps({"x": {"a": (i % 7) / 7, "b": (i % 3) - 1.0}, "y": i % 2, "id": i}).encode()
+        for i in range(start, start + n)
+    ]
 
 
 def test_batch_with_bad_records_predicts_the_rest_and_learns_in_batch_size_steps() -> None:
     state = _das_state(features=["a", "b"])  # a configured schema (--features a,b)
     values = _records(20)
     values[3] = BAD_VALUES["non_finite_feature"]
-    values[11] = b'{"x": {"a": 1.0}, "y": 1}'            # schema: b is missing
-    values[12] = b'{"x": {"a": 1.0, "b": 0, "c": 3}}'    # schema: c is unknown
+    values[11] = b'{"x": {"a": 1.0}, "y": 1}'  # schema: b is missing
+    values[12] = b'{"x": {"a": 1.0, "b": 0, "c": 3}}'  # schema: c is unknown
     result = process_batch(state, values)
     assert sorted(i for i, _ in result.rejections) == [3, 11, 12]
     assert {r.reason for _, r in result.rejections} == {
-        "non_finite_feature", "missing_feature", "unknown_feature"}
+        "non_finite_feature",
+        "missing_feature",
+        "unknown_feature",
+    }
     assert len(result.predictions) == 17
     assert result.n_learned == 17
     est = state.estimator
@@ -112,8 +118,10 @@ def test_checkpoint_roundtrip_keeps_model_offset_and_schema(tmp_path: Path) -> N
     assert loaded.state.next_offset == 64 and loaded.state.features == ["a", "b"]
     assert loaded.extra["offsets"] == {"in:2": 64}
     probe = [b'{"x": {"a": 0.2, "b": 1.0}}']
-    assert (process_batch(loaded.state, probe).predictions[0][1]["probabilities"]
-            == process_batch(state, probe).predictions[0][1]["probabilities"])
+    assert (
+        process_batch(loaded.state, probe).predictions[0][1]["probabilities"]
+        == process_batch(state, probe).predictions[0][1]["probabilities"]
+    )
 
 
 def test_corrupt_newest_checkpoint_falls_back_and_old_ones_are_pruned(tmp_path: Path) -> None:
@@ -134,16 +142,25 @@ def test_config_precedence_toml_env_flags(tmp_path: Path) -> None:
     toml.write_text(
         'group_id = "from-file"\ntopics = ["t1", "t2"]\ncheckpoint_every = 7\n'
         '[kafka]\nsecurity_protocol = "SASL_SSL"\nsasl_mechanism = "PLAIN"\n'
-        '[model]\nhidden_sizes = [4, 4]\n')
-    env = {"STREAMDAS_CONFIG": str(toml), "STREAMDAS_GROUP_ID": "from-env",
-           "STREAMDAS_CHECKPOINT_EVERY": "9", "STREAMDAS_KAFKA_SASL_PLAIN_PASSWORD": "s3cret"}
+        "[model]\nhidden_sizes = [4, 4]\n"
+    )
+    env = {
+        "STREAMDAS_CONFIG": str(toml),
+        "STREAMDAS_GROUP_ID": "from-env",
+        "STREAMDAS_CHECKPOINT_EVERY": "9",
+        "STREAMDAS_KAFKA_SASL_PLAIN_PASSWORD": "s3cret",
+    }
     cfg = load_config(["--checkpoint-every", "11", "--kafka", "ssl_cafile=/ca.pem"], env=env)
     assert cfg.group_id == "from-env"
     assert cfg.topics == ["t1", "t2"]
     assert cfg.checkpoint_every == 11
     assert cfg.model_params == {"hidden_sizes": [4, 4]}
-    assert cfg.kafka == {"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN",
-                         "sasl_plain_password": "s3cret", "ssl_cafile": "/ca.pem"}
+    assert cfg.kafka == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "PLAIN",
+        "sasl_plain_password": "s3cret",
+        "ssl_cafile": "/ca.pem",
+    }
     with pytest.raises(ValueError, match="task"):
         load_config(["--task", "ranking"], env={})
 
@@ -155,8 +172,7 @@ def test_security_settings_reach_kafka_python_clients() -> None:
 
     options = {"security_protocol": "SSL", "ssl_cafile": "/ca.pem", "fetch_max_bytes": 1024}
     assert only_known(options, KafkaConsumer) == options
-    assert only_known(options, KafkaProducer) == {"security_protocol": "SSL",
-                                                   "ssl_cafile": "/ca.pem"}
+    assert only_known(options, KafkaProducer) == {"security_protocol": "SSL", "ssl_cafile": "/ca.pem"}
 
 
 def test_embedded_mode_jsonl_file(tmp_path: Path) -> None:
@@ -164,16 +180,31 @@ def test_embedded_mode_jsonl_file(tmp_path: Path) -> None:
     lines = [*_records(50), b"not json", b'{"x": {"a": Infinity, "b": 1}}']
     source.write_bytes(b"\n".join(lines) + b"\n")
     out, dead = tmp_path / "pred.jsonl", tmp_path / "dead.jsonl"
-    status = main(["--source", str(source), "--output", str(out), "--dead-letter-output",
-                   str(dead), "--max-poll-records", "16", "--model-param", "hidden_sizes=[8]",
-                   "--log-level", "WARNING"])
+    status = main(
+        [
+            "--source",
+            str(source),
+            "--output",
+            str(out),
+            "--dead-letter-output",
+            str(dead),
+            "--max-poll-records",
+            "16",
+            "--model-param",
+            "hidden_sizes=[8]",
+            "--log-level",
+            "WARNING",
+        ]
+    )
     assert status == 0
     predictions = [json.loads(line) for line in out.read_text().splitlines()]
     dead_letters = [json.loads(line) for line in dead.read_text().splitlines()]
     assert [p["offset"] for p in predictions] == list(range(50))
     assert [p["id"] for p in predictions] == list(range(50))
     assert [(d["offset"], d["reason"]) for d in dead_letters] == [
-        (50, "invalid_json"), (51, "non_finite_feature")]
+        (50, "invalid_json"),
+        (51, "non_finite_feature"),
+    ]
 
 
 def test_embedded_sources_river_and_simulation() -> None:
@@ -193,8 +224,7 @@ def test_embedded_metrics_carry_the_documented_model_label(tmp_path: Path) -> No
     from consumers.embedded import run_embedded
     from consumers.telemetry import Telemetry
 
-    cfg = ServiceConfig(source="river:SEA", limit=64, max_poll_records=16,
-                        model_params={"hidden_sizes": [8]})
+    cfg = ServiceConfig(source="river:SEA", limit=64, max_poll_records=16, model_params={"hidden_sizes": [8]})
     telemetry = Telemetry(cfg)
     with redirect_stdout(io.StringIO()):
         assert run_embedded(cfg, telemetry) == 0
@@ -208,8 +238,11 @@ def test_only_consumers_names_lag_dead_letters_or_broker_health() -> None:
     import re
 
     root = Path(__file__).resolve().parents[1]
-    words = re.compile(r"\blag\b|consumer_lag|dead.letter|broker.up|broker.unreachable"
-                       r"|broker.health|broker.reachab", re.IGNORECASE)
+    words = re.compile(
+        r"\blag\b|consumer_lag|dead.letter|broker.up|broker.unreachable"
+        r"|broker.health|broker.reachab",
+        re.IGNORECASE,
+    )
     offenders = []
     for folder in ("streamdas",):  # the core library (the service and its benchmark may)
         for path in sorted((root / folder).rglob("*.py")):
@@ -242,9 +275,22 @@ def test_consumer_request_timeout_covers_a_held_sync_group_but_producer_keeps_it
 
     monkeypatch.setattr("consumers.clients.KafkaConsumer", FakeConsumer)
     for session, request in [(6000, 2000), (6000, 5000), (45000, 30000), (6000, 30000)]:
-        cfg = load_config(["--bootstrap-servers", "localhost:1", "--topics", "in",
-                           "--output-topic", "out", "--session-timeout-ms", str(session),
-                           "--request-timeout-ms", str(request), "--model-scope", "partition"])
+        cfg = load_config(
+            [
+                "--bootstrap-servers",
+                "localhost:1",
+                "--topics",
+                "in",
+                "--output-topic",
+                "out",
+                "--session-timeout-ms",
+                str(session),
+                "--request-timeout-ms",
+                str(request),
+                "--model-scope",
+                "partition",
+            ]
+        )
         timeout = consumer_request_timeout_ms(cfg)
         assert timeout >= session + COORDINATOR_MARGIN_MS
         assert timeout >= request

@@ -48,6 +48,7 @@ METRICS_PORT = 9108
 
 # -- helpers ---------------------------------------------------------------------------------
 
+
 def deploy_files() -> list[Path]:
     return sorted(p for p in DEPLOY.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
 
@@ -125,8 +126,22 @@ def config_from_env(env: dict[str, Any]) -> ServiceConfig:
 # -- PromQL: which metric names does an expression use? --------------------------------------
 
 _PROMQL_KEYWORDS = {
-    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
-    "offset", "bool", "inf", "nan", "atan2", "start", "end",
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "bool",
+    "inf",
+    "nan",
+    "atan2",
+    "start",
+    "end",
 }
 _PROMETHEUS_GENERATED = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS"}
 
@@ -154,23 +169,33 @@ def promql_metric_names(expr: str) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize(("expr", "expected"), [
-    ("streamdas_x", {"streamdas_x"}),
-    ('sum by (layer) (rate(streamdas_a_total{model="m", layer=~"1|2"}[5m])) > 0.5',
-     {"streamdas_a_total"}),
-    ("histogram_quantile(0.99, sum by (le) (rate(foo_bucket{job=\"j\"}[$__rate_interval])))",
-     {"foo_bucket"}),
-    ("time() - max by (job) (a_seconds) > 900 unless on (job) b_seconds offset 5m", {"a_seconds",
-                                                                                      "b_seconds"}),
-    ("a <= on (job, model) group_left max by (job) (b)", {"a", "b"}),
-    ("label_values(streamdas_m{job=\"streamdas\"}, instance)", {"streamdas_m"}),
-    ("1e3 * 2 > bool 5", set()),
-])
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("streamdas_x", {"streamdas_x"}),
+        (
+            'sum by (layer) (rate(streamdas_a_total{model="m", layer=~"1|2"}[5m])) > 0.5',
+            {"streamdas_a_total"},
+        ),
+        (
+            'histogram_quantile(0.99, sum by (le) (rate(foo_bucket{job="j"}[$__rate_interval])))',
+            {"foo_bucket"},
+        ),
+        (
+            "time() - max by (job) (a_seconds) > 900 unless on (job) b_seconds offset 5m",
+            {"a_seconds", "b_seconds"},
+        ),
+        ("a <= on (job, model) group_left max by (job) (b)", {"a", "b"}),
+        ('label_values(streamdas_m{job="streamdas"}, instance)', {"streamdas_m"}),
+        ("1e3 * 2 > bool 5", set()),
+    ],
+)
 def test_promql_metric_names(expr: str, expected: set[str]) -> None:
     assert promql_metric_names(expr) == expected
 
 
 # -- what the service exports ----------------------------------------------------------------
+
 
 def _sample_names(registry: prometheus_client.CollectorRegistry) -> set[str]:
     return {s.name for family in registry.collect() for s in family.samples}
@@ -187,8 +212,7 @@ def exported_names() -> set[str]:
     assert clf.n_sizing_cycles > 0  # so the per-layer grown/pruned counters exist
 
     names: set[str] = set()
-    for task, model, truth, pred in (("classification", {"p0": clf}, 1, 1),
-                                     ("regression", {}, 1.0, 1.5)):
+    for task, model, truth, pred in (("classification", {"p0": clf}, 1, 1), ("regression", {}, 1.0, 1.5)):
         registry = prometheus_client.CollectorRegistry()
         ModelCollector(model, registry=registry)
         metrics = ServiceMetrics(registry=registry, task=task)
@@ -210,10 +234,15 @@ def exported_names() -> set[str]:
 
 
 def test_exported_names_cover_the_model_shape(exported_names: set[str]) -> None:
-    for name in ("streamdas_model_hidden_units", "streamdas_model_units_grown_total",
-                 "streamdas_model_units_pruned_total", "streamdas_model_parameters",
-                 "streamdas_model_size_bytes", "streamdas_prequential_accuracy",
-                 "streamdas_prequential_mean_absolute_error"):
+    for name in (
+        "streamdas_model_hidden_units",
+        "streamdas_model_units_grown_total",
+        "streamdas_model_units_pruned_total",
+        "streamdas_model_parameters",
+        "streamdas_model_size_bytes",
+        "streamdas_prequential_accuracy",
+        "streamdas_prequential_mean_absolute_error",
+    ):
         assert name in exported_names
 
 
@@ -237,6 +266,7 @@ def _assert_exported(exprs: dict[str, str], exported: set[str]) -> None:
 
 
 # -- every file parses -----------------------------------------------------------------------
+
 
 def test_every_deploy_file_parses() -> None:
     files = deploy_files()
@@ -266,6 +296,7 @@ def test_every_deploy_file_parses() -> None:
 
 # -- Prometheus config and rules -------------------------------------------------------------
 
+
 def prometheus_configs() -> list[Path]:
     return sorted(PROM.glob("prometheus*.yml"))
 
@@ -279,8 +310,9 @@ def test_promtool_check_config(promtool: str) -> None:  # noqa: F811
     configs = prometheus_configs()
     assert len(configs) >= 2
     for config in configs:
-        out = subprocess.run([promtool, "check", "config", str(config)], capture_output=True,
-                             text=True, timeout=60)
+        out = subprocess.run(
+            [promtool, "check", "config", str(config)], capture_output=True, text=True, timeout=60
+        )
         assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -288,8 +320,9 @@ def test_promtool_check_config(promtool: str) -> None:  # noqa: F811
 def test_promtool_check_rules(promtool: str) -> None:  # noqa: F811
     files = rule_files()
     assert files
-    out = subprocess.run([promtool, "check", "rules", *map(str, files)], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [promtool, "check", "rules", *map(str, files)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -298,16 +331,22 @@ def test_promtool_rule_unit_tests(promtool: str) -> None:  # noqa: F811
     """The alerts fire on synthetic bad series and stay quiet on healthy ones."""
     tests = sorted(PROM.glob("*.test.yml"))
     assert tests
-    out = subprocess.run([promtool, "test", "rules", *map(str, tests)], capture_output=True,
-                         text=True, timeout=120, cwd=PROM)
+    out = subprocess.run(
+        [promtool, "test", "rules", *map(str, tests)], capture_output=True, text=True, timeout=120, cwd=PROM
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_rule_unit_tests_cover_every_alert() -> None:
-    alerts = {r["alert"] for f in rule_files() for g in load_yaml(f)["groups"] for r in g["rules"]
-              if "alert" in r}
-    tested = {t["alertname"] for f in PROM.glob("*.test.yml") for case in load_yaml(f)["tests"]
-              for t in case.get("alert_rule_test", [])}
+    alerts = {
+        r["alert"] for f in rule_files() for g in load_yaml(f)["groups"] for r in g["rules"] if "alert" in r
+    }
+    tested = {
+        t["alertname"]
+        for f in PROM.glob("*.test.yml")
+        for case in load_yaml(f)["tests"]
+        for t in case.get("alert_rule_test", [])
+    }
     assert alerts - tested == set()
 
 
@@ -341,11 +380,11 @@ def test_alert_rules_required_alerts(exported_names: set[str]) -> None:
     for name, rule in alerts.items():
         assert rule["labels"]["severity"] in {"info", "warning", "critical"}, name
         assert rule["annotations"]["summary"], name
-    _assert_exported({r.get("alert", r.get("record")): r["expr"] for r in rules},
-                     exported_names)
+    _assert_exported({r.get("alert", r.get("record")): r["expr"] for r in rules}, exported_names)
 
 
 # -- Grafana ---------------------------------------------------------------------------------
+
 
 def _walk(obj: Any) -> Iterator[dict[str, Any]]:
     if isinstance(obj, dict):
@@ -388,11 +427,13 @@ def test_dashboards(exported_names: set[str]) -> None:
         exprs = dashboard_exprs(dash)
         _assert_exported(exprs, exported_names)
         used = set().union(*map(promql_metric_names, exprs.values()))
-        for needed in ("streamdas_model_hidden_units",  # layer sizes
-                       "streamdas_prequential_accuracy",  # accuracy
-                       "streamdas_consumer_lag_messages",  # lag
-                       "streamdas_dead_letters_total",  # dead letters
-                       "streamdas_records_total"):  # throughput
+        for needed in (
+            "streamdas_model_hidden_units",  # layer sizes
+            "streamdas_prequential_accuracy",  # accuracy
+            "streamdas_consumer_lag_messages",  # lag
+            "streamdas_dead_letters_total",  # dead letters
+            "streamdas_records_total",
+        ):  # throughput
             assert needed in used, f"{path.name}: no panel shows {needed}"
         for panel in panels:
             if panel["type"] != "row":
@@ -411,12 +452,14 @@ def test_grafana_dashboard_provider_points_at_the_mounted_folder() -> None:
 
 # -- docker-compose --------------------------------------------------------------------------
 
+
 def test_compose_file() -> None:
     compose = load_yaml(DEPLOY / "docker-compose.yml")
     services = compose["services"]
     assert {"kafka", "streamdas", "producer", "prometheus", "grafana"} <= set(services)
-    assert not any("zookeeper" in name or "zookeeper" in str(s.get("image", ""))
-                   for name, s in services.items())
+    assert not any(
+        "zookeeper" in name or "zookeeper" in str(s.get("image", "")) for name, s in services.items()
+    )
 
     kafka = services["kafka"]["environment"]
     assert "controller" in kafka["KAFKA_PROCESS_ROLES"] and "broker" in kafka["KAFKA_PROCESS_ROLES"]
@@ -496,8 +539,14 @@ def test_readme_names_the_internal_topics() -> None:
     for field, name in zip(names._fields, names, strict=True):
         assert f"`<group>.{name.split('.', 1)[1]}`" in readme, field
         assert name in readme, name
-    for setting in ("cleanup.policy=compact", "segment.ms=", "kafka-acls.sh", "ReadWriteMany",
-                    "k8s/partition-scope", "docker-compose.partition-scope.yml"):
+    for setting in (
+        "cleanup.policy=compact",
+        "segment.ms=",
+        "kafka-acls.sh",
+        "ReadWriteMany",
+        "k8s/partition-scope",
+        "docker-compose.partition-scope.yml",
+    ):
         assert setting in readme, setting
 
 
@@ -507,20 +556,24 @@ def test_replay_messages_are_valid_service_records() -> None:
     assert failures == 0
     good = [parse_record(v) for _, v in replay.messages("complexity", n_samples=50, seed=1)]
     assert all(isinstance(r, Record) and r.y is not None for r in good)
-    mixed = [parse_record(v) for _, v in replay.messages("sea_abrupt", 400, seed=2,
-                                                         bad_fraction=0.2)]
+    mixed = [parse_record(v) for _, v in replay.messages("sea_abrupt", 400, seed=2, bad_fraction=0.2)]
     rejected = [r for r in mixed if isinstance(r, Rejection)]
     assert 40 < len(rejected) < 120
     assert {r.reason for r in rejected} == {"invalid_json", "non_numeric_feature"}
-    regression = [parse_record(v, task="regression")
-                  for _, v in replay.messages("friedman", n_samples=20, seed=1)]
+    regression = [
+        parse_record(v, task="regression") for _, v in replay.messages("friedman", n_samples=20, seed=1)
+    ]
     assert all(isinstance(r, Record) for r in regression)
 
 
 def test_replay_cli_dry_run() -> None:
-    out = subprocess.run([sys.executable, str(DEPLOY / "replay.py"), "--dry-run", "--limit", "5",
-                          "--scenario", "sea_abrupt"], capture_output=True, text=True,
-                         timeout=120, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, str(DEPLOY / "replay.py"), "--dry-run", "--limit", "5", "--scenario", "sea_abrupt"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert len(lines) == 5
@@ -529,6 +582,7 @@ def test_replay_cli_dry_run() -> None:
 
 # -- Dockerfile ------------------------------------------------------------------------------
 
+
 def test_dockerfile() -> None:
     instructions = parse_dockerfile(DEPLOY / "Dockerfile")
     kinds = [k for k, _ in instructions]
@@ -536,8 +590,7 @@ def test_dockerfile() -> None:
     assert kinds[0] == "FROM"
     assert any("download.pytorch.org/whl/cpu" in run and "torch==" in run for run in args["RUN"])
     torch_run = next(i for i, (k, a) in enumerate(instructions) if "torch==" in a)
-    pip_install_dot = next(i for i, (k, a) in enumerate(instructions)
-                           if k == "RUN" and "pip install ." in a)
+    pip_install_dot = next(i for i, (k, a) in enumerate(instructions) if k == "RUN" and "pip install ." in a)
     assert torch_run < pip_install_dot, "CPU torch must be installed before the package"
     for copy in args["COPY"]:
         *sources, _dest = shlex.split(copy)
@@ -593,8 +646,9 @@ def k8s_partition_objects() -> Objects:
     """
     resources = kustomization_resources(K8S_PARTITION)
     assert K8S_BASE in resources  # the overlay builds on the same base the default applies
-    objects = {key: json.loads(json.dumps(doc)) for key, doc in k8s_objects().items()
-               if key[0] != "PodMonitor"}
+    objects = {
+        key: json.loads(json.dumps(doc)) for key, doc in k8s_objects().items() if key[0] != "PodMonitor"
+    }
     for path in resources:
         if path.is_file():
             for doc in load_yaml_all(path):
@@ -616,8 +670,7 @@ def k8s_partition_objects() -> Objects:
             containers = {c["name"]: c for c in pod["containers"]}
             for container in pod_patch["containers"]:
                 assert container["name"] in containers, container["name"]
-                containers[container["name"]].setdefault("volumeMounts", []).extend(
-                    container["volumeMounts"])
+                containers[container["name"]].setdefault("volumeMounts", []).extend(container["volumeMounts"])
             pod.setdefault("volumes", []).extend(pod_patch.get("volumes", []))
     return objects
 
@@ -658,8 +711,10 @@ def assert_shared_scope(objects: Objects) -> None:
     # two Python processes with torch per pod: the service and its learner's child process
     assert cfg.learner_mode == "process"
     assert memory_bytes(container["resources"]["requests"]["memory"]) >= 2 * 400e6
-    assert memory_bytes(container["resources"]["limits"]["memory"]) >= memory_bytes(
-        container["resources"]["requests"]["memory"]) + 1e9
+    assert (
+        memory_bytes(container["resources"]["limits"]["memory"])
+        >= memory_bytes(container["resources"]["requests"]["memory"]) + 1e9
+    )
 
 
 def assert_partition_scope(objects: Objects) -> None:
@@ -737,8 +792,7 @@ def kustomize(folder: Path) -> Objects:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl not installed (optional check)")
-    out = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(out.stdout) if d}
 
@@ -759,6 +813,7 @@ def test_kubectl_kustomize_renders_partition_scope() -> None:
 
 
 # -- systemd ---------------------------------------------------------------------------------
+
 
 def test_systemd_unit() -> None:
     units = sorted((DEPLOY / "systemd").glob("*.service"))
@@ -792,10 +847,10 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
         text = path.read_text().replace("/opt/streamdas/.venv/bin/streamdas", "/bin/true")
         copy = tmp_path / path.name
         copy.write_text(text)
-        target = copy if "@." not in path.name else tmp_path / path.name.replace(
-            "@.", f"@{METRICS_PORT}.")
-        out = subprocess.run([analyze, "verify", str(target)], capture_output=True, text=True,
-                             timeout=60, cwd=tmp_path)
+        target = copy if "@." not in path.name else tmp_path / path.name.replace("@.", f"@{METRICS_PORT}.")
+        out = subprocess.run(
+            [analyze, "verify", str(target)], capture_output=True, text=True, timeout=60, cwd=tmp_path
+        )
         messages = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
         assert not messages, messages
 

@@ -43,8 +43,9 @@ def test_make_docs_regenerates_every_block_and_picture(tmp_path: Path) -> None:
         names += [m.group(2) for m in block.finditer(text)]
         path.write_text(block.sub(lambda m: m.group(1) + "STALE\n" + m.group(3), text))
     assert len(names) >= 8 and len(set(names)) == len(names)
-    pictures = sorted({img for path in DOCS
-                       for img in re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", path.read_text())})
+    pictures = sorted(
+        {img for path in DOCS for img in re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", path.read_text())}
+    )
     assert pictures
     shutil.rmtree(tmp_path / "docs" / "img")
     with contextlib.redirect_stdout(io.StringIO()):
@@ -110,17 +111,24 @@ def test_documented_command_runs(where: str, command: str, tmp_path: Path) -> No
 
     words = shlex.split(command)
     if words[0] == "streamdas":
-        words = ["python", "-m", {"simulate": "simulations", "consume": "consumers",
-                                  "bench": "benchmarks", "info": "info"}.get(
-                                      words[1] if len(words) > 1 else "", "simulations"),
-                 *words[2:]]
+        words = [
+            "python",
+            "-m",
+            {"simulate": "simulations", "consume": "consumers", "bench": "benchmarks", "info": "info"}.get(
+                words[1] if len(words) > 1 else "", "simulations"
+            ),
+            *words[2:],
+        ]
     module, args = words[2], words[3:]
     quiet = contextlib.redirect_stdout(io.StringIO())
     if "--help" in args:
         assert _help(words[:3]).startswith("usage:")
     elif module == "simulations":
-        short = args if "--list" in args else [
-            *args, "-n", "600", "--no-plots", "--no-progress", "-o", str(tmp_path / "sim")]
+        short = (
+            args
+            if "--list" in args
+            else [*args, "-n", "600", "--no-plots", "--no-progress", "-o", str(tmp_path / "sim")]
+        )
         with quiet:
             assert simulate(short) == 0
     elif module == "simulations.paper":
@@ -135,7 +143,7 @@ def test_documented_command_runs(where: str, command: str, tmp_path: Path) -> No
                 short += ["--output", str(tmp_path / "out.jsonl")]
             if "--dead-letter-output" in short:
                 short[short.index("--dead-letter-output") + 1] = str(tmp_path / "dead.jsonl")
-            if "-" in short[short.index("--source") + 1:short.index("--source") + 2]:
+            if "-" in short[short.index("--source") + 1 : short.index("--source") + 2]:
                 short[short.index("--source") + 1] = "river:SEA"
             with quiet:
                 assert consume(short) == 0
@@ -154,8 +162,9 @@ def test_documented_command_runs(where: str, command: str, tmp_path: Path) -> No
 
 
 @pytest.mark.integration
-def test_make_docs_service_part_fills_its_blocks(tansu_binary: str, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_make_docs_service_part_fills_its_blocks(
+    tansu_binary: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``--only service`` runs the learner, scope and load benchmarks (tiny sizes, on Tansu) and
     rewrites their three blocks of docs/benchmarks.md."""
     monkeypatch.setenv("TANSU", tansu_binary)

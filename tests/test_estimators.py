@@ -22,8 +22,7 @@ from streamdas import DASClassifier, DASRegressor
 def _rbf_complexity_stream(n_easy: int, n_hard: int, seed: int = 1):
     """2 centroids, then 50 (harder), switched abruptly."""
     easy = synth.RandomRBF(seed_model=seed, seed_sample=seed, n_classes=2, n_features=10, n_centroids=2)
-    hard = synth.RandomRBF(seed_model=seed + 1, seed_sample=seed, n_classes=4, n_features=10,
-                           n_centroids=50)
+    hard = synth.RandomRBF(seed_model=seed + 1, seed_sample=seed, n_classes=4, n_features=10, n_centroids=50)
     yield from easy.take(n_easy)
     yield from hard.take(n_hard)
 
@@ -91,9 +90,11 @@ def test_regressor_defaults_beat_a_bar_the_old_defaults_missed() -> None:
     new = evaluate.progressive_val_score(datasets.TrumpApproval(), DASRegressor(seed=0), metrics.MAE())
     old = evaluate.progressive_val_score(
         datasets.TrumpApproval(),
-        DASRegressor(seed=0, hidden_sizes=(32, 32), batch_size=16, lr=3e-3, activation="selu",
-                     linear_path=0.0),
-        metrics.MAE())
+        DASRegressor(
+            seed=0, hidden_sizes=(32, 32), batch_size=16, lr=3e-3, activation="selu", linear_path=0.0
+        ),
+        metrics.MAE(),
+    )
     assert new.get() < bar < old.get()
 
 
@@ -111,8 +112,14 @@ def test_the_first_step_imports_nothing_heavy() -> None:
         "assert all(m.trainer.n_steps for m in models)\n"
         "print(sorted(set(sys.modules) - before))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         cwd=Path(__file__).resolve().parents[1], check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+        check=True,
+    )
     new = ast.literal_eval(out.stdout.strip().splitlines()[-1])
     assert not [m for m in new if m.startswith(("torch._dynamo", "torch._inductor"))], new
 
@@ -156,8 +163,11 @@ def test_invalid_feature_values_raise_naming_the_feature_and_change_nothing(bad)
     with pytest.raises(ValueError, match="'oops'"):
         model.predict_proba_one(x)
     if not (isinstance(bad, float) and np.isnan(bad)):  # in a DataFrame, NaN means "missing"
-        frame = pd.DataFrame({"oops": [bad if bad is not None else "x", 1.0]}
-                             if not isinstance(bad, np.ndarray) else {"oops": ["x", 1.0]})
+        frame = pd.DataFrame(
+            {"oops": [bad if bad is not None else "x", 1.0]}
+            if not isinstance(bad, np.ndarray)
+            else {"oops": ["x", 1.0]}
+        )
         with pytest.raises(ValueError, match="'oops'"):
             model.learn_many(frame, pd.Series([True, False]))
     assert pickle.dumps(model) == snapshot
@@ -221,8 +231,9 @@ def test_introspection():
 
 
 def test_drift_detector_triggers_an_immediate_sizing_cycle():
-    detector_model = DASClassifier(seed=0, grow_every=10**9, batch_size=8,
-                                   drift_detector=drift.ADWIN(delta=0.01))
+    detector_model = DASClassifier(
+        seed=0, grow_every=10**9, batch_size=8, drift_detector=drift.ADWIN(delta=0.01)
+    )
     plain = DASClassifier(seed=0, grow_every=10**9, batch_size=8)
     for x, y in _rbf_complexity_stream(2000, 2000):
         detector_model.learn_one(x, y)
@@ -236,7 +247,8 @@ def test_regressor_learns_friedman():
     model = DASRegressor(seed=0)
     metric = evaluate.progressive_val_score(synth.Friedman(seed=0).take(4000), model, metrics.MAE())
     mean_model = evaluate.progressive_val_score(
-        synth.Friedman(seed=0).take(4000), dummy.StatisticRegressor(stats.Mean()), metrics.MAE())
+        synth.Friedman(seed=0).take(4000), dummy.StatisticRegressor(stats.Mean()), metrics.MAE()
+    )
     assert metric.get() < 0.7 * mean_model.get()
 
 
@@ -312,8 +324,9 @@ def test_fine_tune_with_a_drift_detector_never_resizes():
     """Issue 14: a detector that fires must not run a sizing cycle while fine-tuning."""
     from river import drift
 
-    model = DASClassifier(seed=0, grow_every=10**6, batch_size=4,
-                          drift_detector=drift.DummyDriftDetector(t_0=5))
+    model = DASClassifier(
+        seed=0, grow_every=10**6, batch_size=4, drift_detector=drift.DummyDriftDetector(t_0=5)
+    )
     for x, y in datasets.Phishing().take(80):
         model.learn_one(x, y)
     assert model.n_sizing_cycles > 1  # the detector does resize while sizing is on
@@ -329,17 +342,26 @@ def test_fine_tune_with_a_drift_detector_never_resizes():
 
 #: The classifier's defaults before issue 11 (the paper's SELU, a (32, 32) start, one step per
 #: 16 samples at lr 3e-3): the baseline the new defaults must beat.
-OLD_CLASSIFIER_DEFAULTS = dict(hidden_sizes=(32, 32), batch_size=16, alpha=1e-4, lr=3e-3,
-                               tau=5e-3, activation="selu")
+OLD_CLASSIFIER_DEFAULTS = dict(
+    hidden_sizes=(32, 32), batch_size=16, alpha=1e-4, lr=3e-3, tau=5e-3, activation="selu"
+)
 
 
 def test_classifier_defaults_beat_a_bar_the_old_defaults_missed():
     """RandomRBFDrift, 4 classes, 50 moving centroids, 3,000 samples (seeds 0-3 measured: old
     defaults 49.9-54.4%, new 63.6-71.6%). The bar sits between the two, so this fails if the
     defaults regress to the old accuracy, and the old-defaults run shows the bar is not free."""
-    data = list(synth.RandomRBFDrift(seed_model=0, seed_sample=1, n_classes=4, n_features=10,
-                                     n_centroids=50, change_speed=1e-3,
-                                     n_drift_centroids=50).take(3000))
+    data = list(
+        synth.RandomRBFDrift(
+            seed_model=0,
+            seed_sample=1,
+            n_classes=4,
+            n_features=10,
+            n_centroids=50,
+            change_speed=1e-3,
+            n_drift_centroids=50,
+        ).take(3000)
+    )
     bar = 0.60
 
     def accuracy(model: DASClassifier) -> float:

@@ -60,6 +60,7 @@ def test_one_absurd_regression_target_does_not_poison_the_regressor(clip_sd):
     """The same probe on a target: y = 3a - b + noise, one y = 1e30 after 2,000 samples. With
     the default clipping the later error stays that of a clean run; unbounded, the target
     statistics are ruined for good (MAE ~1e27, measured)."""
+
     def run(poison: bool) -> float:
         rng = np.random.default_rng(0)
         model, err = DASRegressor(seed=0, clip_sd=clip_sd), []
@@ -87,6 +88,7 @@ def test_one_absurd_regression_target_does_not_poison_the_regressor(clip_sd):
 def test_one_outlier_among_a_fresh_models_first_records_does_not_poison_it(at: int):
     """Every new partition model passes through its warm-up: 1e30 at record 5 used to leave
     accuracy at 0.74 for good (0.99 clean), since clipping started after 30 values."""
+
     def run(poisoned: bool) -> float:
         rng = np.random.default_rng(0)
         model = DASClassifier(seed=0)
@@ -100,6 +102,7 @@ def test_one_outlier_among_a_fresh_models_first_records_does_not_poison_it(at: i
 
 def test_one_absurd_target_among_a_fresh_regressors_first_does_not_poison_it():
     """The same for the target statistics: 1e30 as the fifth target."""
+
     def run(poisoned: bool) -> float:
         rng = np.random.default_rng(0)
         model, err = DASRegressor(seed=0), []

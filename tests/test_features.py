@@ -158,8 +158,9 @@ def test_the_warm_up_is_kept_in_checkpoint_states():
     assert RunningStandardizer.from_state(old, clip=10.0).count.tolist() == [15.0]
 
 
-@pytest.mark.parametrize("early", [[], [[1.0] * 14], [[1.0] * 15, []], [[float("nan")] * 15], [[1e39] * 15],
-                                   [["1"] * 15], "x"])
+@pytest.mark.parametrize(
+    "early", [[], [[1.0] * 14], [[1.0] * 15, []], [[float("nan")] * 15], [[1e39] * 15], [["1"] * 15], "x"]
+)
 def test_bad_warm_up_values_in_a_state_are_refused(early):
     state = _feed(RunningStandardizer(clip=10.0), _normal(15), 4).state()
     state["early"] = early

@@ -55,29 +55,34 @@ def _sent(service: Any, topic: str) -> list[dict[str, Any]]:
     return [_strict(v) for t, v in service.producer.sent if t == topic]
 
 
-def _msgs(values: list[bytes | None], start: int = 0, keys: list[bytes | None] | None = None
-          ) -> list[Message]:
+def _msgs(
+    values: list[bytes | None], start: int = 0, keys: list[bytes | None] | None = None
+) -> list[Message]:
     keys = keys or [None] * len(values)
-    return [Message("in", 0, start + i, k, v) for i, (k, v) in enumerate(zip(keys, values,
-                                                                              strict=True))]
+    return [Message("in", 0, start + i, k, v) for i, (k, v) in enumerate(zip(keys, values, strict=True))]
 
 
 def _good(n: int, start: int = 0, features: tuple[str, ...] = ("a", "b")) -> list[bytes]:
-    return [json.dumps({"x": {f: (i * (j + 3)) % 7 / 7 for j, f in enumerate(features)},
-                        "y": i % 2, "id": i}).encode() for i in range(start, start + n)]
+    return [
+        json.dumps(
+            {"x": {f: (i * (j + 3)) % 7 / 7 for j, f in enumerate(features)}, "y": i % 2, "id": i}
+        ).encode()
+        for i in range(start, start + n)
+    ]
 
 
 # -- finding 1: an integer of more digits than Python converts ----------------------------------
-@pytest.mark.parametrize(("value", "reason"), [
-    (b'{"x": {"a": 1}, "id": ' + HUGE + b"}", "bad_id"),
-    (b'{"x": {"a": ' + HUGE + b"}}", "non_finite_feature"),
-    (b'{"x": {"a": -' + HUGE + b"}, \"y\": 1}", "non_finite_feature"),
-    (b'{"x": {"a": 1}, "y": ' + HUGE + b"}", "bad_label"),
-    (b'{"x": {"a": 1}, "y": 1, "pad": [' + HUGE + b"]}", None),  # unused field: a record
-])
-def test_huge_integers_are_dead_letters_not_an_exit(
-    tmp_path: Path, value: bytes, reason: str | None
-) -> None:
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b'{"x": {"a": 1}, "id": ' + HUGE + b"}", "bad_id"),
+        (b'{"x": {"a": ' + HUGE + b"}}", "non_finite_feature"),
+        (b'{"x": {"a": -' + HUGE + b'}, "y": 1}', "non_finite_feature"),
+        (b'{"x": {"a": 1}, "y": ' + HUGE + b"}", "bad_label"),
+        (b'{"x": {"a": 1}, "y": 1, "pad": [' + HUGE + b"]}", None),  # unused field: a record
+    ],
+)
+def test_huge_integers_are_dead_letters_not_an_exit(tmp_path: Path, value: bytes, reason: str | None) -> None:
     parsed = parse_record(value)
     assert (parsed.reason if isinstance(parsed, Rejection) else None) == reason
     service = _service(tmp_path)
@@ -90,33 +95,45 @@ def test_huge_integers_are_dead_letters_not_an_exit(
 
 
 def test_parse_record_never_raises_on_deep_nesting_or_odd_bytes() -> None:
-    for value in [b"[" * 200_000, b'{"x": ' * 50_000, b'{"x": {"a": 1}, "y": ' + b"[" * 99_999,
-                  b"\xed\xa0\x80", b'{"x": {"\\ud800": 1}}', b"\x00" * 10, b"1e400"]:
+    for value in [
+        b"[" * 200_000,
+        b'{"x": ' * 50_000,
+        b'{"x": {"a": 1}, "y": ' + b"[" * 99_999,
+        b"\xed\xa0\x80",
+        b'{"x": {"\\ud800": 1}}',
+        b"\x00" * 10,
+        b"1e400",
+    ]:
         assert isinstance(parse_record(value), (Rejection, type(parse_record(b'{"x":{"a":1}}'))))
 
 
 # -- finding 9: standard JSON only -------------------------------------------------------------
 def test_output_is_standard_json_even_for_ids_json_cannot_hold(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
-    lines = [b'{"x": {"a": 1}, "y": 1, "id": 1e400}', b'{"x": {"a": 2}, "y": 0, "id": -1e400}',
-             b'{"x": {"a": 1}, "id": NaN}', b'{"x": {"a": 3}, "y": 1, "id": 12}',
-             b'{"x": {"a": 1}, "id": "' + b"i" * 5000 + b'"}']
+    lines = [
+        b'{"x": {"a": 1}, "y": 1, "id": 1e400}',
+        b'{"x": {"a": 2}, "y": 0, "id": -1e400}',
+        b'{"x": {"a": 1}, "id": NaN}',
+        b'{"x": {"a": 3}, "y": 1, "id": 12}',
+        b'{"x": {"a": 1}, "id": "' + b"i" * 5000 + b'"}',
+    ]
     source.write_bytes(b"\n".join(lines) + b"\n")
     out, dead = tmp_path / "out.jsonl", tmp_path / "dead.jsonl"
-    cfg = ServiceConfig(source=str(source), output=str(out), dead_letter_output=str(dead),
-                        model="linear")
+    cfg = ServiceConfig(source=str(source), output=str(out), dead_letter_output=str(dead), model="linear")
     assert run_embedded(cfg) == 0
     preds = [_strict(line) for line in out.read_text().splitlines()]
     letters = [_strict(line) for line in dead.read_text().splitlines()]
     assert [p["id"] for p in preds] == [12]
     assert [(d["offset"], d["reason"]) for d in letters] == [
-        (0, "bad_id"), (1, "bad_id"), (2, "bad_id"), (4, "bad_id")]
+        (0, "bad_id"),
+        (1, "bad_id"),
+        (2, "bad_id"),
+        (4, "bad_id"),
+    ]
 
 
 # -- finding 8: the first record no longer fixes the schema ------------------------------------
-def test_a_first_record_with_60000_keys_does_not_make_later_records_dead_letters(
-    tmp_path: Path
-) -> None:
+def test_a_first_record_with_60000_keys_does_not_make_later_records_dead_letters(tmp_path: Path) -> None:
     wide = json.dumps({"x": {f"k{i}": 1.0 for i in range(60_000)}}).encode()
     service = _service(tmp_path)
     service._assign({TP})
@@ -134,8 +151,11 @@ def test_a_first_record_with_60000_keys_does_not_make_later_records_dead_letters
 def test_records_bring_their_own_features_as_the_library_takes_them(tmp_path: Path) -> None:
     service = _service(tmp_path)
     service._assign({TP})
-    values = _good(20, features=("a", "b")) + _good(20, start=20, features=("a", "c")) + [
-        b'{"x": {"c": 0.5}, "y": 1}', b'{"x": {"z": 0.5}}']
+    values = (
+        _good(20, features=("a", "b"))
+        + _good(20, start=20, features=("a", "c"))
+        + [b'{"x": {"c": 0.5}, "y": 1}', b'{"x": {"z": 0.5}}']
+    )
     service._handle(TP, _msgs(values))
     preds = _sent(service, OUT)
     assert len(preds) == 42 and not _sent(service, DLQ)
@@ -146,8 +166,12 @@ def test_records_bring_their_own_features_as_the_library_takes_them(tmp_path: Pa
 
 def test_a_schema_stored_by_an_older_version_is_not_enforced(tmp_path: Path) -> None:
     store = CheckpointStore(tmp_path / "ckpt")
-    old = PartitionState(make_estimator(_service(tmp_path).scope.spec),
-                         features=[f"k{i}" for i in range(60_000)], next_offset=1, n_records=1)
+    old = PartitionState(
+        make_estimator(_service(tmp_path).scope.spec),
+        features=[f"k{i}" for i in range(60_000)],
+        next_offset=1,
+        n_records=1,
+    )
     store.save("in", 0, old)
     service = _service(tmp_path)
     service._assign({TP})
@@ -159,8 +183,7 @@ def test_a_schema_stored_by_an_older_version_is_not_enforced(tmp_path: Path) -> 
 def test_configured_features_keep_the_schema_checks(tmp_path: Path) -> None:
     service = _service(tmp_path, features=["a", "b"])
     service._assign({TP})
-    service._handle(TP, _msgs([b'{"x": {"a": 1}}', b'{"x": {"a": 1, "b": 2, "c": 3}}',
-                               *_good(2)]))
+    service._handle(TP, _msgs([b'{"x": {"a": 1}}', b'{"x": {"a": 1, "b": 2, "c": 3}}', *_good(2)]))
     assert [d["reason"] for d in _sent(service, DLQ)] == ["missing_feature", "unknown_feature"]
 
 
@@ -170,8 +193,7 @@ def test_labels_beyond_the_limits_are_dead_letters(tmp_path: Path) -> None:
     service._assign({TP})
     est = service.states[TP].estimator
     max_classes = getattr(est, "max_classes", 1000)
-    values = [json.dumps({"x": {"a": i % 5}, "y": f"c{i}"}).encode()
-              for i in range(max_classes + 20)]
+    values = [json.dumps({"x": {"a": i % 5}, "y": f"c{i}"}).encode() for i in range(max_classes + 20)]
     values.append(json.dumps({"x": {"a": 1}, "y": "L" * 600_000}).encode())
     values.append(json.dumps({"x": {"a": 1}, "y": "c3"}).encode())  # a known class: learned
     service._handle(TP, _msgs(values))
@@ -194,8 +216,7 @@ def test_new_features_beyond_max_features_are_dead_letters(tmp_path: Path) -> No
     second = json.dumps({"x": {f"q{i}": 1.0 for i in range(half)}, "y": 0}).encode()
     unlabelled = json.dumps({"x": {f"q{i}": 1.0 for i in range(half)}}).encode()
     service._handle(TP, _msgs([first, second, unlabelled]))
-    assert [(d["offset"], d["reason"]) for d in _sent(service, DLQ)] == [
-        (1, "too_many_features")]
+    assert [(d["offset"], d["reason"]) for d in _sent(service, DLQ)] == [(1, "too_many_features")]
     assert [p["offset"] for p in _sent(service, OUT)] == [0, 2]
     assert len(est.to_state()["features"]) == half
 
@@ -203,8 +224,9 @@ def test_new_features_beyond_max_features_are_dead_letters(tmp_path: Path) -> No
 def test_many_labels_keep_the_process_small(tmp_path: Path) -> None:
     """Finding 3 in a process of its own: 3,000 labels, peak RSS well under 1 GiB."""
     source = tmp_path / "labels.jsonl"
-    source.write_text("".join(json.dumps({"x": {"a": i % 7, "b": i % 3}, "y": f"label-{i}"})
-                              + "\n" for i in range(3000)))
+    source.write_text(
+        "".join(json.dumps({"x": {"a": i % 7, "b": i % 3}, "y": f"label-{i}"}) + "\n" for i in range(3000))
+    )
     peak = _run_embedded_measured(tmp_path, source)
     preds = (tmp_path / "out.jsonl").read_text().splitlines()
     dead = [_strict(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
@@ -228,19 +250,29 @@ def _run_measured(tmp_path: Path, body: str, *args: str) -> int:
     """Run ``body`` (Python, ``sys.argv[1:]`` = ``args``; it sets ``status``) in a subprocess
     that must exit with status 0; returns the subprocess's own peak RSS in bytes."""
     rss = tmp_path / "rss"
-    script = "\n".join(["import sys", textwrap.dedent(body), f"path = {str(rss)!r}", _WRITE_PEAK,
-                        "sys.exit(status)"])
-    done = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, capture_output=True,
-                          timeout=600)
+    script = "\n".join(
+        ["import sys", textwrap.dedent(body), f"path = {str(rss)!r}", _WRITE_PEAK, "sys.exit(status)"]
+    )
+    done = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, capture_output=True, timeout=600)
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
     return int(rss.read_text())
 
 
 def _run_embedded_measured(tmp_path: Path, source: Path, *extra: str) -> int:
     """Run the embedded mode on ``source`` in a subprocess; returns its peak RSS in bytes."""
-    args = ["--source", str(source), "--output", str(tmp_path / "out.jsonl"),
-            "--dead-letter-output", str(tmp_path / "dead.jsonl"), "--log-level", "WARNING",
-            "--model-param", "hidden_sizes=[8]", *extra]
+    args = [
+        "--source",
+        str(source),
+        "--output",
+        str(tmp_path / "out.jsonl"),
+        "--dead-letter-output",
+        str(tmp_path / "dead.jsonl"),
+        "--log-level",
+        "WARNING",
+        "--model-param",
+        "hidden_sizes=[8]",
+        *extra,
+    ]
     body = "from consumers.__main__ import main\nstatus = main(sys.argv[1:])"
     return _run_measured(tmp_path, body, *args)
 
@@ -267,20 +299,19 @@ class SizedProducer(FakeProducer):
 
 
 def _sized_service(tmp_path: Path) -> Any:
-    service = _service(tmp_path, kafka={"max_request_size": SizedProducer.max_request_size},
-                       dead_letter_value_bytes=4096)
+    service = _service(
+        tmp_path, kafka={"max_request_size": SizedProducer.max_request_size}, dead_letter_value_bytes=4096
+    )
     service.producer = SizedProducer()
     service.producer_factory = SizedProducer
     return service
 
 
-def test_large_refused_records_and_large_predictions_are_bounded_dead_letters(
-    tmp_path: Path
-) -> None:
+def test_large_refused_records_and_large_predictions_are_bounded_dead_letters(tmp_path: Path) -> None:
     service = _sized_service(tmp_path)
     service._assign({TP})
-    big = json.dumps({"x": {"a": "z" * 15_000}}).encode()                  # non-numeric feature
-    key = json.dumps({"x": {"k" * 9_000: 1.0}}).encode()                  # name too long
+    big = json.dumps({"x": {"a": "z" * 15_000}}).encode()  # non-numeric feature
+    key = json.dumps({"x": {"k" * 9_000: 1.0}}).encode()  # name too long
     labels = [json.dumps({"x": {"a": i}, "y": f"{i:03d}" + "L" * 200}).encode() for i in range(90)]
     values = [big, key, *labels]
     service._handle(TP, _msgs(values, keys=[b"k" * 10_000] + [None] * (len(values) - 1)))
@@ -329,9 +360,7 @@ class PoisonedProducer(FakeProducer):
         return super().send(topic, key=key, value=value)
 
 
-def test_a_record_that_keeps_failing_is_dead_lettered_and_the_loop_moves_on(
-    tmp_path: Path
-) -> None:
+def test_a_record_that_keeps_failing_is_dead_lettered_and_the_loop_moves_on(tmp_path: Path) -> None:
     service = _service(tmp_path, checkpoint_every=1000)
     producers: list[PoisonedProducer] = []
 
@@ -348,7 +377,7 @@ def test_a_record_that_keeps_failing_is_dead_lettered_and_the_loop_moves_on(
         polls += 1
         assert polls < 20, "the loop does not move on"
         seeks = len(service.consumer.seeks)
-        service._process_poll({TP: messages[position:position + 10]})
+        service._process_poll({TP: messages[position : position + 10]})
         if len(service.consumer.seeks) > seeks:
             position = service.consumer.seeks[-1][1]  # rewound: the broker serves from there
         else:
@@ -406,14 +435,16 @@ def test_records_that_made_oversized_messages_are_bounded_dead_letters_on_tansu(
     keys = [None] * 100 + [r.encode() for r in hostile] + [None] * 200
     produce(bs, "in", values, keys=keys)
     metrics = free_port()
-    service = ServiceProcess(service_args(bs, tmp_path, metrics_port=metrics,
-                                          checkpoint_interval_s=0.5), tmp_path / "svc.log")
+    service = ServiceProcess(
+        service_args(bs, tmp_path, metrics_port=metrics, checkpoint_interval_s=0.5), tmp_path / "svc.log"
+    )
     try:
         dead = read_topic(bs, "dlq", lambda r: len(r) >= len(hostile), timeout=60, decode=False)
         preds = read_topic(bs, "out", lambda r: len(r) >= len(good), timeout=60, decode=False)
         end = len(values)
-        assert wait_for(lambda: CheckpointStore(tmp_path / "ckpt").latest_offset("in", 0) == end,
-                        timeout=30), service.log()[-3000:]
+        assert wait_for(
+            lambda: CheckpointStore(tmp_path / "ckpt").latest_offset("in", 0) == end, timeout=30
+        ), service.log()[-3000:]
         assert health(metrics, "/livez")[0] == 200
         service.signal(signal.SIGTERM)
         assert service.wait(timeout=30) == 0
@@ -443,9 +474,15 @@ def test_a_limit_the_estimator_enforces_itself_is_that_records_dead_letter(
     service._assign({TP})
     est = service.states[TP].estimator
     half = getattr(est, "max_features", 10_000) // 2 + 1
-    values = [json.dumps({"x": {f"{p}{i}": 1.0 for i in range(half)}, "y": 1}).encode()
-              for p in "pq"] + _good(3)
+    values = [
+        json.dumps({"x": {f"{p}{i}": 1.0 for i in range(half)}, "y": 1}).encode() for p in "pq"
+    ] + _good(3)
     service._handle(TP, _msgs(values))
     assert [(d["offset"], d["reason"]) for d in _sent(service, DLQ)] == [(1, "too_many_features")]
     assert [(p["offset"], p["learned"]) for p in _sent(service, OUT)] == [
-        (0, True), (1, False), (2, True), (3, True), (4, True)]
+        (0, True),
+        (1, False),
+        (2, True),
+        (3, True),
+        (4, True),
+    ]

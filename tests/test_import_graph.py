@@ -32,8 +32,12 @@ def _graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1],
-                                     *([base] if base else [])])
+                    base = ".".join(
+                        [
+                            *package.split(".")[: len(package.split(".")) - node.level + 1],
+                            *([base] if base else []),
+                        ]
+                    )
                 targets = [f"{base}.{a.name}" for a in node.names] + [base]
             for target in targets:
                 # the longest project module that the import names (from pkg import mod, or pkg.mod)
@@ -52,7 +56,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == "open":
-                found.append([*stack[stack.index(nxt):], nxt])
+                found.append([*stack[stack.index(nxt) :], nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -80,15 +84,21 @@ def test_serialization_sits_below_what_it_serializes():
     assert graph["streamdas.checkpoint"] == set()
     for user in ("streamdas.estimators", "streamdas.trainer", "consumers.store"):
         assert "streamdas.checkpoint" in graph[user]
-    assert not any(t.startswith("consumers") for m, ts in graph.items()
-                   if m.startswith("streamdas") for t in ts)
+    assert not any(
+        t.startswith("consumers") for m, ts in graph.items() if m.startswith("streamdas") for t in ts
+    )
 
 
 def test_the_service_uses_no_private_serialization_hooks():
     tree = ast.parse((ROOT / "consumers" / "store.py").read_text())
-    imported = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
-                for a in n.names} | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported = {
+        a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names
+    } | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert "pickle" not in imported
     private = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} & {
-        "_state", "_from_state", "_extra_state", "_plain_params"}
+        "_state",
+        "_from_state",
+        "_extra_state",
+        "_plain_params",
+    }
     assert private == set()

@@ -47,8 +47,9 @@ class MemoryLog:
         self.chunk_bytes = chunk_bytes
         self.max_state_bytes = max_state_bytes
 
-    def view(self, name: str = "s", keep_values: bool = True,
-             records: list[Record] | None = None) -> StateLog:
+    def view(
+        self, name: str = "s", keep_values: bool = True, records: list[Record] | None = None
+    ) -> StateLog:
         view = StateLog(name, keep_values=keep_values, max_state_bytes=self.max_state_bytes)
         for offset, (key, value) in enumerate(self.records if records is None else records):
             view.apply(offset, key, value)
@@ -57,10 +58,17 @@ class MemoryLog:
     def load(self, name: str = "s") -> object:
         return choose(self.view(name))
 
-    def save(self, blob: bytes, epoch: int = 0, meta: dict | None = None, name: str = "s",
-             publish: bool = True) -> Manifest:
-        plan = plan_save(self.view(name, keep_values=False), blob, epoch=epoch, meta=meta,
-                         chunk_bytes=self.chunk_bytes, token=os.urandom(16))
+    def save(
+        self, blob: bytes, epoch: int = 0, meta: dict | None = None, name: str = "s", publish: bool = True
+    ) -> Manifest:
+        plan = plan_save(
+            self.view(name, keep_values=False),
+            blob,
+            epoch=epoch,
+            meta=meta,
+            chunk_bytes=self.chunk_bytes,
+            token=os.urandom(16),
+        )
         self.records += plan.records
         if publish:  # publish=False: the writer dies after its chunks, before the manifest
             self.records.append((manifest_key(name), plan.manifest.encode()))
@@ -69,8 +77,11 @@ class MemoryLog:
     def compacted(self, drop_tombstones: bool = False) -> list[Record]:
         """Kafka compaction: the newest record per key, in log order (tombstones optional)."""
         last = {key: i for i, (key, _) in enumerate(self.records)}
-        return [(k, v) for i, (k, v) in enumerate(self.records)
-                if last[k] == i and not (drop_tombstones and v is None)]
+        return [
+            (k, v)
+            for i, (k, v) in enumerate(self.records)
+            if last[k] == i and not (drop_tombstones and v is None)
+        ]
 
     def corrupt(self, key: bytes, flip_at: int = -1) -> None:
         """Flip one bit in the newest value of ``key`` (in place: a broken disk, not a write)."""
@@ -88,8 +99,20 @@ def blob(n: int, seed: int = 0) -> bytes:
 def test_keys_round_trip_and_foreign_keys_are_ignored():
     assert parse_key("a.b-c_1", chunk_key("a.b-c_1", 1, 123)) == ("chunk", 1, 123)
     assert parse_key("a", manifest_key("a")) == ("manifest", 0, 0)
-    for key in (None, b"a", b"a/", b"b/manifest", b"a/slot-0/", b"a/slot-0/01", b"a/slot-0/-1",
-                b"a/slot-0/1/2", b"a/slot-0/1234567890", b"a/manifest2", b"a/\xff", b"ab/slot-0/0"):
+    for key in (
+        None,
+        b"a",
+        b"a/",
+        b"b/manifest",
+        b"a/slot-0/",
+        b"a/slot-0/01",
+        b"a/slot-0/-1",
+        b"a/slot-0/1/2",
+        b"a/slot-0/1234567890",
+        b"a/manifest2",
+        b"a/\xff",
+        b"ab/slot-0/0",
+    ):
         assert parse_key("a", key) is None, key
 
 
@@ -104,7 +127,12 @@ def test_a_chunk_round_trips_and_every_damage_is_caught():
     value = encode_chunk(token, 9, 3, 7, b"payload")
     header, payload = decode_chunk(value)
     assert (header.token, header.version, header.index, header.n_chunks, payload) == (
-        token, 9, 3, 7, b"payload")
+        token,
+        9,
+        3,
+        7,
+        b"payload",
+    )
     assert len(value) == CHUNK_HEADER_BYTES + len(b"payload")
     for i in range(len(value)):  # any single bit flip anywhere is detected
         broken = bytearray(value)
@@ -116,13 +144,23 @@ def test_a_chunk_round_trips_and_every_damage_is_caught():
         # a flip in a header field the CRC does not cover decodes, but to other header fields
         assert (h.token, h.version, h.index, h.n_chunks) != (token, 9, 3, 7)
     with pytest.raises(CheckpointError, match="too short"):
-        decode_chunk(value[:CHUNK_HEADER_BYTES - 1])
+        decode_chunk(value[: CHUNK_HEADER_BYTES - 1])
 
 
 # ------------------------------------------------------------------------------- manifests
 def _manifest(**changes) -> dict:
-    data = Manifest("a", epoch=1, version=2, slot=0, n_chunks=2, chunk_bytes=4, length=6,
-                    sha256="ab" * 32, token="cd" * 16, meta={"offsets": {"in:0": 5}}).to_json()
+    data = Manifest(
+        "a",
+        epoch=1,
+        version=2,
+        slot=0,
+        n_chunks=2,
+        chunk_bytes=4,
+        length=6,
+        sha256="ab" * 32,
+        token="cd" * 16,
+        meta={"offsets": {"in:0": 5}},
+    ).to_json()
     data.update(changes)
     return data
 
@@ -139,33 +177,36 @@ def test_a_manifest_round_trips_with_its_previous():
     assert _decode(m.encode()).previous.version == 1
 
 
-@pytest.mark.parametrize("data, why", [
-    (b"\xff\xfe", "utf-8"),
-    (b"not json", "Expecting value"),
-    (b"[1, 2]", "JSON object"),
-    (b'{"epoch": NaN}', "non-finite"),
-    (b"[" * 100_000 + b"]" * 100_000, "recursion"),
-    (_manifest(extra=1), "unknown"),
-    (_manifest(format=2), "format"),
-    (_manifest(format=True), "format"),
-    (_manifest(name="b"), "under the key"),
-    (_manifest(epoch=-1), "epoch"),
-    (_manifest(epoch=1.0), "epoch"),
-    (_manifest(epoch=True), "epoch"),
-    (_manifest(epoch=2**63), "epoch"),
-    (_manifest(version=0), "version"),
-    (_manifest(slot=2), "slot"),
-    (_manifest(length=1001), "length"),
-    (_manifest(n_chunks=3), "chunks for"),
-    (_manifest(chunk_bytes=0), "chunk_bytes"),
-    (_manifest(sha256="AB" * 32), "sha256"),
-    (_manifest(token="cd" * 15), "token"),
-    (_manifest(meta=[1]), "meta"),
-    (_manifest(meta={"a": [[[[1]]]] * 1}, previous=_manifest(slot=0, version=1)), "same slot"),
-    (_manifest(previous=_manifest(slot=1, version=3)), "not older"),
-    (_manifest(previous=_manifest(slot=1, version=1, previous=_manifest(version=0))), "previous"),
-    (_manifest(previous="x"), "JSON object"),
-])
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (b"\xff\xfe", "utf-8"),
+        (b"not json", "Expecting value"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"epoch": NaN}', "non-finite"),
+        (b"[" * 100_000 + b"]" * 100_000, "recursion"),
+        (_manifest(extra=1), "unknown"),
+        (_manifest(format=2), "format"),
+        (_manifest(format=True), "format"),
+        (_manifest(name="b"), "under the key"),
+        (_manifest(epoch=-1), "epoch"),
+        (_manifest(epoch=1.0), "epoch"),
+        (_manifest(epoch=True), "epoch"),
+        (_manifest(epoch=2**63), "epoch"),
+        (_manifest(version=0), "version"),
+        (_manifest(slot=2), "slot"),
+        (_manifest(length=1001), "length"),
+        (_manifest(n_chunks=3), "chunks for"),
+        (_manifest(chunk_bytes=0), "chunk_bytes"),
+        (_manifest(sha256="AB" * 32), "sha256"),
+        (_manifest(token="cd" * 15), "token"),
+        (_manifest(meta=[1]), "meta"),
+        (_manifest(meta={"a": [[[[1]]]] * 1}, previous=_manifest(slot=0, version=1)), "same slot"),
+        (_manifest(previous=_manifest(slot=1, version=3)), "not older"),
+        (_manifest(previous=_manifest(slot=1, version=1, previous=_manifest(version=0))), "previous"),
+        (_manifest(previous="x"), "JSON object"),
+    ],
+)
 def test_a_bad_manifest_is_a_checkpoint_error(data, why):
     with pytest.raises(CheckpointError, match=f"(?i)bad manifest.*{why}"):
         _decode(data)
@@ -179,8 +220,7 @@ def test_a_manifest_over_the_message_bound_is_refused_before_parsing():
 def test_meta_must_be_plain_bounded_json():
     assert check_meta(None) == {}
     assert check_meta({"a": (1, 2), "b": {"c": None}}) == {"a": [1, 2], "b": {"c": None}}
-    for bad in ({1: 2}, {"a": object()}, {"a": b"x"}, {"a": float("inf")}, [1],
-                {"a": "x" * MAX_META_BYTES}):
+    for bad in ({1: 2}, {"a": object()}, {"a": b"x"}, {"a": float("inf")}, [1], {"a": "x" * MAX_META_BYTES}):
         with pytest.raises(ValueError):
             check_meta(bad)
     nested: dict = {}
@@ -199,8 +239,7 @@ def test_round_trip_of_a_multi_chunk_state_with_meta():
     manifest = log.save(data, epoch=3, meta={"offsets": {"in:0": 17}})
     assert manifest.n_chunks == 10
     state = log.load()
-    assert (state.blob, state.epoch, state.version, state.meta) == (
-        data, 3, 1, {"offsets": {"in:0": 17}})
+    assert (state.blob, state.epoch, state.version, state.meta) == (data, 3, 1, {"offsets": {"in:0": 17}})
 
 
 def test_no_manifest_means_no_state_and_other_names_do_not_interfere():
@@ -303,8 +342,9 @@ def test_the_sha256_catches_what_the_headers_cannot():
     log.save(blob(20, 1))
     m = log.save(blob(20, 2))
     manifest = Manifest.decode(log.records[-1][1], "s", max_state_bytes=100)
-    log.records.append((manifest_key("s"), dataclasses.replace(
-        manifest, sha256=hashlib.sha256(b"x").hexdigest()).encode()))
+    log.records.append(
+        (manifest_key("s"), dataclasses.replace(manifest, sha256=hashlib.sha256(b"x").hexdigest()).encode())
+    )
     with pytest.raises(DamagedStateError, match=f"version {m.version} fails its SHA-256"):
         log.load()
 
@@ -337,8 +377,7 @@ def _zombie_save(log: MemoryLog, seen: int, data: bytes, epoch: int) -> Manifest
     """A save by a writer that read only the first ``seen`` records (the race window of a save
     from a superseded writer: its view predates the newer writer's manifests)."""
     view = log.view(keep_values=False, records=log.records[:seen])
-    plan = plan_save(view, data, epoch=epoch, meta=None, chunk_bytes=log.chunk_bytes,
-                     token=os.urandom(16))
+    plan = plan_save(view, data, epoch=epoch, meta=None, chunk_bytes=log.chunk_bytes, token=os.urandom(16))
     log.records += [*plan.records, (manifest_key("s"), plan.manifest.encode())]
     return plan.manifest
 
@@ -387,9 +426,13 @@ def test_equal_epochs_may_save_again():
 
 def test_plan_refuses_bad_arguments():
     view = StateLog("s", keep_values=False, max_state_bytes=10)
-    for kwargs, why in (({"epoch": -1}, "epoch"), ({"epoch": True}, "epoch"),
-                        ({"blob": "text"}, "bytes"), ({"blob": b"x" * 11}, "max_state_bytes"),
-                        ({"meta": {"a": {1}}}, "plain JSON")):
+    for kwargs, why in (
+        ({"epoch": -1}, "epoch"),
+        ({"epoch": True}, "epoch"),
+        ({"blob": "text"}, "bytes"),
+        ({"blob": b"x" * 11}, "max_state_bytes"),
+        ({"meta": {"a": {1}}}, "plain JSON"),
+    ):
         args = {"blob": b"x", "epoch": 0, "meta": None, **kwargs}
         with pytest.raises(ValueError, match=why):
             plan_save(view, args.pop("blob"), chunk_bytes=4, token=b"t" * 16, **args)

@@ -88,8 +88,7 @@ class Hooked(Tracked):
     """A store that calls ``hook(plan)`` after its chunks are acknowledged, before it checks
     for other writers, and ``before_manifest()`` right before it sends its manifest."""
 
-    def __init__(self, *args: Any, hook: Any = None, before_manifest: Any = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, *args: Any, hook: Any = None, before_manifest: Any = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.hook = hook
         self.before_manifest = before_manifest
@@ -228,8 +227,12 @@ def test_a_corrupted_chunk_gives_the_previous_version_never_a_wrong_blob(tansu: 
     header, payload = decode_chunk(value)
     changed = bytearray(payload)
     changed[1000] ^= 0xFF
-    produce(tansu.bootstrap, TOPIC, [encode_chunk(header.token, header.version, 1,
-                                                  header.n_chunks, bytes(changed))], keys=[key])
+    produce(
+        tansu.bootstrap,
+        TOPIC,
+        [encode_chunk(header.token, header.version, 1, header.n_chunks, bytes(changed))],
+        keys=[key],
+    )
     with pytest.raises(DamagedStateError, match=r"version 2 fails its SHA-256") as info:
         store(tansu).load("learner")
     assert info.value.previous.blob == blob(250_000, 1)
@@ -259,10 +262,13 @@ def test_a_lower_epoch_save_after_a_higher_one_is_refused_and_never_loaded(tansu
     for r in raw_records(tansu.bootstrap, TOPIC)[:2]:  # v1's chunk and manifest
         stale_view.apply(r.offset, r.key, r.value)
     new.save("learner", b"new v3", epoch=2)  # slot 0, so the zombie's slot-1 write spares it
-    plan = plan_save(stale_view, b"zombie", epoch=1, meta=None, chunk_bytes=1000,
-                     token=os.urandom(16))
-    produce(tansu.bootstrap, TOPIC, [v for _, v in plan.records] + [plan.manifest.encode()],
-            keys=[k for k, _ in plan.records] + [manifest_key("learner")])
+    plan = plan_save(stale_view, b"zombie", epoch=1, meta=None, chunk_bytes=1000, token=os.urandom(16))
+    produce(
+        tansu.bootstrap,
+        TOPIC,
+        [v for _, v in plan.records] + [plan.manifest.encode()],
+        keys=[k for k, _ in plan.records] + [manifest_key("learner")],
+    )
     state = store(tansu).load("learner")
     assert (state.epoch, state.version, state.blob) == (2, 3, b"new v3")
 
@@ -279,8 +285,9 @@ def test_a_writer_superseded_during_its_save_does_not_publish(tansu: TansuBroker
     # the same epoch from another writer during the upload: a conflict, not published
     twin = store(tansu)
     twin.load("learner")
-    new_hooked = Hooked(tansu.bootstrap, TOPIC, timeout_s=20.0,
-                        hook=lambda plan: twin.save("learner", b"twin", epoch=2))
+    new_hooked = Hooked(
+        tansu.bootstrap, TOPIC, timeout_s=20.0, hook=lambda plan: twin.save("learner", b"twin", epoch=2)
+    )
     with pytest.raises(ConcurrentWriteError):
         new_hooked.save("learner", b"mine", epoch=2)
     state = store(tansu).load("learner")
@@ -350,11 +357,15 @@ def test_what_tansu_does_with_compaction_and_large_messages(tansu: TansuBroker, 
     records = raw_records(tansu.bootstrap, TOPIC)
     manifests = [r for r in records if r.key == manifest_key("learner")]
     assert len(manifests) == 5  # not compacted: every manifest value is still there
-    assert [Manifest.decode(r.value, "learner", max_state_bytes=MiB).version
-            for r in manifests] == [1, 2, 3, 4, 5]
+    assert [Manifest.decode(r.value, "learner", max_state_bytes=MiB).version for r in manifests] == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
     assert any(r.value is None for r in records)
-    producer = KafkaProducer(bootstrap_servers=tansu.bootstrap, max_request_size=4 * MiB,
-                             acks="all")
+    producer = KafkaProducer(bootstrap_servers=tansu.bootstrap, max_request_size=4 * MiB, acks="all")
     try:
         metadata = producer.send(TOPIC, key=b"big", value=bytes(2 * MiB), partition=0).get(timeout=20)
     finally:

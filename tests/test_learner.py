@@ -44,8 +44,13 @@ class MemoryStore(KafkaStateStore):
     def _end_offset(self, deadline: float) -> int:
         return len(self.log)
 
-    def _read(self, start: int | None, stop: int | None, deadline: float,
-              on_record: Callable[[int, bytes | None, bytes | None], None]) -> int:
+    def _read(
+        self,
+        start: int | None,
+        stop: int | None,
+        deadline: float,
+        on_record: Callable[[int, bytes | None, bytes | None], None],
+    ) -> int:
         position = 0 if start is None else start
         end = len(self.log) if stop is None else stop
         for offset in range(position, end):
@@ -142,8 +147,13 @@ class ScriptedConsumer:
 class MemoryLearner(Learner):
     """A Learner on in-memory topics (``logs``: topic -> log) in a scripted group."""
 
-    def __init__(self, cfg: ServiceConfig, logs: dict[str, Log], group: Group,
-                 hooks: dict[str, Callable[[list[Any]], None]] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ServiceConfig,
+        logs: dict[str, Log],
+        group: Group,
+        hooks: dict[str, Callable[[list[Any]], None]] | None = None,
+    ) -> None:
         super().__init__(cfg)
         self.logs, self.group, self.hooks = logs, group, hooks or {}
         self.stores: dict[str, MemoryStore] = {}
@@ -164,10 +174,17 @@ class MemoryLearner(Learner):
 
 
 def config(**overrides: Any) -> ServiceConfig:
-    settings: dict[str, Any] = {"group_id": "g", "topics": ["in"], "model_params": {"hidden_sizes": [8]},
-                                "checkpoint_every": 200, "checkpoint_interval_s": 3600.0,
-                                "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
-                                "retry_backoff_max_s": 0.2, "poll_timeout_ms": 0}
+    settings: dict[str, Any] = {
+        "group_id": "g",
+        "topics": ["in"],
+        "model_params": {"hidden_sizes": [8]},
+        "checkpoint_every": 200,
+        "checkpoint_interval_s": 3600.0,
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 1000,
+        "retry_backoff_max_s": 0.2,
+        "poll_timeout_ms": 0,
+    }
     settings.update(overrides)
     cfg = ServiceConfig(**{k: v for k, v in settings.items() if k in ServiceConfig.__dataclass_fields__})
     for key in ("publish_every", "publish_interval_ms"):  # whether or not the config has them yet
@@ -388,9 +405,16 @@ def test_hostile_training_records_are_counted_and_never_stop_the_learner() -> No
     logs: dict[str, Log] = {}
     group = Group()
     good = values_of(stream(40))
-    hostile = [b"", b"\xff", b"[1]", b'{"t":"in","p":0,"o":1}',
-               b'{"t":"other","p":0,"o":1,"x":{"a":1},"y":1}', b"{" * 5000,
-               b'{"t":"in","p":0,"o":9,"x":{"a":1e999},"y":1}', b"1" * 3_000_000]
+    hostile = [
+        b"",
+        b"\xff",
+        b"[1]",
+        b'{"t":"in","p":0,"o":1}',
+        b'{"t":"other","p":0,"o":1,"x":{"a":1},"y":1}',
+        b"{" * 5000,
+        b'{"t":"in","p":0,"o":9,"x":{"a":1e999},"y":1}',
+        b"1" * 3_000_000,
+    ]
     group.produce([v for pair in zip(good, hostile * 5, strict=True) for v in pair])
     learner = MemoryLearner(config(), logs, group)
     learner.turns(1)

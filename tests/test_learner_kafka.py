@@ -35,9 +35,15 @@ pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
 SETTINGS: dict[str, Any] = {
-    "topics": ["in"], "model_params": {"hidden_sizes": [8]}, "session_timeout_ms": 6000,
-    "heartbeat_interval_ms": 1000, "request_timeout_ms": 5000, "poll_timeout_ms": 100,
-    "retry_backoff_max_s": 1.0, "checkpoint_every": 10_000, "checkpoint_interval_s": 3600.0,
+    "topics": ["in"],
+    "model_params": {"hidden_sizes": [8]},
+    "session_timeout_ms": 6000,
+    "heartbeat_interval_ms": 1000,
+    "request_timeout_ms": 5000,
+    "poll_timeout_ms": 100,
+    "retry_backoff_max_s": 1.0,
+    "checkpoint_every": 10_000,
+    "checkpoint_interval_s": 3600.0,
     "max_poll_records": 100,
 }
 
@@ -124,14 +130,21 @@ def follow_until(follower: SnapshotFollower, seen: list[Any], n_learned: int, ti
     return wait_for(newest, timeout, interval=0.0)
 
 
-HOSTILE = [b"", b"not json", b'{"t":"in","p":0,"o":5,"x":{"a":1}}', b"[" * 50_000 + b"]" * 50_000,
-           b'{"t":"elsewhere","p":0,"o":5,"x":{"a":1},"y":1}', b'{"t":"in","p":-4,"o":5,"x":{"a":1},"y":1}',
-           b'{"t":"in","p":0,"o":5,"x":{"a":"NaN"},"y":1}', json.dumps({"t": "in", "p": 99, "o": 2, "x": {
-               "a": 1.0}, "y": "L" * 100_000}).encode()]
+HOSTILE = [
+    b"",
+    b"not json",
+    b'{"t":"in","p":0,"o":5,"x":{"a":1}}',
+    b"[" * 50_000 + b"]" * 50_000,
+    b'{"t":"elsewhere","p":0,"o":5,"x":{"a":1},"y":1}',
+    b'{"t":"in","p":-4,"o":5,"x":{"a":1},"y":1}',
+    b'{"t":"in","p":0,"o":5,"x":{"a":"NaN"},"y":1}',
+    json.dumps({"t": "in", "p": 99, "o": 2, "x": {"a": 1.0}, "y": "L" * 100_000}).encode(),
+]
 
 
 def test_hand_over_learns_every_record_once_and_fences_the_deposed_learner(
-        tansu: TansuBroker, closing: list[Any]) -> None:
+    tansu: TansuBroker, closing: list[Any]
+) -> None:
     """A learns a stream with replays and hostile records; B waits in the group; A stops and B
     takes over from A's state; A, acting on as a zombie, cannot publish; B learns the rest
     (with more replays). Every record is learned once and the model is bit for bit one
@@ -201,7 +214,8 @@ Learner(ServiceConfig(**json.loads(os.environ["LEARNER_CONFIG"]))).run(threading
 
 
 def test_a_killed_learners_successor_resumes_from_its_last_saved_state(
-        tansu: TansuBroker, closing: list[Any], tmp_path: Any) -> None:
+    tansu: TansuBroker, closing: list[Any], tmp_path: Any
+) -> None:
     """The learner process is killed (SIGKILL) with records learned since its last save;
     another member takes over when the group gives up on it, resumes from the state topic and
     the source offsets in it: every record learned once, bit for bit one learn_one loop."""
@@ -210,15 +224,25 @@ def test_a_killed_learners_successor_resumes_from_its_last_saved_state(
     records = stream(900, seed=8)
     values = [encode_training_record(*r) for r in records]
     produce(cfg.bootstrap_servers, train, values[:400] + values[250:300] + values[400:600])
-    settings = {**SETTINGS, "checkpoint_every": 250, "bootstrap_servers": cfg.bootstrap_servers,
-                "group_id": "crash"}
+    settings = {
+        **SETTINGS,
+        "checkpoint_every": 250,
+        "bootstrap_servers": cfg.bootstrap_servers,
+        "group_id": "crash",
+    }
     env = {**os.environ, "LEARNER_CONFIG": json.dumps(settings), "PYTHONPATH": str(REPO)}
     with open(tmp_path / "learner.log", "wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-c", LEARNER_PROCESS], cwd=REPO, env=env,
-                                   stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, "-c", LEARNER_PROCESS],
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
     closing.append(process)
     assert wait_for(lambda: head_meta(cfg, snap_topic, SNAPSHOT_NAME).get("n_learned") == 600, 40), (
-        (tmp_path / "learner.log").read_text())
+        tmp_path / "learner.log"
+    ).read_text()
     meta = head_meta(cfg, state_topic, LEARNER_NAME)
     assert meta["n_learned"] < 600  # learned since its last save: lost with the process
     process.send_signal(signal.SIGKILL)
@@ -237,13 +261,15 @@ def test_a_killed_learners_successor_resumes_from_its_last_saved_state(
 
 
 def test_a_state_of_several_mib_is_saved_in_chunks_and_restored(
-        tansu: TansuBroker, closing: list[Any]) -> None:
+    tansu: TansuBroker, closing: list[Any]
+) -> None:
     """A model with 1,500 features and 256 units: its state and snapshots are several MiB,
     written as chunks within the broker's message limit, and a new learner restores it."""
     cfg = config(tansu, "big", model_params={"hidden_sizes": [256]}, publish_every=10)
     train, state_topic, snap_topic = make_topics(cfg)
-    records = [("in", 0, i, {f"f{j}": ((i * 7 + j) % 13) / 13 for j in range(1500)}, i % 3)
-               for i in range(24)]
+    records = [
+        ("in", 0, i, {f"f{j}": ((i * 7 + j) % 13) / 13 for j in range(1500)}, i % 3) for i in range(24)
+    ]
     produce(cfg.bootstrap_servers, train, [encode_training_record(*r) for r in records])
     a = Running(cfg)
     closing.append(a)
@@ -261,8 +287,10 @@ def test_a_state_of_several_mib_is_saved_in_chunks_and_restored(
     closing.append(b)
     assert wait_for(lambda: b.learner.is_learner, 40)
     assert b.learner.n_learned == 24
-    same(reference(records, DASClassifier(hidden_sizes=[256], seed=42)).to_state(),
-         b.learner.state.estimator.to_state())
+    same(
+        reference(records, DASClassifier(hidden_sizes=[256], seed=42)).to_state(),
+        b.learner.state.estimator.to_state(),
+    )
     follower = SnapshotFollower(cfg.bootstrap_servers, snap_topic)
     closing.append(follower)
     snap = follower.poll(20)

@@ -26,15 +26,27 @@ NO_BROKER = "127.0.0.1:1"  # nothing listens on port 1
 
 
 def _config() -> ServiceConfig:
-    return ServiceConfig(bootstrap_servers=NO_BROKER, group_id="g", model_params={"hidden_sizes": [4]},
-                         session_timeout_ms=6000, heartbeat_interval_ms=1000, retry_backoff_max_s=0.5,
-                         log_level="WARNING")
+    return ServiceConfig(
+        bootstrap_servers=NO_BROKER,
+        group_id="g",
+        model_params={"hidden_sizes": [4]},
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        retry_backoff_max_s=0.5,
+        log_level="WARNING",
+    )
 
 
 def _child() -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "consumers.learner_process"], cwd=REPO, env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "consumers.learner_process"],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _wait(predicate: Any, timeout: float = 60.0) -> bool:

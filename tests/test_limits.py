@@ -77,8 +77,11 @@ def test_class_limit_refuses_the_whole_record_or_batch(how: str):
 def test_label_length_limit(label):
     model = _fed(DASClassifier(seed=0))
     _refused(model, "label_too_long", lambda m: m.learn_one({"a": 1.0}, label))
-    _refused(model, "label_too_long",
-             lambda m: m.learn_many(pd.DataFrame({"a": [1.0, 2.0]}), pd.Series(["a", label], dtype=object)))
+    _refused(
+        model,
+        "label_too_long",
+        lambda m: m.learn_many(pd.DataFrame({"a": [1.0, 2.0]}), pd.Series(["a", label], dtype=object)),
+    )
     model.learn_one({"a": 1.0}, "x" * 256)
     assert "x" * 256 in model.classes
 
@@ -93,8 +96,11 @@ def test_feature_limit_refuses_the_record_and_predicting_never_grows(cls, how):
         _refused(model, "too_many_features", lambda m: m.learn_one({"a": 1.0, "c": 1.0, "d": 2.0}, y))
     else:
         X = pd.DataFrame({"a": [1.0, 2.0], "c": [1.0, 1.0], "d": [0.0, 1.0]})
-        _refused(model, "too_many_features",
-                 lambda m: m.learn_many(X, pd.Series([y, y]), split=how.endswith("split")))
+        _refused(
+            model,
+            "too_many_features",
+            lambda m: m.learn_many(X, pd.Series([y, y]), split=how.endswith("split")),
+        )
     x = {"a": 1.0, "b": 0.5}
     before = model.predict_one(x)
     assert model.predict_one({**x, **{f"unknown {i}": 1.0 for i in range(50)}}) == before
@@ -122,9 +128,18 @@ def test_no_bound_with_none():
     assert model.n_features == 10_050 and len(model.classes) == 1200
 
 
-@pytest.mark.parametrize(("name", "value"), [("max_classes", 0), ("max_classes", 2.5), ("max_classes", True),
-                                             ("max_label_length", None), ("max_label_length", -1),
-                                             ("max_features", 0), ("max_features", "10")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("max_classes", 0),
+        ("max_classes", 2.5),
+        ("max_classes", True),
+        ("max_label_length", None),
+        ("max_label_length", -1),
+        ("max_features", 0),
+        ("max_features", "10"),
+    ],
+)
 def test_bounds_are_validated(name, value):
     with pytest.raises(ValueError, match=name):
         DASClassifier(**{name: value})

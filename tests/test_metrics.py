@@ -46,6 +46,7 @@ def scrape(reg: prometheus_client.CollectorRegistry) -> dict[str, Any]:
 
 # -- ModelCollector --------------------------------------------------------------------------
 
+
 def test_model_collector_reads_live_shape_at_scrape_time() -> None:
     model = FakeModel()
     reg = prometheus_client.CollectorRegistry()
@@ -66,8 +67,15 @@ def test_model_collector_reads_live_shape_at_scrape_time() -> None:
 
 
 def test_model_collector_exports_every_documented_attribute() -> None:
-    model = FakeModel(n_parameters=7, model_bytes=28, n_samples_learned=9, n_sizing_cycles=2,
-                      n_nonfinite_skipped=3, n_drifts_detected=4, min_units=2)
+    model = FakeModel(
+        n_parameters=7,
+        model_bytes=28,
+        n_samples_learned=9,
+        n_sizing_cycles=2,
+        n_nonfinite_skipped=3,
+        n_drifts_detected=4,
+        min_units=2,
+    )
     reg = prometheus_client.CollectorRegistry()
     ModelCollector(model, registry=reg)
     expected = {
@@ -123,8 +131,9 @@ def test_model_collector_uses_lock() -> None:
     ModelCollector(FakeModel(), registry=reg, lock=lock)
     result: list[float | None] = []
     with lock:
-        t = threading.Thread(target=lambda: result.append(
-            sample(reg, "streamdas_model_parameters", model="default")))
+        t = threading.Thread(
+            target=lambda: result.append(sample(reg, "streamdas_model_parameters", model="default"))
+        )
         t.start()
         t.join(timeout=0.3)
         assert t.is_alive(), "scrape must wait for the model lock"
@@ -140,6 +149,7 @@ def test_duplicate_registration_is_detected() -> None:
 
 
 # -- ServiceMetrics --------------------------------------------------------------------------
+
 
 def test_records_and_dead_letters() -> None:
     reg = prometheus_client.CollectorRegistry()
@@ -172,14 +182,15 @@ def test_reason_label_stays_bounded() -> None:
         m.record("dead_lettered", reason=f"code_{i}")
     reasons = {
         s.labels["reason"]
-        for fam in reg.collect() if fam.name == "streamdas_dead_letters"
-        for s in fam.samples if s.name.endswith("_total")
+        for fam in reg.collect()
+        if fam.name == "streamdas_dead_letters"
+        for s in fam.samples
+        if s.name.endswith("_total")
     }
     assert "other" in reasons
     assert len(reasons) <= 33
     assert not any(" " in r for r in reasons)
-    total = sum(sample(reg, "streamdas_dead_letters_total", model="default", reason=r) or 0
-                for r in reasons)
+    total = sum(sample(reg, "streamdas_dead_letters_total", model="default", reason=r) or 0 for r in reasons)
     assert total == 101  # nothing lost, only folded into "other"
 
 
@@ -193,8 +204,7 @@ def test_latency_histograms_are_per_record() -> None:
     assert sample(reg, f"{name}_sum", model="default") == pytest.approx(0.005)
     assert sample(reg, f"{name}_bucket", model="default", le="0.0025") == 0
     assert sample(reg, f"{name}_bucket", model="default", le="0.005") == 1
-    assert sample(reg, "streamdas_learn_latency_seconds_sum", model="default") == pytest.approx(
-        0.2)
+    assert sample(reg, "streamdas_learn_latency_seconds_sum", model="default") == pytest.approx(0.2)
     m.observe_learn(1.0, n=0)  # nothing processed: nothing observed
     assert sample(reg, "streamdas_learn_latency_seconds_count", model="default") == 1
     with pytest.raises(ValueError):
@@ -244,8 +254,7 @@ def test_prequential_error_for_regressors() -> None:
     for y_true, y_pred in [(1.0, 1.5), (2.0, 1.0), (0.0, 0.0), (3.0, 2.0)]:
         m.observe_prequential(y_true, y_pred)
     # window of 3: |2-1| + 0 + |3-2| over 3
-    assert sample(reg, "streamdas_prequential_mean_absolute_error", model="default") == (
-        pytest.approx(2 / 3))
+    assert sample(reg, "streamdas_prequential_mean_absolute_error", model="default") == (pytest.approx(2 / 3))
     assert m.task == "regression"
     forced = ServiceMetrics(registry=prometheus_client.CollectorRegistry(), task="regression")
     forced.observe_prequential(1, 3)  # integer targets, still regression when told so
@@ -307,6 +316,7 @@ def test_naming_conventions_on_populated_registry() -> None:
 
 # -- HTTP server -----------------------------------------------------------------------------
 
+
 def _get(url: str) -> tuple[int, str, str]:
     return _get_request(urllib.request.Request(url))
 
@@ -333,8 +343,9 @@ def test_serve_metrics_and_healthz() -> None:
         widths = {s.labels["layer"]: s.value for s in fams["streamdas_model_hidden_units"].samples}
         assert widths == {"0": 8.0, "1": 4.0}
         model.layer_sizes = [9, 4]
-        assert 'streamdas_model_hidden_units{layer="0",model="default"} 9.0' in _get(
-            server.url + "/metrics")[2]
+        assert (
+            'streamdas_model_hidden_units{layer="0",model="default"} 9.0' in _get(server.url + "/metrics")[2]
+        )
 
         m.heartbeat(timestamp=100.0)
         state["now"] = 101.0
@@ -371,8 +382,9 @@ def test_healthz_when_check_raises() -> None:
     def broken() -> tuple[bool, str]:
         raise RuntimeError("secret path /etc/boom")
 
-    with serve(port=0, registry=prometheus_client.CollectorRegistry(), health=broken,
-               checks={"/livez": broken}) as server:
+    with serve(
+        port=0, registry=prometheus_client.CollectorRegistry(), health=broken, checks={"/livez": broken}
+    ) as server:
         for path in ("/healthz", "/livez"):
             code, _, body = _get(server.url + path)
             reason = json.loads(body)["reason"]
@@ -422,7 +434,8 @@ def test_slow_clients_hold_no_thread_and_the_endpoints_still_answer() -> None:
     with serve(port=0, registry=reg, health=m.ready, checks=checks) as server:
         threads = threading.active_count()
         clients = _silent_clients(server.port, 50) + _silent_clients(
-            server.port, 50, b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            server.port, 50, b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+        )
         try:
             for path in ("/metrics", "/livez", "/readyz", "/healthz"):
                 code, _, body = _get(server.url + path)
@@ -461,8 +474,10 @@ def test_scrapes_waiting_for_the_models_do_not_delay_the_health_checks() -> None
     codes: list[int] = []
     with serve(port=0, registry=reg, health=m.ready, checks=checks, workers=2) as server:
         with lock.lock:  # the loop holds the models
-            scrapes = [threading.Thread(target=lambda: codes.append(_get(server.url + "/metrics")[0]))
-                       for _ in range(4)]
+            scrapes = [
+                threading.Thread(target=lambda: codes.append(_get(server.url + "/metrics")[0]))
+                for _ in range(4)
+            ]
             for scrape in scrapes:
                 scrape.start()
             for _ in range(2):  # both workers are now waiting for the models
@@ -477,7 +492,8 @@ def test_scrapes_waiting_for_the_models_do_not_delay_the_health_checks() -> None
 def test_a_connection_that_sends_nothing_is_closed_after_the_timeout() -> None:
     with serve(port=0, registry=prometheus_client.CollectorRegistry(), timeout_s=0.5) as server:
         silent, unfinished = _silent_clients(server.port, 1) + _silent_clients(
-            server.port, 1, b"GET /metrics HTTP/1.1\r\n")
+            server.port, 1, b"GET /metrics HTTP/1.1\r\n"
+        )
         assert _closed_by_server(silent) and _closed_by_server(unfinished)
         silent.close()
         unfinished.close()
@@ -504,6 +520,7 @@ def test_an_oversized_request_head_is_refused() -> None:
 
 # -- the real estimators ---------------------------------------------------------------------
 
+
 def test_model_collector_reads_real_das_estimators() -> None:
     import itertools
 
@@ -522,20 +539,27 @@ def test_model_collector_reads_real_das_estimators() -> None:
         est.learn_many(pd.DataFrame([x for x, _ in rows]), pd.Series([y for _, y in rows]))
     assert clf.n_sizing_cycles > 0 and reg.n_sizing_cycles > 0
     for name, est in (("clf", clf), ("reg", reg)):
-        widths = [sample(registry, "streamdas_model_hidden_units", model=name, layer=str(i))
-                  for i in range(len(est.layer_sizes))]
+        widths = [
+            sample(registry, "streamdas_model_hidden_units", model=name, layer=str(i))
+            for i in range(len(est.layer_sizes))
+        ]
         assert widths == [float(w) for w in est.layer_sizes]
         assert sample(registry, "streamdas_model_parameters", model=name) == est.n_parameters
         assert sample(registry, "streamdas_model_size_bytes", model=name) == est.model_bytes
-        assert sample(registry, "streamdas_model_sizing_cycles_total", model=name) == (
-            est.n_sizing_cycles)
+        assert sample(registry, "streamdas_model_sizing_cycles_total", model=name) == (est.n_sizing_cycles)
         for i in range(len(est.layer_sizes)):
-            assert sample(registry, "streamdas_model_units_grown_total", model=name,
-                          layer=str(i)) == est.n_units_grown[i]
-            assert sample(registry, "streamdas_model_units_pruned_total", model=name,
-                          layer=str(i)) == est.n_units_pruned[i]
-    assert sample(registry, "streamdas_model_samples_learned_total", model="clf") == (
-        clf.n_samples_learned) > before
+            assert (
+                sample(registry, "streamdas_model_units_grown_total", model=name, layer=str(i))
+                == est.n_units_grown[i]
+            )
+            assert (
+                sample(registry, "streamdas_model_units_pruned_total", model=name, layer=str(i))
+                == est.n_units_pruned[i]
+            )
+    assert (
+        sample(registry, "streamdas_model_samples_learned_total", model="clf")
+        == (clf.n_samples_learned)
+        > before
+    )
     assert sample(registry, "streamdas_model_min_hidden_units", model="clf") == 2
-    assert sample(registry, "streamdas_model_drifts_detected_total", model="clf") == (
-        clf.n_drifts_detected)
+    assert sample(registry, "streamdas_model_drifts_detected_total", model="clf") == (clf.n_drifts_detected)

@@ -46,8 +46,7 @@ WIDTH = f'streamdas_model_hidden_units{{job="streamdas",model="{MODEL}",layer="0
 
 
 def _import_replay() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("streamdas_deploy_replay",
-                                                  ROOT / "deploy" / "replay.py")
+    spec = importlib.util.spec_from_file_location("streamdas_deploy_replay", ROOT / "deploy" / "replay.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -59,7 +58,8 @@ def _value(result: list[dict[str, Any]]) -> float | None:
 
 
 def test_prometheus_sees_hidden_units_change_during_drift(
-    prometheus: Prometheus, metrics_endpoint: MetricsEndpoint  # noqa: F811
+    prometheus: Prometheus,  # noqa: F811
+    metrics_endpoint: MetricsEndpoint,  # noqa: F811
 ) -> None:
     clf = DASClassifier(hidden_sizes=(8,), batch_size=32, grow_every=256, alpha=1e-3, seed=1)
     lock = threading.Lock()  # the server thread scrapes while this thread learns
@@ -116,16 +116,20 @@ def test_prometheus_sees_hidden_units_change_during_drift(
     records = f'sum(streamdas_records_total{{model="{MODEL}",outcome="learned"}})'
     learned = prometheus.wait_for(records, lambda r: (_value(r) or 0) > 0)
     assert _value(learned) <= 3000
-    accuracy = prometheus.wait_for(f'streamdas_prequential_accuracy{{model="{MODEL}"}}',
-                                   lambda r: _value(r) is not None)
+    accuracy = prometheus.wait_for(
+        f'streamdas_prequential_accuracy{{model="{MODEL}"}}', lambda r: _value(r) is not None
+    )
     assert 0.0 <= _value(accuracy) <= 1.0
 
 
 def _scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     with urllib.request.urlopen(url, timeout=5) as resp:
         text = resp.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def _get(values: dict[Any, float], name: str, **labels: str) -> float | None:
@@ -139,12 +143,35 @@ def test_prometheus_scrapes_the_consumer_service(prometheus_factory: Any) -> Non
     require_binary("prometheus")  # before starting the service
     port = free_port()
     service_url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "consumers", "--source", "-", "--output", os.devnull,
-           "--dead-letter-output", os.devnull, "--max-poll-records", "64",
-           "--metrics-address", "127.0.0.1", "--metrics-port", str(port),
-           "--model-param", "hidden_sizes=[8]", "--model-param", "grow_every=256",
-           "--model-param", "alpha=0.001", "--model-param", "batch_size=32",
-           "--seed", "1", "--log-level", "WARNING"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "consumers",
+        "--source",
+        "-",
+        "--output",
+        os.devnull,
+        "--dead-letter-output",
+        os.devnull,
+        "--max-poll-records",
+        "64",
+        "--metrics-address",
+        "127.0.0.1",
+        "--metrics-port",
+        str(port),
+        "--model-param",
+        "hidden_sizes=[8]",
+        "--model-param",
+        "grow_every=256",
+        "--model-param",
+        "alpha=0.001",
+        "--model-param",
+        "batch_size=32",
+        "--seed",
+        "1",
+        "--log-level",
+        "WARNING",
+    ]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, cwd=ROOT)
     assert proc.stdin is not None
     try:
@@ -164,8 +191,9 @@ def test_prometheus_scrapes_the_consumer_service(prometheus_factory: Any) -> Non
         messages = replay.messages("complexity", n_samples=2500, seed=7, bad_fraction=0.02)
         width_q = 'streamdas_model_hidden_units{job="streamdas",model="stdin-0",layer="0"}'
         widths: list[int] = []
-        initial = _get(_scrape(service_url + "/metrics"), "streamdas_model_hidden_units",
-                       model="stdin-0", layer="0")
+        initial = _get(
+            _scrape(service_url + "/metrics"), "streamdas_model_hidden_units", model="stdin-0", layer="0"
+        )
         if initial is not None:  # the model may exist before the first record
             widths.append(int(initial))
             prom.wait_for(width_q, lambda r: _value(r) == initial)
@@ -181,8 +209,10 @@ def test_prometheus_scrapes_the_consumer_service(prometheus_factory: Any) -> Non
             deadline = time.monotonic() + 60
             while True:
                 values = _scrape(service_url + "/metrics")
-                handled = sum(_get(values, "streamdas_records_total", model="service",
-                                   outcome=o) or 0 for o in ("predicted", "dead_lettered"))
+                handled = sum(
+                    _get(values, "streamdas_records_total", model="service", outcome=o) or 0
+                    for o in ("predicted", "dead_lettered")
+                )
                 if handled >= sent:
                     break
                 assert proc.poll() is None and time.monotonic() < deadline, "service stuck"
@@ -197,21 +227,29 @@ def test_prometheus_scrapes_the_consumer_service(prometheus_factory: Any) -> Non
         stored = [int(float(v)) for _, v in series[0]["values"]]
         assert [w for i, w in enumerate(stored) if i == 0 or w != stored[i - 1]] == widths
 
-        dead = prom.wait_for('sum by (reason) (streamdas_dead_letters_total{job="streamdas"})',
-                             lambda r: sum(float(s["value"][1]) for s in r) > 0)
+        dead = prom.wait_for(
+            'sum by (reason) (streamdas_dead_letters_total{job="streamdas"})',
+            lambda r: sum(float(s["value"][1]) for s in r) > 0,
+        )
         assert {s["metric"]["reason"] for s in dead} <= set(REASONS)
         # Prometheus ends up with exactly the service's own counts
         values = _scrape(service_url + "/metrics")
         for outcome in ("predicted", "learned", "dead_lettered"):
             own = _get(values, "streamdas_records_total", model="service", outcome=outcome)
             assert own is not None and own > 0, outcome
-            prom.wait_for(f'streamdas_records_total{{model="service",outcome="{outcome}"}}',
-                          lambda r, own=own: _value(r) == own)
-        handled = sum(_get(values, "streamdas_records_total", model="service", outcome=o) or 0
-                      for o in ("predicted", "dead_lettered"))
+            prom.wait_for(
+                f'streamdas_records_total{{model="service",outcome="{outcome}"}}',
+                lambda r, own=own: _value(r) == own,
+            )
+        handled = sum(
+            _get(values, "streamdas_records_total", model="service", outcome=o) or 0
+            for o in ("predicted", "dead_lettered")
+        )
         assert handled == sent
-        prom.wait_for('streamdas_prequential_accuracy{model="service"}',
-                      lambda r: _value(r) is not None and 0 <= _value(r) <= 1)
+        prom.wait_for(
+            'streamdas_prequential_accuracy{model="service"}',
+            lambda r: _value(r) is not None and 0 <= _value(r) <= 1,
+        )
     finally:
         proc.stdin.close()
         try:

@@ -22,13 +22,17 @@ GROW_TOL = 1e-4
 
 
 def _mlp(seed: int = 0) -> DASNet:
-    return DASNet(NetConfig(n_inputs=6, hidden_sizes=(20, 15, 10), n_outputs=3),
-                  generator=torch.Generator().manual_seed(seed))
+    return DASNet(
+        NetConfig(n_inputs=6, hidden_sizes=(20, 15, 10), n_outputs=3),
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def _cnn(seed: int = 0) -> DASNet:
-    return DASNet(NetConfig.paper_cnn(2, (8, 8), 4, hidden_sizes=(6, 5, 4, 7, 9)),
-                  generator=torch.Generator().manual_seed(seed)).eval()
+    return DASNet(
+        NetConfig.paper_cnn(2, (8, 8), 4, hidden_sizes=(6, 5, 4, 7, 9)),
+        generator=torch.Generator().manual_seed(seed),
+    ).eval()
 
 
 @torch.no_grad()
@@ -75,7 +79,7 @@ def test_conv_to_dense_flatten_removes_the_right_columns():
     assert dense.weight.shape[1] == net.hidden_sizes[last_conv] * hw
     original = dense.weight.detach().clone()
     net.remove_units(last_conv, torch.tensor([0, 1, 3, 4, 5, 6]))  # drop filter 2
-    expected = torch.cat([original[:, : 2 * hw], original[:, 3 * hw:]], dim=1)
+    expected = torch.cat([original[:, : 2 * hw], original[:, 3 * hw :]], dim=1)
     assert torch.equal(dense.weight.detach(), expected)
 
 
@@ -91,7 +95,7 @@ def test_growth_does_not_perturb_outputs(make):
     diff = (net(x) - before).abs().max().item()
     assert diff < GROW_TOL
     # ... and the new units are not dead: their weights are non-zero, of order tau.
-    new_rows = net.hidden[0].weight[sizes[0]:]
+    new_rows = net.hidden[0].weight[sizes[0] :]
     assert 0 < new_rows.abs().max().item() < 1e-2
 
 
@@ -107,12 +111,12 @@ def test_silent_growth_keeps_outputs_and_adds_informative_units(make):
     grow(net, SizingConfig(tau=1e-3, min_growth=5, grow_init="silent"), torch.Generator().manual_seed(1))
     out = net(x)
     assert (out - before).abs().max().item() < 1e-6
-    new_rows = net.hidden[0].weight[sizes[0]:]
+    new_rows = net.hidden[0].weight[sizes[0] :]
     assert new_rows.abs().max().item() > 0.1  # full scale, not tau-scaled
     last = len(sizes) - 1
-    assert torch.count_nonzero(net.output.weight[:, -(net.hidden_sizes[last] - sizes[last]):]) == 0
+    assert torch.count_nonzero(net.output.weight[:, -(net.hidden_sizes[last] - sizes[last]) :]) == 0
     out.sum().backward()
-    assert net.output.weight.grad[:, sizes[last]:].abs().max().item() > 0
+    assert net.output.weight.grad[:, sizes[last] :].abs().max().item() > 0
 
 
 def test_grow_init_is_validated():
@@ -209,8 +213,9 @@ def test_activation_registry_gives_matching_torch_and_numpy_forms():
         h_np = act.forward(a_np)
         np.testing.assert_array_equal(a_np, a.numpy(), err_msg=f"{name}: forward changed its input")
         np.testing.assert_allclose(h_np, h.detach().numpy(), rtol=1e-6, atol=1e-7, err_msg=name)
-        np.testing.assert_allclose(act.derivative(a_np, h_np), x.grad.numpy(), rtol=1e-5, atol=1e-6,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            act.derivative(a_np, h_np), x.grad.numpy(), rtol=1e-5, atol=1e-6, err_msg=name
+        )
 
 
 def test_structure_version_is_per_network():

@@ -16,7 +16,8 @@ LAB_NOTE = re.compile(
     r"|\bissues? #?\d+"
     r"|\b\d+(?:\.\d+)? ?(?:ns|us|µs|ms)\b"
     r"|\b\d+(?:\.\d+)?x (?:faster|slower)\b",
-    re.IGNORECASE)
+    re.IGNORECASE,
+)
 
 
 def _notes(source: str) -> list[tuple[int, str]]:
@@ -25,22 +26,25 @@ def _notes(source: str) -> list[tuple[int, str]]:
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type in (tokenize.COMMENT, tokenize.STRING):
             for match in LAB_NOTE.finditer(tok.string):
-                line = tok.start[0] + tok.string[:match.start()].count("\n")
+                line = tok.start[0] + tok.string[: match.start()].count("\n")
                 found.append((line, match.group(0)))
     return found
 
 
 def test_the_checker_finds_lab_notes() -> None:
-    source = ('"""Fast: 2.5x faster (issue 11)."""\n'
-              'x = 1  # we measured 41 us a step\n'
-              'y = "took 0.8 ms"\n'
-              'z = 2  # one step per 8 samples, 3e-5, grow_every=1000\n')
-    assert [n for _, n in _notes(source)] == ["2.5x faster", "issue 11", "we measured", "41 us",
-                                             "0.8 ms"]
+    source = (
+        '"""Fast: 2.5x faster (issue 11)."""\n'
+        "x = 1  # we measured 41 us a step\n"
+        'y = "took 0.8 ms"\n'
+        "z = 2  # one step per 8 samples, 3e-5, grow_every=1000\n"
+    )
+    assert [n for _, n in _notes(source)] == ["2.5x faster", "issue 11", "we measured", "41 us", "0.8 ms"]
 
 
-@pytest.mark.parametrize("path", sorted([*(ROOT / "streamdas").rglob("*.py"),
-                                         *(ROOT / "consumers").rglob("*.py")]),
-                         ids=lambda p: p.relative_to(ROOT).as_posix())
+@pytest.mark.parametrize(
+    "path",
+    sorted([*(ROOT / "streamdas").rglob("*.py"), *(ROOT / "consumers").rglob("*.py")]),
+    ids=lambda p: p.relative_to(ROOT).as_posix(),
+)
 def test_no_lab_notes_in_the_library(path: Path) -> None:
     assert _notes(path.read_text()) == []

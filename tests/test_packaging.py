@@ -36,8 +36,14 @@ def _names(requirements: list[str]) -> set[str]:
 
 
 def _run(code: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd,
-                          timeout=300, env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        env={**os.environ, **env},
+    )
 
 
 def test_the_library_depends_on_no_service_or_plotting_package() -> None:
@@ -49,7 +55,8 @@ def test_the_library_depends_on_no_service_or_plotting_package() -> None:
     assert extras["service"] == SERVICE
     assert extras["sim"] == SIM
     assert extras["all"] == {"streamdas"} and project["optional-dependencies"]["all"] == [
-        "streamdas[service,sim]"]
+        "streamdas[service,sim]"
+    ]
     assert {"pytest", "ruff", "mypy"} <= extras["dev"]
 
 
@@ -64,8 +71,7 @@ def test_make_test_checks_the_library_s_format_and_types_first() -> None:
     before pytest."""
     makefile = (ROOT / "Makefile").read_text()
     assert "\ntest: check\n\t$(PY) -m pytest\n" in makefile
-    assert ("\ncheck: setup\n\t$(VENV)/bin/ruff format --check streamdas\n\t$(VENV)/bin/mypy\n"
-            in makefile)
+    assert "\ncheck: setup\n\t$(VENV)/bin/ruff format --check streamdas\n\t$(VENV)/bin/mypy\n" in makefile
     mypy = PYPROJECT["tool"]["mypy"]
     assert "streamdas" in mypy["files"]
     assert mypy["disallow_untyped_defs"] and mypy["check_untyped_defs"]
@@ -104,10 +110,14 @@ def test_the_wheel_ships_py_typed_and_no_benchmarks_package(tmp_path: Path) -> N
         shutil.copy(ROOT / name, src / name)
     for name in ("streamdas", "consumers", "simulations", "benchmarks"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
-    code = ("import sys, setuptools.build_meta as b; "
-            "print(b.build_wheel(sys.argv[1]))")
-    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "dist")], cwd=src,
-                         capture_output=True, text=True, timeout=300)
+    code = "import sys, setuptools.build_meta as b; print(b.build_wheel(sys.argv[1]))"
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "dist")],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     wheel = tmp_path / "dist" / out.stdout.strip().splitlines()[-1]
     with zipfile.ZipFile(wheel) as zf:
@@ -116,29 +126,45 @@ def test_the_wheel_ships_py_typed_and_no_benchmarks_package(tmp_path: Path) -> N
     top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top_level == {"streamdas", "consumers", "simulations"}
     assert "streamdas/py.typed" in names
-    requires = [line.removeprefix("Requires-Dist: ") for line in metadata.splitlines()
-                if line.startswith("Requires-Dist: ")]
+    requires = [
+        line.removeprefix("Requires-Dist: ")
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist: ")
+    ]
     unconditional = _names([r for r in requires if "extra ==" not in r])
     assert not unconditional & (SERVICE | SIM)
     assert {"service", "sim", "all", "dev"} <= {
-        line.removeprefix("Provides-Extra: ") for line in metadata.splitlines()
-        if line.startswith("Provides-Extra: ")}
+        line.removeprefix("Provides-Extra: ")
+        for line in metadata.splitlines()
+        if line.startswith("Provides-Extra: ")
+    }
 
 
-@pytest.mark.parametrize(("command", "missing", "extra"),
-                         [("consume", "kafka", "service"), ("consume", "prometheus_client", "service"),
-                          ("simulate", "matplotlib", "sim"), ("simulate", "tqdm", "sim")])
+@pytest.mark.parametrize(
+    ("command", "missing", "extra"),
+    [
+        ("consume", "kafka", "service"),
+        ("consume", "prometheus_client", "service"),
+        ("simulate", "matplotlib", "sim"),
+        ("simulate", "tqdm", "sim"),
+    ],
+)
 def test_a_command_without_its_extra_says_what_to_install(
-        command: str, missing: str, extra: str, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    command: str,
+    missing: str,
+    extra: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setitem(sys.modules, missing, None)  # find_spec: not installed
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
     assert exc.value.code == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err == (f"streamdas {command}: error: needs {missing}: "
-                            f"pip install 'streamdas[{extra}]'\n")
+    assert captured.err == (
+        f"streamdas {command}: error: needs {missing}: pip install 'streamdas[{extra}]'\n"
+    )
 
 
 def test_bench_runs_the_checkout_s_suite_although_benchmarks_is_not_installed(tmp_path: Path) -> None:
@@ -156,8 +182,9 @@ streamdas.cli.main(["bench", "--help"])
     assert out.stdout.startswith("usage: streamdas bench")
 
 
-def test_bench_outside_a_checkout_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_outside_a_checkout_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import streamdas.cli as cli
 
     monkeypatch.setattr(cli, "__file__", str(tmp_path / "site-packages" / "streamdas" / "cli.py"))
@@ -174,12 +201,18 @@ def test_bench_outside_a_checkout_is_one_line(monkeypatch: pytest.MonkeyPatch, t
 def test_version_and_help_import_neither_torch_nor_river(flag: str) -> None:
     """``streamdas --version`` and ``--help`` answer without the heavy imports (the import
     table of ``-X importtime`` lists every module the process loaded)."""
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "streamdas.cli", flag],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "streamdas.cli", flag],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("streamdas 0" if flag == "--version" else "usage: streamdas")
-    loaded = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines()
-              if line.startswith("import time:")}
+    loaded = {
+        line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")
+    }
     assert "streamdas" in loaded  # the package ran its __init__ (cli itself runs as __main__)
     top_level = {name.split(".")[0] for name in loaded}
     assert not top_level & {"torch", "river", "numpy", "pandas"}, sorted(top_level)

@@ -38,7 +38,8 @@ def _value(text: str) -> Any:
 def test_the_classifier_s_stream_defaults() -> None:
     w1, w2, batch, lr_tau, alpha = _claim(
         r"ReLU instead of SELU \(`activation=\"selu\"`\), a \((\d+), (\d+)\) start, one Adam step "
-        rf"per (\d+) samples, `lr = tau = {NUM}`, `alpha = {NUM}`")
+        rf"per (\d+) samples, `lr = tau = {NUM}`, `alpha = {NUM}`"
+    )
     assert CLS["activation"] == "relu"
     assert CLS["hidden_sizes"] == (int(w1), int(w2))
     assert CLS["batch_size"] == int(batch)
@@ -46,28 +47,35 @@ def test_the_classifier_s_stream_defaults() -> None:
     assert CLS["alpha"] == _value(alpha)
     about, horizon = _claim(r"over about (\d+) samples \(`average_horizon=(\d+)`")
     assert CLS["average_horizon"] == int(about) == int(horizon)
-    batch, alpha = _claim(rf"the last change, one step per (\d+) samples with `alpha = {NUM}`, gives "
-                          r"the defaults")
+    batch, alpha = _claim(
+        rf"the last change, one step per (\d+) samples with `alpha = {NUM}`, gives "
+        r"the defaults"
+    )
     assert (CLS["batch_size"], CLS["alpha"]) == (int(batch), _value(alpha))
 
 
 def test_learning_rates_and_thresholds() -> None:
     cls_lr_tau, reg_lr, reg_tau = _claim(
         rf"`DASClassifier`'s stream defaults keep `lr = tau = {NUM}`, `DASRegressor`'s "
-        rf"`lr = {NUM}`, `tau = {NUM}`")
+        rf"`lr = {NUM}`, `tau = {NUM}`"
+    )
     assert CLS["lr"] == CLS["tau"] == _value(cls_lr_tau)
     assert (REG["lr"], REG["tau"]) == (_value(reg_lr), _value(reg_tau))
 
 
 def test_steps_per_sample() -> None:
-    cls_batch, reg_batch = _claim(r"one optimizer step per `batch_size` samples \((\d+) for the "
-                                  r"classifier, (\d+) for the regressor\)")
+    cls_batch, reg_batch = _claim(
+        r"one optimizer step per `batch_size` samples \((\d+) for the "
+        r"classifier, (\d+) for the regressor\)"
+    )
     assert (CLS["batch_size"], REG["batch_size"]) == (int(cls_batch), int(reg_batch))
 
 
 def test_the_regressor_s_own_defaults() -> None:
-    lr, activation, w1, w2 = _claim(r"`DASRegressor` has its own defaults \(one Adam step per "
-                                    rf"sample at the paper's `lr={NUM}`, (\w+), a \((\d+), (\d+)\) start")
+    lr, activation, w1, w2 = _claim(
+        r"`DASRegressor` has its own defaults \(one Adam step per "
+        rf"sample at the paper's `lr={NUM}`, (\w+), a \((\d+), (\d+)\) start"
+    )
     assert REG["batch_size"] == 1
     assert REG["lr"] == _value(lr)
     assert REG["activation"] == activation.lower()
@@ -75,8 +83,10 @@ def test_the_regressor_s_own_defaults() -> None:
 
 
 def test_bounds_and_robustness() -> None:
-    classes, label, features = _claim(r"`DASClassifier\(max_classes=(\d+), max_label_length=(\d+)\)` "
-                                      rf"\(characters of `str\(label\)`\) and `max_features={NUM}`")
+    classes, label, features = _claim(
+        r"`DASClassifier\(max_classes=(\d+), max_label_length=(\d+)\)` "
+        rf"\(characters of `str\(label\)`\) and `max_features={NUM}`"
+    )
     assert (CLS["max_classes"], CLS["max_label_length"]) == (int(classes), int(label))
     assert CLS["max_features"] == REG["max_features"] == _value(features)
     (clip,) = _claim(rf"bounded influence \(`clip_sd={NUM}`\)")
@@ -103,10 +113,15 @@ def test_no_default_is_listed_as_tried_and_not_kept() -> None:
     assert defaults == []
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("`alpha = 3e-5` (x), `batch_size=8` and `lr = tau = 1e-2`",
-     [("alpha", 3e-5), ("batch_size", 8.0), ("lr", 1e-2), ("tau", 1e-2)]),
-    ('`grow_init="silent"` and `python -m x --das a=1,b=2`', [("grow_init", "silent")]),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "`alpha = 3e-5` (x), `batch_size=8` and `lr = tau = 1e-2`",
+            [("alpha", 3e-5), ("batch_size", 8.0), ("lr", 1e-2), ("tau", 1e-2)],
+        ),
+        ('`grow_init="silent"` and `python -m x --das a=1,b=2`', [("grow_init", "silent")]),
+    ],
+)
 def test_the_settings_reader(text: str, expected: list[tuple[str, Any]]) -> None:
     assert _settings(text) == expected

@@ -45,11 +45,20 @@ def _text(rng: random.Random, n: int) -> str:
 
 
 def _number(rng: random.Random) -> Any:
-    return rng.choice([
-        lambda: rng.uniform(-10, 10), lambda: rng.randint(-5, 5), lambda: rng.random() * 1e38,
-        lambda: 3.4e38, lambda: -1e308, lambda: 1e-320, lambda: 2**63, lambda: -(10**300),
-        lambda: True, lambda: 0,
-    ])()
+    return rng.choice(
+        [
+            lambda: rng.uniform(-10, 10),
+            lambda: rng.randint(-5, 5),
+            lambda: rng.random() * 1e38,
+            lambda: 3.4e38,
+            lambda: -1e308,
+            lambda: 1e-320,
+            lambda: 2**63,
+            lambda: -(10**300),
+            lambda: True,
+            lambda: 0,
+        ]
+    )()
 
 
 def _random_json(rng: random.Random, depth: int = 0) -> Any:
@@ -63,15 +72,28 @@ def _random_json(rng: random.Random, depth: int = 0) -> Any:
     if kind == 3:
         return rng.randrange(-(10**20), 10**20)
     if kind in (4, 5):
-        return {_text(rng, rng.randrange(1, 6)): _random_json(rng, depth + 1)
-                for _ in range(rng.randrange(4))}
+        return {
+            _text(rng, rng.randrange(1, 6)): _random_json(rng, depth + 1) for _ in range(rng.randrange(4))
+        }
     return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
 
 
 def _literal(rng: random.Random) -> str:
     """A JSON number text Python cannot hold as it is, or a non-standard literal."""
-    return rng.choice([HUGE_INT, "-" + HUGE_INT, "1e400", "-1e400", "NaN", "Infinity",
-                       "-Infinity", "1" + "0" * 4300, "123456789" * 40, "1e-400"])
+    return rng.choice(
+        [
+            HUGE_INT,
+            "-" + HUGE_INT,
+            "1e400",
+            "-1e400",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "1" + "0" * 4300,
+            "123456789" * 40,
+            "1e-400",
+        ]
+    )
 
 
 def _value(rng: random.Random, i: int, labels: list[Any]) -> bytes:
@@ -90,8 +112,7 @@ def _value(rng: random.Random, i: int, labels: list[Any]) -> bytes:
         nest = "[" * depth + "]" * depth if rng.random() < 0.5 else "[" * depth
         if where == "top":
             return nest.encode()
-        return json.dumps({**record, where: 0}).replace(f'"{where}": 0', f'"{where}": {nest}'
-                                                        ).encode()
+        return json.dumps({**record, where: 0}).replace(f'"{where}": 0', f'"{where}": {nest}').encode()
     if kind == 2:  # a long label
         record["y"] = _text(rng, rng.choice([257, 5_000, 300_000]))
     elif kind == 3:  # a long feature name
@@ -191,8 +212,9 @@ def test_fuzzed_records_through_the_kafka_service(tansu: TansuBroker, tmp_path: 
     create_topics(bs, {"in": 2, "out": 1, "dlq": 1})
     produce(bs, "in", values, keys=keys, partition=None)
     metrics = free_port()
-    service = ServiceProcess(service_args(bs, tmp_path, metrics_port=metrics,
-                                          max_poll_records=200), tmp_path / "svc.log")
+    service = ServiceProcess(
+        service_args(bs, tmp_path, metrics_port=metrics, max_poll_records=200), tmp_path / "svc.log"
+    )
     try:
         inputs = read_topic(bs, "in", lambda r: len(r) >= n, timeout=30, decode=False)
         assert len(inputs) == n
@@ -200,8 +222,10 @@ def test_fuzzed_records_through_the_kafka_service(tansu: TansuBroker, tmp_path: 
         ends = {p: 1 + max(o for q, o in expected if q == p) for p, _ in expected}
         store = CheckpointStore(tmp_path / "ckpt")
         # a checkpoint follows a flush: every message before its offset has been written
-        assert wait_for(lambda: {p: store.latest_offset("in", p) for p in ends} == ends
-                        or not service.alive(), timeout=120)
+        assert wait_for(
+            lambda: {p: store.latest_offset("in", p) for p in ends} == ends or not service.alive(),
+            timeout=120,
+        )
         assert service.alive(), service.log()[-3000:]
         assert {p: store.latest_offset("in", p) for p in ends} == ends, service.log()[-3000:]
         peak = _vm_hwm(service.process.pid)
@@ -211,8 +235,9 @@ def test_fuzzed_records_through_the_kafka_service(tansu: TansuBroker, tmp_path: 
         log = service.log()
     finally:
         service.stop()
-    outputs = (read_topic(bs, "out", lambda r: False, timeout=3, decode=False)
-               + read_topic(bs, "dlq", lambda r: False, timeout=3, decode=False))
+    outputs = read_topic(bs, "out", lambda r: False, timeout=3, decode=False) + read_topic(
+        bs, "dlq", lambda r: False, timeout=3, decode=False
+    )
     assert "Traceback" not in log, log[-3000:]
     assert "rewinding" not in log, log[-3000:]
     limit = message_limit()

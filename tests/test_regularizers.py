@@ -38,8 +38,9 @@ def _equation_1(net: DASNet, alpha: float, f) -> float:
 
 
 @pytest.mark.parametrize("net", _nets(), ids=["mlp", "cnn"])
-@pytest.mark.parametrize(("name", "f"), [("identity", lambda j: j), ("square", lambda j: j * j),
-                                         ("sqrt", math.sqrt)])
+@pytest.mark.parametrize(
+    ("name", "f"), [("identity", lambda j: j), ("square", lambda j: j * j), ("sqrt", math.sqrt)]
+)
 def test_weighted_l1_equals_equation_1(net, name, f):
     reg = WeightedL1(alpha=3e-3, f=name)
     assert reg.penalty(list(net.hidden)).item() == pytest.approx(_equation_1(net, 3e-3, f), rel=1e-5)

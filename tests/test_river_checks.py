@@ -9,8 +9,10 @@ from streamdas import DASClassifier, DASRegressor
 
 
 def _cases():
-    for model in (DASClassifier(hidden_sizes=(16, 16), grow_every=100, batch_size=8),
-                  DASRegressor(hidden_sizes=(16, 16), grow_every=100, batch_size=8)):
+    for model in (
+        DASClassifier(hidden_sizes=(16, 16), grow_every=100, batch_size=8),
+        DASRegressor(hidden_sizes=(16, 16), grow_every=100, batch_size=8),
+    ):
         for check in checks.yield_checks(model):
             if check.__name__ in model._unit_test_skips():
                 continue  # justified in _DASEstimator._unit_test_skips

@@ -18,8 +18,9 @@ def test_doctests() -> None:
     assert doctest.testmod(scope).failed == 0
 
 
-def test_quick_run_compares_both_scopes_with_the_reference(tansu_binary: str, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quick_run_compares_both_scopes_with_the_reference(
+    tansu_binary: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TANSU", tansu_binary)
     out = tmp_path / "scope.json"
     assert scope.main(["--quick", "--json", str(out), "--workdir", str(tmp_path / "runs")]) == 0

@@ -59,8 +59,12 @@ def scrape(port: int) -> dict[str, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {s.name: s.value for family in text_string_to_metric_families(text)
-            for s in family.samples if s.labels.get("model") == "service" and len(s.labels) == 1}
+    return {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.labels.get("model") == "service" and len(s.labels) == 1
+    }
 
 
 def learner_state(bootstrap: str, topic: str) -> Any:
@@ -76,25 +80,33 @@ def learner_state(bootstrap: str, topic: str) -> Any:
 
 def shared_args(bs: str, tmp_path: Path, name: str, **overrides: Any) -> list[str]:
     """A shared-scope instance: no checkpoint folder, frequent snapshots and saves."""
-    settings: dict[str, Any] = {"client_id": name, "model_scope": "shared", "checkpoint_dir": None,
-                                "checkpoint_every": 300, "max_poll_records": 100,
-                                "publish_every": 100, "features": "a,b"}
+    settings: dict[str, Any] = {
+        "client_id": name,
+        "model_scope": "shared",
+        "checkpoint_dir": None,
+        "checkpoint_every": 300,
+        "max_poll_records": 100,
+        "publish_every": 100,
+        "features": "a,b",
+    }
     settings.update(overrides)
     return service_args(bs, tmp_path, **settings)
 
 
-def test_two_instances_share_one_model_learned_exactly_once(tansu: TansuBroker,
-                                                            tmp_path: Path) -> None:
+def test_two_instances_share_one_model_learned_exactly_once(tansu: TansuBroker, tmp_path: Path) -> None:
     bs = tansu.bootstrap
     create_topics(bs, {"in": 4, "out": 1, "dlq": 1})
     values, labelled, unlabelled, malformed = dataset(3000)
     keys = [f"id-{i}".encode() for i in range(len(values))]
     ports = [free_port(), free_port()]
-    procs = [ServiceProcess(shared_args(bs, tmp_path, f"i{k}", metrics_port=ports[k]),
-                            tmp_path / f"i{k}.log") for k in range(2)]
+    procs = [
+        ServiceProcess(shared_args(bs, tmp_path, f"i{k}", metrics_port=ports[k]), tmp_path / f"i{k}.log")
+        for k in range(2)
+    ]
     try:
-        assert wait_for(lambda: all(health(p)[0] == 200 for p in ports), timeout=90), \
-            [p.log()[-2000:] for p in procs]
+        assert wait_for(lambda: all(health(p)[0] == 200 for p in ports), timeout=90), [
+            p.log()[-2000:] for p in procs
+        ]
         produce(bs, "in", values[:1500], keys=keys[:1500])
         first = len([i for i in labelled if i < 1500])
 
@@ -109,8 +121,11 @@ def test_two_instances_share_one_model_learned_exactly_once(tansu: TansuBroker,
 
         def learned_all() -> bool:
             gauges = [scrape(p) for p in ports]
-            return any(g.get("streamdas_learner") == 1 and g.get(
-                "streamdas_learner_records_learned") == len(labelled) for g in gauges)
+            return any(
+                g.get("streamdas_learner") == 1
+                and g.get("streamdas_learner_records_learned") == len(labelled)
+                for g in gauges
+            )
 
         assert wait_for(learned_all, timeout=90), [scrape(p) for p in ports]
         gauges = [scrape(p) for p in ports]

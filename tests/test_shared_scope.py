@@ -35,7 +35,8 @@ def _training_codec(monkeypatch: pytest.MonkeyPatch) -> None:
 
         stub = types.ModuleType("consumers.training")
         stub.encode_training_record = lambda t, p, o, x, y: json.dumps(  # type: ignore[attr-defined]
-            {"t": t, "p": p, "o": o, "x": x, "y": y}).encode()
+            {"t": t, "p": p, "o": o, "x": x, "y": y}
+        ).encode()
         monkeypatch.setitem(sys.modules, "consumers.training", stub)
 
 
@@ -74,11 +75,14 @@ def _trained(n: int = 200) -> Any:
 
 
 def _service(tmp_path: Path, **overrides: Any) -> KafkaService:
-    settings: dict[str, Any] = {"checkpoint_every": 10, "model": "linear",
-                                "group_id": "g", "checkpoint_dir": str(tmp_path / "ckpt")}
+    settings: dict[str, Any] = {
+        "checkpoint_every": 10,
+        "model": "linear",
+        "group_id": "g",
+        "checkpoint_dir": str(tmp_path / "ckpt"),
+    }
     settings.update(overrides)
-    service = KafkaService(ServiceConfig(**settings), learner_factory=Learner,
-                           producer_factory=FakeProducer)
+    service = KafkaService(ServiceConfig(**settings), learner_factory=Learner, producer_factory=FakeProducer)
     service.consumer, service.producer = FakeConsumer(), FakeProducer()
     service.producer_factory = FakeProducer
     service.scope.producer = FakeProducer()
@@ -105,7 +109,7 @@ def test_scope_is_shared_by_default_and_needs_no_folder(tmp_path: Path) -> None:
 
 
 def test_before_any_snapshot_predictions_are_null_and_labelled_records_go_to_the_learner(
-    tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     service = _service(tmp_path)
     service._assign({TP})
@@ -115,8 +119,7 @@ def test_before_any_snapshot_predictions_are_null_and_labelled_records_go_to_the
     service._handle(TP, messages)
     preds = _predictions(service)
     assert [p["offset"] for p in preds] == [0, 1, 2, 3, 5, 6, 7]
-    assert all(p["prediction"] is None and p["snapshot"] is None and p["model_records"] == 0
-               for p in preds)
+    assert all(p["prediction"] is None and p["snapshot"] is None and p["model_records"] == 0 for p in preds)
     assert [p["learned"] for p in preds] == [True, True, True, False, True, True, True]
     train = _train(service)  # in offset order, with the source, features and label
     assert [(t["t"], t["p"], t["o"]) for t in train] == [("in", 0, o) for o in (0, 1, 2, 5, 6, 7)]
@@ -125,9 +128,7 @@ def test_before_any_snapshot_predictions_are_null_and_labelled_records_go_to_the
     assert reg.get_sample_value("streamdas_prequential_window_samples", {"model": "service"}) == 0
 
 
-def test_a_snapshot_is_taken_between_batches_and_named_by_every_prediction(
-    tmp_path: Path
-) -> None:
+def test_a_snapshot_is_taken_between_batches_and_named_by_every_prediction(tmp_path: Path) -> None:
     service = _service(tmp_path)
     service._assign({TP})
     first = Snap(_trained(), epoch=3, version=7, n_learned=200, published_at=time.time() - 2)
@@ -135,8 +136,9 @@ def test_a_snapshot_is_taken_between_batches_and_named_by_every_prediction(
     assert {p["snapshot"] is None for p in _predictions(service)} == {True}
     service.scope.slot.offer(first)
     service._handle(TP, _messages(4, 4))  # taken before the batch
-    service.scope.slot.offer(Snap(_trained(50), epoch=3, version=6, n_learned=50,
-                                  published_at=time.time()))  # older: never taken
+    service.scope.slot.offer(
+        Snap(_trained(50), epoch=3, version=6, n_learned=50, published_at=time.time())
+    )  # older: never taken
     service._handle(TP, _messages(8, 4))
     preds = _predictions(service)[4:]
     assert {json.dumps(p["snapshot"]) for p in preds} == {'{"epoch": 3, "version": 7}'}
@@ -153,9 +155,7 @@ def test_a_snapshot_is_taken_between_batches_and_named_by_every_prediction(
     assert list(models) == ["snapshot"] and models["snapshot"] is first.estimator
 
 
-def test_a_snapshot_read_during_a_poll_serves_the_next_partition_of_that_poll(
-    tmp_path: Path
-) -> None:
+def test_a_snapshot_read_during_a_poll_serves_the_next_partition_of_that_poll(tmp_path: Path) -> None:
     service = _service(tmp_path)
     service._assign({TP, TP1})
     snap = Snap(_trained(), epoch=1, version=2, n_learned=200, published_at=time.time())
@@ -192,9 +192,7 @@ def test_a_long_batch_is_predicted_in_parts_each_with_the_newest_snapshot(tmp_pa
     assert service.states[TP].next_offset == n
 
 
-def test_a_lost_training_record_rewinds_to_the_last_commit_with_fresh_producers(
-    tmp_path: Path
-) -> None:
+def test_a_lost_training_record_rewinds_to_the_last_commit_with_fresh_producers(tmp_path: Path) -> None:
     service = _service(tmp_path)
     service._assign({TP, TP1})
     service._process_poll({TP: _messages(0, 6)})
@@ -222,9 +220,7 @@ def test_a_train_producer_that_cannot_send_is_a_lost_delivery(tmp_path: Path) ->
     assert not service.consumer.commits and not service._send_failed
 
 
-def test_a_flush_of_the_training_records_that_times_out_postpones_the_commit(
-    tmp_path: Path
-) -> None:
+def test_a_flush_of_the_training_records_that_times_out_postpones_the_commit(tmp_path: Path) -> None:
     service = _service(tmp_path)
     service._assign({TP})
     service._handle(TP, _messages(0, 12))
@@ -237,9 +233,7 @@ def test_a_flush_of_the_training_records_that_times_out_postpones_the_commit(
     assert service.consumer.commits == [{TP: 12}]
 
 
-def test_a_training_record_too_large_to_send_is_a_dead_letter_and_not_learned(
-    tmp_path: Path
-) -> None:
+def test_a_training_record_too_large_to_send_is_a_dead_letter_and_not_learned(tmp_path: Path) -> None:
     service = _service(tmp_path, kafka={"max_request_size": 4096})
     service.scope._limit = service.limit
     service._assign({TP})
@@ -255,11 +249,8 @@ def test_a_training_record_too_large_to_send_is_a_dead_letter_and_not_learned(
     assert [t["o"] for t in _train(service)] == [1, 2]
 
 
-def test_a_label_beyond_the_limits_is_a_dead_letter_before_it_reaches_the_learner(
-    tmp_path: Path
-) -> None:
-    service = _service(tmp_path, model="das", model_params={"hidden_sizes": [8],
-                                                             "max_label_length": 5})
+def test_a_label_beyond_the_limits_is_a_dead_letter_before_it_reaches_the_learner(tmp_path: Path) -> None:
+    service = _service(tmp_path, model="das", model_params={"hidden_sizes": [8], "max_label_length": 5})
     service._assign({TP})
     long_label = Message("in", 0, 0, None, b'{"x": {"a": 1}, "y": "abcdefgh"}')
     service._handle(TP, [long_label, *_messages(1, 2)])
@@ -295,15 +286,17 @@ def test_start_runs_the_learner_and_the_snapshot_reader_until_stopped(
         return learners[-1]
 
     cfg = ServiceConfig(group_id="g", model="linear", retry_backoff_max_s=0.1)
-    service = KafkaService(cfg, follower_factory=Follower, learner_factory=learner,
-                           producer_factory=FakeProducer)
+    service = KafkaService(
+        cfg, follower_factory=Follower, learner_factory=learner, producer_factory=FakeProducer
+    )
     reg = service.telemetry.registry
     stop = service._stop
     assert service.scope.start(stop)
     assert created == ["all"]
     deadline = time.monotonic() + 30
-    while ((not learners or learners[0].runs < 2 or service.scope.slot._newest is None)
-           and time.monotonic() < deadline):
+    while (
+        not learners or learners[0].runs < 2 or service.scope.slot._newest is None
+    ) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(learners) == 1 and learners[0].runs == 2  # a learner that raised runs again
     assert reg.get_sample_value("streamdas_learner", {"model": "service"}) == 1

@@ -104,6 +104,7 @@ def test_label_noise_burst() -> None:
     s = make_scenario("label_noise", 10_000, seed=0)
     data = list(s)
     start, end = s.drift_positions
+
     def wrong(part: list) -> float:
         return float(np.mean([int(x["x0"] + x["x1"] > 8.0) != y for x, y in part]))
 
@@ -145,8 +146,18 @@ def test_incremental_hyperplane_drifts_gradually() -> None:
 
 def test_das_grows_with_the_hard_concept_and_shrinks_after(tmp_path) -> None:
     """Real run: DAS's hidden units rise once the 16-centroid concept starts, fall after it."""
-    res = run_simulation(RunConfig("complexity", n_samples=30_000, seed=42, learners=("das",),
-                                   window=500, output=tmp_path, progress=False, plots=False))
+    res = run_simulation(
+        RunConfig(
+            "complexity",
+            n_samples=30_000,
+            seed=42,
+            learners=("das",),
+            window=500,
+            output=tmp_path,
+            progress=False,
+            plots=False,
+        )
+    )
     u = res.rows.set_index("n_samples")["total_units"]
     n = 30_000
     a, b = n // 3, 2 * n // 3
@@ -162,11 +173,34 @@ def test_das_grows_with_the_hard_concept_and_shrinks_after(tmp_path) -> None:
 
 def test_runner_writes_every_promised_file(tmp_path) -> None:
     out = tmp_path / "run"
-    code = main(["sea_abrupt", "-n", "800", "--seed", "1", "-o", str(out), "--window", "200",
-                 "--no-progress", "--das", "grow_every=200"])
+    code = main(
+        [
+            "sea_abrupt",
+            "-n",
+            "800",
+            "--seed",
+            "1",
+            "-o",
+            str(out),
+            "--window",
+            "200",
+            "--no-progress",
+            "--das",
+            "grow_every=200",
+        ]
+    )
     assert code == 0
-    for name in ("metrics.csv", "events.csv", "summary.json", "results.md", "accuracy.png",
-                 "hidden_units.png", "parameters.png", "events.png", "overview.png"):
+    for name in (
+        "metrics.csv",
+        "events.csv",
+        "summary.json",
+        "results.md",
+        "accuracy.png",
+        "hidden_units.png",
+        "parameters.png",
+        "events.png",
+        "overview.png",
+    ):
         f = out / name
         assert f.exists() and f.stat().st_size > 0, name
     df = pd.read_csv(out / "metrics.csv")
@@ -177,8 +211,7 @@ def test_runner_writes_every_promised_file(tmp_path) -> None:
     static = df[df["learner"] == "static_mlp"]["total_units"]
     assert static.nunique() == 1  # the static MLP never changes size
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["n_samples"] == 800 and [d["position"] for d in summary["drifts"]] == [
-        200, 400, 600]
+    assert summary["n_samples"] == 800 and [d["position"] for d in summary["drifts"]] == [200, 400, 600]
     assert set(summary["learners"]) == learners
     for e in summary["learners"].values():
         assert 0.0 <= e["final_accuracy_cumulative"] <= 1.0
@@ -189,9 +222,17 @@ def test_runner_writes_every_promised_file(tmp_path) -> None:
 
 
 def test_regression_run(tmp_path) -> None:
-    res = run_simulation(RunConfig("friedman", n_samples=1500, seed=0,
-                                   learners=("das", "linreg"), window=300,
-                                   output=tmp_path, progress=False))
+    res = run_simulation(
+        RunConfig(
+            "friedman",
+            n_samples=1500,
+            seed=0,
+            learners=("das", "linreg"),
+            window=300,
+            output=tmp_path,
+            progress=False,
+        )
+    )
     s = res.summary["learners"]
     assert s["das"]["final_mae_cumulative"] > 0
     assert (tmp_path / "error.png").exists()
@@ -202,10 +243,11 @@ def test_cli_list_and_errors(capsys, tmp_path) -> None:
     assert main(["--list"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in SCENARIOS)
-    for argv in (["no_such_scenario"],
-                 ["friedman", "-n", "100", "--learners", "logreg", "-o", str(tmp_path)],
-                 ["sea_abrupt", "-n", "100", "--das", "bogus_arg=1", "--learners", "das",
-                  "-o", str(tmp_path)]):
+    for argv in (
+        ["no_such_scenario"],
+        ["friedman", "-n", "100", "--learners", "logreg", "-o", str(tmp_path)],
+        ["sea_abrupt", "-n", "100", "--das", "bogus_arg=1", "--learners", "das", "-o", str(tmp_path)],
+    ):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
@@ -216,10 +258,24 @@ def test_growth_check_table_counts_each_goal():
     from simulations import growth
 
     rows = [
-        {"seed": 0, "das": 0.90, "start": 0.89, "start_width": [16, 16], "peak": 0.905,
-         "peak_width": [70, 70], "arf": 0.96},   # start met, peak met (-0.5), ARF missed (-6)
-        {"seed": 1, "das": 0.80, "start": 0.81, "start_width": [16, 16], "peak": 0.82,
-         "peak_width": [60, 60], "arf": 0.84},   # start missed, peak missed (-2), ARF met (-4)
+        {
+            "seed": 0,
+            "das": 0.90,
+            "start": 0.89,
+            "start_width": [16, 16],
+            "peak": 0.905,
+            "peak_width": [70, 70],
+            "arf": 0.96,
+        },  # start met, peak met (-0.5), ARF missed (-6)
+        {
+            "seed": 1,
+            "das": 0.80,
+            "start": 0.81,
+            "start_width": [16, 16],
+            "peak": 0.82,
+            "peak_width": [60, 60],
+            "arf": 0.84,
+        },  # start missed, peak missed (-2), ARF met (-4)
     ]
     text = growth.table(rows, 1000)
     assert "start-width MLP on 1/2 seeds" in text

@@ -83,6 +83,5 @@ def test_quick_runs_never_overwrite_full_results(tmp_path, monkeypatch) -> None:
     assert paper.main(["all"]) == 0
     assert paper.main(["all", "--quick"]) == 0
     for name in ("fig1", "fig2"):
-        assert json.loads((tmp_path / "results/paper" / name / "results.json").read_text())[
-            "table"] == "full"
+        assert json.loads((tmp_path / "results/paper" / name / "results.json").read_text())["table"] == "full"
         assert (tmp_path / "results/paper-quick" / name / "table.md").read_text() == "quick\n"

@@ -55,8 +55,9 @@ class MemoryLog:
             view = StateLog(name, keep_values=False)
             for offset, (key, value) in enumerate(self.records):
                 view.apply(offset, key, value)
-        plan = plan_save(view, blob, epoch=epoch, meta=None, chunk_bytes=self.chunk_bytes,
-                         token=os.urandom(16))
+        plan = plan_save(
+            view, blob, epoch=epoch, meta=None, chunk_bytes=self.chunk_bytes, token=os.urandom(16)
+        )
         self.records += plan.records
         self.records.append((manifest_key(name), plan.manifest.encode()))
         return plan.manifest.version
@@ -82,8 +83,10 @@ class FakeConsumer:
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Message]]:
         if self.fail():
             raise KafkaConnectionError("broker away")
-        out = [Message(i, *self.log.records[i])
-               for i in range(self.pos, min(len(self.log.records), self.pos + self.step))]
+        out = [
+            Message(i, *self.log.records[i])
+            for i in range(self.pos, min(len(self.log.records), self.pos + self.step))
+        ]
         self.pos += len(out)
         return {self.tp: out} if out else {}
 
@@ -233,8 +236,14 @@ def test_snapshots_of_river_baselines_round_trip() -> None:
 
 def full_snapshot(model: Any, n_learned: int) -> bytes:
     """A snapshot as the learner wrote them before they were prediction-only: the whole state."""
-    return checkpoint.dumps({"format": "streamdas-snapshot", "model": model_payload(model, keep_buffer=False),
-                             "n_learned": n_learned, "published_at": 1.0})
+    return checkpoint.dumps(
+        {
+            "format": "streamdas-snapshot",
+            "model": model_payload(model, keep_buffer=False),
+            "n_learned": n_learned,
+            "published_at": 1.0,
+        }
+    )
 
 
 def stream_model(model: Any, n: int = 300) -> Any:
@@ -246,11 +255,15 @@ def stream_model(model: Any, n: int = 300) -> Any:
     return model
 
 
-@pytest.mark.parametrize("make", [
-    lambda: DASClassifier(seed=1, batch_size=8),  # predicts with averaged (Polyak) weights
-    lambda: DASClassifier(seed=2, batch_size=8, average_horizon=0, hidden_sizes=(64, 32)),
-    lambda: DASRegressor(seed=3, batch_size=8),
-], ids=["classifier_polyak", "classifier_live_weights", "regressor"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: DASClassifier(seed=1, batch_size=8),  # predicts with averaged (Polyak) weights
+        lambda: DASClassifier(seed=2, batch_size=8, average_horizon=0, hidden_sizes=(64, 32)),
+        lambda: DASRegressor(seed=3, batch_size=8),
+    ],
+    ids=["classifier_polyak", "classifier_live_weights", "regressor"],
+)
 def test_a_snapshot_is_prediction_only_and_predicts_bit_for_bit_as_the_full_state(make: Any) -> None:
     model = stream_model(make())
     lean_blob = encode_snapshot(model, n_learned=300, published_at=1.0)
@@ -272,8 +285,9 @@ def test_a_snapshot_is_prediction_only_and_predicts_bit_for_bit_as_the_full_stat
             assert lean.predict_one(x) == full.predict_one(x) == model.predict_one(x)
     frame = pd.DataFrame(xs[:200])
     many = "predict_proba_many" if isinstance(model, DASClassifier) else "predict_many"
-    pd.testing.assert_frame_equal(pd.DataFrame(getattr(lean, many)(frame)),
-                                  pd.DataFrame(getattr(full, many)(frame)), check_exact=True)
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(getattr(lean, many)(frame)), pd.DataFrame(getattr(full, many)(frame)), check_exact=True
+    )
 
 
 def test_decoding_a_snapshot_predicts_but_never_learns(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -330,8 +344,12 @@ def test_a_prediction_only_snapshot_is_validated_as_a_checkpoint(change: str) ->
 @pytest.mark.parametrize("change", ["kind", "format", "n_learned", "published_at", "nan_weights", "bytes"])
 def test_a_snapshot_that_does_not_fit_is_a_checkpoint_error(change: str) -> None:
     model = learned_model(16)
-    payload = {"format": "streamdas-snapshot", "model": model_payload(model, keep_buffer=False),
-               "n_learned": 16, "published_at": 1.0}
+    payload = {
+        "format": "streamdas-snapshot",
+        "model": model_payload(model, keep_buffer=False),
+        "n_learned": 16,
+        "published_at": 1.0,
+    }
     kind = "das"
     if change == "kind":
         kind = "linear"

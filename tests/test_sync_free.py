@@ -32,9 +32,13 @@ _batches = batches  # the contract tests' batches
 def _trainer(config: NetConfig, sync_free: bool, device: str = "cpu", **train: object) -> DASTrainer:
     settings = dict(lr=3e-3, alpha=1e-3, numpy_backprop=False, sync_free=sync_free)
     settings.update(train)
-    return DASTrainer(config, TrainConfig(**settings),  # type: ignore[arg-type]
-                      SizingConfig(every=64, min_growth=2, tau=5e-2, prune_horizon=40),
-                      seed=3, device=device)
+    return DASTrainer(
+        config,
+        TrainConfig(**settings),  # type: ignore[arg-type]
+        SizingConfig(every=64, min_growth=2, tau=5e-2, prune_horizon=40),
+        seed=3,
+        device=device,
+    )
 
 
 def _assert_same(a: DASTrainer, b: DASTrainer) -> None:
@@ -111,8 +115,13 @@ def _mock_api(trainer: DASTrainer, log: list[str]) -> GraphAPI:
         holders = [trainer.optimizer, trainer.pruning_averages]
         if trainer.prediction_averages is not None:
             holders.append(trainer.prediction_averages)
-        out += [t for holder in holders for st in holder.state.values()
-                for t in st.values() if isinstance(t, torch.Tensor)]
+        out += [
+            t
+            for holder in holders
+            for st in holder.state.values()
+            for t in st.values()
+            if isinstance(t, torch.Tensor)
+        ]
         counters = trainer.counters
         return [*out, counters.skipped, counters.device_loss, trainer.engines.sync_free.found_inf]
 
@@ -132,8 +141,14 @@ def _mock_api(trainer: DASTrainer, log: list[str]) -> GraphAPI:
         for t, copy_ in saved:
             t.copy_(copy_)
 
-    return GraphAPI(new_graph=Graph, capture=capture, new_stream=_Stream,
-                    use_stream=lambda s: contextlib.nullcontext(), current_stream=_Stream, new_pool=object)
+    return GraphAPI(
+        new_graph=Graph,
+        capture=capture,
+        new_stream=_Stream,
+        use_stream=lambda s: contextlib.nullcontext(),
+        current_stream=_Stream,
+        new_pool=object,
+    )
 
 
 def _install_mock_graph(trainer: DASTrainer, log: list[str]) -> None:

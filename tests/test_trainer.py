@@ -29,15 +29,16 @@ def test_step_after_prune_equals_unpruned_step_restricted_to_survivors(optimizer
     x, y = _data(64)
     y = y % 3
     for i in range(0, 64, 16):  # build up non-trivial optimizer state
-        trainer.optimizer_step(x[i:i + 16], y[i:i + 16])
+        trainer.optimizer_step(x[i : i + 16], y[i : i + 16])
     dead = {0: [2, 5, 7], 1: [0, 9]}
     with torch.no_grad():
         for layer, units in dead.items():
             trainer.net.hidden[layer].weight[units] = 0.0
             trainer.net.hidden[layer].bias[units] = 0.0
     reference = copy.deepcopy(trainer)  # the unpruned twin, same optimizer state
-    keep = {i: torch.tensor([u for u in range(trainer.net.hidden_sizes[i]) if u not in dead[i]])
-            for i in dead}
+    keep = {
+        i: torch.tensor([u for u in range(trainer.net.hidden_sizes[i]) if u not in dead[i]]) for i in dead
+    }
     for i in (1, 0):
         trainer.net.remove_units(i, keep[i], optimizer=trainer.optimizer)
 
@@ -88,8 +89,7 @@ def test_grown_units_start_with_zero_optimizer_state():
     assert torch.count_nonzero(out_state["exp_avg"][:, 8:]) == 0
 
 
-def _final_width(alpha: float, batch_size: int, width: int = 32, steps: int = 1200,
-                 seed: int = 0) -> float:
+def _final_width(alpha: float, batch_size: int, width: int = 32, steps: int = 1200, seed: int = 0) -> float:
     """Mean total hidden width over the last sizing cycles of a streaming run.
 
     Runs are compared at equal numbers of optimizer steps (one cycle per 40 steps), since
@@ -97,10 +97,14 @@ def _final_width(alpha: float, batch_size: int, width: int = 32, steps: int = 12
     """
     n = steps * batch_size
     x, y = _data(n, seed=seed, d=8)
-    trainer = DASTrainer(NetConfig(8, (width, width), 2), TrainConfig(alpha=alpha),
-                         SizingConfig(every=40 * batch_size, min_growth=4, max_units=400), seed=seed)
+    trainer = DASTrainer(
+        NetConfig(8, (width, width), 2),
+        TrainConfig(alpha=alpha),
+        SizingConfig(every=40 * batch_size, min_growth=4, max_units=400),
+        seed=seed,
+    )
     for i in range(0, n, batch_size):
-        trainer.step(x[i:i + batch_size], y[i:i + batch_size])
+        trainer.step(x[i : i + batch_size], y[i : i + batch_size])
     pruned = [e["sizes"] for e in trainer.size_history if e["event"] == "prune"][-4:]
     return sum(sum(s) for s in pruned) / len(pruned)
 
@@ -139,7 +143,7 @@ def test_streaming_schedule_prunes_then_grows_every_n_samples():
     trainer = DASTrainer(NetConfig(6, (8,), 2), sizing=SizingConfig(every=100, min_growth=2), seed=0)
     x, y = _data(400)
     for i in range(0, 400, 20):
-        trainer.step(x[i:i + 20], y[i:i + 20])
+        trainer.step(x[i : i + 20], y[i : i + 20])
     events = [(e["event"], e["n_samples"]) for e in trainer.size_history]
     assert events[:2] == [("init", 0), ("grow", 0)]  # Algorithm 1 grows before training
     assert events[2:] == [(ev, n) for n in (100, 200, 300, 400) for ev in ("prune", "grow")]
@@ -147,21 +151,21 @@ def test_streaming_schedule_prunes_then_grows_every_n_samples():
 
 
 def test_fine_tune_mode_turns_off_regularization_and_sizing_at_run_time():
-    trainer = DASTrainer(NetConfig(6, (8,), 2), TrainConfig(alpha=1.0),
-                         SizingConfig(every=32, min_growth=2), seed=0)
+    trainer = DASTrainer(
+        NetConfig(6, (8,), 2), TrainConfig(alpha=1.0), SizingConfig(every=32, min_growth=2), seed=0
+    )
     x, y = _data(256)
     trainer.fine_tune = True
     for i in range(0, 128, 16):
-        trainer.step(x[i:i + 16], y[i:i + 16])
+        trainer.step(x[i : i + 16], y[i : i + 16])
     assert trainer.n_cycles == 0 and trainer.net.hidden_sizes == [8]
-    assert trainer.loss(x, y).item() == pytest.approx(
-        trainer.loss_fn(trainer.predict(x), y).item(), rel=1e-5)
+    assert trainer.loss(x, y).item() == pytest.approx(trainer.loss_fn(trainer.predict(x), y).item(), rel=1e-5)
     hidden = list(trainer.net.hidden)
     mass = [float(sum(p.detach().abs().sum() for layer in hidden for p in (layer.weight, layer.bias)))]
     trainer.fine_tune = False
     trainer.optimizer.param_groups[0]["lr"] = 0.05
     for i in range(128, 256, 16):
-        trainer.step(x[i:i + 16], y[i:i + 16])
+        trainer.step(x[i : i + 16], y[i : i + 16])
     assert trainer.n_cycles > 0
     # alpha=1 is huge: with regularization back on, the first units' weights shrink fast.
     w, b = trainer.net.hidden[0].weight[:8], trainer.net.hidden[0].bias[:8]
@@ -184,7 +188,7 @@ def test_runs_are_reproducible_with_a_seed():
         trainer = DASTrainer(NetConfig(6, (8, 8), 2), sizing=SizingConfig(every=64, min_growth=3), seed=7)
         x, y = _data(512, seed=1)
         for i in range(0, 512, 32):
-            trainer.step(x[i:i + 32], y[i:i + 32])
+            trainer.step(x[i : i + 32], y[i : i + 32])
         return trainer
 
     a, b = run(), run()
@@ -197,11 +201,11 @@ def test_state_dict_round_trip_resumes_identically():
     trainer = DASTrainer(NetConfig(6, (8,), 2), sizing=SizingConfig(every=64, min_growth=3), seed=1)
     x, y = _data(512)
     for i in range(0, 256, 32):
-        trainer.step(x[i:i + 32], y[i:i + 32])
+        trainer.step(x[i : i + 32], y[i : i + 32])
     clone = DASTrainer.from_state_dict(copy.deepcopy(trainer.state_dict()))
     for i in range(256, 512, 32):
-        trainer.step(x[i:i + 32], y[i:i + 32])
-        clone.step(x[i:i + 32], y[i:i + 32])
+        trainer.step(x[i : i + 32], y[i : i + 32])
+        clone.step(x[i : i + 32], y[i : i + 32])
         assert trainer.last_loss == clone.last_loss
     assert trainer.size_history == clone.size_history
     assert torch.equal(trainer.predict(x), clone.predict(x))
@@ -225,8 +229,9 @@ def test_pruning_during_training_barely_moves_the_outputs():
     prune_tol_trained = 5e-2
     x, y = _data(24_000, seed=2, d=8)
     probe = x[:256]
-    trainer = DASTrainer(NetConfig(8, (32, 32), 2), TrainConfig(alpha=1e-4),
-                         SizingConfig(every=500, min_growth=4), seed=0)
+    trainer = DASTrainer(
+        NetConfig(8, (32, 32), 2), TrainConfig(alpha=1e-4), SizingConfig(every=500, min_growth=4), seed=0
+    )
     diffs: list[float] = []
     real_prune = trainer.prune
 
@@ -239,7 +244,7 @@ def test_pruning_during_training_barely_moves_the_outputs():
 
     trainer.prune = measured_prune  # type: ignore[method-assign]
     for i in range(0, 24_000, 16):
-        trainer.step(x[i:i + 16], y[i:i + 16])
+        trainer.step(x[i : i + 16], y[i : i + 16])
     assert len(diffs) >= 10
     assert max(diffs) < prune_tol_trained, max(diffs)
 
@@ -259,10 +264,10 @@ def test_running_average_pruning_rule():
         layer.bias[:] = 0.0
         state_w["das_average"][:] = 0.0
         state_b["das_average"][:] = 0.0
-        layer.weight[0] = 5e-3   # jittering: average 0, now 5*tau -> pruned
-        layer.weight[1] = 0.0    # small now but average large -> kept
+        layer.weight[0] = 5e-3  # jittering: average 0, now 5*tau -> pruned
+        layer.weight[1] = 0.0  # small now but average large -> kept
         state_w["das_average"][1] = 0.3
-        layer.weight[2] = 0.05   # now above 10*tau -> kept
+        layer.weight[2] = 0.05  # now above 10*tau -> kept
     assert trainer.prune() == [1]
     assert trainer.net.hidden_sizes == [2]
     paper = DASTrainer(NetConfig(4, (3,), 2), sizing=SizingConfig(grow=False, prune_horizon=0), seed=0)
@@ -276,7 +281,7 @@ def test_running_averages_survive_checkpoints_and_old_checkpoints_load():
     trainer = DASTrainer(NetConfig(4, (5, 3), 2), sizing=SizingConfig(every=32, min_growth=2), seed=0)
     x, y = _data(96, d=4)
     for i in range(0, 96, 16):
-        trainer.step(x[i:i + 16], y[i:i + 16])
+        trainer.step(x[i : i + 16], y[i : i + 16])
     state = copy.deepcopy(trainer.state_dict())  # (torch's optimizer state_dict shares tensors)
     names = [name for name, _ in trainer.net.named_parameters()]
     assert set(state["averages"]) == {n for n in names if n.startswith("hidden.")}
@@ -292,8 +297,8 @@ def test_running_averages_survive_checkpoints_and_old_checkpoints_load():
             assert "das_average" not in loaded.optimizer.state[p]
         twin = copy.deepcopy(trainer)
         for i in range(0, 64, 16):  # the same future, with the averages read at each prune
-            loaded.step(x[i:i + 16], y[i:i + 16])
-            twin.step(x[i:i + 16], y[i:i + 16])
+            loaded.step(x[i : i + 16], y[i : i + 16])
+            twin.step(x[i : i + 16], y[i : i + 16])
             assert loaded.last_loss == twin.last_loss
         assert loaded.size_history == twin.size_history
     bad = copy.deepcopy(state)

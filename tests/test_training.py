@@ -55,8 +55,11 @@ def stream(n: int, seed: int = 0, partitions: int = 3) -> list[tuple[str, int, i
     next_offset = dict.fromkeys(range(partitions), 0)
     for i in range(n):
         p = rng.randrange(partitions)
-        names = ["a", "b"] + (["c"] if i > n // 5 and rng.random() < 0.5 else []) + (
-            [f"d{i * 4 // n}"] if rng.random() < 0.3 else [])
+        names = (
+            ["a", "b"]
+            + (["c"] if i > n // 5 and rng.random() < 0.5 else [])
+            + ([f"d{i * 4 // n}"] if rng.random() < 0.3 else [])
+        )
         x = {k: rng.uniform(-2, 2) for k in names}
         y: Any = int(x["a"] + x["b"] > 0) if i < n * 2 // 3 else rng.choice([0, 1, "late"])
         out.append(("in", p, next_offset[p], x, y))
@@ -79,15 +82,15 @@ def redelivered(values: list[bytes], rng: random.Random) -> list[list[tuple[int,
     i = 0
     while i < len(values):
         n = rng.randint(1, 300)
-        topic += values[i:i + n]
+        topic += values[i : i + n]
         if rng.random() < 0.5:
             back = rng.randint(1, n + min(i, 200))
-            topic += values[max(0, i + n - back):i + n]  # a replay from an earlier offset
+            topic += values[max(0, i + n - back) : i + n]  # a replay from an earlier offset
         i += n
     polls, i = [], 0
     while i < len(topic):
         n = rng.randint(1, 700)
-        polls.append([(i + k, v) for k, v in enumerate(topic[i:i + n])])
+        polls.append([(i + k, v) for k, v in enumerate(topic[i : i + n])])
         i += n
     return polls
 
@@ -97,38 +100,42 @@ def test_a_training_record_round_trips() -> None:
     value = encode_training_record("in.put", 7, 2**40, {"a": 0.25, "b": -3.0}, "spam")
     assert json.loads(value) == {"t": "in.put", "p": 7, "o": 2**40, "x": {"a": 0.25, "b": -3.0}, "y": "spam"}
     assert decode_training_record(value, task="classification") == TrainingRecord(
-        "in.put", 7, 2**40, {"a": 0.25, "b": -3.0}, "spam")
+        "in.put", 7, 2**40, {"a": 0.25, "b": -3.0}, "spam"
+    )
     regression = decode_training_record(encode_training_record("t", 0, 0, {"a": 1.0}, 2.5), task="regression")
     assert isinstance(regression, TrainingRecord) and regression.y == 2.5
     with pytest.raises(ValueError):
         encode_training_record("t", 0, 0, {"a": float("nan")}, 1)
 
 
-@pytest.mark.parametrize(("value", "reason"), [
-    (None, "empty"),
-    (b"", "empty"),
-    (b"x" * 2_000_000, "oversized"),
-    (b"\xff\xfe", "undecodable"),
-    (b"{", "invalid_json"),
-    (b"[" * 100_000 + b"]" * 100_000, "invalid_json"),
-    (b"[1]", "not_object"),
-    (b'{"t":"in","p":0,"o":1,"y":1}', "missing_x"),
-    (b'{"t":"in","p":0,"o":1,"x":{},"y":1}', "missing_x"),
-    (b'{"t":"in","p":0,"o":1,"x":{"a":"1"},"y":1}', "non_numeric_feature"),
-    (b'{"t":"in","p":0,"o":1,"x":{"a":1e39},"y":1}', "non_finite_feature"),
-    (b'{"t":"in","p":0,"o":1,"x":{"a":' + b"9" * 5000 + b'},"y":1}', "non_finite_feature"),
-    (b'{"t":"in","p":0,"o":1,"x":{"' + b"k" * 300 + b'":1},"y":1}', "feature_name_too_long"),
-    (b'{"t":"in","p":0,"o":1,"x":{"a":1}}', "missing_label"),
-    (b'{"t":"in","p":0,"o":1,"x":{"a":1},"y":null}', "missing_label"),
-    (b'{"t":"in","p":0,"o":1,"x":{"a":1},"y":[1]}', "bad_label"),
-    (b'{"p":0,"o":1,"x":{"a":1},"y":1}', "bad_source"),
-    (b'{"t":"bad topic","p":0,"o":1,"x":{"a":1},"y":1}', "bad_source"),
-    (b'{"t":"in","p":true,"o":1,"x":{"a":1},"y":1}', "bad_source"),
-    (b'{"t":"in","p":2147483648,"o":1,"x":{"a":1},"y":1}', "bad_source"),
-    (b'{"t":"in","p":0,"o":-1,"x":{"a":1},"y":1}', "bad_source"),
-    (b'{"t":"in","p":0,"o":1.5,"x":{"a":1},"y":1}', "bad_source"),
-    (b'{"t":"in","p":0,"o":' + b"9" * 5000 + b',"x":{"a":1},"y":1}', "bad_source"),
-])
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, "empty"),
+        (b"", "empty"),
+        (b"x" * 2_000_000, "oversized"),
+        (b"\xff\xfe", "undecodable"),
+        (b"{", "invalid_json"),
+        (b"[" * 100_000 + b"]" * 100_000, "invalid_json"),
+        (b"[1]", "not_object"),
+        (b'{"t":"in","p":0,"o":1,"y":1}', "missing_x"),
+        (b'{"t":"in","p":0,"o":1,"x":{},"y":1}', "missing_x"),
+        (b'{"t":"in","p":0,"o":1,"x":{"a":"1"},"y":1}', "non_numeric_feature"),
+        (b'{"t":"in","p":0,"o":1,"x":{"a":1e39},"y":1}', "non_finite_feature"),
+        (b'{"t":"in","p":0,"o":1,"x":{"a":' + b"9" * 5000 + b'},"y":1}', "non_finite_feature"),
+        (b'{"t":"in","p":0,"o":1,"x":{"' + b"k" * 300 + b'":1},"y":1}', "feature_name_too_long"),
+        (b'{"t":"in","p":0,"o":1,"x":{"a":1}}', "missing_label"),
+        (b'{"t":"in","p":0,"o":1,"x":{"a":1},"y":null}', "missing_label"),
+        (b'{"t":"in","p":0,"o":1,"x":{"a":1},"y":[1]}', "bad_label"),
+        (b'{"p":0,"o":1,"x":{"a":1},"y":1}', "bad_source"),
+        (b'{"t":"bad topic","p":0,"o":1,"x":{"a":1},"y":1}', "bad_source"),
+        (b'{"t":"in","p":true,"o":1,"x":{"a":1},"y":1}', "bad_source"),
+        (b'{"t":"in","p":2147483648,"o":1,"x":{"a":1},"y":1}', "bad_source"),
+        (b'{"t":"in","p":0,"o":-1,"x":{"a":1},"y":1}', "bad_source"),
+        (b'{"t":"in","p":0,"o":1.5,"x":{"a":1},"y":1}', "bad_source"),
+        (b'{"t":"in","p":0,"o":' + b"9" * 5000 + b',"x":{"a":1},"y":1}', "bad_source"),
+    ],
+)
 def test_hostile_training_values_are_rejections_with_a_reason(value: bytes | None, reason: str) -> None:
     result = decode_training_record(value, task="classification")
     assert isinstance(result, Rejection) and result.reason == reason
@@ -144,8 +151,24 @@ def test_regression_targets_are_checked() -> None:
 
 def test_decoding_never_raises_on_random_bytes_and_json() -> None:
     rng = random.Random(5)
-    pieces = [b'{"t":"in"', b',"p":0', b',"o":3', b',"x":{"a":1e308,"b":-0.0}', b',"y":[', b'"y":{}',
-              b"NaN", b"Infinity", b"\x00", b"\\ud800", b'"', b"}", b"]", b"1" * 5000, b",", b":"]
+    pieces = [
+        b'{"t":"in"',
+        b',"p":0',
+        b',"o":3',
+        b',"x":{"a":1e308,"b":-0.0}',
+        b',"y":[',
+        b'"y":{}',
+        b"NaN",
+        b"Infinity",
+        b"\x00",
+        b"\\ud800",
+        b'"',
+        b"}",
+        b"]",
+        b"1" * 5000,
+        b",",
+        b":",
+    ]
     for _ in range(3000):
         value = b"".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
         if rng.random() < 0.3:
@@ -211,8 +234,11 @@ def test_records_the_model_refuses_are_counted_and_skipped_as_learn_one_would() 
     assert state.rejected["too_many_classes"] > 0 and state.rejected["too_many_features"] > 0
     est = state.estimator
     ref = reference(records, DASClassifier(**params))
-    assert state.n_learned == est.n_samples_learned + est.n_samples_buffered == (
-        ref.n_samples_learned + ref.n_samples_buffered)
+    assert (
+        state.n_learned
+        == est.n_samples_learned + est.n_samples_buffered
+        == (ref.n_samples_learned + ref.n_samples_buffered)
+    )
     assert state.n_learned + sum(state.rejected.values()) == len(records)
     same(ref.to_state(), est.to_state())
 
@@ -234,10 +260,12 @@ def test_regression_and_linear_models_learn_through_the_same_step() -> None:
 
 def test_sources_are_checked_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     state = LearnerState(DASClassifier(seed=1), topics=["in"], features=["a", "b"])
-    batch = [encode_training_record("other", 0, 0, {"a": 1.0, "b": 1.0}, 1),
-             encode_training_record("in", 0, 0, {"a": 1.0}, 1),
-             encode_training_record("in", 0, 1, {"a": 1.0, "b": 2.0, "z": 0.0}, 1),
-             encode_training_record("in", 0, 2, {"a": 1.0, "b": 2.0}, 1)]
+    batch = [
+        encode_training_record("other", 0, 0, {"a": 1.0, "b": 1.0}, 1),
+        encode_training_record("in", 0, 0, {"a": 1.0}, 1),
+        encode_training_record("in", 0, 1, {"a": 1.0, "b": 2.0, "z": 0.0}, 1),
+        encode_training_record("in", 0, 2, {"a": 1.0, "b": 2.0}, 1),
+    ]
     report = state.learn(enumerate(batch))
     assert dict(report.rejected) == {"bad_source": 1, "missing_feature": 1, "unknown_feature": 1}
     assert report.n_learned == 1 and state.learned == {("in", 0): 2}
@@ -263,19 +291,22 @@ def _payload(state: LearnerState) -> dict[str, Any]:
     return checkpoint.loads(state.to_blob())
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("learned", {"in": {0: -1}}),
-    ("learned", {"bad topic": {0: 1}}),
-    ("learned", {"in": {"0": 1}}),
-    ("learned", [["in", 0, 1]]),
-    ("train_offset", -1),
-    ("train_offset", 1.5),
-    ("n_learned", -3),
-    ("rejected", {"Not A Reason": 1}),
-    ("rejected", {f"r{i}": 1 for i in range(65)}),
-    ("task", "regression"),
-    ("format", "something-else"),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("learned", {"in": {0: -1}}),
+        ("learned", {"bad topic": {0: 1}}),
+        ("learned", {"in": {"0": 1}}),
+        ("learned", [["in", 0, 1]]),
+        ("train_offset", -1),
+        ("train_offset", 1.5),
+        ("n_learned", -3),
+        ("rejected", {"Not A Reason": 1}),
+        ("rejected", {f"r{i}": 1 for i in range(65)}),
+        ("task", "regression"),
+        ("format", "something-else"),
+    ],
+)
 def test_a_state_that_does_not_fit_is_a_checkpoint_error(field: str, value: Any) -> None:
     state = LearnerState(DASClassifier(seed=1))
     state.learn([(0, encode_training_record("in", 0, 0, {"a": 1.0}, 1))])
@@ -294,8 +325,9 @@ def test_damaged_or_foreign_bytes_are_a_checkpoint_error() -> None:
     with pytest.raises(CheckpointError):
         LearnerState.from_blob(b"\x80\x04K\x01.", task="classification")  # a pickle: never loaded
     with pytest.raises(CheckpointError, match="'linear'"):
-        LearnerState.from_blob(LearnerState(linear_model.LogisticRegression()).to_blob(),
-                               task="classification", kind="das")
+        LearnerState.from_blob(
+            LearnerState(linear_model.LogisticRegression()).to_blob(), task="classification", kind="das"
+        )
 
 
 def test_a_model_that_loads_but_cannot_learn_is_refused() -> None:

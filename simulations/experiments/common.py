@@ -62,9 +62,14 @@ class BatchRun:
     epoch_scores: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"spec": asdict(self.spec), "sizes": self.sizes, "score": self.score,
-                "n_parameters": self.n_parameters, "final_sizes": self.final_sizes,
-                "epoch_scores": self.epoch_scores}
+        return {
+            "spec": asdict(self.spec),
+            "sizes": self.sizes,
+            "score": self.score,
+            "n_parameters": self.n_parameters,
+            "final_sizes": self.final_sizes,
+            "epoch_scores": self.epoch_scores,
+        }
 
 
 def _paper_prune_test() -> dict[str, Any]:
@@ -105,11 +110,20 @@ def train_batch(
         cfg = NetConfig(n_inputs=X.shape[1], hidden_sizes=spec.hidden_sizes, n_outputs=n_out)
     trainer = DASTrainer(
         cfg,
-        TrainConfig(lr=spec.lr, regularizer=spec.regularizer, alpha=spec.alpha,
-                    loss="cross_entropy" if task == "classification" else "mse"),
-        SizingConfig(tau=spec.tau, growth_percentage=spec.growth_percentage,
-                     min_growth=spec.min_growth, grow=spec.grow, prune=spec.prune,
-                     **_paper_prune_test()),
+        TrainConfig(
+            lr=spec.lr,
+            regularizer=spec.regularizer,
+            alpha=spec.alpha,
+            loss="cross_entropy" if task == "classification" else "mse",
+        ),
+        SizingConfig(
+            tau=spec.tau,
+            growth_percentage=spec.growth_percentage,
+            min_growth=spec.min_growth,
+            grow=spec.grow,
+            prune=spec.prune,
+            **_paper_prune_test(),
+        ),
         seed=spec.seed,
     )
     Xt = torch.as_tensor(X, dtype=torch.float32)
@@ -129,8 +143,7 @@ def train_batch(
         trainer.fine_tune = True
         trainer.fit(Xt, yt, epochs=spec.fine_tune_epochs, batch_size=spec.batch_size)
     score = _score(trainer, Xv, yv, task) * (y_scale if task == "regression" else 1.0)
-    return BatchRun(spec, sizes, score, trainer.net.n_parameters(),
-                    list(trainer.net.hidden_sizes), scores)
+    return BatchRun(spec, sizes, score, trainer.net.n_parameters(), list(trainer.net.hidden_sizes), scores)
 
 
 def mean_2sd(values: list[float]) -> tuple[float, float]:

@@ -27,8 +27,7 @@ N_STATES = 181_440
 _NEIGHBOURS: tuple[tuple[int, ...], ...] = tuple(
     tuple(
         r * 3 + c
-        for r, c in ((i // 3 - 1, i % 3), (i // 3 + 1, i % 3), (i // 3, i % 3 - 1),
-                     (i // 3, i % 3 + 1))
+        for r, c in ((i // 3 - 1, i % 3), (i // 3 + 1, i % 3), (i // 3, i % 3 - 1), (i // 3, i % 3 + 1))
         if 0 <= r < 3 and 0 <= c < 3
     )
     for i in range(9)
