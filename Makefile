@@ -25,9 +25,11 @@ demo: setup
 test: check
 	$(PY) -m pytest
 
-# Formatting (ruff format, on the library) and types (mypy; both configured in pyproject.toml).
+# Formatting and lint (ruff, the whole tree) and types (mypy on streamdas/ and consumers/; all
+# configured in pyproject.toml).
 check: setup
-	$(VENV)/bin/ruff format --check streamdas
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
 lint: setup

@@ -66,14 +66,17 @@ def test_setup_and_ci_install_every_extra() -> None:
     assert makefile.index("pip install -q -e '.[all,dev]'") > torch_at
 
 
-def test_make_test_checks_the_library_s_format_and_types_first() -> None:
-    """``make test`` (what CI runs) runs ruff format --check and mypy over ``streamdas/``
-    before pytest."""
+def test_make_test_checks_format_lint_and_types_first() -> None:
+    """``make test`` (what CI runs) runs ruff format --check and ruff check over the whole tree
+    and mypy over ``streamdas/`` and ``consumers/`` before pytest."""
     makefile = (ROOT / "Makefile").read_text()
     assert "\ntest: check\n\t$(PY) -m pytest\n" in makefile
-    assert "\ncheck: setup\n\t$(VENV)/bin/ruff format --check streamdas\n\t$(VENV)/bin/mypy\n" in makefile
+    assert (
+        "\ncheck: setup\n\t$(VENV)/bin/ruff format --check .\n\t$(VENV)/bin/ruff check .\n"
+        "\t$(VENV)/bin/mypy\n"
+    ) in makefile
     mypy = PYPROJECT["tool"]["mypy"]
-    assert "streamdas" in mypy["files"]
+    assert {"streamdas", "consumers"} <= set(mypy["files"])
     assert mypy["disallow_untyped_defs"] and mypy["check_untyped_defs"]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
