@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -214,7 +215,8 @@ def run_service(
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
 
-    workdir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(workdir, ignore_errors=True)  # a rerun's partition scope must not resume old checkpoints
+    workdir.mkdir(parents=True)
     broker = TansuBroker(log_path=workdir / "tansu.log").start()
     procs: list[subprocess.Popen[bytes]] = []
     logs = []
