@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from consumers.config import ConfigError, check_config, load_config
+from consumers.config import ConfigError, check_config, configure_logging, load_config
 from streamdas.params import usage_error
 
 __all__ = ["main"]
@@ -31,12 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_config(cfg)
     except ConfigError as exc:
         usage_error("streamdas consume", str(exc))
-    logging.basicConfig(
-        level=cfg.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(cfg)
 
     stop = threading.Event()
     service = None

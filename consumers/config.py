@@ -44,6 +44,7 @@ __all__ = [
     "ServiceConfig",
     "build_parser",
     "check_config",
+    "configure_logging",
     "load_config",
 ]
 
@@ -621,3 +622,17 @@ def check_config(cfg: ServiceConfig) -> None:
             make_estimator(ModelSpec(task=cfg.task, kind=cfg.model, params=dict(cfg.model_params)))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"argument --model-param: {exc}") from None
+
+
+def configure_logging(cfg: ServiceConfig) -> None:
+    """Log to standard error at ``cfg.log_level``, kafka-python's own loggers at WARNING or
+    above (their INFO lines are per connection), in one format for the service's processes."""
+    import logging
+    import sys
+
+    logging.basicConfig(
+        level=cfg.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))

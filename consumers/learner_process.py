@@ -36,7 +36,7 @@ from typing import IO, Any
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from consumers.config import ServiceConfig
+from consumers.config import ServiceConfig, configure_logging
 
 log = logging.getLogger(__name__)
 
@@ -238,12 +238,7 @@ def main() -> int:
     except (ValueError, TypeError, AttributeError) as exc:
         print(f"learner process: bad configuration: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=cfg.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(cfg)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: stop.set())

@@ -704,21 +704,6 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         self._y_stats = RunningStandardizer(1, clip=self.clip_sd)
         self._linear = LinearPath(self.linear_path) if self.linear_path else None
 
-    def _train(self, trainer: DASTrainer, z: torch.Tensor, y: torch.Tensor) -> None:
-        """One step on the batch, and on its rehearsed samples where ``rehearsal`` is on; those
-        do not count as samples learned (nor toward ``grow_every``)."""
-        if self._rehearsal is None:
-            trainer.step(z, y)
-            return
-        n = len(z)
-        z, y = self._rehearsal.extend(z, y)
-        extra = len(z) - n
-        counters = trainer.counters
-        counters.samples -= extra  # before the step: its sizing schedule reads the count
-        trainer.step(z, y)
-        if not counters.last_taken:
-            counters.samples += extra
-
     def _before_step(self, z: torch.Tensor, y: torch.Tensor) -> None:
         if self._linear is None:
             return
