@@ -657,7 +657,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     >>> from streamdas import DASRegressor
     >>> model = DASRegressor(seed=42)
     >>> evaluate.progressive_val_score(datasets.TrumpApproval(), model, metrics.MAE())
-    MAE: 0.324302
+    MAE: 0.324344
     >>> model.layer_sizes
     [77, 77]
     """

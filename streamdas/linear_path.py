@@ -37,7 +37,9 @@ class LinearPath:
     Parameters
     ----------
     lr
-        SGD step size (the gradient of the squared error is ``2 * (prediction - target)``).
+        SGD step size (the gradient of the squared error is ``2 * (prediction - target)``); a
+        step whose gain along the batch's inputs would exceed 1 is scaled down to 1 (as
+        normalized LMS does), so the path converges whatever the number of features.
     horizon
         Samples over which the recent squared error of each path is averaged.
     sharpness
@@ -92,6 +94,9 @@ class LinearPath:
         self.errors[1] += rate * (float(miss @ miss) / n - self.errors[1])
         self.linear_share = self._share()
         step = 2.0 * self.lr / n
+        scale = step * float(np.einsum("ij,ij->", z64, z64))  # the step's gain along z
+        if scale > 1.0:  # normalized as in NLMS: SGD on many features would diverge
+            step /= scale
         self.weights[: z.shape[1]] += step * (residual @ z64)
         self.bias += step * float(residual.sum())
 

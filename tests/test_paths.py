@@ -42,6 +42,23 @@ def test_linear_path_fits_a_linear_concept_sooner() -> None:
     assert np.isfinite(wide_model._linear.weights).all() and wide_model._linear.weights[0] > 0
 
 
+def test_linear_path_converges_with_many_features() -> None:
+    """Plain SGD at the default step diverges once the inputs' squared norm passes about 50
+    (weights of 1e80 with 200 features); the normalized step keeps the path finite and useful."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=200)
+    model = DASRegressor(seed=0)
+    errors = []
+    for _ in range(1500):
+        v = rng.normal(size=200)
+        x = {f"f{j}": float(v[j]) for j in range(200)}
+        errors.append(abs(model.predict_one(x) - float(v @ w)))
+        model.learn_one(x, float(v @ w))
+    path = model._linear
+    assert path is not None and np.isfinite(path.weights).all() and max(path.errors) < 1.0
+    assert path.linear_share > 0.5 and np.mean(errors[-300:]) < 0.25 * np.mean(errors[:300])
+
+
 def test_paths_off_keep_the_states_keys() -> None:
     assert DASRegressor()._linear is not None and DASRegressor().linear_path == 0.02  # the default
     reg, clf = DASRegressor(seed=0, linear_path=0.0), DASClassifier(seed=0)
