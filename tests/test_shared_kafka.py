@@ -107,6 +107,10 @@ def test_two_instances_share_one_model_learned_exactly_once(tansu: TansuBroker, 
         assert wait_for(lambda: all(health(p)[0] == 200 for p in ports), timeout=90), [
             p.log()[-2000:] for p in procs
         ]
+        # The elected learner publishes its (empty) model at once: both instances use it first.
+        assert wait_for(
+            lambda: all(scrape(p).get("streamdas_snapshot_version", 0) >= 1 for p in ports), timeout=90
+        ), [scrape(p) for p in ports]
         produce(bs, "in", values[:1500], keys=keys[:1500])
         first = len([i for i in labelled if i < 1500])
 
