@@ -108,15 +108,17 @@ class StepEngine(ABC):
         self.params = list(host.net.parameters())
 
     @abstractmethod
-    def step(self, x: Tensor, y: Tensor) -> None:
-        """Learn from the minibatch ``(x, y)`` (tensors on the trainer's device)."""
+    def step(self, x: Tensor, y: Tensor, n: int | None = None) -> None:
+        """Learn from the minibatch ``(x, y)`` (tensors on the trainer's device), counted as
+        ``n`` samples (default: its rows; fewer where some rows are rehearsed ones): the
+        counters and the averages' horizons, all in samples, advance by ``n``."""
 
 
 class _Synchronising(StepEngine):
     """An engine that reads the loss and the finiteness of the gradients on the host: the
     sequence of the contract, written once; subclasses compute its pieces."""
 
-    def step(self, x: Tensor, y: Tensor) -> None:
+    def step(self, x: Tensor, y: Tensor, n: int | None = None) -> None:
         counters = self.host.counters
         loss = self._loss_and_grads(x, y)
         counters.record_loss(loss)
@@ -130,7 +132,7 @@ class _Synchronising(StepEngine):
             counters.skip()
             return
         self._apply()
-        n = int(x.shape[0])
+        n = int(x.shape[0]) if n is None else n
         after_step(self.host, n)
         counters.taken(n)
 
@@ -253,6 +255,7 @@ class DeviceEngine(StepEngine):
         self.found_inf = torch.zeros((), device=device)
         self.unit_scale = torch.ones((), device=device)
         self.graph = StepGraph(self.body, self.capturable) if device.type == "cuda" else None
+        self.n: int | None = None  # the samples the current step counts (None: its rows)
 
     def body(self, x: Tensor, y: Tensor, warmup: bool = False) -> Tensor:
         """The step on device tensors; returns the loss (0-d, on the device).
@@ -278,11 +281,12 @@ class DeviceEngine(StepEngine):
             opt.step()
         finally:
             del opt.found_inf  # type: ignore[attr-defined]
-        after_step(host, int(x.shape[0]), skip=found)
+        n = int(x.shape[0]) if self.n is None else self.n
+        after_step(host, n, skip=found)
         if not warmup:
             skipped = found.to(torch.int64)
             host.counters.skipped[0].add_(skipped)
-            host.counters.skipped[1].add_(skipped, alpha=int(x.shape[0]))
+            host.counters.skipped[1].add_(skipped, alpha=n)
         return loss.detach()
 
     def capturable(self) -> Callable[[], None]:
@@ -333,10 +337,12 @@ class DeviceEngine(StepEngine):
             host.sizing.prune,
             host.sizing.prune_horizon,
             host.train_config.average_horizon,
+            self.n,
         )
 
-    def step(self, x: Tensor, y: Tensor) -> None:
+    def step(self, x: Tensor, y: Tensor, n: int | None = None) -> None:
         host = self.host
+        self.n = n  # read by body (and baked into a captured graph: part of its key)
         if not host.net.training:
             host.net.train()
         graph = self.graph
@@ -346,7 +352,7 @@ class DeviceEngine(StepEngine):
             loss = host.counters.device_loss  # static: overwritten by the next step
         else:
             loss = self.body(x, y)
-        host.counters.taken_on_device(int(x.shape[0]), loss)
+        host.counters.taken_on_device(int(x.shape[0]) if n is None else n, loss)
 
 
 def wants_sync_free(host: StepHost, device: torch.device) -> bool:

@@ -191,18 +191,11 @@ class _DASEstimator(EstimatorReadouts, EstimatorState):
 
     def _train(self, trainer: DASTrainer, z: torch.Tensor, y: torch.Tensor) -> None:
         """One step on the batch, and on its rehearsed samples where ``rehearsal`` is on; those
-        do not count as samples learned (nor toward ``grow_every``)."""
+        count neither as samples learned nor toward the averages' horizons."""
         if self._rehearsal is None:
             trainer.step(z, y)
-            return
-        n = len(z)
-        z, y = self._rehearsal.extend(z, y)
-        extra = len(z) - n
-        counters = trainer.counters
-        counters.samples -= extra  # before the step: its sizing schedule reads the count
-        trainer.step(z, y)
-        if not counters.last_taken:
-            counters.samples += extra
+        else:
+            trainer.step(*self._rehearsal.extend(z, y), n_samples=len(z))
 
     def _before_step(self, z: torch.Tensor, y: torch.Tensor) -> None:
         """Called with each batch's network inputs and targets before its optimizer step."""

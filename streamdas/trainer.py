@@ -236,12 +236,15 @@ class DASTrainer:
         """The engine that would step the minibatch ``(x, y)`` (see :mod:`streamdas.engines`)."""
         return self.engines.for_batch(x, y)
 
-    def optimizer_step(self, x: Tensor, y: Tensor) -> None:
+    def optimizer_step(self, x: Tensor, y: Tensor, n_samples: int | None = None) -> None:
         """One guarded optimizer step on a minibatch, outside the sizing schedule: nothing
-        changes where the loss or a gradient is not finite (see :mod:`streamdas.engines`)."""
-        self.engines.for_batch(x, y).step(x, y)
+        changes where the loss or a gradient is not finite (see :mod:`streamdas.engines`).
+        ``n_samples`` is as in :meth:`step`."""
+        if n_samples is not None and not 1 <= n_samples <= int(x.shape[0]):
+            raise ValueError(f"n_samples must be in [1, {int(x.shape[0])}], got {n_samples}")
+        self.engines.for_batch(x, y).step(x, y, n_samples)
 
-    def step(self, x: Tensor, y: Tensor) -> None:
+    def step(self, x: Tensor, y: Tensor, n_samples: int | None = None) -> None:
         """Streaming mode: one optimizer step on the minibatch ``(x, y)``, then a sizing cycle
         if ``sizing.every`` samples have passed since the last one.
 
@@ -249,12 +252,16 @@ class DASTrainer:
         is not finite nothing changes and the batch is counted in :attr:`n_nonfinite`. With
         ``TrainConfig.sync_free`` the host waits for the device only when the schedule may
         call for a sizing cycle (or when a counter or :attr:`last_loss` is read).
+
+        ``n_samples`` (default: the rows of ``x``) is how many samples the step counts: the
+        first ``n_samples`` rows are new and the rest revisit earlier ones (rehearsal), which
+        advance neither :attr:`n_samples`, the sizing schedule nor the averages' horizons.
         """
         if not self.started and self.sizing_active:
             self.grow()  # Algorithm 1 grows before training
         self.started = True
         x, y = x.to(self.device), y.to(self.device)
-        self.optimizer_step(x, y)
+        self.optimizer_step(x, y, n_samples)
         c = self.counters
         if not c.last_taken:
             return

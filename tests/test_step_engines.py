@@ -298,6 +298,25 @@ def test_batch_mode_follows_the_reference(engine: Engine) -> None:
     assert_same(reference, trainer, engine.tol)
 
 
+@pytest.mark.usefixtures("deterministic_cudnn")
+@pytest.mark.parametrize("engine", _params(ENGINES))
+def test_rows_beyond_n_samples_count_as_no_samples(engine: Engine) -> None:
+    """Each batch stepped twice over (its rows repeated: the mean loss and the gradients are
+    the same) with ``n_samples`` its own rows ends where the batch alone does: the counters,
+    the sizing schedule and both averages' horizons advance by ``n_samples``, not by the rows
+    (rehearsal's extra rows are not samples)."""
+    scenario = next(s for s in SCENARIOS if s.name == "mlp-adam-polyak")
+    alone = scenario.trainer(engine.settings, engine.device)
+    doubled = scenario.trainer(engine.settings, engine.device)
+    for x, y in scenario.batches(engine.device):
+        alone.step(x, y)
+        doubled.step(torch.cat((x, x)), torch.cat((y, y)), n_samples=len(x))
+    scenario.check(alone)
+    assert_same(alone, doubled, {"rtol": 1e-5, "atol": 1e-6} if engine.exact else engine.tol)
+    with pytest.raises(ValueError, match="n_samples"):
+        alone.step(x, y, n_samples=len(x) + 1)
+
+
 def _mlp_trainer(settings: dict[str, Any], device: str) -> DASTrainer:
     train = TrainConfig(lr=3e-3, alpha=1e-3, **settings)
     return DASTrainer(MLP, train, SYNC_FREE_SIZING, seed=3, device=device)
