@@ -59,21 +59,31 @@ class RehearsalWindow:
         targets = y.numpy() if cpu else y.cpu().numpy()
         out_x, out_y = x, y
         if self.size and self.per_sample:
-            d = rows.shape[1]
-            idx = (self.rng.random(self.per_sample * len(rows)) * self.size).astype(np.intp)
-            old = self.rows[idx, :d]
-            if old.shape[1] < d:  # features added since: missing there (their mean, 0)
-                old = np.pad(old, ((0, 0), (0, d - old.shape[1])))
             assert self.targets is not None
-            out_x = torch.from_numpy(np.concatenate((rows, old)))
-            out_y = torch.from_numpy(np.concatenate((targets, self.targets[idx])))
+            k, d = rows.shape
+            idx = (self.rng.random(self.per_sample * k) * self.size).astype(np.intp)
+            xs = np.empty((k + len(idx), d), dtype=np.float32)
+            ys = np.empty((k + len(idx), *targets.shape[1:]), dtype=self.targets.dtype)
+            xs[:k], ys[:k] = rows, targets
+            if self.rows.shape[1] == d:
+                self.rows.take(idx, axis=0, out=xs[k:])
+            else:  # features added since: missing there (their mean, 0)
+                xs[k:] = np.pad(self.rows[idx, :d], ((0, 0), (0, max(d - self.rows.shape[1], 0))))
+            self.targets.take(idx, axis=0, out=ys[k:])
+            out_x, out_y = torch.from_numpy(xs), torch.from_numpy(ys)
             if not cpu:
                 out_x, out_y = out_x.to(x.device), out_y.to(y.device)
         self._push(rows, targets)
         return out_x, out_y
 
     def _push(self, rows: np.ndarray, targets: np.ndarray) -> None:
-        d = rows.shape[1]
+        d, k, lo = rows.shape[1], len(rows), self.next
+        if self.targets is not None and self.rows.shape[1] == d and lo + k <= self.window:
+            self.rows[lo : lo + k] = rows  # the common case: no new feature, no wrap
+            self.targets[lo : lo + k] = targets
+            self.next = (lo + k) % self.window
+            self.size = min(self.size + k, self.window)
+            return
         if self.targets is None:
             self.targets = np.zeros((self.window, *targets.shape[1:]), dtype=targets.dtype)
         if self.rows.shape != (self.window, max(d, self.rows.shape[1])):

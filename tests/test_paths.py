@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from river import checks, datasets, metrics
 
 from streamdas import DASClassifier, DASRegressor, load_estimator, save_estimator
@@ -105,6 +106,35 @@ def test_rehearsal_counts_only_new_samples_and_keeps_the_schedule() -> None:
     assert rehearsed.n_sizing_cycles == plain.n_sizing_cycles
     assert rehearsed._rehearsal is not None and len(rehearsed._rehearsal) == 32
     assert rehearsed.predict_proba_one(x) != plain.predict_proba_one(x)  # it did learn otherwise
+
+
+def test_the_rehearsal_window_holds_the_last_samples_through_wraps_and_new_features() -> None:
+    """Batches of uneven sizes (the ring wraps mid-batch) and a feature added on the way: the
+    window holds exactly the last ``window`` rows (a new feature 0 in older ones), and each
+    rehearsed row is one of them."""
+    from streamdas.rehearsal import RehearsalWindow
+
+    rng = np.random.default_rng(0)
+    window = RehearsalWindow(window=10, per_sample=2, seed=1)
+    seen_x: list[np.ndarray] = []
+    seen_y: list[int] = []
+    for i, (k, d) in enumerate([(3, 2), (5, 2), (7, 2), (4, 3), (9, 3), (12, 3), (1, 3)]):
+        x = rng.normal(size=(k, d)).astype(np.float32)
+        y = np.arange(len(seen_y), len(seen_y) + k)
+        before = [np.pad(r, (0, d - len(r))) for r in seen_x[-10:]]
+        out_x, out_y = window.extend(torch.from_numpy(x), torch.from_numpy(y))
+        assert out_x.shape == (k + (2 * k if i else 0), d) and np.array_equal(out_x[:k].numpy(), x)
+        for row, target in zip(out_x[k:].numpy(), out_y[k:].tolist(), strict=True):
+            assert target in seen_y[-10:]
+            assert np.array_equal(row, before[seen_y[-10:].index(target)])
+        seen_x += list(x)
+        seen_y += y.tolist()
+        order = [(window.next + j) % 10 for j in range(10)] if len(window) == 10 else range(len(window))
+        assert [int(window.targets[j]) for j in order] == seen_y[-10:]
+        held = [window.rows[j] for j in order]
+        assert all(
+            np.array_equal(a, np.pad(b, (0, d - len(b)))) for a, b in zip(held, seen_x[-10:], strict=True)
+        )
 
 
 def _trained(cls: type, **kw) -> tuple[object, list]:
