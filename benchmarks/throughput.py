@@ -5,6 +5,11 @@ HoeffdingAdaptiveTreeClassifier, ARFClassifier, and a per-sample static torch ML
 forward per sample, one Adam step per sample) of DAS's initial size and of DAS's final size,
 all on the same 10-feature binary Hyperplane stream, in the same process.
 
+Benchmark 1b runs the learners inside River's own prequential loop,
+``river.evaluate.progressive_val_score`` (its metric update included), on SEA: what a River
+evaluation pipeline sees. DAS with defaults has a target of 20,000 samples/s there, with River's
+LogisticRegression behind a StandardScaler measured in the same run beside it.
+
     python -m benchmarks --only throughput
 """
 
@@ -99,5 +104,71 @@ def run(sizes: Sizes) -> list[Section]:
         "DAS speed / this",
     ]
     return [
-        Section("throughput", "1. Prequential throughput (predict_one then learn_one)", headers, rows, notes)
+        Section("throughput", "1. Prequential throughput (predict_one then learn_one)", headers, rows, notes),
+        river_loop(sizes),
     ]
+
+
+#: The target of DAS's rate in River's own loop, with defaults (issue 22).
+RIVER_LOOP_TARGET = 20_000
+
+
+def _river_loop_learners() -> dict[str, Any]:
+    from river import linear_model, preprocessing, tree
+
+    from streamdas import DASClassifier
+
+    return {
+        DAS_NAME: lambda: DASClassifier(seed=42),
+        "river StandardScaler | LogisticRegression": lambda: (
+            preprocessing.StandardScaler() | linear_model.LogisticRegression()
+        ),
+        "river HoeffdingAdaptiveTree": lambda: tree.HoeffdingAdaptiveTreeClassifier(seed=42),
+    }
+
+
+def river_loop(sizes: Sizes) -> Section:
+    """Benchmark 1b: each learner in ``evaluate.progressive_val_score`` on SEA, best of
+    ``sizes.repeats`` fresh runs, wall and CPU time."""
+    import time
+
+    from river import datasets, evaluate, metrics
+
+    data = take(datasets.synth.SEA(seed=42, noise=0.1), sizes.throughput_n)
+    n = len(data)
+    rows: list[list[Any]] = []
+    for name, factory in _river_loop_learners().items():
+        cpu: list[float] = []
+        score: list[float] = []
+
+        def once(factory: Any = factory, cpu: list[float] = cpu, score: list[float] = score) -> float:
+            model, metric = factory(), metrics.Accuracy()
+            c0, t0 = time.process_time(), time.perf_counter()
+            evaluate.progressive_val_score(data, model, metric)
+            wall = time.perf_counter() - t0
+            cpu.append(time.process_time() - c0)
+            score.append(metric.get())
+            return wall
+
+        best, times = best_of(sizes.repeats, once)
+        rows.append([name, n / best, n / max(times), n / min(cpu), best / n * 1e6, score[-1]])
+    das = rows[0]
+    met = "met" if das[1] >= RIVER_LOOP_TARGET else "NOT met"
+    notes = [
+        f"{n:,} samples of SEA(seed=42, noise=0.1), materialised as a list of dicts; "
+        "`evaluate.progressive_val_score(data, model, metrics.Accuracy())`, River's own predict, "
+        f"update-the-metric, learn loop; best of {sizes.repeats} fresh runs (worst shown too).",
+        f"Target: DAS with defaults >= {RIVER_LOOP_TARGET:,} samples/s in this loop on one core: "
+        f"{das[1]:,.0f} ({met}, {das[1] / RIVER_LOOP_TARGET:.2f}x); by CPU time {das[3]:,.0f}.",
+    ]
+    headers = [
+        "learner",
+        "samples/s (best)",
+        "samples/s (worst)",
+        "samples/s (CPU)",
+        "us/sample (best)",
+        "accuracy",
+    ]
+    return Section(
+        "river_loop", "1b. River's own loop (evaluate.progressive_val_score), SEA", headers, rows, notes
+    )

@@ -305,6 +305,19 @@ def bench_summary(sections: list) -> str:
         )
         + " | |"
     )
+    loop = by_key.get("river_loop")
+    if loop and loop.rows:
+        das_loop, peers = loop.rows[0], loop.rows[1:]
+        rate = float(das_loop[1])
+        beside = " · ".join(f"{str(r[0]).removeprefix('river ')} {float(r[1]):,.0f}" for r in peers)
+        lines.append(
+            f"| `DASClassifier()` in River's `progressive_val_score` (SEA) | {rate:,.0f} samples/s "
+            f"(beside: {beside}) | >= 20,000 ({'met' if rate >= 20_000 else 'NOT met'}) |"
+        )
+    else:
+        lines.append(
+            f"| `DASClassifier()` in River's `progressive_val_score` (SEA) | {missing} | >= 20,000 |"
+        )
     sizing = row("sizing", lambda r: int(r[0]) == 1000)
     lines.append(
         "| grow + prune, share of learning time (N = 1,000) | "

@@ -55,6 +55,7 @@ def test_report_has_every_table(smoke: tuple[str, list[Section]]) -> None:
     assert text.startswith("## streamdas benchmark report")
     for title in (
         "1. Prequential throughput",
+        "1b. River's own loop",
         "2. Cost of sizing",
         "3a. Scaling",
         "3b. Where the time goes",
@@ -75,6 +76,7 @@ def test_every_table_is_filled(smoke: tuple[str, list[Section]]) -> None:
         by_key.setdefault(s.key, []).append(s)
     assert set(by_key) == {
         "throughput",
+        "river_loop",
         "sizing",
         "scaling",
         "profile",
@@ -101,6 +103,13 @@ def test_every_table_is_filled(smoke: tuple[str, list[Section]]) -> None:
     assert any("HoeffdingAdaptiveTree" in n for n in names)
     assert sum("torch MLP" in n for n in names) == 2
     assert all(r[1] > 0 and 0 <= r[5] <= 1 for r in throughput.rows)
+    loop = by_key["river_loop"][0]
+    assert [r[0] for r in loop.rows][:2] == [
+        "DASClassifier() (defaults)",
+        "river StandardScaler | LogisticRegression",
+    ]
+    assert all(r[1] > 0 and 0.5 < r[5] <= 1 for r in loop.rows)  # SEA: both learn it
+    assert any("progressive_val_score" in n for n in loop.notes) and "20,000" in loop.notes[1]
 
     sizing = by_key["sizing"][0]
     assert [r[0] for r in sizing.rows] == [1_000, 10_000]
