@@ -62,7 +62,8 @@ def test_linear_path_converges_with_many_features() -> None:
 
 def test_paths_off_keep_the_states_keys() -> None:
     assert DASRegressor()._linear is not None and DASRegressor().linear_path == 0.02  # the default
-    reg, clf = DASRegressor(seed=0, linear_path=0.0), DASClassifier(seed=0)
+    assert DASClassifier().rehearsal == DASRegressor().rehearsal == 2  # the default
+    reg, clf = DASRegressor(seed=0, linear_path=0.0, rehearsal=0), DASClassifier(seed=0, rehearsal=0)
     assert reg._linear is None and reg._rehearsal is None and clf._rehearsal is None
     reg.learn_one({"a": 1.0}, 2.0)
     clf.learn_one({"a": 1.0}, True)
@@ -216,11 +217,23 @@ def test_river_checks_pass_with_the_paths_on(model, check) -> None:
 
 
 def test_a_state_from_before_the_linear_path_loads_without_it() -> None:
-    model = DASRegressor(seed=0, linear_path=0.0)
+    model = DASRegressor(seed=0, linear_path=0.0, rehearsal=0)
     for x, y in datasets.TrumpApproval().take(50):
         model.learn_one(x, y)
     state = model.to_state()
     del state["params"]["linear_path"], state["params"]["rehearsal"], state["params"]["rehearsal_window"]
     loaded = DASRegressor.from_state(state)
     assert loaded.linear_path == 0.0 and loaded._linear is None
+    assert loaded.rehearsal == 0 and loaded._rehearsal is None
     assert loaded.predict_one(x) == model.predict_one(x)
+
+
+def test_a_classifier_state_from_before_rehearsal_loads_without_it() -> None:
+    model = DASClassifier(seed=0, rehearsal=0)
+    for x, y in datasets.Phishing().take(50):
+        model.learn_one(x, y)
+    state = model.to_state()
+    del state["params"]["rehearsal"], state["params"]["rehearsal_window"]
+    loaded = DASClassifier.from_state(state)
+    assert loaded.rehearsal == 0 and loaded._rehearsal is None
+    assert loaded.predict_proba_one(x) == model.predict_proba_one(x)
