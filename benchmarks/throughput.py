@@ -55,6 +55,15 @@ def _measure(
 
 
 DAS_NAME = "DASClassifier() (defaults)"
+#: The columns both tables start with.
+RATE_HEADERS = (
+    "learner",
+    "samples/s (best)",
+    "samples/s (worst)",
+    "samples/s (CPU)",
+    "us/sample (best)",
+    "accuracy",
+)
 
 
 def run(sizes: Sizes) -> list[Section]:
@@ -93,16 +102,7 @@ def run(sizes: Sizes) -> list[Section]:
         "give when other processes compete for the cores (wall-clock columns include that contention).",
         "The torch MLP gets the raw features (no standardization) and one Adam step per sample.",
     ]
-    headers = [
-        "learner",
-        "samples/s (best)",
-        "samples/s (worst)",
-        "samples/s (CPU)",
-        "us/sample (best)",
-        "accuracy",
-        "final hidden sizes",
-        "DAS speed / this",
-    ]
+    headers = [*RATE_HEADERS, "final hidden sizes", "DAS speed / this"]
     return [
         Section("throughput", "1. Prequential throughput (predict_one then learn_one)", headers, rows, notes),
         river_loop(sizes),
@@ -161,14 +161,7 @@ def river_loop(sizes: Sizes) -> Section:
         f"Target: DAS with defaults >= {RIVER_LOOP_TARGET:,} samples/s in this loop on one core: "
         f"{das[1]:,.0f} ({met}, {das[1] / RIVER_LOOP_TARGET:.2f}x); by CPU time {das[3]:,.0f}.",
     ]
-    headers = [
-        "learner",
-        "samples/s (best)",
-        "samples/s (worst)",
-        "samples/s (CPU)",
-        "us/sample (best)",
-        "accuracy",
-    ]
+    headers = list(RATE_HEADERS)
     return Section(
         "river_loop", "1b. River's own loop (evaluate.progressive_val_score), SEA", headers, rows, notes
     )
