@@ -10,8 +10,8 @@ deep copies go through the same state.
 >>> from streamdas import DASRegressor
 >>> model = DASRegressor(seed=1)
 >>> model.learn_one({"a": 1.0}, 2.0)
->>> sorted(model.to_state())
-['buffer_x', 'buffer_y', 'features', 'linear', 'n_drifts_detected', 'params', 'stats', 'trainer', 'y_stats']
+>>> print(*sorted(model.to_state()))
+buffer_x buffer_y features linear n_drifts_detected params rehearsal stats trainer y_stats
 >>> DASRegressor.from_state(model.to_state()).predict_one({"a": 1.0})
 2.0
 """
