@@ -43,51 +43,23 @@ if str(ROOT) not in sys.path:
 
 __all__ = ["PARTS", "main", "replace_block"]
 
+#: The estimator's defaults as ``--das`` arguments of ``python -m simulations`` (with the
+#: estimator's own pruning test, ``prune_horizon``, given apart).
+_ESTIMATOR_DAS = ["hidden_sizes=(32,32)", "alpha=2e-5", "lr=1e-3", "tau=1e-3", "min_growth=4"]
+_ESTIMATOR_DAS += ["grow_every=1000", "batch_size=16"]
+
+
+def _das_args(*settings: str) -> list[str]:
+    return [arg for setting in settings for arg in ("--das", setting)]
+
+
 #: The "Why not the estimator's defaults?" runs: (label, extra arguments).
 DEFAULTS_RUNS = [
-    (
-        "estimator defaults",
-        "estimator_defaults",
-        [
-            "--das",
-            "hidden_sizes=(32,32)",
-            "--das",
-            "alpha=2e-5",
-            "--das",
-            "lr=1e-3",
-            "--das",
-            "tau=1e-3",
-            "--das",
-            "min_growth=4",
-            "--das",
-            "grow_every=1000",
-            "--das",
-            "batch_size=16",
-            "--das",
-            "prune_horizon=800",
-        ],
-    ),
+    ("estimator defaults", "estimator_defaults", _das_args(*_ESTIMATOR_DAS, "prune_horizon=800")),
     (
         "estimator defaults + paper prune test",
         "estimator_defaults_paper_prune",
-        [
-            "--das",
-            "hidden_sizes=(32,32)",
-            "--das",
-            "alpha=2e-5",
-            "--das",
-            "lr=1e-3",
-            "--das",
-            "tau=1e-3",
-            "--das",
-            "min_growth=4",
-            "--das",
-            "grow_every=1000",
-            "--das",
-            "batch_size=16",
-            "--das",
-            "prune_horizon=0",
-        ],
+        _das_args(*_ESTIMATOR_DAS, "prune_horizon=0"),
     ),
     ("simulation settings", "simulation_settings", []),
 ]

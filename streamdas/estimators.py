@@ -400,9 +400,9 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         ones learned (:class:`streamdas.rehearsal.RehearsalWindow`), so a local concept gets
         more updates per sample without a second pass. They count neither as samples learned
         nor toward ``grow_every``, ``prune_horizon`` or ``average_horizon``. ``0`` is the
-        paper's behaviour (none); the default ``2`` gained on eight of the nine drifting
-        streams of ``python -m benchmarks.accuracy`` (docs/benchmarks.md, "Rehearsal") for
-        about 7% of the per-sample speed. Not in the paper.
+        paper's behaviour (none); the default ``2`` is the measured trade between accuracy on
+        drifting streams and per-sample speed (docs/benchmarks.md, "Rehearsal"). Not in the
+        paper.
     rehearsal_window
         Most recent samples rehearsal draws from.
 
@@ -643,8 +643,7 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
         :class:`streamdas.LimitError` and changes nothing (see :class:`DASClassifier`).
     rehearsal
         Recent samples revisited per new sample at each step (``0``, the paper's: none); see
-        :class:`DASClassifier`. The default ``2`` lowered the MAE on all three regression
-        streams of ``python -m benchmarks.accuracy``, for about a quarter of the speed.
+        :class:`DASClassifier` (docs/benchmarks.md, "Rehearsal", for what it costs and gains).
     rehearsal_window
         Most recent samples rehearsal draws from.
 
