@@ -257,8 +257,10 @@ OLD_CLASSIFIER = {
     "activation": "selu",
     "average_horizon": 0,
     "rehearsal": 0,
+    "memory": 0,
 }
-_R0 = {"rehearsal": 0}  # issue 11's rows: before rehearsal (issue 22)
+#: issue 11's rows: before rehearsal and the neighbour memory (issue 22)
+_PRE = {"batch_size": 8, "rehearsal": 0, "memory": 0}
 LADDER: list[tuple[str, dict[str, Any]]] = [
     ("old defaults: SELU, (32, 32), batch 16, lr 3e-3, tau 5e-3, alpha 1e-4", OLD_CLASSIFIER),
     ("+ lr = tau = 1e-2", {**OLD_CLASSIFIER, "lr": 1e-2, "tau": 1e-2}),
@@ -280,11 +282,13 @@ LADDER: list[tuple[str, dict[str, Any]]] = [
     ),
     (
         "+ alpha 5e-5 (live weights: average_horizon=0)",
-        {"batch_size": 12, "alpha": 5e-5, "average_horizon": 0, **_R0},
+        {**_PRE, "batch_size": 12, "alpha": 5e-5, "average_horizon": 0},
     ),
-    ("+ Polyak averaging over 130 samples", {"batch_size": 12, "alpha": 5e-5, **_R0}),
-    ("+ batch 8, alpha 3e-5", _R0),
-    ("+ rehearsal 2 (the defaults)", {}),
+    ("+ Polyak averaging over 130 samples", {**_PRE, "batch_size": 12, "alpha": 5e-5}),
+    ("+ batch 8, alpha 3e-5", _PRE),
+    ("+ rehearsal 2", {**_PRE, "rehearsal": 2}),
+    ("+ neighbour memory: 5 nearest of 512", {"batch_size": 8, "rehearsal": 2}),
+    ("+ batch 16, rehearsal 0 (the defaults)", {}),
 ]
 REG_PEERS = ("Mean", "LinReg", "LinReg (scaled y)", "ARF", "MLP (64,64)")
 #: The peers DAS is to match or beat on a regression stream (the note's second goal).

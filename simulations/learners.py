@@ -72,6 +72,10 @@ DAS_CLASSIFICATION: dict[str, Any] = {
     "batch_size": 12,
     "alpha": 1e-4,
     "prune_horizon": 800,
+    # The demo studies the network's size and what growth buys it: the classifier's neighbour
+    # memory (a vote beside the network) stays off, rehearsal keeps its former default.
+    "rehearsal": 2,
+    "memory": 0,
 }
 
 

@@ -827,6 +827,9 @@ def estimator_params(limits: Limits | None = None) -> dict[str, Rule]:
         "linear_path": number(0, 10),
         "rehearsal": integer(0, 64),
         "rehearsal_window": integer(1, 2**20),
+        "memory": integer(0, 2**16),
+        "n_neighbors": integer(1, 2**10),
+        "mix_forgetting": number(0, 1, open_lo=True),
     }
 
 

@@ -31,7 +31,9 @@ from streamdas.hyperparameters import Live, arguments, check_bound, config_args
 from streamdas.labels import LabelIndex
 from streamdas.linear_path import LinearPath
 from streamdas.memory import deep_size
+from streamdas.mixing import ExpertMix
 from streamdas.model import NetConfig
+from streamdas.neighbours import NeighbourMemory
 from streamdas.readouts import EstimatorReadouts
 from streamdas.rehearsal import RehearsalWindow
 from streamdas.sizing import SizingConfig
@@ -46,6 +48,8 @@ class _DASEstimator(EstimatorReadouts, EstimatorState):
     _loss: ClassVar[str] = "cross_entropy"
     #: Positive-integer bounds among the hyperparameters (name: whether ``None`` is allowed).
     _BOUNDS: ClassVar[dict[str, bool]] = {"max_features": True}
+    #: Integer hyperparameters with their least value.
+    _COUNTS: ClassVar[dict[str, int]] = {"rehearsal": 0, "rehearsal_window": 1}
     #: Configuration fields named otherwise than the hyperparameter they take.
     _RENAMES: ClassVar[dict[str, str]] = {"every": "grow_every"}
     alpha = Live("alpha")
@@ -77,7 +81,7 @@ class _DASEstimator(EstimatorReadouts, EstimatorState):
             setattr(self, name, None if value is None else int(value))
         if int(self.batch_size) < 1:
             raise ValueError("batch_size must be >= 1")
-        for name, lo in (("rehearsal", 0), ("rehearsal_window", 1)):
+        for name, lo in self._COUNTS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
                 raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
@@ -308,9 +312,10 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     The network is built at the first optimizer step; before it, predictions are uniform over
     the labels seen so far (so predicting never changes what the model learns).
 
-    The defaults are tuned for prequential accuracy on drifting streams: ReLU, a
-    (64, 64) start, one Adam step per 8 samples at ``lr = tau = 1e-2``, ``alpha = 3e-5``, and
-    predictions with weights averaged over 130 samples (``average_horizon``). Table 7c of
+    The defaults are tuned for prequential accuracy on drifting streams at River's per-sample
+    speed: ReLU, a (64, 64) start, one Adam step per 16 samples at ``lr = tau = 1e-2``,
+    ``alpha = 3e-5``, predictions with weights averaged over 130 samples (``average_horizon``),
+    mixed with a vote of the 5 nearest of the last 512 samples (``memory``). Table 7c of
     docs/benchmarks.md (``python -m benchmarks --only accuracy``) gives the accuracy after each
     of these changes on eight drifting streams, three seeds, beside the peers.
     :class:`DASRegressor` keeps its own defaults.
@@ -399,12 +404,25 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         ``rehearsal * batch_size`` samples drawn uniformly from the last ``rehearsal_window``
         ones learned (:class:`streamdas.rehearsal.RehearsalWindow`), so a local concept gets
         more updates per sample without a second pass. They count neither as samples learned
-        nor toward ``grow_every``, ``prune_horizon`` or ``average_horizon``. ``0`` is the
-        paper's behaviour (none); the default ``2`` is the measured trade between accuracy on
-        drifting streams and per-sample speed (docs/benchmarks.md, "Rehearsal"). Not in the
-        paper.
+        nor toward ``grow_every``, ``prune_horizon`` or ``average_horizon``. ``0`` (the
+        default) is the paper's behaviour (none): with the neighbour memory on, rehearsal adds
+        little and costs speed (docs/benchmarks.md, "Rehearsal" and "Neighbour memory"). Not
+        in the paper.
     rehearsal_window
         Most recent samples rehearsal draws from.
+    memory
+        Recent samples kept for a nearest-neighbour vote beside the network
+        (:mod:`streamdas.neighbours`): predictions mix the network's probabilities with the
+        vote of the ``n_neighbors`` nearest of the last ``memory`` samples learned, each
+        weighted by its recent log loss (:mod:`streamdas.mixing`), so the mix follows whichever
+        has been right lately. The vote follows local concepts that move faster than the
+        network learns them. ``0``: the network alone (the paper). Not in the paper; what it
+        adds and costs is in docs/benchmarks.md, "Neighbour memory".
+    n_neighbors
+        Nearest samples that vote.
+    mix_forgetting
+        Fraction of each expert's accumulated log loss forgotten per sample, in (0, 1]: the mix
+        switches to the better expert within about ``1 / mix_forgetting`` samples.
 
     Examples
     --------
@@ -412,9 +430,9 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     >>> from streamdas import DASClassifier
     >>> model = DASClassifier(seed=42)
     >>> evaluate.progressive_val_score(datasets.Phishing(), model, metrics.Accuracy())
-    Accuracy: 89.03%
+    Accuracy: 88.79%
     >>> model.layer_sizes
-    [77, 77]
+    [77, 81]
 
     Hyperparameters that are safe to change while learning (``alpha``, ``lr``, ``tau``,
     ``grow_every``, ``fine_tune``) go through River's ``mutate`` and apply from the next step:
@@ -429,13 +447,17 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         "max_label_length": False,
         "max_features": True,
     }
+    _COUNTS: ClassVar[dict[str, int]] = {**_DASEstimator._COUNTS, "memory": 0, "n_neighbors": 1}
     max_classes: int | None
     max_label_length: int
+    memory: int
+    n_neighbors: int
+    mix_forgetting: float
 
     def __init__(
         self,
         hidden_sizes: tuple[int, ...] = (64, 64),
-        batch_size: int = 8,
+        batch_size: int = 16,
         grow_every: int = 1000,
         alpha: float = 3e-5,
         lr: float = 1e-2,
@@ -460,14 +482,21 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         max_classes: int | None = 1000,
         max_label_length: int = 256,
         max_features: int | None = 10_000,
-        rehearsal: int = 2,
+        rehearsal: int = 0,
         rehearsal_window: int = 256,
+        memory: int = 512,
+        n_neighbors: int = 5,
+        mix_forgetting: float = 0.05,
     ) -> None:
+        if not 0.0 < mix_forgetting <= 1.0:
+            raise ValueError(f"mix_forgetting must be in (0, 1], got {mix_forgetting!r}")
         super().__init__(**arguments(locals()))
 
     def _reset(self) -> None:
         super()._reset()
         self._labels = LabelIndex(self.max_classes, self.max_label_length)
+        self._memory = NeighbourMemory(self.memory, self.n_neighbors) if self.memory else None
+        self._mix = ExpertMix(self.mix_forgetting)
 
     @property
     def _multiclass(self) -> bool:
@@ -496,6 +525,33 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     def _target_tensor(self, targets: list[Any]) -> torch.Tensor:
         return torch.from_numpy(self._labels.positions(targets))
 
+    def _before_step(self, z: torch.Tensor, y: torch.Tensor) -> None:
+        """With the neighbour memory on: score both experts on the batch before the network
+        learns it (the probability each gave the true class, as a prediction would have), then
+        keep the batch in the memory."""
+        if self._memory is None:
+            return
+        assert self._fwd is not None
+        rows, targets = z.numpy(), y.numpy()
+        at = np.arange(len(rows))
+        logits = self._fwd.many(rows).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        net = e[at, targets] / e.sum(axis=1)
+        self._mix.update(net, self._memory.vote_many(rows, len(self._labels))[at, targets])
+        self._memory.push(rows, targets)
+
+    def _mixed(self, z: np.ndarray, logits: np.ndarray) -> np.ndarray:
+        """Class probabilities of the standardized row ``z`` from the network's ``logits``,
+        mixed with the neighbour vote where the memory is on."""
+        p = _softmax(logits.astype(np.float64))
+        if self._memory is None or not len(self._memory):
+            return p
+        w_net, w_memory = self._mix.weights
+        p *= w_net
+        p += w_memory * self._memory.vote(z, len(p))
+        return p
+
     def predict_proba_one(
         self, x: dict[base.typing.FeatureName, Any], **kwargs: Any
     ) -> dict[base.typing.ClfTarget, float]:
@@ -505,22 +561,47 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         if self._trainer is None:  # no step yet: the labels seen so far, uniformly
             return dict.fromkeys(self._labels.classes, 1.0 / len(self._labels.classes))
         assert self._fwd is not None
-        logits = self._fwd(self._predict_input(x)).astype(np.float64)
-        e = np.exp(logits - logits.max())
-        p = e / e.sum()
+        z = self._predict_input(x)
+        p = self._mixed(z, self._fwd(z))
         return dict(zip(self._labels.classes, p.tolist(), strict=True))
 
     def predict_one(
         self, x: dict[base.typing.FeatureName, Any], **kwargs: Any
     ) -> base.typing.ClfTarget | None:
-        """The most likely label: argmax of the logits (no softmax, no probability dict;
-        ``kwargs``: River's interface, unused)."""
-        if not self._labels.classes:
+        """The most likely label (``kwargs``: River's interface, unused). Without the memory:
+        argmax of the logits, no softmax, no probability dict. With it, the vote is skipped
+        where it cannot change the answer: where the network's weighted lead of its first
+        class over its second, ``w_net * (p1 - p2)``, is at least ``w_memory`` (two vote
+        probabilities differ by less than 1)."""
+        classes = self._labels.classes
+        if not classes:
             return None
         if self._trainer is None:
-            return self._labels.classes[0]
+            return classes[0]
         assert self._fwd is not None
-        return self._labels.classes[int(self._fwd(self._predict_input(x)).argmax())]
+        z = self._predict_input(x)
+        logits = self._fwd(z)
+        top = int(logits.argmax())
+        if self._memory is None or not len(self._memory) or len(classes) == 1:
+            return classes[top]
+        w_net, w_memory = self._mix.weights
+        if len(classes) == 2:  # p1 - p2 of a softmax over two logits
+            lead = math.tanh(abs(float(logits[0]) - float(logits[1])) / 2.0)
+        else:
+            p = _softmax(logits.astype(np.float64))
+            lead = float(p[top] - np.partition(p, len(p) - 2)[-2])
+        if w_net * lead >= w_memory:
+            return classes[top]
+        return classes[int(self._mixed(z, logits).argmax())]
+
+    def _proba_many(self, X: pd.DataFrame) -> np.ndarray:
+        z = self._encoder.predict_frame(X)
+        assert self._trainer is not None
+        p = _softmax(self._trainer.predict(torch.from_numpy(z)).cpu().numpy().astype(np.float64))
+        if self._memory is not None and len(self._memory):
+            w_net, w_memory = self._mix.weights
+            p = w_net * p + w_memory * self._memory.vote_many(z, p.shape[1])
+        return p
 
     def predict_proba_many(self, X: pd.DataFrame) -> pd.DataFrame:
         if not self._labels.classes:
@@ -528,29 +609,41 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         if self._trainer is None:
             p = np.full((len(X), len(self._labels.classes)), 1.0 / len(self._labels.classes))
             return pd.DataFrame(p, index=X.index, columns=self._labels.classes)
-        logits = torch.from_numpy(self._outputs_many(X))
-        p = torch.softmax(logits.double(), dim=1).numpy()
-        return pd.DataFrame(p, index=X.index, columns=self._labels.classes)
+        return pd.DataFrame(self._proba_many(X), index=X.index, columns=self._labels.classes)
 
     def predict_many(self, X: pd.DataFrame) -> pd.Series:
         if not self._labels.classes:
             return pd.Series([None] * len(X), index=X.index, dtype=object)
         if self._trainer is None:
             return pd.Series([self._labels.classes[0]] * len(X), index=X.index)
-        idx = self._outputs_many(X).argmax(axis=1)
+        idx = self._proba_many(X).argmax(axis=1)
         return pd.Series([self._labels.classes[i] for i in idx], index=X.index)
 
     _EXTRA_KEYS: ClassVar[tuple[str, ...]] = ("classes",)
 
-    _OPTIONAL_KEYS: ClassVar[tuple[str, ...]] = ("rehearsal",)
-    _ABSENT_PARAMS: ClassVar[dict[str, Any]] = {"rehearsal": 0}  # states from before it
+    _OPTIONAL_KEYS: ClassVar[tuple[str, ...]] = ("rehearsal", "memory")
+    _ABSENT_PARAMS: ClassVar[dict[str, Any]] = {"rehearsal": 0, "memory": 0}  # states from before them
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"classes": self._labels.state(), **self._rehearsal_state()}
+        out = {"classes": self._labels.state(), **self._rehearsal_state()}
+        if self._memory is not None:
+            out["memory"] = {"rows": self._memory.state(), "mix": self._mix.state()}
+        return out
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self._labels.load(state["classes"])
         self._load_rehearsal(state, np.int64)
+        saved = state.get("memory")
+        checkpoint.require(
+            (saved is None) == (self._memory is None)
+            and (saved is None or (isinstance(saved, dict) and set(saved) == {"rows", "mix"})),
+            "memory state does not match memory",
+        )
+        if saved is not None:
+            self._memory = NeighbourMemory.from_state(
+                saved["rows"], self.memory, self.n_neighbors, len(self._encoder), max(len(self._labels), 1)
+            )
+            self._mix.load(checkpoint.plain(saved["mix"], "mix weights"))
         checkpoint.require(
             all(y in self._labels.pos for y in self._buffer.targets),
             "a buffered label is not among the classes",
@@ -792,3 +885,14 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     @classmethod
     def _unit_test_params(cls) -> Any:
         yield {"hidden_sizes": (16, 16), "grow_every": 100, "batch_size": 8}
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis."""
+    if logits.ndim == 1:
+        e = np.exp(logits - logits.max())
+        e /= e.sum()
+        return e
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    e /= e.sum(axis=-1, keepdims=True)
+    return e

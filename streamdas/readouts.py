@@ -5,7 +5,7 @@
 read-out gives what the model will start from.
 
 >>> from streamdas import DASClassifier
->>> model = DASClassifier(hidden_sizes=(8, 4), seed=0)
+>>> model = DASClassifier(hidden_sizes=(8, 4), batch_size=8, seed=0)
 >>> model.layer_sizes, model.n_parameters, model.n_features, model.trainer is None
 ([8, 4], 0, 0, True)
 >>> for i in range(8):

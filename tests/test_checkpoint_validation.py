@@ -511,7 +511,7 @@ def test_parameter_mismatch_is_logged_with_both_values(tmp_path: Path, caplog) -
     cfg = ServiceConfig(
         checkpoint_dir=str(tmp_path / "ckpt"),
         model_scope="partition",
-        model_params={"hidden_sizes": [16], "lr": 0.05, "batch_size": 8},
+        model_params={"hidden_sizes": [16], "lr": 0.05, "batch_size": 16},
     )
     CheckpointStore(cfg.checkpoint_dir).save("in", 0, _state(40, lr=0.01))
     service = KafkaService(cfg)

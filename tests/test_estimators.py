@@ -343,7 +343,14 @@ def test_fine_tune_with_a_drift_detector_never_resizes():
 #: The classifier's defaults before issue 11 (the paper's SELU, a (32, 32) start, one step per
 #: 16 samples at lr 3e-3): the baseline the new defaults must beat.
 OLD_CLASSIFIER_DEFAULTS = dict(
-    hidden_sizes=(32, 32), batch_size=16, alpha=1e-4, lr=3e-3, tau=5e-3, activation="selu"
+    hidden_sizes=(32, 32),
+    batch_size=16,
+    alpha=1e-4,
+    lr=3e-3,
+    tau=5e-3,
+    activation="selu",
+    average_horizon=0,
+    memory=0,
 )
 
 

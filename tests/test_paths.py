@@ -62,13 +62,15 @@ def test_linear_path_converges_with_many_features() -> None:
 
 def test_paths_off_keep_the_states_keys() -> None:
     assert DASRegressor()._linear is not None and DASRegressor().linear_path == 0.02  # the default
-    assert DASClassifier().rehearsal == DASRegressor().rehearsal == 2  # the default
-    reg, clf = DASRegressor(seed=0, linear_path=0.0, rehearsal=0), DASClassifier(seed=0, rehearsal=0)
+    assert DASRegressor().rehearsal == 2 and DASClassifier().rehearsal == 0  # the defaults
+    assert DASClassifier().memory == 512 and DASClassifier()._memory is not None
+    reg, clf = DASRegressor(seed=0, linear_path=0.0, rehearsal=0), DASClassifier(seed=0, memory=0)
     assert reg._linear is None and reg._rehearsal is None and clf._rehearsal is None
+    assert clf._memory is None
     reg.learn_one({"a": 1.0}, 2.0)
     clf.learn_one({"a": 1.0}, True)
     assert "linear" not in reg.to_state() and "rehearsal" not in reg.to_state()
-    assert "rehearsal" not in clf.to_state()
+    assert "rehearsal" not in clf.to_state() and "memory" not in clf.to_state()
 
 
 @pytest.mark.parametrize(
