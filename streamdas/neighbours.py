@@ -26,11 +26,13 @@ import torch
 
 from streamdas import checkpoint
 
-__all__ = ["PRIOR", "NeighbourMemory"]
+__all__ = ["CHUNK", "PRIOR", "NeighbourMemory"]
 
 #: Pseudo-count added to every class's votes, so that no class gets probability 0 (the mix
 #: weighs the experts by log loss).
 PRIOR = 0.1
+#: Most query rows whose distances to the kept rows are held at once.
+CHUNK = 1024
 
 
 class NeighbourMemory:
@@ -126,10 +128,15 @@ class NeighbourMemory:
         return self._probabilities(near, n_classes)
 
     def vote_many(self, z: np.ndarray, n_classes: int) -> np.ndarray:
-        """:meth:`vote` of each row of ``z``, one row of probabilities each."""
+        """:meth:`vote` of each row of ``z``, one row of probabilities each (in chunks of
+        :data:`CHUNK` rows, so that the distances of a large batch stay bounded)."""
         n = self.count
         if not n:
             return np.full((len(z), n_classes), 1.0 / n_classes)
+        if len(z) > CHUNK:
+            return np.concatenate(
+                [self.vote_many(z[i : i + CHUNK], n_classes) for i in range(0, len(z), CHUNK)]
+            )
         queries = np.ones((len(z), len(self._query)), dtype=np.float32)
         queries[:, :-1] = z[:, : len(self._query) - 1]
         dist = queries @ self.scaled[:n].T

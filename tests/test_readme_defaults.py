@@ -47,11 +47,21 @@ def test_the_classifier_s_stream_defaults() -> None:
     assert CLS["alpha"] == _value(alpha)
     about, horizon = _claim(r"over about (\d+) samples \(`average_horizon=(\d+)`")
     assert CLS["average_horizon"] == int(about) == int(horizon)
-    batch, alpha = _claim(
-        rf"the last change, one step per (\d+) samples with `alpha = {NUM}`, gives "
-        r"the defaults"
+    (memory,) = _claim(r"a \*\*neighbour memory\*\* beside the network \(`memory=(\d+)`")
+    assert CLS["memory"] == int(memory)
+    (batch,) = _claim(r"the last change, one step per (\d+) samples without rehearsal, gives the defaults")
+    assert (CLS["batch_size"], CLS["rehearsal"]) == (int(batch), 0)
+    size, k, forgetting = _claim(
+        rf"`DASClassifier` predicts with a \*\*neighbour memory\*\* beside the network \(`memory=(\d+)`, "
+        rf"`n_neighbors=(\d+)`, `mix_forgetting={NUM}`;"
     )
-    assert (CLS["batch_size"], CLS["alpha"]) == (int(batch), _value(alpha))
+    assert (CLS["memory"], CLS["n_neighbors"], CLS["mix_forgetting"]) == (
+        int(size),
+        int(k),
+        _value(forgetting),
+    )
+    (reg_rehearsal,) = _claim(r"`DASRegressor` rehearses \(`rehearsal=(\d+)` by default")
+    assert REG["rehearsal"] == int(reg_rehearsal)
 
 
 def test_learning_rates_and_thresholds() -> None:
