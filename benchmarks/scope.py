@@ -325,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", default=None, help="write the results to this file")
     parser.add_argument("--workdir", default=None, help="keep logs here (default: a temp dir)")
+    parser.add_argument("--log-level", default="WARNING", help="the instances' log level")
     args = parser.parse_args(argv)
     streams = ["rbf"] if args.quick else [s.strip() for s in args.streams.split(",")]
     counts = [4] if args.quick else [int(p) for p in args.partitions.split(",")]
@@ -353,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                     instances=args.instances,
                     rate=args.rate,
                     workdir=where,
+                    log_level=args.log_level,
                 )
             shared, part = results["shared"], results["partition"]
             row = {
