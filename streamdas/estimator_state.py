@@ -145,6 +145,14 @@ class EstimatorState:
             and len(set(features)) == len(features),
             "features are not distinct str/int names",
         )
+        # The kept rows are saved with the model: at their widest they must fit the largest file.
+        cap = (limits or checkpoint.DEFAULT_LIMITS).max_bytes // 4
+        width = max(est.max_features or len(features), 1)
+        require(
+            est._kept_rows * width <= cap,
+            f"{est._kept_rows} kept rows (rehearsal window, neighbour memory) of up to {width} "
+            f"features exceed the {cap} float32 values the largest checkpoint holds",
+        )
         stats = RunningStandardizer.from_state(state["stats"], clip=est.clip_sd)
         require(len(stats.count) == len(features), "feature statistics do not match the feature index")
         est._encoder = FeatureEncoder(

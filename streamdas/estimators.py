@@ -279,6 +279,12 @@ class _DASEstimator(EstimatorReadouts, EstimatorState):
     def _target_tensor(self, targets: list[Any]) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def _kept_rows(self) -> int:
+        """Recent input rows the estimator keeps (its rehearsal window), each as wide as the
+        features: bounded when a checkpoint is loaded."""
+        return self.rehearsal_window if self.rehearsal else 0
+
     def _rehearsal_state(self) -> dict[str, Any]:
         """The rehearsal window's state under ``rehearsal``, only where it is on (so states
         without it keep their keys)."""
@@ -534,22 +540,20 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         assert self._fwd is not None
         rows, targets = z.numpy(), y.numpy()
         at = np.arange(len(rows))
-        logits = self._fwd.many(rows).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        e = np.exp(logits)
-        net = e[at, targets] / e.sum(axis=1)
+        net = _softmax(self._fwd.many(rows).astype(np.float64))[at, targets]
         self._mix.update(net, self._memory.vote_many(rows, len(self._labels))[at, targets])
         self._memory.push(rows, targets)
 
-    def _mixed(self, z: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        """Class probabilities of the standardized row ``z`` from the network's ``logits``,
-        mixed with the neighbour vote where the memory is on."""
-        p = _softmax(logits.astype(np.float64))
+    def _mixed(self, z: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """The network's class probabilities ``p`` of the standardized row(s) ``z`` (one row,
+        or one per row of a 2-d ``z``), mixed in place with the neighbour vote where the
+        memory is on."""
         if self._memory is None or not len(self._memory):
             return p
         w_net, w_memory = self._mix.weights
+        vote = self._memory.vote(z, p.shape[-1]) if z.ndim == 1 else self._memory.vote_many(z, p.shape[-1])
         p *= w_net
-        p += w_memory * self._memory.vote(z, len(p))
+        p += w_memory * vote
         return p
 
     def predict_proba_one(
@@ -562,7 +566,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
             return dict.fromkeys(self._labels.classes, 1.0 / len(self._labels.classes))
         assert self._fwd is not None
         z = self._predict_input(x)
-        p = self._mixed(z, self._fwd(z))
+        p = self._mixed(z, _softmax(self._fwd(z).astype(np.float64)))
         return dict(zip(self._labels.classes, p.tolist(), strict=True))
 
     def predict_one(
@@ -585,23 +589,24 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         if self._memory is None or not len(self._memory) or len(classes) == 1:
             return classes[top]
         w_net, w_memory = self._mix.weights
-        if len(classes) == 2:  # p1 - p2 of a softmax over two logits
+        p = None
+        if len(classes) == 2:  # p1 - p2 of a softmax over two logits, without the softmax
             lead = math.tanh(abs(float(logits[0]) - float(logits[1])) / 2.0)
         else:
             p = _softmax(logits.astype(np.float64))
             lead = float(p[top] - np.partition(p, len(p) - 2)[-2])
         if w_net * lead >= w_memory:
             return classes[top]
-        return classes[int(self._mixed(z, logits).argmax())]
+        if p is None:
+            p = _softmax(logits.astype(np.float64))
+        return classes[int(self._mixed(z, p).argmax())]
 
     def _proba_many(self, X: pd.DataFrame) -> np.ndarray:
-        z = self._encoder.predict_frame(X)
         assert self._trainer is not None
-        p = _softmax(self._trainer.predict(torch.from_numpy(z)).cpu().numpy().astype(np.float64))
-        if self._memory is not None and len(self._memory):
-            w_net, w_memory = self._mix.weights
-            p = w_net * p + w_memory * self._memory.vote_many(z, p.shape[1])
-        return p
+        z = self._encoder.predict_frame(X)
+        return self._mixed(
+            z, _softmax(self._trainer.predict(torch.from_numpy(z)).cpu().numpy().astype(np.float64))
+        )
 
     def predict_proba_many(self, X: pd.DataFrame) -> pd.DataFrame:
         if not self._labels.classes:
@@ -623,6 +628,10 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
 
     _OPTIONAL_KEYS: ClassVar[tuple[str, ...]] = ("rehearsal", "memory")
     _ABSENT_PARAMS: ClassVar[dict[str, Any]] = {"rehearsal": 0, "memory": 0}  # states from before them
+
+    @property
+    def _kept_rows(self) -> int:
+        return super()._kept_rows + self.memory
 
     def _extra_state(self) -> dict[str, Any]:
         out = {"classes": self._labels.state(), **self._rehearsal_state()}

@@ -54,8 +54,7 @@ class NeighbourMemory:
     def __init__(self, size: int, n_neighbors: int) -> None:
         self.size, self.n_neighbors = int(size), int(n_neighbors)
         self.scaled = np.zeros((self.size, 1), dtype=np.float32)  # [-2 r, |r|^2] per slot
-        self.onehot = np.zeros((self.size, 0), dtype=np.float32)
-        self.targets = np.zeros(self.size, dtype=np.int64)
+        self.onehot = np.zeros((self.size, 0), dtype=np.float32)  # class per slot, one-hot
         self.count = 0  # slots filled
         self.next = 0  # the ring's next slot
         self._query = np.ones(1, dtype=np.float32)  # [z, 1], filled in place
@@ -97,7 +96,6 @@ class NeighbourMemory:
             self.scaled[at:hi, -1] = np.einsum("ij,ij->i", block, block)
             self.onehot[at:hi] = 0.0
             self.onehot[at:hi][np.arange(len(labels)), labels] = 1.0
-            self.targets[at:hi] = labels
         self.next = (lo + k) % self.size
         self.count = min(self.count + k, self.size)
 
@@ -152,7 +150,7 @@ class NeighbourMemory:
         """The kept rows and class positions in their slots, and the ring's next slot."""
         return {
             "rows": torch.from_numpy(self.rows) if self.count else torch.zeros(0, 0),
-            "targets": self.targets[: self.count].tolist(),
+            "targets": self.onehot[: self.count].argmax(axis=1).tolist() if self.count else [],
             "next": self.next,
         }
 

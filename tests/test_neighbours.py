@@ -203,6 +203,17 @@ def test_damaged_mix_weights_are_refused(mix) -> None:
         DASClassifier.from_state(state)
 
 
+def test_a_checkpoint_cannot_make_the_kept_rows_outgrow_a_file() -> None:
+    """memory=65,536 rows of up to 10,000 features would reach 2.6 GB as features arrive."""
+    model, _ = _trained(n=100)
+    state = model.to_state()
+    state["params"]["memory"] = 2**16  # its 96 rows fit the larger ring
+    with pytest.raises(ValueError, match="kept rows"):
+        DASClassifier.from_state(state)
+    state["params"]["max_features"] = 100  # the same rows, 100 features at most: they fit
+    assert DASClassifier.from_state(state).memory == 2**16
+
+
 def test_a_memory_without_the_parameter_is_refused() -> None:
     model, _ = _trained(n=100)
     state = model.to_state()
