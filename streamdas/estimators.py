@@ -315,8 +315,10 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     ``grow_every`` samples, units whose incoming parameters are all below ``tau`` are pruned and
     ``max(ceil(n * growth_percentage), min_growth)`` new units (weights scaled by ``tau``) are
     grown. Classes may appear at any time (the output layer grows); labels may be any hashable.
-    The network is built at the first optimizer step; before it, predictions are uniform over
-    the labels seen so far (so predicting never changes what the model learns).
+    The network is built at the first optimizer step; before it, the probabilities are the
+    frequencies of the labels seen so far and the prediction the most frequent one (as
+    :class:`DASRegressor` predicts their mean), and predicting never changes what the model
+    learns.
 
     The defaults are tuned for prequential accuracy on drifting streams at River's per-sample
     speed: ReLU, a (64, 64) start, one Adam step per 16 samples at ``lr = tau = 1e-2``,
@@ -556,14 +558,24 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         p += w_memory * vote
         return p
 
+    def _prior(self) -> np.ndarray:
+        """Before the first step: the frequency of each label among the samples learned so far
+        (all still buffered; uniform where none is, as in a snapshot without its buffer)."""
+        counts = np.zeros(len(self._labels.classes))
+        pos = self._labels.pos
+        for y in self._buffer.targets:
+            counts[pos[y]] += 1.0
+        total = counts.sum()
+        return counts / total if total else np.full(len(counts), 1.0 / len(counts))
+
     def predict_proba_one(
         self, x: dict[base.typing.FeatureName, Any], **kwargs: Any
     ) -> dict[base.typing.ClfTarget, float]:
         """The probability of each label seen so far (``kwargs``: River's interface, unused)."""
         if not self._labels.classes:
             return {}
-        if self._trainer is None:  # no step yet: the labels seen so far, uniformly
-            return dict.fromkeys(self._labels.classes, 1.0 / len(self._labels.classes))
+        if self._trainer is None:
+            return dict(zip(self._labels.classes, self._prior().tolist(), strict=True))
         assert self._fwd is not None
         z = self._predict_input(x)
         p = self._mixed(z, _softmax(self._fwd(z).astype(np.float64)))
@@ -581,7 +593,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         if not classes:
             return None
         if self._trainer is None:
-            return classes[0]
+            return classes[int(self._prior().argmax())]
         assert self._fwd is not None
         z = self._predict_input(x)
         logits = self._fwd(z)
@@ -612,7 +624,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         if not self._labels.classes:
             return pd.DataFrame(index=X.index)
         if self._trainer is None:
-            p = np.full((len(X), len(self._labels.classes)), 1.0 / len(self._labels.classes))
+            p = np.tile(self._prior(), (len(X), 1))
             return pd.DataFrame(p, index=X.index, columns=self._labels.classes)
         return pd.DataFrame(self._proba_many(X), index=X.index, columns=self._labels.classes)
 
@@ -620,7 +632,8 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         if not self._labels.classes:
             return pd.Series([None] * len(X), index=X.index, dtype=object)
         if self._trainer is None:
-            return pd.Series([self._labels.classes[0]] * len(X), index=X.index)
+            top = self._labels.classes[int(self._prior().argmax())]
+            return pd.Series([top] * len(X), index=X.index)
         idx = self._proba_many(X).argmax(axis=1)
         return pd.Series([self._labels.classes[i] for i in idx], index=X.index)
 

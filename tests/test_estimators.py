@@ -82,6 +82,32 @@ def test_regressor_predicts_the_mean_of_the_targets_seen_before_its_first_step()
     assert model.trainer is not None and model.n_samples_learned == 8
 
 
+def test_classifier_predicts_the_frequencies_of_the_labels_seen_before_its_first_step():
+    """Before the network exists the classifier answers with the labels' frequencies, one row
+    or many, as the regressor answers with the mean; the most frequent wins, the first seen on
+    a tie."""
+    model = DASClassifier(batch_size=8, seed=0)
+    ys = ["b", "a", "a", "c", "b", "a", "c"]
+    for i, y in enumerate(ys):
+        model.learn_one({"a": float(i)}, y)
+        assert model.trainer is None
+        seen = ys[: i + 1]
+        expected = {c: seen.count(c) / len(seen) for c in dict.fromkeys(seen)}
+        assert model.predict_proba_one({"a": 1.0}) == pytest.approx(expected)
+        top = max(expected, key=lambda c: (expected[c], -list(expected).index(c)))
+        assert model.predict_one({"a": 1.0}) == top
+        X = pd.DataFrame({"a": [0.0, 5.0]})
+        assert model.predict_many(X).tolist() == [top, top]
+        proba = model.predict_proba_many(X)
+        assert list(proba.columns) == list(expected)
+        assert proba.to_numpy() == pytest.approx(np.array([list(expected.values())] * 2))
+    assert model.predict_one({"a": 1.0}) == "a"  # 3 of 7 (the old rule, the first class: "b")
+    restored = copy.deepcopy(model)  # the buffer travels with the model
+    assert restored.predict_proba_one({"a": 1.0}) == model.predict_proba_one({"a": 1.0})
+    model.learn_one({"a": 7.0}, "b")  # the first step
+    assert model.trainer is not None and model.n_samples_learned == 8
+
+
 def test_regressor_defaults_beat_a_bar_the_old_defaults_missed() -> None:
     """TrumpApproval (ships with River), seed 0: MAE 0.324 with the defaults (0.546 without the
     linear path), 0.758 with the former shared ones (SELU, (32, 32), batch 16, lr 3e-3, no
