@@ -801,6 +801,7 @@ def estimator_params(limits: Limits | None = None) -> dict[str, Rule]:
     return {
         "hidden_sizes": sequence(integer(1, cap), max_len=64, min_len=1),
         "batch_size": integer(1, 2**16),
+        "batch_warmup": integer(0, 10**12),
         "grow_every": integer(1, 10**12),
         "alpha": number(0, 100),
         "lr": number(0, 10, open_lo=True),
