@@ -10,7 +10,10 @@ record and publishes **snapshots** of its model to a compacted topic (name ``"sn
 the averaged (Polyak) weights that predictions use, the feature and class order, the
 standardizer -- and none of what only learning reads: the optimizer's per-parameter moments
 (its state is that of an optimizer before its first step) and the sizer's running averages
-are left out, and the learner's minibatch buffer is emptied (it holds input records). Such a
+are left out, and so are the input rows of the learner's minibatch buffer (input records):
+before the model's first step its labels stay, each with an empty row (no feature known),
+since a classifier without a network predicts their frequencies; after it, the buffer is
+emptied. Such a
 state loads through the validated load path of a checkpoint and predicts exactly as the
 learner's model does; it is not meant to learn (predictors never learn from a snapshot).
 River's linear baselines are stored as plain data (:func:`consumers.store.linear_to_state`).
@@ -33,6 +36,8 @@ import math
 import time
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from consumers.kafka_state import DEFAULT_MAX_STATE_BYTES, StateFollower
 from consumers.store import linear_from_state, linear_to_state
@@ -79,9 +84,10 @@ def model_payload(
     """``estimator`` as plain data and tensors: ``{"kind": ..., "state": ...}``.
 
     ``keep_buffer=False`` empties a streamdas estimator's minibatch buffer in the payload;
-    ``prediction_only=True`` also leaves out what only learning reads (see
-    :func:`prediction_state`). The estimator itself is not changed. Raises ``ValueError`` for a
-    model that cannot be stored.
+    ``prediction_only=True`` leaves out its input rows (keeping, before the first step, the
+    labels that predictions read) and what only learning reads (see :func:`prediction_state`).
+    The estimator itself is not changed. Raises ``ValueError`` for a model that cannot be
+    stored.
 
     >>> from streamdas import DASClassifier
     >>> model = DASClassifier(seed=1)
@@ -92,8 +98,12 @@ def model_payload(
     """
     if model_kind(estimator) == "das":
         state = checkpoint.estimator_to_state(estimator)
-        if not keep_buffer or prediction_only:
+        if not keep_buffer:
             state["estimator"] = {**state["estimator"], "buffer_x": [], "buffer_y": []}
+        elif prediction_only:  # no input rows; the labels only where predictions read them
+            labels = state["estimator"]["buffer_y"] if state["estimator"]["trainer"] is None else []
+            rows = [torch.zeros(0) for _ in labels]
+            state["estimator"] = {**state["estimator"], "buffer_x": rows, "buffer_y": labels}
         if prediction_only:
             state["estimator"] = prediction_state(state["estimator"])
         return {"kind": "das", "state": state}

@@ -227,6 +227,29 @@ def test_a_snapshot_predicts_as_the_model_and_holds_no_buffered_records() -> Non
     assert snap.estimator.n_samples_learned == model.n_samples_learned
 
 
+def test_before_the_first_step_a_snapshot_keeps_the_labels_but_no_input_values() -> None:
+    """A classifier without a network predicts its buffered labels' frequencies: the snapshot
+    keeps those labels (with empty rows) and predicts the same; no input value travels."""
+    model = DASClassifier(seed=0, batch_size=16)
+    for i, label in enumerate(["b", "a", "a", "c", "a"]):
+        model.learn_one({"a": 100.0 + i, "b": -7.0}, label)
+    assert model.trainer is None
+    snap = decode_snapshot(encode_snapshot(model, n_learned=5), epoch=1, version=1)
+    x = {"a": 0.3, "b": 0.2}
+    assert (
+        snap.estimator.predict_proba_one(x)
+        == model.predict_proba_one(x)
+        == pytest.approx({"b": 0.2, "a": 0.6, "c": 0.2})
+    )
+    assert snap.estimator.predict_one(x) == model.predict_one(x) == "a"
+    assert snap.estimator.predict_many(pd.DataFrame([x])).tolist() == ["a"]
+    assert all(row.size == 0 for row in snap.estimator._buffer.rows)
+    payload = model_payload(model, prediction_only=True)["state"]["estimator"]
+    assert payload["buffer_y"] == ["b", "a", "a", "c", "a"]
+    assert [t.numel() for t in payload["buffer_x"]] == [0] * 5  # the model's own rows hold 2 values
+    assert [t.numel() for t in checkpoint.estimator_to_state(model)["estimator"]["buffer_x"]] == [2] * 5
+
+
 def test_snapshots_of_river_baselines_round_trip() -> None:
     model = linear_model.LogisticRegression()
     model.learn_one({"a": 1.0}, True)
