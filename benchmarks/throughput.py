@@ -113,13 +113,18 @@ def run(sizes: Sizes) -> list[Section]:
 RIVER_LOOP_TARGET = 20_000
 
 
-def _river_loop_learners() -> dict[str, Any]:
+def _river_loop_learners(variants: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
     from river import linear_model, preprocessing, tree
 
     from streamdas import DASClassifier
 
+    def das(overrides: dict[str, Any]) -> Any:
+        return lambda: DASClassifier(seed=42, **overrides)
+
+    named = {f"DASClassifier({', '.join(f'{k}={v!r}' for k, v in v.items())})": das(v) for v in variants}
     return {
         DAS_NAME: lambda: DASClassifier(seed=42),
+        **named,
         "river StandardScaler | LogisticRegression": lambda: (
             preprocessing.StandardScaler() | linear_model.LogisticRegression()
         ),
@@ -127,9 +132,10 @@ def _river_loop_learners() -> dict[str, Any]:
     }
 
 
-def river_loop(sizes: Sizes) -> Section:
+def river_loop(sizes: Sizes, variants: tuple[dict[str, Any], ...] = ()) -> Section:
     """Benchmark 1b: each learner in ``evaluate.progressive_val_score`` on SEA, best of
-    ``sizes.repeats`` fresh runs, wall and CPU time."""
+    ``sizes.repeats`` fresh runs, wall and CPU time; ``variants``: DASClassifier settings
+    measured beside the defaults (``python -m benchmarks.throughput --das KEY=VALUE,...``)."""
     import time
 
     from river import datasets, evaluate, metrics
@@ -137,7 +143,7 @@ def river_loop(sizes: Sizes) -> Section:
     data = take(datasets.synth.SEA(seed=42, noise=0.1), sizes.throughput_n)
     n = len(data)
     rows: list[list[Any]] = []
-    for name, factory in _river_loop_learners().items():
+    for name, factory in _river_loop_learners(variants).items():
         cpu: list[float] = []
         score: list[float] = []
 
@@ -165,3 +171,24 @@ def river_loop(sizes: Sizes) -> Section:
     return Section(
         "river_loop", "1b. River's own loop (evaluate.progressive_val_score), SEA", headers, rows, notes
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.throughput --das KEY=VALUE,... [--das ...]``: benchmark 1b alone,
+    with each DASClassifier setting beside the defaults, printed as markdown."""
+    import argparse
+
+    from benchmarks.accuracy import parse_overrides
+    from streamdas.threads import limit_threads
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=main.__doc__)
+    parser.add_argument("--das", action="append", default=[], type=parse_overrides, help="a setting")
+    parser.add_argument("--smoke", action="store_true", help="tiny runs that only check it works")
+    args = parser.parse_args(argv)
+    with limit_threads(1):
+        print(river_loop(common.PRESETS["smoke" if args.smoke else "full"], tuple(args.das)).to_markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -244,3 +244,16 @@ def test_instrumented_restores_methods() -> None:
 def test_unknown_benchmark_is_rejected() -> None:
     with pytest.raises(ValueError, match="unknown benchmark"):
         suite.run_suite("smoke", only=["nope"])
+
+
+def test_river_loop_cli_measures_das_settings_beside_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import throughput
+
+    assert throughput.main(["--smoke", "--das", "batch_warmup=64", "--das", "memory=0,batch_size=8"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split(" | ")[0] for line in out.splitlines() if line.startswith("| DAS")]
+    assert rows == [
+        "| DASClassifier() (defaults)",
+        "| DASClassifier(batch_warmup=64)",
+        "| DASClassifier(memory=0, batch_size=8)",
+    ]
