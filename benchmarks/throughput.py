@@ -121,7 +121,10 @@ def _river_loop_learners(variants: tuple[dict[str, Any], ...] = ()) -> dict[str,
     def das(overrides: dict[str, Any]) -> Any:
         return lambda: DASClassifier(seed=42, **overrides)
 
-    named = {f"DASClassifier({', '.join(f'{k}={v!r}' for k, v in v.items())})": das(v) for v in variants}
+    named = {
+        f"DASClassifier({', '.join(f'{k}={value!r}' for k, value in overrides.items())})": das(overrides)
+        for overrides in variants
+    }
     return {
         DAS_NAME: lambda: DASClassifier(seed=42),
         **named,

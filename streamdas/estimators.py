@@ -205,10 +205,12 @@ class _DASEstimator(EstimatorReadouts, EstimatorState):
     def _before_step(self, z: torch.Tensor, y: torch.Tensor) -> None:
         """Called with each batch's network inputs and targets before its optimizer step."""
 
-    def _warm_batch(self) -> int:
-        """The next step's batch under ``batch_warmup``: 1, doubling every ``batch_warmup``
-        samples learned, up to ``batch_size`` (a function of the samples learned alone, so the
-        model after N samples still does not depend on how they arrived)."""
+    def _next_batch(self) -> int:
+        """Buffered samples the next step takes: ``batch_size``; under ``batch_warmup``, 1,
+        doubling every ``batch_warmup`` samples learned, up to it (a function of the samples
+        learned alone, so the model after N samples still does not depend on how they arrived)."""
+        if not self.batch_warmup:
+            return self.batch_size
         doublings = self.n_samples_learned // self.batch_warmup
         return self.batch_size if doublings >= 20 else min(self.batch_size, 1 << doublings)
 
@@ -227,7 +229,7 @@ class _DASEstimator(EstimatorReadouts, EstimatorState):
         if not known:
             self._encode_targets([y])
         self._buffer.add(vec, y)
-        if len(self._buffer) >= (self._warm_batch() if self.batch_warmup else self.batch_size):
+        if len(self._buffer) >= self._next_batch():
             self._flush()
 
     def learn_many(self, X: pd.DataFrame, y: pd.Series, *, split: bool = False) -> None:
@@ -274,7 +276,7 @@ class _DASEstimator(EstimatorReadouts, EstimatorState):
         for row, target in zip(raw, ys, strict=True):
             self._encode_targets([target])  # a new class appears between the same steps
             self._buffer.add(row, target)
-            if len(self._buffer) >= (self._warm_batch() if self.batch_warmup else self.batch_size):
+            if len(self._buffer) >= self._next_batch():
                 self._flush()
 
     @torch.no_grad()
@@ -575,7 +577,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
 
     def _prior(self) -> np.ndarray:
         """Before the first step: the frequency of each label among the samples learned so far
-        (all still buffered; uniform where none is, as in a snapshot without its buffer)."""
+        (all still buffered; uniform where none is, as in a state saved without its buffer)."""
         counts = np.zeros(len(self._labels.classes))
         pos = self._labels.pos
         for y in self._buffer.targets:

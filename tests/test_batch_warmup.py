@@ -83,8 +83,13 @@ def test_invalid_warmup_raises(value) -> None:
         DASRegressor(batch_warmup=value)
 
 
-def test_a_long_warmup_never_exceeds_the_batch() -> None:
+def test_the_batch_never_exceeds_batch_size() -> None:
     model = DASClassifier(batch_size=4, batch_warmup=1, seed=0)
+    sizes, learned = [], 0
     for x, y in _samples(40):
         model.learn_one(x, y)
-    assert model._warm_batch() == 4 and model.n_samples_learned == 40 - model.n_samples_buffered
+        if model.n_samples_learned != learned:
+            sizes.append(model.n_samples_learned - learned)
+            learned = model.n_samples_learned
+    # 1 (then 1 learned: 2), 2 (3 learned: 8, capped at 4), then batch_size
+    assert sizes == [1, 2] + [4] * 9 and model.n_samples_buffered == 1
