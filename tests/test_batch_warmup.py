@@ -24,14 +24,20 @@ def _steps(model: DASClassifier) -> int:
     return 0 if model.trainer is None else model.trainer.n_steps
 
 
-def test_batches_start_at_one_and_double_every_warmup_samples() -> None:
-    model = DASClassifier(batch_size=16, batch_warmup=4, seed=0)
+def _step_sizes(model: DASClassifier, data: list[tuple[dict[str, float], int]]) -> list[int]:
+    """The samples each optimizer step took while ``model`` learned ``data`` one by one."""
     sizes, learned = [], 0
-    for x, y in _samples(60):
+    for x, y in data:
         model.learn_one(x, y)
         if model.n_samples_learned != learned:
             sizes.append(model.n_samples_learned - learned)
             learned = model.n_samples_learned
+    return sizes
+
+
+def test_batches_start_at_one_and_double_every_warmup_samples() -> None:
+    model = DASClassifier(batch_size=16, batch_warmup=4, seed=0)
+    sizes = _step_sizes(model, _samples(60))
     # 4 samples at batch 1, then 2, 4 (8 learned), 8 (12 learned: 2**3), then 16 from 20 on
     assert sizes == [1, 1, 1, 1, 2, 2, 4, 8, 16, 16]
     assert _steps(model) == len(sizes) and model.n_samples_buffered == 60 - sum(sizes)
@@ -85,11 +91,6 @@ def test_invalid_warmup_raises(value) -> None:
 
 def test_the_batch_never_exceeds_batch_size() -> None:
     model = DASClassifier(batch_size=4, batch_warmup=1, seed=0)
-    sizes, learned = [], 0
-    for x, y in _samples(40):
-        model.learn_one(x, y)
-        if model.n_samples_learned != learned:
-            sizes.append(model.n_samples_learned - learned)
-            learned = model.n_samples_learned
+    sizes = _step_sizes(model, _samples(40))
     # 1 (then 1 learned: 2), 2 (3 learned: 8, capped at 4), then batch_size
     assert sizes == [1, 2] + [4] * 9 and model.n_samples_buffered == 1
