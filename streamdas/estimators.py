@@ -618,16 +618,15 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         if self._memory is None or not len(self._memory) or len(classes) == 1:
             return classes[top]
         w_net, w_memory = self._mix.weights
-        p = None
         if len(classes) == 2:  # p1 - p2 of a softmax over two logits, without the softmax
-            lead = math.tanh(abs(float(logits[0]) - float(logits[1])) / 2.0)
-        else:
-            p = _softmax(logits.astype(np.float64))
-            lead = float(p[top] - np.partition(p, len(p) - 2)[-2])
-        if w_net * lead >= w_memory:
+            lead = math.tanh((float(logits[0]) - float(logits[1])) / 2.0)
+            if w_net * abs(lead) >= w_memory:
+                return classes[top]
+            # the mix's first probability minus its second, without the probability arrays
+            return classes[0 if w_net * lead + w_memory * self._memory.vote_lead(z) >= 0.0 else 1]
+        p = _softmax(logits.astype(np.float64))
+        if w_net * float(p[top] - np.partition(p, len(p) - 2)[-2]) >= w_memory:
             return classes[top]
-        if p is None:
-            p = _softmax(logits.astype(np.float64))
         return classes[int(self._mixed(z, p).argmax())]
 
     def _proba_many(self, X: pd.DataFrame) -> np.ndarray:

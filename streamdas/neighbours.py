@@ -58,6 +58,7 @@ class NeighbourMemory:
         self.count = 0  # slots filled
         self.next = 0  # the ring's next slot
         self._query = np.ones(1, dtype=np.float32)  # [z, 1], filled in place
+        self._arange = np.arange(self.size)  # row positions, for the one-hot writes
 
     def __len__(self) -> int:
         return self.count
@@ -91,11 +92,12 @@ class NeighbourMemory:
             hi = at + len(block)
             if hi == at:
                 continue
-            np.multiply(block, -2.0, out=self.scaled[at:hi, :d])
-            self.scaled[at:hi, d:-1] = 0.0
-            self.scaled[at:hi, -1] = np.einsum("ij,ij->i", block, block)
-            self.onehot[at:hi] = 0.0
-            self.onehot[at:hi][np.arange(len(labels)), labels] = 1.0
+            scaled, onehot = self.scaled[at:hi], self.onehot[at:hi]
+            np.multiply(block, -2.0, out=scaled[:, :d])
+            scaled[:, d:-1] = 0.0
+            scaled[:, -1] = np.add.reduce(block * block, axis=1)
+            onehot[...] = 0.0
+            onehot[self._arange[: len(labels)], labels] = 1.0
         self.next = (lo + k) % self.size
         self.count = min(self.count + k, self.size)
 
@@ -108,22 +110,39 @@ class NeighbourMemory:
                 [counts, np.zeros((*counts.shape[:-1], n_classes - counts.shape[-1]))], -1
             )
         counts += PRIOR
-        counts /= counts.sum(axis=-1, keepdims=True)
+        if counts.ndim == 1:  # one row: np.add.reduce, without the wrapper of .sum()
+            counts /= np.add.reduce(counts)
+        else:
+            counts /= np.add.reduce(counts, axis=-1, keepdims=True)
         return counts
 
     def vote(self, z: np.ndarray, n_classes: int) -> np.ndarray:
         """Class probabilities of the standardized row ``z``: the classes of its
         ``n_neighbors`` nearest kept samples (all of those tied with the last), each class
         counted from :data:`PRIOR`; uniform while nothing is kept."""
-        n = self.count
-        if not n:
+        if not self.count:
             return np.full(n_classes, 1.0 / n_classes)
+        return self._probabilities(self._near(z), n_classes)
+
+    def vote_lead(self, z: np.ndarray) -> float:
+        """For two classes: the first class's vote probability minus the second's (as
+        :meth:`vote` gives them), without the probability array; 0 while nothing is kept."""
+        if not self.count:
+            return 0.0
+        counts = (self._near(z) @ self.onehot[: self.count]).tolist()
+        first = counts[0] if counts else 0.0
+        second = counts[1] if len(counts) > 1 else 0.0
+        return (first - second) / (first + second + 2.0 * PRIOR)
+
+    def _near(self, z: np.ndarray) -> np.ndarray:
+        """The 0/1 mask of the kept rows that vote for the standardized row ``z`` (at least
+        one row is kept)."""
+        n = self.count
         query = self._query
         query[:-1] = z[: len(query) - 1]
         dist = self.scaled[:n] @ query
         k = self.n_neighbors
-        near = dist <= np.partition(dist, k - 1)[k - 1] if k < n else np.ones(n, dtype=bool)
-        return self._probabilities(near, n_classes)
+        return dist <= np.partition(dist, k - 1)[k - 1] if k < n else np.ones(n, dtype=bool)
 
     def vote_many(self, z: np.ndarray, n_classes: int) -> np.ndarray:
         """:meth:`vote` of each row of ``z``, one row of probabilities each (in chunks of

@@ -145,6 +145,38 @@ def test_predictions_are_the_mix_of_the_network_and_the_vote() -> None:
     np.testing.assert_allclose(frame_proba[model.classes].to_numpy(), one, rtol=1e-5)
 
 
+def test_two_class_predictions_are_the_mix_without_its_arrays() -> None:
+    """With two classes predict_one decides on the sign of the mix's difference of the two
+    probabilities (the vote's through ``vote_lead``): the same answer as the mix's argmax."""
+    data = CLASSIFICATION["SEA, abrupt drift"](900, 3)
+    model = DASClassifier(seed=0)
+    for x, y in data[:700]:
+        model.learn_one(x, y)
+    model._mix._set(0.0, -1.0)  # weights where both count (0.73, 0.27), to take both paths
+    w_net, w_memory = model._mix.weights
+    voted = 0
+    for x, _ in data[700:]:
+        z = model._predict_input(x)
+        vote = model._memory.vote(z, 2)
+        assert model._memory.vote_lead(z) == pytest.approx(vote[0] - vote[1], abs=1e-12)
+        logits = torch.from_numpy(model._fwd(z).astype(np.float64))
+        want = w_net * torch.softmax(logits, 0).numpy() + w_memory * vote
+        proba = model.predict_proba_one(x)
+        assert model.predict_one(x) == model.classes[int(np.argmax(want))] == max(proba, key=proba.get)
+        p = torch.softmax(logits, 0).numpy()
+        voted += w_net * abs(p[0] - p[1]) < w_memory  # predict_one computed the vote
+    assert 0 < voted < 200  # both of predict_one's paths were taken
+
+
+def test_the_vote_lead_of_one_class_and_of_an_empty_memory() -> None:
+    memory = NeighbourMemory(size=8, n_neighbors=2)
+    z = np.zeros(2, np.float32)
+    assert memory.vote_lead(z) == 0.0  # uniform
+    memory.push(np.ones((3, 2), np.float32), np.array([0, 0, 0]))  # only the first class kept
+    vote = memory.vote(z, 2)
+    assert memory.vote_lead(z) == pytest.approx(vote[0] - vote[1]) == pytest.approx(3 / 3.2)
+
+
 def test_memory_zero_is_the_network_alone() -> None:
     model, rest = _trained(memory=0)
     assert model._memory is None and "memory" not in model.to_state()
