@@ -90,7 +90,7 @@ def model_payload(
     stored.
 
     >>> from streamdas import DASClassifier
-    >>> model = DASClassifier(seed=1)
+    >>> model = DASClassifier(seed=1, batch_warmup=0)
     >>> model.learn_one({"a": 1.0}, True)
     >>> payload = model_payload(model, keep_buffer=False)
     >>> payload["kind"], payload["state"]["estimator"]["buffer_y"], model.n_samples_buffered
@@ -206,7 +206,7 @@ def encode_snapshot(estimator: Any, *, n_learned: int, published_at: float | Non
     """The bytes of a snapshot of ``estimator`` (see the module docs for what it holds).
 
     >>> from streamdas import DASClassifier
-    >>> model = DASClassifier(seed=1)
+    >>> model = DASClassifier(seed=1, batch_warmup=0)
     >>> model.learn_one({"a": 1.0}, True)
     >>> snap = decode_snapshot(encode_snapshot(model, n_learned=1, published_at=5.0), epoch=2, version=7)
     >>> x = {"a": 1.0}

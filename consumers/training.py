@@ -299,7 +299,7 @@ class LearnerState:
     Examples
     --------
     >>> from streamdas import DASClassifier
-    >>> state = LearnerState(DASClassifier(seed=1), topics=["in"])
+    >>> state = LearnerState(DASClassifier(seed=1, batch_warmup=0), topics=["in"])
     >>> rec = encode_training_record("in", 0, 5, {"a": 1.0}, True)
     >>> report = state.learn([(0, rec), (1, rec), (2, b"junk")])
     >>> report.n_learned, report.n_duplicates, dict(report.rejected), state.learned, state.train_offset

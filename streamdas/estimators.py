@@ -257,7 +257,8 @@ class _DASEstimator(EstimatorReadouts, EstimatorState):
         >>> import pandas as pd
         >>> X = pd.DataFrame({"a": [0.1 * i for i in range(40)], "b": [1.0] * 40})
         >>> y = pd.Series([i % 2 for i in range(40)])
-        >>> one, split = DASClassifier(batch_size=16, seed=1), DASClassifier(batch_size=16, seed=1)
+        >>> one = DASClassifier(batch_size=16, batch_warmup=0, seed=1)
+        >>> split = DASClassifier(batch_size=16, batch_warmup=0, seed=1)
         >>> one.learn_many(X, y); split.learn_many(X, y, split=True)
         >>> one.n_samples_learned, split.n_samples_learned, split.n_samples_buffered
         (40, 32, 8)
@@ -350,7 +351,8 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         one sample and double every ``batch_warmup`` samples learned, up to ``batch_size``: a
         fresh model takes more steps on its first samples, which short streams (Phishing,
         ImageSegments) reward, at the cost of those extra steps (docs/benchmarks.md, "Batch
-        warm-up"). ``0`` (the default): every batch is ``batch_size``. Not in the paper.
+        warm-up"). ``0``: every batch is ``batch_size``. Not in the paper. The classifier's
+        default is ``64``, the regressor's ``0``.
     grow_every
         Samples between two sizing cycles (prune, then grow).
     alpha
@@ -454,9 +456,9 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
     >>> from streamdas import DASClassifier
     >>> model = DASClassifier(seed=42)
     >>> evaluate.progressive_val_score(datasets.Phishing(), model, metrics.Accuracy())
-    Accuracy: 89.19%
+    Accuracy: 89.51%
     >>> model.layer_sizes
-    [77, 81]
+    [83, 86]
 
     Hyperparameters that are safe to change while learning (``alpha``, ``lr``, ``tau``,
     ``grow_every``, ``fine_tune``) go through River's ``mutate`` and apply from the next step:
@@ -482,7 +484,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         self,
         hidden_sizes: tuple[int, ...] = (64, 64),
         batch_size: int = 16,
-        batch_warmup: int = 0,
+        batch_warmup: int = 64,
         grow_every: int = 1000,
         alpha: float = 3e-5,
         lr: float = 1e-2,

@@ -231,7 +231,7 @@ def test_averaged_predictions_beat_the_live_weights_on_a_noisy_stream():
         )
         scores = []
         for horizon in (130, 0):
-            model, acc = DASClassifier(seed=seed, average_horizon=horizon), metrics.Accuracy()
+            model, acc = DASClassifier(seed=seed, average_horizon=horizon, batch_warmup=0), metrics.Accuracy()
             for x, y in data:
                 acc.update(y, model.predict_one(x))
                 model.learn_one(x, y)

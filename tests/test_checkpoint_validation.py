@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _trained(cls: type = DASClassifier, n: int = 60, **kw: Any) -> Any:
-    model = cls(seed=3, grow_every=50, batch_size=8, hidden_sizes=(8, 6), **kw)
+    model = cls(seed=3, grow_every=50, batch_size=8, batch_warmup=0, hidden_sizes=(8, 6), **kw)
     data = datasets.Phishing() if cls is DASClassifier else datasets.TrumpApproval()
     for x, y in data.take(n):
         model.learn_one(x, y)
@@ -381,7 +381,7 @@ def test_the_undamaged_state_loads_and_keeps_learning(tmp_path: Path, payload: d
 
 @pytest.mark.parametrize("cls", [DASClassifier, DASRegressor])
 def test_an_untrained_estimator_within_bounds_loads(tmp_path: Path, cls: type) -> None:
-    model = cls(hidden_sizes=(16,), batch_size=4, seed=1)
+    model = cls(hidden_sizes=(16,), batch_size=4, batch_warmup=0, seed=1)
     model.learn_one({"a": 1.0}, 1)
     loaded, _ = load_estimator(save_estimator(model, tmp_path / "m.ckpt"))
     assert loaded.n_samples_buffered == 1 and loaded.trainer is None

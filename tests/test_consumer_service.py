@@ -259,7 +259,7 @@ def test_failed_minibatch_is_learned_record_by_record_and_nothing_is_left_behind
     assert len(sent) == 50 and all(p["learned"] for p in sent)
     # every labelled record went into the model: the buffer holds only the latest ones
     assert est.n_samples_learned + est.n_samples_buffered == 50
-    assert est.n_samples_buffered == 50 % est.batch_size
+    assert est.n_samples_buffered < est.batch_size  # the warm-up's batches, then batch_size
     for p, q in zip(_parameters(service), _parameters(reference), strict=True):
         assert torch.equal(p, q)
 

@@ -68,7 +68,8 @@ def _records(n: int, start: int = 0) -> list[bytes]:
 
 
 def test_batch_with_bad_records_predicts_the_rest_and_learns_in_batch_size_steps() -> None:
-    state = _das_state(features=["a", "b"])  # a configured schema (--features a,b)
+    spec = ModelSpec(task="classification", params={"hidden_sizes": (8,), "batch_warmup": 0}, seed=3)
+    state = PartitionState(make_estimator(spec), ["a", "b"])  # a configured schema (--features a,b)
     values = _records(20)
     values[3] = BAD_VALUES["non_finite_feature"]
     values[11] = b'{"x": {"a": 1.0}, "y": 1}'  # schema: b is missing

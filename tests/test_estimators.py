@@ -38,7 +38,7 @@ def test_progressive_val_score_on_a_drift_stream_changes_layer_sizes():
 
 
 def test_learn_one_buffers_and_steps_once_per_minibatch():
-    model = DASClassifier(batch_size=4, seed=0)
+    model = DASClassifier(batch_size=4, batch_warmup=0, seed=0)
     for i, (x, y) in enumerate(datasets.Phishing().take(10)):
         model.learn_one(x, y)
         assert model.n_samples_learned == 4 * ((i + 1) // 4)
@@ -86,7 +86,7 @@ def test_classifier_predicts_the_frequencies_of_the_labels_seen_before_its_first
     """Before the network exists the classifier answers with the labels' frequencies, one row
     or many, as the regressor answers with the mean; the most frequent wins, the first seen on
     a tie."""
-    model = DASClassifier(batch_size=8, seed=0)
+    model = DASClassifier(batch_size=8, batch_warmup=0, seed=0)
     ys = ["b", "a", "a", "c", "b", "a", "c"]
     for i, y in enumerate(ys):
         model.learn_one({"a": float(i)}, y)
@@ -202,7 +202,7 @@ def test_invalid_feature_values_raise_naming_the_feature_and_change_nothing(bad)
 def test_a_dict_changed_between_predict_and_learn_is_read_again():
     """predict_one then learn_one convert x once (memoised on its keys and values); a dict
     changed in place in between, or one whose values compare oddly, is read afresh."""
-    model = DASClassifier(batch_size=4, seed=0)
+    model = DASClassifier(batch_size=4, batch_warmup=0, seed=0)
     x = {"a": 1.0, "b": 2.0}
     model.learn_one(x, True)
     model.predict_one(x)
@@ -232,7 +232,7 @@ def test_works_behind_a_standard_scaler_in_a_pipeline():
 
 
 def test_clone_deepcopy_and_pickle():
-    model = DASClassifier(seed=2, drift_detector=drift.ADWIN())
+    model = DASClassifier(seed=2, batch_warmup=0, drift_detector=drift.ADWIN())
     for x, y in datasets.Phishing().take(100):
         model.learn_one(x, y)
     x = next(iter(datasets.Phishing().take(1)))[0]

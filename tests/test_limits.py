@@ -60,7 +60,9 @@ def test_a_thousand_and_first_label_is_refused_by_default():
 
 @pytest.mark.parametrize("how", ["learn_one", "learn_many", "learn_many_split"])
 def test_class_limit_refuses_the_whole_record_or_batch(how: str):
-    model = _fed(DASClassifier(max_classes=3, batch_size=4, seed=0), 6)  # "a", "b"; 2 buffered
+    model = _fed(
+        DASClassifier(max_classes=3, batch_size=4, batch_warmup=0, seed=0), 6
+    )  # "a", "b"; 2 buffered
     assert model.n_samples_buffered == 2
     if how == "learn_one":  # a new feature and two new classes (a boolean adds both)
         _refused(model, "too_many_classes", lambda m: m.learn_one({"a": 1.0, "new": 2.0}, True))
@@ -89,7 +91,7 @@ def test_label_length_limit(label):
 @pytest.mark.parametrize("cls", [DASClassifier, DASRegressor])
 @pytest.mark.parametrize("how", ["learn_one", "learn_many", "learn_many_split"])
 def test_feature_limit_refuses_the_record_and_predicting_never_grows(cls, how):
-    model = _fed(cls(max_features=3, batch_size=4, seed=0), 6)
+    model = _fed(cls(max_features=3, batch_size=4, batch_warmup=0, seed=0), 6)
     assert model.n_features == 2 and model.n_samples_buffered == 2
     y = "b" if cls is DASClassifier else 0.5
     if how == "learn_one":

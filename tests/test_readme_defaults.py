@@ -79,8 +79,12 @@ def test_steps_per_sample() -> None:
         r"classifier, (\d+) for the regressor\)"
     )
     assert (CLS["batch_size"], REG["batch_size"]) == (int(cls_batch), int(reg_batch))
-    (off,) = _claim(r"With `batch_warmup=K` \(not in the paper; `(\d+)`, off, by default\)")
-    assert CLS["batch_warmup"] == REG["batch_warmup"] == int(off) == 0
+    cls_warmup, reg_warmup = _claim(
+        r"With `batch_warmup=K` \(not in the paper; `(\d+)` for the\s+classifier, "
+        r"`(\d+)`, off, for the regressor\)"
+    )
+    assert (CLS["batch_warmup"], REG["batch_warmup"]) == (int(cls_warmup), int(reg_warmup))
+    assert REG["batch_warmup"] == 0
 
 
 def test_the_regressor_s_own_defaults() -> None:

@@ -210,7 +210,7 @@ def test_a_broker_error_is_retried_after_a_backoff_from_where_it_was() -> None:
 
 # ---------------------------------------------------------------------------------- snapshots
 def learned_model(n: int = 21) -> DASClassifier:
-    model = DASClassifier(seed=1)
+    model = DASClassifier(seed=1, batch_warmup=0)
     for i in range(n):
         model.learn_one({"a": i / 10, "b": 1.0 - i / 10}, i % 3 == 0)
     return model
@@ -230,7 +230,7 @@ def test_a_snapshot_predicts_as_the_model_and_holds_no_buffered_records() -> Non
 def test_before_the_first_step_a_snapshot_keeps_the_labels_but_no_input_values() -> None:
     """A classifier without a network predicts its buffered labels' frequencies: the snapshot
     keeps those labels (with empty rows) and predicts the same; no input value travels."""
-    model = DASClassifier(seed=0, batch_size=16)
+    model = DASClassifier(seed=0, batch_size=16, batch_warmup=0)
     for i, label in enumerate(["b", "a", "a", "c", "a"]):
         model.learn_one({"a": 100.0 + i, "b": -7.0}, label)
     assert model.trainer is None

@@ -277,7 +277,7 @@ def test_sources_are_checked_and_bounded(monkeypatch: pytest.MonkeyPatch) -> Non
 
 # ---------------------------------------------------------------------------------- saved state
 def test_the_saved_state_holds_model_buffer_offsets_and_counts() -> None:
-    state = LearnerState(DASClassifier(seed=1, batch_size=8), topics=["in"])
+    state = LearnerState(DASClassifier(seed=1, batch_size=8, batch_warmup=0), topics=["in"])
     state.learn([(i, encode_training_record("in", i % 2, i, {"a": float(i)}, i % 2)) for i in range(13)])
     state.learn([(13, b"junk"), (14, encode_training_record("in", 0, 0, {"a": 0.0}, 0))])
     back = LearnerState.from_blob(state.to_blob(), task="classification")
