@@ -258,9 +258,10 @@ OLD_CLASSIFIER = {
     "average_horizon": 0,
     "rehearsal": 0,
     "memory": 0,
+    "batch_warmup": 0,
 }
 #: issue 11's rows: before rehearsal and the neighbour memory (issue 22)
-_PRE = {"batch_size": 8, "rehearsal": 0, "memory": 0}
+_PRE = {"batch_size": 8, "rehearsal": 0, "memory": 0, "batch_warmup": 0}
 LADDER: list[tuple[str, dict[str, Any]]] = [
     ("old defaults: SELU, (32, 32), batch 16, lr 3e-3, tau 5e-3, alpha 1e-4", OLD_CLASSIFIER),
     ("+ lr = tau = 1e-2", {**OLD_CLASSIFIER, "lr": 1e-2, "tau": 1e-2}),
@@ -287,8 +288,9 @@ LADDER: list[tuple[str, dict[str, Any]]] = [
     ("+ Polyak averaging over 130 samples", {**_PRE, "batch_size": 12, "alpha": 5e-5}),
     ("+ batch 8, alpha 3e-5", _PRE),
     ("+ rehearsal 2", {**_PRE, "rehearsal": 2}),
-    ("+ neighbour memory: 5 nearest of 512", {"batch_size": 8, "rehearsal": 2}),
-    ("+ batch 16, rehearsal 0 (the defaults)", {}),
+    ("+ neighbour memory: 5 nearest of 512", {"batch_size": 8, "rehearsal": 2, "batch_warmup": 0}),
+    ("+ batch 16, rehearsal 0", {"batch_warmup": 0}),
+    ("+ batch warm-up 64 (the defaults)", {}),
 ]
 REG_PEERS = ("Mean", "LinReg", "LinReg (scaled y)", "ARF", "MLP (64,64)")
 #: The peers DAS is to match or beat on a regression stream (the note's second goal).
