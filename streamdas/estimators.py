@@ -32,6 +32,7 @@ from streamdas.labels import LabelIndex
 from streamdas.linear_path import LinearPath
 from streamdas.memory import deep_size
 from streamdas.mixing import ExpertMix
+from streamdas.mixture import label_frequencies, mixed_label, mixed_proba, score_and_keep, softmax
 from streamdas.model import NetConfig
 from streamdas.neighbours import NeighbourMemory
 from streamdas.readouts import EstimatorReadouts
@@ -553,39 +554,19 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         return torch.from_numpy(self._labels.positions(targets))
 
     def _before_step(self, z: torch.Tensor, y: torch.Tensor) -> None:
-        """With the neighbour memory on: score both experts on the batch before the network
-        learns it (the probability each gave the true class, as a prediction would have), then
-        keep the batch in the memory."""
+        """With the neighbour memory on: score both experts on the batch, then keep it in the
+        memory (:func:`~streamdas.mixture.score_and_keep`)."""
         if self._memory is None:
             return
         assert self._fwd is not None
-        rows, targets = z.numpy(), y.numpy()
-        at = np.arange(len(rows))
-        net = _softmax(self._fwd.many(rows).astype(np.float64))[at, targets]
-        self._mix.update(net, self._memory.vote_many(rows, len(self._labels))[at, targets])
-        self._memory.push(rows, targets)
-
-    def _mixed(self, z: np.ndarray, p: np.ndarray) -> np.ndarray:
-        """The network's class probabilities ``p`` of the standardized row(s) ``z`` (one row,
-        or one per row of a 2-d ``z``), mixed in place with the neighbour vote where the
-        memory is on."""
-        if self._memory is None or not len(self._memory):
-            return p
-        w_net, w_memory = self._mix.weights
-        vote = self._memory.vote(z, p.shape[-1]) if z.ndim == 1 else self._memory.vote_many(z, p.shape[-1])
-        p *= w_net
-        p += w_memory * vote
-        return p
+        rows = z.numpy()
+        score_and_keep(self._memory, self._mix, self._fwd.many(rows), rows, y.numpy())
 
     def _prior(self) -> np.ndarray:
         """Before the first step: the frequency of each label among the samples learned so far
         (all still buffered; uniform where none is, as in a state saved without its buffer)."""
-        counts = np.zeros(len(self._labels.classes))
         pos = self._labels.pos
-        for y in self._buffer.targets:
-            counts[pos[y]] += 1.0
-        total = counts.sum()
-        return counts / total if total else np.full(len(counts), 1.0 / len(counts))
+        return label_frequencies((pos[y] for y in self._buffer.targets), len(self._labels.classes))
 
     def predict_proba_one(
         self, x: dict[base.typing.FeatureName, Any], **kwargs: Any
@@ -597,17 +578,14 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
             return dict(zip(self._labels.classes, self._prior().tolist(), strict=True))
         assert self._fwd is not None
         z = self._predict_input(x)
-        p = self._mixed(z, _softmax(self._fwd(z).astype(np.float64)))
+        p = mixed_proba(self._memory, self._mix, z, softmax(self._fwd(z).astype(np.float64)))
         return dict(zip(self._labels.classes, p.tolist(), strict=True))
 
     def predict_one(
         self, x: dict[base.typing.FeatureName, Any], **kwargs: Any
     ) -> base.typing.ClfTarget | None:
-        """The most likely label (``kwargs``: River's interface, unused). Without the memory:
-        argmax of the logits, no softmax, no probability dict. With it, the vote is skipped
-        where it cannot change the answer: where the network's weighted lead of its first
-        class over its second, ``w_net * (p1 - p2)``, is at least ``w_memory`` (two vote
-        probabilities differ by less than 1)."""
+        """The most likely label (``kwargs``: River's interface, unused), computed with as
+        little of the mixture as the answer needs (:func:`~streamdas.mixture.mixed_label`)."""
         classes = self._labels.classes
         if not classes:
             return None
@@ -615,28 +593,13 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
             return classes[int(self._prior().argmax())]
         assert self._fwd is not None
         z = self._predict_input(x)
-        logits = self._fwd(z)
-        top = int(logits.argmax())
-        if self._memory is None or not len(self._memory) or len(classes) == 1:
-            return classes[top]
-        w_net, w_memory = self._mix.weights
-        if len(classes) == 2:  # p1 - p2 of a softmax over two logits, without the softmax
-            lead = math.tanh((float(logits[0]) - float(logits[1])) / 2.0)
-            if w_net * abs(lead) >= w_memory:
-                return classes[top]
-            # the mix's first probability minus its second, without the probability arrays
-            return classes[0 if w_net * lead + w_memory * self._memory.vote_lead(z) >= 0.0 else 1]
-        p = _softmax(logits.astype(np.float64))
-        if w_net * float(p[top] - np.partition(p, len(p) - 2)[-2]) >= w_memory:
-            return classes[top]
-        return classes[int(self._mixed(z, p).argmax())]
+        return classes[mixed_label(self._memory, self._mix, z, self._fwd(z))]
 
     def _proba_many(self, X: pd.DataFrame) -> np.ndarray:
         assert self._trainer is not None
         z = self._encoder.predict_frame(X)
-        return self._mixed(
-            z, _softmax(self._trainer.predict(torch.from_numpy(z)).cpu().numpy().astype(np.float64))
-        )
+        logits = self._trainer.predict(torch.from_numpy(z)).cpu().numpy()
+        return mixed_proba(self._memory, self._mix, z, softmax(logits.astype(np.float64)))
 
     def predict_proba_many(self, X: pd.DataFrame) -> pd.DataFrame:
         if not self._labels.classes:
@@ -933,14 +896,3 @@ class DASRegressor(_DASEstimator, base.MiniBatchRegressor):
     @classmethod
     def _unit_test_params(cls) -> Any:
         yield {"hidden_sizes": (16, 16), "grow_every": 100, "batch_size": 8}
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis."""
-    if logits.ndim == 1:
-        e = np.exp(logits - logits.max())
-        e /= e.sum()
-        return e
-    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    e /= e.sum(axis=-1, keepdims=True)
-    return e
