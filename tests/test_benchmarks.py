@@ -122,6 +122,11 @@ def test_every_table_is_filled(smoke: tuple[str, list[Section]]) -> None:
     profile_rows = {r[0].strip(): r for r in by_key["profile"][0].rows}
     assert profile_rows["learn_one total"][1] == sizes.profile_n
     assert profile_rows["NumPy forward (NumpyForward.__call__)"][1] > 0
+    for name in (
+        "optimizer step (optimizer_step)",
+        "both experts scored, batch kept in the memory (score_and_keep)",
+    ):
+        assert profile_rows[name][1] > 0, name  # a component the run goes through is seen
 
     memory = by_key["memory"][0]
     assert [r[0] for r in memory.rows][-1] == sizes.memory_n
@@ -257,3 +262,18 @@ def test_river_loop_cli_measures_das_settings_beside_the_defaults(capsys: pytest
         "| DASClassifier(batch_warmup=64)",
         "| DASClassifier(memory=0, batch_size=8)",
     ]
+
+
+def test_every_profiled_component_names_a_function_of_its_file() -> None:
+    """A renamed function would leave its row of table 3b at 0 calls, silently."""
+    import ast
+
+    from benchmarks.scaling import COMPONENTS
+
+    root = Path(__file__).resolve().parents[1]
+    for label, suffix, func in COMPONENTS:
+        if not suffix.startswith("streamdas/"):
+            continue
+        tree = ast.parse((root / suffix).read_text())
+        names = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        assert func in names, f"{label}: no function {func} in {suffix}"
