@@ -87,6 +87,7 @@ _SUBMODULES = frozenset(
         "metrics",
         "metrics_server",
         "mixing",
+        "mixture",
         "model",
         "neighbours",
         "params",
