@@ -578,7 +578,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
             return dict(zip(self._labels.classes, self._prior().tolist(), strict=True))
         assert self._fwd is not None
         z = self._predict_input(x)
-        p = mixed_proba(self._memory, self._mix, z, softmax(self._fwd(z).astype(np.float64)))
+        p = mixed_proba(self._memory, self._mix, z, softmax(self._fwd(z)))
         return dict(zip(self._labels.classes, p.tolist(), strict=True))
 
     def predict_one(
@@ -599,7 +599,7 @@ class DASClassifier(_DASEstimator, base.MiniBatchClassifier):
         assert self._trainer is not None
         z = self._encoder.predict_frame(X)
         logits = self._trainer.predict(torch.from_numpy(z)).cpu().numpy()
-        return mixed_proba(self._memory, self._mix, z, softmax(logits.astype(np.float64)))
+        return mixed_proba(self._memory, self._mix, z, softmax(logits))
 
     def predict_proba_many(self, X: pd.DataFrame) -> pd.DataFrame:
         if not self._labels.classes:

@@ -14,7 +14,7 @@ predicts the frequencies of the labels it has seen (:func:`label_frequencies`).
 >>> memory, mix = NeighbourMemory(size=8, n_neighbors=1), ExpertMix(forgetting=0.05)
 >>> memory.push(np.array([[0.0], [5.0]], np.float32), np.array([0, 1]))
 >>> z, logits = np.array([4.0], np.float32), np.array([2.0, 0.0], np.float32)
->>> mixed_proba(memory, mix, z, softmax(logits.astype(np.float64))).round(3).tolist()
+>>> mixed_proba(memory, mix, z, softmax(logits)).round(3).tolist()
 [0.482, 0.518]
 >>> mixed_label(memory, mix, z, logits)  # the vote outweighs the network's lead here
 1
@@ -34,7 +34,8 @@ __all__ = ["label_frequencies", "mixed_label", "mixed_proba", "score_and_keep", 
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis."""
+    """Softmax over the last axis, in float64 (the mix's log loss reads small probabilities)."""
+    logits = logits.astype(np.float64)
     if logits.ndim == 1:
         e = np.exp(logits - logits.max())
         e /= e.sum()
@@ -64,7 +65,7 @@ def score_and_keep(
     the true class, as a prediction would have: the network's ``logits`` of the standardized
     ``rows``, the vote of the memory), then keep the batch in the memory."""
     at = np.arange(len(rows))
-    net = softmax(logits.astype(np.float64))[at, targets]
+    net = softmax(logits)[at, targets]
     mix.update(net, memory.vote_many(rows, logits.shape[-1])[at, targets])
     memory.push(rows, targets)
 
@@ -102,7 +103,7 @@ def mixed_label(memory: NeighbourMemory | None, mix: ExpertMix, z: np.ndarray, l
         if w_net * abs(lead) >= w_memory:
             return top
         return 0 if w_net * lead + w_memory * memory.vote_lead(z) >= 0.0 else 1
-    p = softmax(logits.astype(np.float64))
+    p = softmax(logits)
     if w_net * float(p[top] - np.partition(p, len(p) - 2)[-2]) >= w_memory:
         return top
     return int(mixed_proba(memory, mix, z, p).argmax())

@@ -110,10 +110,7 @@ class NeighbourMemory:
                 [counts, np.zeros((*counts.shape[:-1], n_classes - counts.shape[-1]))], -1
             )
         counts += PRIOR
-        if counts.ndim == 1:  # one row: np.add.reduce, without the wrapper of .sum()
-            counts /= np.add.reduce(counts)
-        else:
-            counts /= np.add.reduce(counts, axis=-1, keepdims=True)
+        counts /= counts.sum(axis=-1, keepdims=True)
         return counts
 
     def vote(self, z: np.ndarray, n_classes: int) -> np.ndarray:
@@ -129,9 +126,8 @@ class NeighbourMemory:
         :meth:`vote` gives them), without the probability array; 0 while nothing is kept."""
         if not self.count:
             return 0.0
-        counts = (self._near(z) @ self.onehot[: self.count]).tolist()
-        first = counts[0] if counts else 0.0
-        second = counts[1] if len(counts) > 1 else 0.0
+        counts = (self._near(z) @ self.onehot[: self.count]).tolist()  # one column per class kept
+        first, second = counts[0], counts[1] if len(counts) > 1 else 0.0
         return (first - second) / (first + second + 2.0 * PRIOR)
 
     def _near(self, z: np.ndarray) -> np.ndarray:
